@@ -1,0 +1,36 @@
+// Results of the exact reference, kept at the precision they were computed in without holding the wide
+// scalar type: each element is an unevaluated sum of `limbs` doubles (a floating-point expansion), its
+// first part being the element correctly rounded to double. Memory is limbs x 8 bytes an element.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.hpp"
+
+namespace dplr {
+
+struct ExactTensor {
+  std::vector<std::int64_t> shape;
+  int limbs = 1;
+  std::vector<double> parts;  // numel * limbs
+
+  ExactTensor() = default;
+  ExactTensor(std::vector<std::int64_t> shape_, int limbs_);
+  std::int64_t numel() const;
+  double value(std::int64_t i) const { return parts[static_cast<std::size_t>(i) * limbs]; }
+  std::vector<double> rounded() const;       // every element correctly rounded to double
+  Tensor to_tensor(DType dtype) const;       // rounded to double, then to dtype (one rounding from double)
+};
+
+using ExactTensorMap = std::map<std::string, ExactTensor>;
+
+// How many leading bits two results of the same tensor agree on, per element relative to the element's
+// magnitude, floored at kAgreementFloor times the tensor's RMS so that elements near zero are judged
+// against the tensor's scale: bits_i = -log2(|x_i - y_i| / max(|y_i|, floor)). Returns the minimum over
+// elements, capped at `cap_bits` (identical values). y is the more precise of the two.
+inline constexpr double kAgreementFloor = 0x1p-26;
+double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bits);
+
+}  // namespace dplr

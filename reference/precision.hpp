@@ -1,0 +1,22 @@
+// Which arithmetic a reference run uses, chosen at run time ("double", "dd", "qd", or a bit count for
+// MPFR), and how to call a template with the matching scalar type.
+#pragma once
+#include <string>
+#include <string_view>
+
+namespace dplr {
+
+enum class Arithmetic { Double, DoubleDouble, QuadDouble, Mpfr };
+
+struct Precision {
+  Arithmetic arithmetic = Arithmetic::DoubleDouble;
+  int mpfr_bits = 0;  // requested bits for Arithmetic::Mpfr
+
+  static Precision parse(std::string_view text);  // "double" | "dd" | "qd" | "<bits>" ; throws InputError
+  std::string name() const;                       // "double", "dd", "qd", "mpfr256"
+  int significand_bits() const;                   // 53, 106, 212, or the bits MPFR really uses
+  // The precision a self-certifying run repeats itself at: clearly above this one.
+  Precision certifier() const;
+};
+
+}  // namespace dplr

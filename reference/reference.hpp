@@ -1,0 +1,40 @@
+// The exact DPLR reference: forward (o, ht) and backward (dq, dk, dv, da, db, dgk, dh0) of the
+// recurrence in the contract, at a precision chosen at run time, spread over (sequence, head) pairs on
+// all cores, with the backward's memory bounded by checkpointing. See reference/recurrent.hpp.
+#pragma once
+#include <map>
+#include <optional>
+#include <string>
+
+#include "reference/exact_tensor.hpp"
+#include "reference/precision.hpp"
+#include "reference/problem.hpp"
+
+namespace dplr {
+
+struct ReferenceOptions {
+  Precision precision;
+  bool backward = true;              // computed when the problem has `do`
+  std::int64_t checkpoint_interval = 0;  // states kept every this many tokens; 0: about sqrt(T)
+  int threads = 0;                   // 0: all cores
+};
+
+struct ReferenceResult {
+  ExactTensorMap tensors;  // o, ht, and with the backward dq, dk, dv, da, db, dgk, dh0
+  Precision precision;
+  double seconds = 0.0;
+  std::optional<Precision> certified_against;
+  std::map<std::string, double> certified_bits;  // per tensor, when certified
+  double min_certified_bits() const;
+};
+
+ReferenceResult run_reference(const DplrProblem& problem, const ReferenceOptions& options);
+
+// Runs at options.precision and again at its certifier(); returns the first run's tensors with the bits
+// on which the two runs agree, per tensor.
+ReferenceResult run_certified_reference(const DplrProblem& problem, const ReferenceOptions& options);
+
+// The bits on which every tensor of `result` agrees with the same tensor of `more_precise`.
+std::map<std::string, double> certify(const ReferenceResult& result, const ReferenceResult& more_precise);
+
+}  // namespace dplr

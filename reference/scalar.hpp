@@ -1,0 +1,109 @@
+// The scalar types the exact reference is written over, and what the generic code needs to know of each.
+//
+//   double             53 bits   the everyday fast path, and the path whose error we want to see
+//   dd_real  (QD)     106 bits   the fast extended precision for the everyday exact answer
+//   qd_real  (QD)     212 bits   certifies dd_real; finite differences for gradient checks
+//   mp_real  (MPFR)   any        precision chosen at run time (Boost.Multiprecision's mpfr_float)
+//
+// Generic code uses ADL (`using std::exp; exp(x)`) and in-place updates (`acc += a * b`), which for
+// mp_real become one mpfr_fma through Boost's expression templates, with no temporary.
+#pragma once
+#include <qd/dd_real.h>
+#include <qd/qd_real.h>
+
+#include <boost/multiprecision/mpfr.hpp>
+#include <cmath>
+#include <string>
+#include <string_view>
+
+#include <Eigen/Core>
+
+namespace dplr {
+
+using mp_real = boost::multiprecision::mpfr_float;
+
+template <class S>
+struct ScalarTraits;
+
+template <>
+struct ScalarTraits<double> {
+  static constexpr std::string_view name = "double";
+  static int bits() { return 53; }
+  static int limbs() { return 1; }
+  static double from_double(double x) { return x; }
+  static void to_parts(const double& x, double* parts) { parts[0] = x; }
+};
+
+template <>
+struct ScalarTraits<dd_real> {
+  static constexpr std::string_view name = "double-double";
+  static int bits() { return 106; }
+  static int limbs() { return 2; }
+  static dd_real from_double(double x) { return dd_real(x); }
+  static void to_parts(const dd_real& x, double* parts) { parts[0] = x.x[0], parts[1] = x.x[1]; }
+};
+
+template <>
+struct ScalarTraits<qd_real> {
+  static constexpr std::string_view name = "quad-double";
+  static int bits() { return 212; }
+  static int limbs() { return 4; }
+  static qd_real from_double(double x) { return qd_real(x); }
+  static void to_parts(const qd_real& x, double* parts) {
+    for (int i = 0; i < 4; ++i) parts[i] = x[i];
+  }
+};
+
+template <>
+struct ScalarTraits<mp_real> {
+  static constexpr std::string_view name = "mpfr";
+  static int bits() { return static_cast<int>(mpfr_get_prec(mp_real(0).backend().data())); }
+  static int limbs() { return bits() / 53 + 2; }
+  static mp_real from_double(double x) { return mp_real(x); }
+  // Successive round-to-nearest peels: parts[0] is x correctly rounded to double, the rest the remainder.
+  static void to_parts(const mp_real& x, double* parts) {
+    mp_real rest = x;
+    const int n = limbs();
+    for (int i = 0; i < n; ++i) {
+      parts[i] = static_cast<double>(rest);
+      rest -= parts[i];
+    }
+  }
+};
+
+// Sets MPFR's working precision for the values created while it lives (Boost 1.74 keeps one global
+// default, in decimal digits); restores the previous one on exit. Set before worker threads start.
+class MpfrPrecisionScope {
+ public:
+  explicit MpfrPrecisionScope(int bits);
+  ~MpfrPrecisionScope();
+  MpfrPrecisionScope(const MpfrPrecisionScope&) = delete;
+  MpfrPrecisionScope& operator=(const MpfrPrecisionScope&) = delete;
+
+ private:
+  unsigned previous_digits10_;
+};
+
+}  // namespace dplr
+
+// Eigen needs NumTraits for the QD types (Boost provides them for mp_real in boost/multiprecision/eigen.hpp).
+namespace Eigen {
+template <class QD, int Bits>
+struct QdNumTraits : GenericNumTraits<QD> {
+  using Real = QD;
+  using NonInteger = QD;
+  using Nested = QD;
+  using Literal = QD;
+  enum { IsComplex = 0, IsInteger = 0, IsSigned = 1, RequireInitialization = 1, ReadCost = 2, AddCost = 20, MulCost = 30 };
+  static inline Real epsilon() { return QD(std::ldexp(1.0, -Bits)); }
+  static inline Real dummy_precision() { return QD(std::ldexp(1.0, -Bits + 10)); }
+  static inline int digits10() { return static_cast<int>(Bits * 0.30103); }
+  static inline Real highest() { return QD(1.7e308); }
+  static inline Real lowest() { return QD(-1.7e308); }
+};
+template <>
+struct NumTraits<dd_real> : QdNumTraits<dd_real, 104> {};
+template <>
+struct NumTraits<qd_real> : QdNumTraits<qd_real, 208> {};
+}  // namespace Eigen
+#include <boost/multiprecision/eigen.hpp>
