@@ -1,5 +1,6 @@
 // The scalar types the exact reference is written over, and what the generic code needs to know of each.
 //
+//   float              24 bits   chunk-form studies only: what float arithmetic does
 //   double             53 bits   the everyday fast path, and the path whose error we want to see
 //   dd_real  (QD)     106 bits   the fast extended precision for the everyday exact answer
 //   qd_real  (QD)     212 bits   certifies dd_real; finite differences for gradient checks
@@ -24,6 +25,16 @@ using mp_real = boost::multiprecision::mpfr_float;
 
 template <class S>
 struct ScalarTraits;
+
+// float: only to show what finite precision does to the chunk form (not a reference precision).
+template <>
+struct ScalarTraits<float> {
+  static constexpr std::string_view name = "float";
+  static int bits() { return 24; }
+  static int limbs() { return 1; }
+  static float from_double(double x) { return static_cast<float>(x); }
+  static void to_parts(const float& x, double* parts) { parts[0] = x; }
+};
 
 template <>
 struct ScalarTraits<double> {
