@@ -33,6 +33,7 @@ struct ScalarTraits<float> {
   static int bits() { return 24; }
   static int limbs() { return 1; }
   static float from_double(double x) { return static_cast<float>(x); }
+  static double to_double(const float& x) { return x; }
   static void to_parts(const float& x, double* parts) { parts[0] = x; }
 };
 
@@ -42,6 +43,7 @@ struct ScalarTraits<double> {
   static int bits() { return 53; }
   static int limbs() { return 1; }
   static double from_double(double x) { return x; }
+  static double to_double(const double& x) { return x; }
   static void to_parts(const double& x, double* parts) { parts[0] = x; }
 };
 
@@ -51,6 +53,7 @@ struct ScalarTraits<dd_real> {
   static int bits() { return 106; }
   static int limbs() { return 2; }
   static dd_real from_double(double x) { return dd_real(x); }
+  static double to_double(const dd_real& x) { return ::to_double(x); }
   static void to_parts(const dd_real& x, double* parts) { parts[0] = x.x[0], parts[1] = x.x[1]; }
 };
 
@@ -60,6 +63,7 @@ struct ScalarTraits<qd_real> {
   static int bits() { return 212; }
   static int limbs() { return 4; }
   static qd_real from_double(double x) { return qd_real(x); }
+  static double to_double(const qd_real& x) { return ::to_double(x); }
   static void to_parts(const qd_real& x, double* parts) {
     for (int i = 0; i < 4; ++i) parts[i] = x[i];
   }
@@ -68,9 +72,10 @@ struct ScalarTraits<qd_real> {
 template <>
 struct ScalarTraits<mp_real> {
   static constexpr std::string_view name = "mpfr";
-  static int bits() { return static_cast<int>(mpfr_get_prec(mp_real(0).backend().data())); }
+  static int bits() { return static_cast<int>(mpfr_get_prec(mp_real(0.0).backend().data())); }
   static int limbs() { return bits() / 53 + 2; }
   static mp_real from_double(double x) { return mp_real(x); }
+  static double to_double(const mp_real& x) { return static_cast<double>(x); }
   // Successive round-to-nearest peels: parts[0] is x correctly rounded to double, the rest the remainder.
   static void to_parts(const mp_real& x, double* parts) {
     mp_real rest = x;

@@ -1,0 +1,24 @@
+// Calls a generic function with the scalar type a run-time Precision names:
+//   with_scalar(precision, [&]<class S>(std::type_identity<S>) { ... });
+// For MPFR, the working precision is set for the call's duration (one precision at a time per process).
+#pragma once
+#include <type_traits>
+
+#include "reference/precision.hpp"
+#include "reference/scalar.hpp"
+
+namespace dplr {
+
+template <class F>
+decltype(auto) with_scalar(const Precision& precision, F&& f) {
+  switch (precision.arithmetic) {
+    case Arithmetic::Double: return f(std::type_identity<double>{});
+    case Arithmetic::DoubleDouble: return f(std::type_identity<dd_real>{});
+    case Arithmetic::QuadDouble: return f(std::type_identity<qd_real>{});
+    case Arithmetic::Mpfr: break;
+  }
+  MpfrPrecisionScope scope(precision.mpfr_bits);
+  return f(std::type_identity<mp_real>{});
+}
+
+}  // namespace dplr

@@ -1,0 +1,60 @@
+#include "reference/precision.hpp"
+
+#include <fmt/format.h>
+
+#include <boost/multiprecision/detail/digits.hpp>
+#include <algorithm>
+#include <charconv>
+
+#include "core/error.hpp"
+
+namespace dplr {
+
+Precision Precision::parse(std::string_view text) {
+  if (text == "double" || text == "53") return {Arithmetic::Double, 0};
+  if (text == "dd" || text == "double-double") return {Arithmetic::DoubleDouble, 0};
+  if (text == "qd" || text == "quad-double") return {Arithmetic::QuadDouble, 0};
+  if (text.starts_with("mpfr")) text.remove_prefix(4);
+  int bits = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), bits);
+  if (error != std::errc() || end != text.data() + text.size() || bits < 24 || bits > 100000)
+    throw InputError(fmt::format("precision '{}' is not one of double, dd, qd, or a bit count from 24 to 100000 (MPFR)",
+                                 text));
+  return {Arithmetic::Mpfr, bits};
+}
+
+std::string Precision::name() const {
+  switch (arithmetic) {
+    case Arithmetic::Double: return "double";
+    case Arithmetic::DoubleDouble: return "dd";
+    case Arithmetic::QuadDouble: return "qd";
+    case Arithmetic::Mpfr: return fmt::format("mpfr{}", mpfr_bits);
+  }
+  return "?";
+}
+
+static int mpfr_digits10_for_bits(int bits) { return static_cast<int>(boost::multiprecision::detail::digits2_2_10(bits)); }
+
+int Precision::significand_bits() const {
+  switch (arithmetic) {
+    case Arithmetic::Double: return 53;
+    case Arithmetic::DoubleDouble: return 106;
+    case Arithmetic::QuadDouble: return 212;
+    case Arithmetic::Mpfr:
+      // What Boost really asks MPFR for: bits -> decimal digits -> bits rounds up a little.
+      return static_cast<int>(boost::multiprecision::detail::digits10_2_2(mpfr_digits10_for_bits(mpfr_bits)));
+  }
+  return 0;
+}
+
+Precision Precision::certifier() const {
+  switch (arithmetic) {
+    case Arithmetic::Double: return {Arithmetic::DoubleDouble, 0};
+    case Arithmetic::DoubleDouble: return {Arithmetic::QuadDouble, 0};
+    case Arithmetic::QuadDouble: return {Arithmetic::Mpfr, 320};
+    case Arithmetic::Mpfr: return {Arithmetic::Mpfr, mpfr_bits + std::max(64, mpfr_bits / 2)};
+  }
+  return *this;
+}
+
+}  // namespace dplr
