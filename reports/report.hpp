@@ -1,0 +1,131 @@
+// One run's report: what was run, where, on which inputs, and how far every tensor is from the exact (or
+// expected) answer. Written as JSON that validates against reports/schema/dplr-report.v1.schema.json
+// (fields documented in reports/SCHEMA.md), printed as a short table with fmt, and as JUnit XML for CI.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/dtype.hpp"
+#include "verify/compare.hpp"
+
+namespace dplr {
+
+inline constexpr int kReportSchemaVersion = 1;
+inline constexpr std::string_view kReportSchemaId = "dplr-report.v1";
+
+struct ToolInfo {
+  std::string name = "dplr-verify";
+  std::string version;       // the CMake project version
+  std::string git_revision;  // `git rev-parse --short HEAD` at configure time, "unknown" outside a checkout
+  static ToolInfo current();
+};
+
+struct HostInfo {
+  std::string hostname;
+  std::string cpu_model;  // /proc/cpuinfo's "model name", "unknown" where absent
+  int cpu_cores = 0;      // hardware threads
+  std::optional<std::string> gpu;  // e.g. "NVIDIA H100 80GB HBM3 (sm_90)"; empty when none was used
+  static HostInfo current(std::optional<std::string> gpu = std::nullopt);
+};
+
+struct CaseShape {
+  std::int64_t B = 0, T = 0, H = 0, K = 0, V = 0, N = 0;
+};
+
+struct CaseOptions {
+  std::optional<double> scale;  // the scale used; empty when unknown (a diff of two files)
+  bool reverse = false;
+  bool cu_seqlens = false;  // varlen packing present
+  bool h0 = false;
+  bool dht = false;
+  bool backward = false;    // do present: gradients were computed and compared
+};
+
+struct GeneratorSource {
+  std::string name;
+  std::uint64_t seed = 0;
+};
+
+struct FileSource {
+  std::string role;    // "case" (verify), "actual" / "expected" (diff), "stages", "policy", ...
+  std::string path;
+  std::string sha256;  // lowercase hex of the file's bytes
+};
+
+struct CaseSource {
+  std::optional<GeneratorSource> generator;
+  std::vector<FileSource> files;
+};
+
+struct ReferenceInfo {
+  std::string precision;                          // Precision::name(): "double", "dd", "qd", "mpfr256"
+  int significand_bits = 0;
+  std::optional<std::string> certified_against;   // the certifier's precision name, when certified
+  std::map<std::string, double> certified_bits;   // per tensor; empty when not certified
+  double seconds = 0.0;
+};
+
+struct StageSection {
+  std::vector<StageResult> results;                  // pipeline order
+  std::optional<std::string> first_diverging_stage;  // first_diverging_stage(results)
+};
+
+struct CaseResult {
+  std::string id;
+  std::optional<CaseShape> shape;          // empty where the tensors are not a DPLR case (some diffs)
+  std::map<std::string, DType> dtypes;     // storage dtype of every tensor of the case
+  std::optional<DType> working_dtype;      // compare.hpp: the inputs' precision
+  std::optional<CaseOptions> options;
+  CaseSource source;
+  std::string baseline = "exact";          // "exact" (verify, check) or "file" (diff)
+  std::optional<ReferenceInfo> reference;  // empty for diff
+  ComparisonResult comparison;
+  std::optional<StageSection> stages;
+  std::vector<std::string> notes;          // e.g. "gk > 0 in 12 elements: growth, outside the intended domain"
+
+  Verdict verdict() const;  // the worst of the tensors and stages
+};
+
+struct Report {
+  std::string command;                    // "verify", "diff", "check", "gradcheck", ...
+  std::vector<std::string> command_line;  // argv
+  ToolInfo tool = ToolInfo::current();
+  HostInfo host;
+  std::string policy_preset;
+  std::vector<std::string> policy_sources;  // TolerancePolicy::sources()
+  std::chrono::system_clock::time_point start_time;
+  double duration_seconds = 0.0;
+  std::vector<CaseResult> cases;
+  std::optional<std::string> input_error;  // the InputError that stopped the run (exit code 2)
+
+  Verdict verdict() const;  // error on input_error, else the worst case verdict (pass for no cases)
+  int exit_code() const;    // 0 pass, 1 fail or error (an accuracy failure: NaN included), 2 input_error
+};
+
+nlohmann::json to_json(const TensorMetrics& metrics);
+nlohmann::json to_json(const TensorResult& result);
+nlohmann::json to_json(const CaseResult& result);
+nlohmann::json to_json(const Report& report);
+// Writes to_json(report), indented, to `path` (creating its folder); throws InputError when it cannot.
+void write_report(const std::filesystem::path& path, const Report& report);
+
+// The terminal table of one case: tensor, dtype (storage/judged), rel RMSE, floor ratio, max ulp, max abs err
+// @ index, verdict; then the reason of every tensor that did not pass.
+std::string format_table(const CaseResult& result);
+
+// JUnit XML: one <testsuite> per case, one <testcase> per case x tensor (and per stage tensor), a <failure>
+// or <error> carrying the numbers.
+std::string junit_xml(const Report& report);
+void write_junit(const std::filesystem::path& path, const Report& report);
+
+// "2025-06-01T12:00:00.123Z"
+std::string iso8601_utc(std::chrono::system_clock::time_point time);
+
+}  // namespace dplr

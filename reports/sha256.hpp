@@ -1,0 +1,37 @@
+// SHA-256 (FIPS 180-4) of input files, for reports. Written here rather than taken from OpenSSL because
+// libssl-dev is not among the project's dependencies (scripts/install-deps.sh) and the device machines lack it.
+#pragma once
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace dplr {
+
+class Sha256 {
+ public:
+  Sha256();
+  void update(std::span<const std::byte> data);
+  void update(std::string_view text);
+  // The digest; the object is spent afterwards (call reset() to reuse it).
+  std::array<std::uint8_t, 32> finish();
+  void reset();
+
+ private:
+  void compress(const std::uint8_t* block);
+
+  std::array<std::uint32_t, 8> state_;
+  std::array<std::uint8_t, 64> buffer_;
+  std::size_t buffered_ = 0;
+  std::uint64_t total_bytes_ = 0;
+};
+
+std::string to_hex(std::span<const std::uint8_t> bytes);
+std::string sha256_hex(std::string_view data);
+// Streams the file; throws InputError naming it when it cannot be read.
+std::string sha256_file(const std::filesystem::path& path);
+
+}  // namespace dplr

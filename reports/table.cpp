@@ -1,0 +1,99 @@
+// The short human table a run prints to the terminal, one case at a time.
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "reports/report.hpp"
+
+namespace dplr {
+namespace {
+
+std::string number(double x, std::string_view spec) {
+  if (std::isnan(x)) return "nan";
+  if (std::isinf(x)) return x > 0 ? "inf" : "-inf";
+  return fmt::format(fmt::runtime(spec), x);
+}
+
+std::string verdict_upper(Verdict v) {
+  std::string out(verdict_name(v));
+  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::vector<std::string> row_of(const std::string& label, const TensorResult& r) {
+  const auto& m = r.metrics;
+  std::string dtype(dtype_name(r.dtype));
+  if (r.judged_as != r.dtype) dtype += fmt::format(" as {}", dtype_name(r.judged_as));
+  const std::string floor_ratio = m.floor ? number(m.floor->ratio, "{:.2f}") : "-";
+  std::string max_abs = m.compared > 0
+                            ? fmt::format("{} @ [{}]", number(m.max_abs.error, "{:.2e}"), fmt::join(m.max_abs.index, ", "))
+                            : "-";
+  std::string nonfinite;
+  if (m.nonfinite.actual_nan > 0) nonfinite += fmt::format(" {} NaN", m.nonfinite.actual_nan);
+  if (m.nonfinite.actual_inf > 0) nonfinite += fmt::format(" {} Inf", m.nonfinite.actual_inf);
+  return {label,
+          dtype,
+          number(m.rel_rmse, "{:.2e}"),
+          floor_ratio,
+          m.compared > 0 ? number(m.max_ulp.error, "{:.4g}") : "-",
+          max_abs,
+          verdict_upper(r.verdict) + nonfinite};
+}
+
+std::string render(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> widths(rows.front().size(), 0);
+  for (const auto& row : rows)
+    for (std::size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t c = 0; c < row.size(); ++c) {
+      // Names and dtypes left-aligned, numbers right-aligned, the verdict last and unpadded.
+      if (c + 1 == row.size()) line += row[c];
+      else if (c < 2) line += fmt::format("{:<{}}  ", row[c], widths[c]);
+      else line += fmt::format("{:>{}}  ", row[c], widths[c]);
+    }
+    out += line + '\n';
+  }
+  return out;
+}
+
+const std::vector<std::string> kHeader = {"tensor", "dtype", "rel RMSE", "floor ratio", "max ulp", "max abs err @ index",
+                                          "verdict"};
+
+}  // namespace
+
+std::string format_table(const CaseResult& result) {
+  std::string out = fmt::format("case {}: {} (against {}", result.id, verdict_upper(result.verdict()),
+                                result.baseline == "exact" ? "the exact answer" : "file B");
+  if (result.working_dtype) out += fmt::format(", working dtype {}", dtype_name(*result.working_dtype));
+  if (result.reference) out += fmt::format(", reference {}", result.reference->precision);
+  out += ")\n";
+
+  std::vector<std::vector<std::string>> rows = {kHeader};
+  for (const auto& t : result.comparison.tensors) rows.push_back(row_of(t.name, t));
+  if (rows.size() > 1) out += render(rows);
+
+  std::vector<std::pair<std::string, const TensorResult*>> not_passed;  // (label, result)
+  for (const auto& t : result.comparison.tensors)
+    if (t.verdict != Verdict::Pass) not_passed.emplace_back(t.name, &t);
+
+  if (result.stages && !result.stages->results.empty()) {
+    out += fmt::format("stages (first diverging: {}):\n", result.stages->first_diverging_stage.value_or("none"));
+    std::vector<std::vector<std::string>> stage_rows = {kHeader};
+    stage_rows.front().front() = "stage/tensor";
+    for (const auto& s : result.stages->results) {
+      const std::string label = fmt::format("{}/{}", s.stage, s.result.name);
+      stage_rows.push_back(row_of(label, s.result));
+      if (s.result.verdict != Verdict::Pass) not_passed.emplace_back(label, &s.result);
+    }
+    out += render(stage_rows);
+  }
+  for (const auto& [label, t] : not_passed) out += fmt::format("  {} {}: {}\n", label, verdict_name(t->verdict), t->reason);
+  for (const auto& note : result.notes) out += fmt::format("  note: {}\n", note);
+  return out;
+}
+
+}  // namespace dplr

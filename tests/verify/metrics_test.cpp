@@ -1,0 +1,264 @@
+// verify/metrics: every statistic on cases small enough to compute by hand.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "core/error.hpp"
+#include "verify/metrics.hpp"
+
+namespace dplr {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+std::vector<double> normal_values(std::size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  std::vector<double> out(n);
+  for (auto& x : out) x = normal(rng);
+  return out;
+}
+
+std::vector<double> rounded(const std::vector<double>& values, DType dtype) {
+  std::vector<double> out;
+  for (double x : values) out.push_back(round_to_dtype(x, dtype));
+  return out;
+}
+
+TEST(Metrics, RelativeRmseIsTheNormRatio) {
+  // ||(0, 0.5)|| / ||(3, 4)|| = 0.5 / 5.
+  const std::vector<double> exact = {3.0, 4.0}, actual = {3.0, 4.5};
+  const auto m = compute_metrics(actual, exact, DType::F64, {2});
+  EXPECT_DOUBLE_EQ(m.rel_rmse, 0.1);
+  EXPECT_DOUBLE_EQ(m.expected_rms, std::sqrt(12.5));
+  EXPECT_EQ(m.max_abs.error, 0.5);
+  EXPECT_EQ(m.max_abs.index, (std::vector<std::int64_t>{1}));
+  EXPECT_EQ(m.max_abs.actual, 4.5);
+  EXPECT_EQ(m.max_abs.expected, 4.0);
+  EXPECT_EQ(m.compared, 2);
+}
+
+TEST(Metrics, MaxAbsErrorIndexIsTheMultiIndex) {
+  // Shape [2, 3, 4]: flat 17 = 1*12 + 1*4 + 1.
+  std::vector<double> exact(24, 1.0), actual(24, 1.0);
+  actual[5] = 1.25;
+  actual[17] = 0.5;
+  const auto m = compute_metrics(actual, exact, DType::F32, {2, 3, 4});
+  EXPECT_EQ(m.max_abs.error, 0.5);
+  EXPECT_EQ(m.max_abs.index, (std::vector<std::int64_t>{1, 1, 1}));
+  EXPECT_EQ(m.max_rel.index, (std::vector<std::int64_t>{1, 1, 1}));
+  EXPECT_EQ(unravel_index(23, {2, 3, 4}), (std::vector<std::int64_t>{1, 2, 3}));
+  EXPECT_EQ(unravel_index(0, {}), (std::vector<std::int64_t>{}));
+}
+
+TEST(Metrics, UlpErrorsInBf16) {
+  // bf16 has 8 significand bits: spacing 2^-7 in [1, 2), 2^-6 in [2, 4), 2^-2 in [32, 64).
+  const std::vector<double> exact = {1.0, 3.0, 40.0, -1.5};
+  const std::vector<double> actual = {1.0 + 0x1p-7, 3.0 - 2 * 0x1p-6, 40.0 + 5 * 0x1p-2, -1.5};
+  const auto m = compute_metrics(actual, exact, DType::BF16, {4});
+  EXPECT_EQ(m.max_ulp.error, 5.0);
+  EXPECT_EQ(m.max_ulp.index, (std::vector<std::int64_t>{2}));
+  EXPECT_EQ(m.p99_ulp, 5.0);  // nearest rank of 4 values: the 4th
+  EXPECT_EQ(m.histogram.exact_equal, 1);
+}
+
+TEST(Metrics, UlpErrorsInFp16) {
+  // fp16 has 11 significand bits: spacing 0.5 in [512, 1024), 2^-10 in [1, 2), 2^-24 for subnormals.
+  const std::vector<double> exact = {1000.0, 1.0, 0x1p-20};
+  const std::vector<double> actual = {1001.5, 1.0 - 0x1p-11, 0x1p-20 + 7 * 0x1p-24};
+  const auto m = compute_metrics(actual, exact, DType::F16, {3});
+  EXPECT_EQ(m.max_ulp.error, 7.0);  // in the subnormal range the spacing is fixed
+  EXPECT_EQ(m.max_ulp.index, (std::vector<std::int64_t>{2}));
+  // 1 - 2^-11 is half an fp16 spacing below 1, measured with the spacing at 1.
+  EXPECT_EQ(compute_metrics(std::vector<double>{actual[1]}, std::vector<double>{1.0}, DType::F16, {1}).max_ulp.error,
+            0.5);
+  EXPECT_EQ(compute_metrics(std::vector<double>{actual[0]}, std::vector<double>{1000.0}, DType::F16, {1}).max_ulp.error,
+            3.0);
+}
+
+TEST(Metrics, P99IsTheNearestRank) {
+  std::vector<double> exact(200, 1.0), actual(200);
+  for (int i = 0; i < 200; ++i) actual[i] = 1.0 + i * 0x1p-52;  // i ulps of F64
+  const auto m = compute_metrics(actual, exact, DType::F64, {200});
+  EXPECT_EQ(m.max_ulp.error, 199.0);
+  EXPECT_EQ(m.p99_ulp, 197.0);  // rank ceil(0.99 * 200) = 198 -> the value 197
+}
+
+TEST(Metrics, FloorRatioIsExactlyOneForTheCorrectlyRoundedAnswer) {
+  const auto exact = normal_values(4096, 1);
+  for (DType dtype : {DType::BF16, DType::F16, DType::F32}) {
+    const auto m = compute_metrics(rounded(exact, dtype), exact, dtype, {64, 64});
+    ASSERT_TRUE(m.floor.has_value());
+    EXPECT_EQ(m.floor->ratio, 1.0) << dtype_name(dtype);
+    EXPECT_FALSE(m.floor->substituted);
+    EXPECT_EQ(m.floor->dtype, dtype);
+    // The measured floor is close to the nominal 0.4247 u (fla's recordings: bf16 1.66e-3).
+    EXPECT_NEAR(m.floor->measured_rel_rmse / nominal_rounding_floor(dtype), 1.0, 0.08) << dtype_name(dtype);
+    EXPECT_LE(m.max_ulp.error, 0.5);  // correctly rounded: at most half a spacing
+  }
+  EXPECT_NEAR(nominal_rounding_floor(DType::BF16), 1.659e-3, 1e-6);
+  EXPECT_NEAR(nominal_rounding_floor(DType::F16), 2.074e-4, 1e-7);
+}
+
+TEST(Metrics, FloorRatioOfTwiceTheRoundingErrorIsTwo) {
+  const auto exact = normal_values(1000, 2);
+  auto actual = rounded(exact, DType::BF16);
+  for (std::size_t i = 0; i < exact.size(); ++i) actual[i] = exact[i] + 2.0 * (actual[i] - exact[i]);
+  const auto m = compute_metrics(actual, exact, DType::F64, {1000}, {.floor_dtype = DType::BF16});
+  EXPECT_NEAR(m.floor->ratio, 2.0, 1e-12);
+  EXPECT_EQ(m.floor->dtype, DType::BF16);
+}
+
+TEST(Metrics, FloorIsSubstitutedWhereRoundingIsExact) {
+  // F64: the expected values are doubles, so rounding is exact and the measured floor is 0.
+  const auto exact = normal_values(100, 3);
+  auto m = compute_metrics(exact, exact, DType::F64, {100});
+  EXPECT_EQ(m.floor->measured_rel_rmse, 0.0);
+  EXPECT_TRUE(m.floor->substituted);
+  EXPECT_EQ(m.floor->used_rel_rmse, kMinimumFloorFraction * nominal_rounding_floor(DType::F64));
+  EXPECT_EQ(m.floor->ratio, 0.0);
+
+  // Small integers are exact in bf16 too; one element two spacings off gives a finite, readable ratio.
+  std::vector<double> integers = {1, 2, 3, 4, 5, 6, 7, 8};
+  auto off = integers;
+  off[2] = 3.0 + 2 * 0x1p-6;
+  m = compute_metrics(off, integers, DType::BF16, {8});
+  EXPECT_TRUE(m.floor->substituted);
+  EXPECT_TRUE(std::isfinite(m.floor->ratio));
+  EXPECT_NEAR(m.floor->ratio, m.rel_rmse / (0.5 * nominal_rounding_floor(DType::BF16)), 1e-15);
+}
+
+TEST(Metrics, AllZeroExpected) {
+  const std::vector<double> zeros(6, 0.0);
+  auto m = compute_metrics(zeros, zeros, DType::BF16, {2, 3});
+  EXPECT_EQ(m.rel_rmse, 0.0);
+  EXPECT_EQ(m.floor->ratio, 0.0);
+  EXPECT_EQ(m.histogram.exact_equal, 6);
+
+  std::vector<double> noisy = zeros;
+  noisy[4] = 1e-30;
+  m = compute_metrics(noisy, zeros, DType::BF16, {2, 3});
+  EXPECT_EQ(m.rel_rmse, kInf);
+  EXPECT_EQ(m.floor->ratio, kInf);
+  EXPECT_EQ(m.max_abs.error, 1e-30);
+  EXPECT_EQ(m.max_abs.index, (std::vector<std::int64_t>{1, 1}));
+  EXPECT_EQ(m.max_rel.error, kInf);
+  EXPECT_EQ(m.histogram.counts.back(), 1);  // rel >= 1 bin
+}
+
+TEST(Metrics, NonFiniteValuesAreCountedAndExcluded) {
+  const std::vector<double> exact = {1.0, 2.0, 3.0, kInf, kInf, 4.0, kNaN};
+  const std::vector<double> actual = {kNaN, 2.0, kNaN, kInf, -kInf, kInf, 5.0};
+  const auto m = compute_metrics(actual, exact, DType::F32, {7});
+  EXPECT_EQ(m.nonfinite.actual_nan, 2);
+  EXPECT_EQ(m.nonfinite.actual_inf, 3);
+  EXPECT_EQ(m.nonfinite.expected_nan, 1);
+  EXPECT_EQ(m.nonfinite.expected_inf, 2);
+  EXPECT_EQ(m.nonfinite.inf_mismatch, 2);  // inf vs -inf, and inf where 4 was expected; inf == inf is fine
+  ASSERT_TRUE(m.nonfinite.first_actual_nan_index.has_value());
+  EXPECT_EQ(*m.nonfinite.first_actual_nan_index, (std::vector<std::int64_t>{0}));
+  EXPECT_EQ(m.compared, 1);  // only element 1 is finite on both sides
+  EXPECT_EQ(m.rel_rmse, 0.0);
+}
+
+TEST(Metrics, NanIndexIsMultiDimensional) {
+  std::vector<double> exact(12, 1.0), actual(12, 1.0);
+  actual[7] = kNaN;
+  actual[9] = kNaN;
+  const auto m = compute_metrics(actual, exact, DType::BF16, {3, 4});
+  EXPECT_EQ(*m.nonfinite.first_actual_nan_index, (std::vector<std::int64_t>{1, 3}));
+}
+
+TEST(Metrics, MaxRelativeErrorUsesTheFloorNearZero) {
+  // RMS of (1, 1, 1, 0) is sqrt(3/4); the zero element is judged against kRelativeFloor * RMS.
+  const std::vector<double> exact = {1.0, 1.0, 1.0, 0.0};
+  const std::vector<double> actual = {1.0, 1.0 + 0x1p-10, 1.0, 0.01};
+  const auto m = compute_metrics(actual, exact, DType::F64, {4});
+  const double floor = kRelativeFloor * std::sqrt(0.75);
+  EXPECT_DOUBLE_EQ(m.relative_floor, floor);
+  EXPECT_DOUBLE_EQ(m.max_rel.error, 0.01 / floor);
+  EXPECT_EQ(m.max_rel.index, (std::vector<std::int64_t>{3}));
+  EXPECT_EQ(m.max_abs.index, (std::vector<std::int64_t>{3}));
+}
+
+TEST(Metrics, HistogramBinsByFloorOfLog2) {
+  // Relative errors 2^-8, 0.75, 3, 2^-70 and 0 (all |e| = 1, far above the relative floor).
+  const std::vector<double> exact = {1.0, 1.0, 1.0, 1.0, 1.0};
+  const std::vector<double> actual = {1.0 + 0x1p-8, 1.75, 4.0, 1.0 + 0x1p-52, 1.0};
+  const auto m = compute_metrics(actual, exact, DType::F64, {5});
+  auto bin = [&](int log2) { return m.histogram.counts[log2 - kHistogramMinLog2]; };
+  EXPECT_EQ(bin(-8), 1);
+  EXPECT_EQ(bin(-1), 1);
+  EXPECT_EQ(bin(0), 1);    // 3 >= 1: the last bin
+  EXPECT_EQ(bin(-52), 1);
+  EXPECT_EQ(m.histogram.exact_equal, 1);
+  std::int64_t total = m.histogram.exact_equal;
+  for (auto c : m.histogram.counts) total += c;
+  EXPECT_EQ(total, m.compared);
+  EXPECT_EQ(static_cast<int>(m.histogram.counts.size()), kHistogramBins);
+
+}
+
+TEST(Metrics, HistogramClampsBelow) {
+  std::vector<double> exact = {0x1p10}, actual = {0x1p10 * (1.0 + 0x1p-52)};
+  auto m = compute_metrics(actual, exact, DType::F64, {1});
+  EXPECT_EQ(m.histogram.counts[-52 - kHistogramMinLog2], 1);
+  // Relative error below 2^-60 only arises against a large floor: an element far below the RMS.
+  exact = {1.0, 1e30};
+  actual = {1.0 + 0x1p-52, 1e30};
+  m = compute_metrics(actual, exact, DType::F64, {2});
+  EXPECT_EQ(m.histogram.counts.front(), 1);  // 2^-52 / (1e30 * 2^-6 / sqrt 2) ~ 2^-142
+}
+
+TEST(Metrics, DiffHasNoFloorUnlessAsked) {
+  const auto b = normal_values(64, 4);
+  const auto a = rounded(b, DType::BF16);
+  auto m = compute_diff_metrics(a, b, DType::BF16, {64});
+  EXPECT_FALSE(m.floor.has_value());
+  EXPECT_GT(m.rel_rmse, 0.0);
+  m = compute_diff_metrics(a, b, DType::BF16, {64}, {.floor_dtype = DType::BF16, .compute_floor = true});
+  ASSERT_TRUE(m.floor.has_value());
+  EXPECT_EQ(m.floor->ratio, 1.0);
+}
+
+TEST(Metrics, LengthsMustMatchTheShape) {
+  const std::vector<double> three = {1, 2, 3}, four = {1, 2, 3, 4};
+  EXPECT_THROW(compute_metrics(three, four, DType::F32, {4}), InputError);
+  EXPECT_THROW(compute_metrics(four, four, DType::F32, {2, 3}), InputError);
+  try {
+    compute_metrics(three, three, DType::F32, {2, 2});
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("[2, 2]"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Metrics, EmptyTensor) {
+  const std::vector<double> none;
+  const auto m = compute_metrics(none, none, DType::BF16, {0, 4});
+  EXPECT_EQ(m.elements, 0);
+  EXPECT_EQ(m.compared, 0);
+  EXPECT_EQ(m.rel_rmse, 0.0);
+  EXPECT_TRUE(m.max_abs.index.empty());
+}
+
+TEST(Metrics, LowerPrecision) {
+  EXPECT_EQ(lower_precision(DType::F32, DType::BF16), DType::BF16);
+  EXPECT_EQ(lower_precision(DType::BF16, DType::F16), DType::BF16);
+  EXPECT_EQ(lower_precision(DType::F16, DType::F64), DType::F16);
+  EXPECT_EQ(lower_precision(DType::I64, DType::BF16), DType::I64);
+  EXPECT_EQ(lower_precision(DType::F32, DType::I64), DType::F32);
+}
+
+TEST(Metrics, HugeValuesDoNotOverflowTheNorms) {
+  const std::vector<double> exact = {1e300, -1e300, 1e300}, actual = {1e300 * (1 + 1e-3), -1e300, 1e300};
+  const auto m = compute_metrics(actual, exact, DType::F64, {3});
+  EXPECT_NEAR(m.rel_rmse, 1e-3 / std::sqrt(3.0), 1e-12);
+  EXPECT_NEAR(m.expected_rms, 1e300, 1e288);
+}
+
+}  // namespace
+}  // namespace dplr

@@ -1,0 +1,178 @@
+#include "verify/compare.hpp"
+
+#include <algorithm>
+#include <array>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "core/error.hpp"
+
+namespace dplr {
+namespace {
+
+constexpr std::array<std::string_view, 9> kContractOrder = {"o", "ht", "dq", "dk", "dv", "da", "db", "dgk", "dh0"};
+
+std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
+  std::int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+template <class Map>
+std::vector<std::string> names_of(const Map& map) {
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : map) names.push_back(name);
+  return names;
+}
+
+void check_actual(const std::string& name, const Tensor& tensor) {
+  if (static_cast<std::int64_t>(tensor.values.size()) != tensor.numel())
+    throw InputError(fmt::format("tensor '{}': shape {} needs {} values, the tensor holds {}", name,
+                                 shape_string(tensor.shape), tensor.numel(), tensor.values.size()));
+}
+
+void check_shapes(const std::string& name, const std::vector<std::int64_t>& actual,
+                  const std::vector<std::int64_t>& expected, std::string_view expected_name) {
+  if (actual != expected)
+    throw InputError(fmt::format("tensor '{}': the actual tensor has shape {}, the {} one has shape {}", name,
+                                 shape_string(actual), expected_name, shape_string(expected)));
+}
+
+// The first part of every element's expansion: the element correctly rounded to double (exact_tensor.hpp).
+std::vector<double> rounded_values(const std::string& name, const ExactTensor& exact) {
+  const std::int64_t numel = numel_of(exact.shape);
+  if (exact.limbs < 1 || static_cast<std::int64_t>(exact.parts.size()) != numel * exact.limbs)
+    throw InputError(fmt::format("exact tensor '{}': shape {} with {} limbs needs {} parts, it holds {}", name,
+                                 shape_string(exact.shape), exact.limbs, numel * exact.limbs, exact.parts.size()));
+  std::vector<double> values(static_cast<std::size_t>(numel));
+  for (std::int64_t i = 0; i < numel; ++i) values[i] = exact.value(i);
+  return values;
+}
+
+DType judged_dtype(DType storage, const std::optional<DType>& working) {
+  return working ? lower_precision(storage, *working) : storage;
+}
+
+TensorResult judge_tensor(const std::string& name, const Tensor& actual, TensorMetrics metrics, DType judged_as,
+                          const TolerancePolicy& policy, std::string_view expected_name) {
+  TensorResult result;
+  result.name = name;
+  result.dtype = actual.dtype;
+  result.judged_as = judged_as;
+  result.metrics = std::move(metrics);
+  result.tolerance = policy.resolve(name, judged_as);
+  const Judgement judgement = judge(result.metrics, result.tolerance, expected_name);
+  result.verdict = judgement.verdict;
+  result.reason = judgement.reason;
+  return result;
+}
+
+std::vector<std::string> shared_names(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  std::vector<std::string> shared;
+  std::set_intersection(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(shared));
+  return shared;
+}
+
+std::vector<std::string> difference(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  std::vector<std::string> out;
+  std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
+  return out;
+}
+
+// Sorted names of both sides (std::map keeps them sorted), the shared ones in contract order.
+template <class ExpectedMap>
+ComparisonResult compare_names(const TensorMap& actual, const ExpectedMap& expected, std::string_view expected_name,
+                               bool require_shared, auto&& compare_one) {
+  const auto actual_names = names_of(actual), expected_names = names_of(expected);
+  const auto shared = shared_names(actual_names, expected_names);
+  if (shared.empty() && require_shared)
+    throw InputError(fmt::format("no tensor to compare: the actual tensors are [{}], the {} ones are [{}]",
+                                 fmt::join(actual_names, ", "), expected_name, fmt::join(expected_names, ", ")));
+  ComparisonResult out;
+  out.only_in_actual = difference(actual_names, expected_names);
+  out.only_in_expected = difference(expected_names, actual_names);
+  for (const auto& name : contract_order(shared)) {
+    out.tensors.push_back(compare_one(name));
+    out.verdict = worst_verdict(out.verdict, out.tensors.back().verdict);
+  }
+  return out;
+}
+
+ComparisonResult compare_exact(const TensorMap& actual, const ExactTensorMap& exact, const TolerancePolicy& policy,
+                               const CompareOptions& options, bool require_shared) {
+  const auto working = options.working_dtype ? options.working_dtype : working_dtype_of(actual);
+  return compare_names(actual, exact, "exact", require_shared, [&](const std::string& name) {
+    const Tensor& a = actual.at(name);
+    const ExactTensor& e = exact.at(name);
+    check_actual(name, a);
+    check_shapes(name, a.shape, e.shape, "exact");
+    const DType judged_as = judged_dtype(a.dtype, working);
+    auto metrics = compute_metrics(a.values, rounded_values(name, e), a.dtype, a.shape, {.floor_dtype = judged_as});
+    return judge_tensor(name, a, std::move(metrics), judged_as, policy, "exact");
+  });
+}
+
+}  // namespace
+
+ComparisonResult compare(const TensorMap& actual, const ExactTensorMap& exact, const TolerancePolicy& policy,
+                         const CompareOptions& options) {
+  return compare_exact(actual, exact, policy, options, /*require_shared=*/true);
+}
+
+ComparisonResult compare_diff(const TensorMap& a, const TensorMap& b, const TolerancePolicy& policy,
+                              const DiffOptions& options) {
+  const auto working = options.working_dtype ? options.working_dtype : working_dtype_of(a);
+  return compare_names(a, b, "B", /*require_shared=*/true, [&](const std::string& name) {
+    const Tensor& actual = a.at(name);
+    const Tensor& expected = b.at(name);
+    check_actual(name, actual);
+    check_actual(name, expected);
+    check_shapes(name, actual.shape, expected.shape, "B");
+    const DType judged_as = judged_dtype(actual.dtype, working);
+    auto metrics = compute_diff_metrics(actual.values, expected.values, actual.dtype, actual.shape,
+                                        {.floor_dtype = judged_as, .compute_floor = options.floor_ratio});
+    return judge_tensor(name, actual, std::move(metrics), judged_as, policy, "B");
+  });
+}
+
+std::vector<StageResult> compare_stage(std::string_view stage, const TensorMap& actual, const ExactTensorMap& exact,
+                                       const TolerancePolicy& policy, const CompareOptions& options) {
+  std::vector<StageResult> out;
+  for (auto& result : compare_exact(actual, exact, policy, options, /*require_shared=*/false).tensors)
+    out.push_back({std::string(stage), std::move(result)});
+  return out;
+}
+
+std::optional<std::string> first_diverging_stage(const std::vector<StageResult>& results) {
+  for (const auto& r : results)
+    if (r.result.verdict != Verdict::Pass) return r.stage;
+  return std::nullopt;
+}
+
+std::optional<DType> working_dtype_of(const TensorMap& tensors) {
+  std::optional<DType> lowest;
+  auto consider = [&](const Tensor& t) {
+    if (!dtype_is_float(t.dtype)) return;
+    lowest = lowest ? lower_precision(*lowest, t.dtype) : t.dtype;
+  };
+  for (std::string_view name : {"q", "k", "v", "a", "b"})
+    if (auto it = tensors.find(std::string(name)); it != tensors.end()) consider(it->second);
+  if (lowest) return lowest;
+  for (const auto& [name, tensor] : tensors) consider(tensor);
+  return lowest;
+}
+
+std::vector<std::string> contract_order(std::vector<std::string> names) {
+  auto rank = [](const std::string& name) {
+    const auto it = std::find(kContractOrder.begin(), kContractOrder.end(), name);
+    return static_cast<std::size_t>(it - kContractOrder.begin());  // kContractOrder.size() when not found
+  };
+  std::sort(names.begin(), names.end(), [&](const std::string& x, const std::string& y) {
+    const auto rx = rank(x), ry = rank(y);
+    return rx != ry ? rx < ry : x < y;
+  });
+  return names;
+}
+
+}  // namespace dplr

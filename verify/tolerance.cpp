@@ -1,0 +1,381 @@
+#include "verify/tolerance.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+
+namespace dplr {
+namespace {
+
+constexpr std::array<std::string_view, 3> kPresetNames = {"strict", "default", "report-only"};
+constexpr std::array<std::string_view, 2> kForward = {"o", "ht"};
+constexpr std::array<std::string_view, 7> kGradients = {"dq", "dk", "dv", "da", "db", "dgk", "dh0"};
+constexpr std::array<DType, 2> kSixteenBit = {DType::BF16, DType::F16};
+
+std::string lowercase(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  return text;
+}
+
+// Sets one limit by unit name; false when the unit is unknown.
+bool set_limit(ToleranceLimits& limits, std::string_view unit, double value) {
+  const std::string u = lowercase(unit);
+  if (u == "floor" || u == "floor_ratio") limits.floor_ratio = value;
+  else if (u == "rel_rmse") limits.rel_rmse = value;
+  else if (u == "max_ulp" || u == "ulp") limits.max_ulp = value;
+  else if (u == "max_rel") limits.max_rel = value;
+  else if (u == "max_abs") limits.max_abs = value;
+  else return false;
+  return true;
+}
+
+bool is_unit(std::string_view text) {
+  ToleranceLimits scratch;
+  return set_limit(scratch, text, 0.0);
+}
+
+double parse_limit_value(std::string_view text, std::string_view entry, std::string_view origin) {
+  double value = 0.0;
+  const auto* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr != end || !std::isfinite(value) || value < 0.0)
+    throw InputError(fmt::format("{}: tolerance '{}': expected a number >= 0 or 'off' after '=', got '{}'",
+                                 origin, entry, text));
+  return value;
+}
+
+std::string selector_string(const std::optional<DType>& dtype, const std::string& tensor) {
+  if (!dtype) return tensor;
+  return fmt::format("{}:{}", dtype_name(*dtype), tensor);
+}
+
+// Higher wins: DTYPE:TENSOR 3, TENSOR 2, DTYPE:* 1, * 0.
+int specificity(const std::optional<DType>& dtype, const std::string& tensor) {
+  return (tensor != "*" ? 2 : 0) + (dtype ? 1 : 0);
+}
+
+std::string format_number(double x) { return fmt::format("{:.3g}", x); }
+
+}  // namespace
+
+std::string_view verdict_name(Verdict verdict) {
+  switch (verdict) {
+    case Verdict::Pass: return "pass";
+    case Verdict::Fail: return "fail";
+    case Verdict::Error: return "error";
+  }
+  return "?";
+}
+
+Verdict worst_verdict(Verdict a, Verdict b) { return static_cast<int>(a) >= static_cast<int>(b) ? a : b; }
+
+std::optional<DType> parse_dtype_selector(std::string_view text) {
+  const std::string t = lowercase(trim(text));
+  if (t == "f64" || t == "fp64" || t == "float64" || t == "double") return DType::F64;
+  if (t == "f32" || t == "fp32" || t == "float32" || t == "float") return DType::F32;
+  if (t == "f16" || t == "fp16" || t == "float16" || t == "half") return DType::F16;
+  if (t == "bf16" || t == "bfloat16") return DType::BF16;
+  if (t == "i64" || t == "int64") return DType::I64;
+  if (t == "i32" || t == "int32") return DType::I32;
+  return std::nullopt;
+}
+
+Judgement judge(const TensorMetrics& m, const Tolerance& tolerance, std::string_view expected_name) {
+  const auto& nf = m.nonfinite;
+  if (nf.actual_nan > 0)
+    return {Verdict::Error, fmt::format("{} NaN of {} elements in the actual tensor, first at [{}]", nf.actual_nan,
+                                        m.elements, fmt::join(nf.first_actual_nan_index.value(), ", "))};
+  if (nf.expected_nan > 0)
+    return {Verdict::Error,
+            fmt::format("{} NaN of {} elements on the {} side: nothing to compare them with", nf.expected_nan,
+                        m.elements, expected_name)};
+  if (nf.inf_mismatch > 0)
+    return {Verdict::Fail, fmt::format("{} elements infinite where {} is not (or the other infinity); "
+                                       "{} infinite in actual, {} in {}",
+                                       nf.inf_mismatch, expected_name, nf.actual_inf, expected_name,
+                                       nf.expected_inf, expected_name)};
+
+  const ToleranceLimits& limits = tolerance.limits;
+  std::vector<std::string> exceeded, held, not_evaluated;
+  auto check = [&](const std::optional<double>& limit, double value, std::string_view label) {
+    if (!limit) return;
+    const std::string text = fmt::format("{} {} {} {}", label, format_number(value), value <= *limit ? "<=" : ">",
+                                         format_number(*limit));
+    (value <= *limit ? held : exceeded).push_back(text);
+  };
+  if (limits.floor_ratio) {
+    if (m.floor)
+      check(limits.floor_ratio, m.floor->ratio, "floor ratio");
+    else
+      not_evaluated.push_back(fmt::format("floor ratio <= {} (no floor computed: {} is not exact)",
+                                          format_number(*limits.floor_ratio), expected_name));
+  }
+  check(limits.rel_rmse, m.rel_rmse, "rel RMSE");
+  check(limits.max_ulp, m.max_ulp.error, "max ulp");
+  check(limits.max_rel, m.max_rel.error, "max rel err");
+  check(limits.max_abs, m.max_abs.error, "max abs err");
+
+  if (!exceeded.empty()) {
+    std::string context = fmt::format("rel RMSE {}", format_number(m.rel_rmse));
+    if (m.floor)
+      context += fmt::format(", floor {} in {}", format_number(m.floor->used_rel_rmse), dtype_name(m.floor->dtype));
+    context += fmt::format("; max abs err {} at [{}] (actual {}, {} {})", format_number(m.max_abs.error),
+                           fmt::join(m.max_abs.index, ", "), m.max_abs.actual, expected_name, m.max_abs.expected);
+    return {Verdict::Fail, fmt::format("{} ({}; {})", fmt::join(exceeded, "; "), context, tolerance.rule)};
+  }
+  if (held.empty()) {
+    std::string why = not_evaluated.empty() ? std::string("no limit set") : fmt::format("{}", fmt::join(not_evaluated, "; "));
+    return {Verdict::Pass, fmt::format("not gated: {} ({})", why, tolerance.rule)};
+  }
+  std::string reason = fmt::format("{}", fmt::join(held, "; "));
+  if (!not_evaluated.empty()) reason += fmt::format("; not evaluated: {}", fmt::join(not_evaluated, "; "));
+  return {Verdict::Pass, reason};
+}
+
+std::span<const std::string_view> TolerancePolicy::preset_names() { return kPresetNames; }
+
+TolerancePolicy TolerancePolicy::preset(std::string_view name) {
+  TolerancePolicy policy;
+  policy.preset_name_ = std::string(name);
+  Layer layer{fmt::format("preset {}", name), fmt::format("preset {}", name), {}};
+  auto floor_rule = [&](std::optional<DType> dtype, std::string_view tensor, double ratio) {
+    ToleranceLimits limits;
+    limits.floor_ratio = ratio;
+    policy.add_rule(layer, {dtype, std::string(tensor), limits});
+  };
+  auto rel_rmse_rule = [&](DType dtype, double rel_rmse) {
+    ToleranceLimits limits;
+    limits.rel_rmse = rel_rmse;
+    policy.add_rule(layer, {dtype, "*", limits});
+  };
+  auto exact_integers = [&] {
+    // Integer tensors (cu_seqlens echoed back, say) must be equal.
+    for (DType dtype : {DType::I32, DType::I64}) {
+      ToleranceLimits limits;
+      limits.max_abs = 0.0;
+      policy.add_rule(layer, {dtype, "*", limits});
+    }
+  };
+
+  if (name == "strict") {
+    // Issue 5's targets for our GPU kernels: o and ht within 1.3x the correctly rounded floor in bf16 and
+    // fp16, rel RMSE <= 1e-6 for fp32 inputs. Stage tensors feed o, so they are held to the same 1.3x.
+    // Gradients: no backward-kernel issue sets a target yet; 2.0x is provisional (fla reaches 1.1x-2.7x
+    // in bf16, and our kernels are meant to beat it). fp64: the double path agrees with >= 128 bits to
+    // ~1e-12 on benign cases (issue 2).
+    for (DType dtype : kSixteenBit) {
+      floor_rule(dtype, "*", 1.3);
+      for (auto tensor : kForward) floor_rule(dtype, tensor, 1.3);
+      for (auto tensor : kGradients) floor_rule(dtype, tensor, 2.0);
+    }
+    rel_rmse_rule(DType::F32, 1e-6);
+    rel_rmse_rule(DType::F64, 1e-12);
+    exact_integers();
+  } else if (name == "default") {
+    // Foreign kernels (fla and others): loose enough that fla's recordings on the standard distribution
+    // pass with about 1.5x margin, tight enough that a real defect (a wrong head stride, a bf16 state,
+    // fla's dgk under strong decay at 1e3x) fails. fla's floor ratios on its recordings (seed 11,
+    // T=256, judged at the working dtype): bf16 o 1.74, ht 0.58, dq 1.08, dk 1.28, dv 1.93, da 2.33,
+    // db 2.55, dgk 2.73, dh0 0.97; fp16 o 2.03, ht 1.21, dq 1.38, dk 1.55, dv 2.14, da 3.41, db 3.12,
+    // dgk 3.79, dh0 1.93. Hence forward 3.0x (worst 2.03), gradients 6.0x (worst 3.79), other names
+    // (stage tensors) 4.0x. fp32 inputs: rel RMSE 1e-5, 10x looser than our target and ~400x the fp32
+    // floor; a TF32 kernel (fla fp32 chunk: 7.7e-4) fails it on purpose, as TF32 is not fp32 accuracy
+    // (judge one with `f32:*:rel_rmse=3e-3`). fp64: 1e-10.
+    for (DType dtype : kSixteenBit) {
+      floor_rule(dtype, "*", 4.0);
+      for (auto tensor : kForward) floor_rule(dtype, tensor, 3.0);
+      for (auto tensor : kGradients) floor_rule(dtype, tensor, 6.0);
+    }
+    rel_rmse_rule(DType::F32, 1e-5);
+    rel_rmse_rule(DType::F64, 1e-10);
+    exact_integers();
+  } else if (name == "report-only") {
+    policy.add_rule(layer, {std::nullopt, "*", {}});
+  } else {
+    throw InputError(fmt::format("unknown tolerance preset '{}': expected one of {}", name,
+                                 fmt::join(kPresetNames, ", ")));
+  }
+  policy.layers_.push_back(std::move(layer));
+  return policy;
+}
+
+void TolerancePolicy::add_rule(Layer& layer, Rule rule) {
+  for (Rule& existing : layer.rules) {
+    if (existing.dtype != rule.dtype || existing.tensor != rule.tensor) continue;
+    if (!rule.limits.any()) {  // "off" clears the selector's limits
+      existing.limits = {};
+      return;
+    }
+    auto merge = [](std::optional<double>& into, const std::optional<double>& from) {
+      if (from) into = from;
+    };
+    merge(existing.limits.floor_ratio, rule.limits.floor_ratio);
+    merge(existing.limits.rel_rmse, rule.limits.rel_rmse);
+    merge(existing.limits.max_ulp, rule.limits.max_ulp);
+    merge(existing.limits.max_rel, rule.limits.max_rel);
+    merge(existing.limits.max_abs, rule.limits.max_abs);
+    return;
+  }
+  layer.rules.push_back(std::move(rule));
+}
+
+void TolerancePolicy::add_overrides(std::string_view text, std::string_view origin) {
+  Layer layer{std::string(origin), fmt::format("{}: {}", origin, trim(text)), {}};
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string_view entry = trim(text.substr(start, comma - start));
+    start = comma + 1;
+    if (entry.empty()) continue;
+    const auto equals = entry.find('=');
+    if (equals == std::string_view::npos)
+      throw InputError(fmt::format("{}: tolerance '{}': expected SELECTOR[:UNIT]=VALUE, e.g. o=1.5, "
+                                   "dgk:rel_rmse=1e-2, bf16:*=2.0",
+                                   origin, entry));
+    const std::string_view key = trim(entry.substr(0, equals));
+    const std::string_view value = trim(entry.substr(equals + 1));
+
+    std::vector<std::string_view> parts;
+    for (std::size_t p = 0; p <= key.size();) {
+      const std::size_t colon = std::min(key.find(':', p), key.size());
+      parts.push_back(trim(key.substr(p, colon - p)));
+      p = colon + 1;
+    }
+    Rule rule{std::nullopt, "*", {}};
+    std::string_view unit = "floor_ratio";
+    auto bad = [&](std::string_view why) {
+      return InputError(fmt::format("{}: tolerance '{}': {}", origin, entry, why));
+    };
+    auto take_tensor_or_dtype = [&](std::string_view part) {
+      if (auto dtype = parse_dtype_selector(part)) rule.dtype = dtype;  // `bf16=2` means bf16:*
+      else rule.tensor = std::string(part);
+    };
+    if (parts.size() == 1) {
+      take_tensor_or_dtype(parts[0]);
+    } else if (parts.size() == 2 && is_unit(parts[1])) {
+      take_tensor_or_dtype(parts[0]);
+      unit = parts[1];
+    } else if (parts.size() == 2) {
+      rule.dtype = parse_dtype_selector(parts[0]);
+      if (!rule.dtype) throw bad(fmt::format("'{}' is neither a dtype nor a unit: expected DTYPE:TENSOR or "
+                                             "TENSOR:UNIT (units: floor_ratio, rel_rmse, max_ulp, max_rel, max_abs)",
+                                             key));
+      rule.tensor = std::string(parts[1]);
+    } else if (parts.size() == 3) {
+      rule.dtype = parse_dtype_selector(parts[0]);
+      if (!rule.dtype) throw bad(fmt::format("'{}' is not a dtype (bf16, f16, f32, f64, i32, i64)", parts[0]));
+      rule.tensor = std::string(parts[1]);
+      unit = parts[2];
+      if (!is_unit(unit)) throw bad(fmt::format("unknown unit '{}': expected floor_ratio, rel_rmse, max_ulp, "
+                                                "max_rel or max_abs", unit));
+    } else {
+      throw bad("too many ':' in the selector: expected [DTYPE:]TENSOR[:UNIT]");
+    }
+    if (rule.tensor.empty()) throw bad("empty tensor name");
+    if (lowercase(value) != "off") set_limit(rule.limits, unit, parse_limit_value(value, entry, origin));
+    add_rule(layer, std::move(rule));
+  }
+  layers_.push_back(std::move(layer));
+}
+
+void TolerancePolicy::add_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(fmt::format("policy file {}: cannot be opened", path.string()));
+  nlohmann::json policy;
+  try {
+    in >> policy;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("policy file {}: not valid JSON: {}", path.string(), e.what()));
+  }
+  add_json(policy, fmt::format("file {}", path.string()));
+}
+
+void TolerancePolicy::add_json(const nlohmann::json& policy, std::string_view origin) {
+  auto bad = [&](std::string_view why) { return InputError(fmt::format("policy {}: {}", origin, why)); };
+  if (!policy.is_object()) throw bad("expected a JSON object with \"dplr_policy\": 1 and \"rules\"");
+  for (const auto& [key, value] : policy.items())
+    if (key != "dplr_policy" && key != "rules" && key != "description")
+      throw bad(fmt::format("unknown key \"{}\": expected dplr_policy, rules, description", key));
+  if (!policy.contains("dplr_policy") || policy["dplr_policy"] != 1)
+    throw bad("expected \"dplr_policy\": 1 (the policy format version)");
+  if (!policy.contains("rules") || !policy["rules"].is_array()) throw bad("expected \"rules\": [ ... ]");
+
+  Layer layer{std::string(origin), std::string(origin), {}};
+  std::size_t index = 0;
+  for (const auto& item : policy["rules"]) {
+    const std::string where = fmt::format("rule {}", index++);
+    if (!item.is_object()) throw bad(fmt::format("{}: expected an object", where));
+    Rule rule{std::nullopt, "*", {}};
+    bool off = false;
+    for (const auto& [key, value] : item.items()) {
+      if (key == "tensor") {
+        if (!value.is_string() || value.get<std::string>().empty())
+          throw bad(fmt::format("{}: \"tensor\" must be a non-empty string", where));
+        rule.tensor = value.get<std::string>();
+      } else if (key == "dtype") {
+        if (!value.is_string()) throw bad(fmt::format("{}: \"dtype\" must be a string", where));
+        if (value.get<std::string>() != "*") {
+          rule.dtype = parse_dtype_selector(value.get<std::string>());
+          if (!rule.dtype)
+            throw bad(fmt::format("{}: unknown dtype \"{}\" (BF16, F16, F32, F64, I32, I64 or *)", where,
+                                  value.get<std::string>()));
+        }
+      } else if (key == "off") {
+        if (!value.is_boolean()) throw bad(fmt::format("{}: \"off\" must be true or false", where));
+        off = value.get<bool>();
+      } else if (is_unit(key) && key != "floor" && key != "ulp") {
+        if (!value.is_number() || !std::isfinite(value.get<double>()) || value.get<double>() < 0.0)
+          throw bad(fmt::format("{}: \"{}\" must be a number >= 0", where, key));
+        set_limit(rule.limits, key, value.get<double>());
+      } else {
+        throw bad(fmt::format("{}: unknown key \"{}\": expected tensor, dtype, off, floor_ratio, rel_rmse, "
+                              "max_ulp, max_rel, max_abs",
+                              where, key));
+      }
+    }
+    if (off && rule.limits.any()) throw bad(fmt::format("{}: \"off\": true together with limits", where));
+    if (!off && !rule.limits.any()) throw bad(fmt::format("{}: sets no limit (give one, or \"off\": true)", where));
+    add_rule(layer, std::move(rule));
+  }
+  layers_.push_back(std::move(layer));
+}
+
+Tolerance TolerancePolicy::resolve(std::string_view tensor, DType judged_as) const {
+  for (auto layer = layers_.rbegin(); layer != layers_.rend(); ++layer) {
+    const Rule* best = nullptr;
+    for (const Rule& rule : layer->rules) {
+      const bool dtype_matches = !rule.dtype || *rule.dtype == judged_as;
+      const bool tensor_matches = rule.tensor == "*" || rule.tensor == tensor;
+      if (!dtype_matches || !tensor_matches) continue;
+      // Later rules of equal specificity win (>=), though add_rule already merged identical selectors.
+      if (!best || specificity(rule.dtype, rule.tensor) >= specificity(best->dtype, best->tensor)) best = &rule;
+    }
+    if (best) return {best->limits, fmt::format("{}: {}", layer->origin, selector_string(best->dtype, best->tensor))};
+  }
+  return {{}, "no rule matched"};
+}
+
+std::vector<std::string> TolerancePolicy::sources() const {
+  std::vector<std::string> out;
+  for (const auto& layer : layers_) out.push_back(layer.description);
+  return out;
+}
+
+}  // namespace dplr
