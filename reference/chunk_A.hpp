@@ -5,8 +5,10 @@
 //     A_ak[r,s] = sum_d a_rd k_sd exp(ge_rd - gi_sd),   s <  r
 //     A_ab[r,s] = sum_d a_rd b_sd exp(ge_rd - gi_sd),   s <  r
 //
-// Each is [L, L], zero above its mask. `evaluation` chooses exp of the difference (stable) or the
-// factored exp(gi_r) * exp(-gi_s) of tensor-core kernels (overflows float past a summed decay of ~-88).
+// Each is [L, L], zero above its mask. Since ge_r = gi_{r-1}, all four read one table of
+// exp(gi_r - gi_s) (ChunkDecay in chunk_common.hpp). `evaluation` chooses exp of the difference (stable)
+// or the factored exp(gi_r) * exp(-gi_s) of tensor-core kernels (overflows float past a summed decay of
+// about -88.72).
 #pragma once
 #include "reference/chunk_common.hpp"
 
@@ -19,10 +21,11 @@ struct AResult {
 
 template <class S>
 AResult<S> chunk_A(const Mat<S>& q, const Mat<S>& k, const Mat<S>& a, const Mat<S>& b, const Mat<S>& gi,
-                   const Mat<S>& ge, DecayEvaluation evaluation) {
+                   DecayEvaluation evaluation) {
+  const ChunkDecay<S> decay(gi, evaluation);
   AResult<S> out;
-  decayed_products<S>(q, gi, gi, k, b, Causal::Inclusive, evaluation, out.qk, out.qb);
-  decayed_products<S>(a, ge, gi, k, b, Causal::Strict, evaluation, out.ak, out.ab);
+  decayed_products<S>(q, decay, k, b, Causal::Inclusive, out.qk, out.qb);
+  decayed_products<S>(a, decay, k, b, Causal::Strict, out.ak, out.ab);
   return out;
 }
 

@@ -8,11 +8,10 @@
 //     dk    += (v dS'^T) (.) exp(g - gi)
 //     db    += (v_new dS'^T) (.) exp(g - gi)
 //     dv    += kg dS'
-//     dg    += exp(g) (.) rowsum(S (.) dS') + sum_r (k (.) dk_h + b (.) db_h)_r
+//     d_chunk_decay = exp(g) (.) rowsum(S (.) dS')     (the gradient through diag(exp(g)) S)
 //
-// dg is the gradient through g = gi_{L-1} only where g appears as the chunk's end (exp(g) S and the
-// exp(g - gi) factors' g); the exp(-gi_r) side is in the identity of chunk_cumsum_bwd.hpp. This is the
-// one sequential stage of the backward: chunk i needs dS' from chunk i+1.
+// dk_h and db_h also carry the gates' gradient through kg and bg (chunk_cumsum_bwd.hpp turns them into
+// dgk). This is the one sequential stage of the backward: chunk i needs dS' from chunk i+1.
 #pragma once
 #include "reference/chunk_common.hpp"
 
@@ -21,7 +20,7 @@ namespace dplr::chunk {
 template <class S>
 struct HGrads {
   Mat<S> dv_new, dw, d_state_before, dk, db, dv;
-  Row<S> dg_last;
+  Row<S> d_chunk_decay;
 };
 
 template <class S>
@@ -40,8 +39,7 @@ HGrads<S> chunk_h_bwd(const Mat<S>& k, const Mat<S>& b, const Mat<S>& v, const M
   out.dk = dkg.cwiseProduct(to_end);
   out.db = dbg.cwiseProduct(to_end);
   out.dv = kg * d_state_after;
-  out.dg_last = state_before.cwiseProduct(d_state_after).rowwise().sum().transpose().cwiseProduct(chunk_decay);
-  out.dg_last += (kg.cwiseProduct(dkg) + bg.cwiseProduct(dbg)).colwise().sum();
+  out.d_chunk_decay = state_before.cwiseProduct(d_state_after).rowwise().sum().transpose().cwiseProduct(chunk_decay);
   return out;
 }
 

@@ -14,6 +14,7 @@
 //   dh                                    [B', NT, H, K, V]  dL/dS at the END of each chunk (fla's dh:
 //                                                            dht for a sequence's last chunk)
 //   ht, dh0                               [N, H, K, V]
+// fla differences: fla's gi, ge are base 2 (ours / ln 2); fla's dA_qk, dA_qb are scale times ours.
 // Without cu_seqlens B' = B and NT = ceil(T / C); with cu_seqlens B' = 1 and NT = sum_n ceil(len_n / C),
 // sequence n's chunks at NT indices first_chunk[n] .. first_chunk[n] + ceil(len_n / C) - 1 (fla's
 // chunk_offsets). Chunks restart at every sequence start; an empty sequence has no chunk (ht = h0,
@@ -36,8 +37,15 @@ enum class DecayEvaluation {
   Factored,    // exp(gx_r) * exp(-gy_s), as tensor-core kernels do: overflows float past ~-88 summed decay
 };
 
+// How stage cumsum_bwd forms dgk: see reference/chunk_cumsum_bwd.hpp.
+enum class GateGradient {
+  Direct,    // each stage's share, summed over the decay factors that contain gk_t: no cancellation
+  Identity,  // fla's dgi = q dq - k dk - b db and a reverse cumsum: loses ~|gk| / ln 2 bits under decay
+};
+
 struct ChunkOptions {
   DecayEvaluation decay = DecayEvaluation::Difference;
+  GateGradient gate_gradient = GateGradient::Direct;
   bool backward = true;  // computed when the problem has `do`
   // Study only: compute in float (inputs rounded to float once), ignoring the Precision argument. Shows
   // what float arithmetic does to the chunk form; never a reference.
@@ -49,6 +57,7 @@ struct ChunkStages {
   int chunk_size = 0;
   std::string arithmetic;  // "float", "double", "dd", "qd", "mpfr128", ...
   DecayEvaluation decay = DecayEvaluation::Difference;
+  GateGradient gate_gradient = GateGradient::Direct;
   ExactTensorMap tensors;  // every stage's tensors by the names below
   double seconds = 0.0;
 };

@@ -117,7 +117,7 @@ void run_pair(const DplrProblem& p, const PairLayout& layout, const ChunkOptions
     rec.a = layout.load<S>(p.a, c), rec.b = layout.load<S>(p.b, c);
     rec.cumsum = chunk_cumsum<S>(layout.load<S>(p.gk, c));
     const Mat<S>&gi = rec.cumsum.gi, &ge = rec.cumsum.ge;
-    rec.A = chunk_A<S>(rec.q, rec.k, rec.a, rec.b, gi, ge, options.decay);
+    rec.A = chunk_A<S>(rec.q, rec.k, rec.a, rec.b, gi, options.decay);
     rec.wy = chunk_WY<S>(rec.A.ab, rec.A.ak, rec.a, ge, rec.v);
     rec.state_before = state;
     HStep<S> step = chunk_h<S>(rec.k, rec.b, rec.v, gi, rec.wy.w, rec.wy.u, state);
@@ -146,11 +146,13 @@ void run_pair(const DplrProblem& p, const PairLayout& layout, const ChunkOptions
     layout.store_chunk_state(out.at("dh"), d_state, c);
     const HGrads<S> hg = chunk_h_bwd<S>(rec.k, rec.b, rec.v, gi, rec.wy.w, rec.v_new, rec.state_before, d_state, og.dv_new);
     const WYGrads<S> wg = chunk_WY_bwd<S>(rec.wy.A_ab_inv, rec.A.ak, rec.wy.w, rec.wy.u, rec.v, ge, hg.dw, hg.dv_new);
-    const AGrads<S> ag = chunk_A_bwd<S>(og.dA_qk, og.dA_qb, wg.dA_ak, wg.dA_ab, rec.q, rec.k, rec.a, rec.b, gi, ge,
-                                        options.decay);
+    const AGrads<S> ag =
+        chunk_A_bwd<S>(og.dA_qk, og.dA_qb, wg.dA_ak, wg.dA_ab, rec.q, rec.k, rec.a, rec.b, gi, options.decay);
     const Mat<S> dq = og.dq + ag.dq, dk = hg.dk + ag.dk, da = wg.da + ag.da, db = hg.db + ag.db;
     const Mat<S> dv = og.dv + hg.dv + wg.dv;
-    const Mat<S> dgk = chunk_cumsum_bwd<S>(rec.q, dq, rec.k, dk, rec.a, da, rec.b, db, hg.dg_last);
+    const Mat<S> dgk = chunk_cumsum_bwd<S>({rec.q, rec.k, rec.a, rec.b, og.dq, ag.dq, wg.da, ag.da, hg.dk, ag.dk, hg.db,
+                                            ag.db, ag.dgk, hg.d_chunk_decay},
+                                           options.gate_gradient);
     d_state = hg.d_state_before + og.d_state_before;
 
     layout.store_rows(out.at("dA_qk"), og.dA_qk, c), layout.store_rows(out.at("dA_qb"), og.dA_qb, c);

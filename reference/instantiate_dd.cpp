@@ -4,5 +4,6 @@
 namespace dplr {
 template ExactTensorMap recurrent_reference<dd_real>(const DplrProblem&, const RecurrentOptions&, const InputDirection*,
                                                 const dd_real*, dd_real*);
+template double central_difference<dd_real>(const DplrProblem&, const InputDirection&, double, int);
 template DirectionalCheck directional_gradient_check<dd_real>(const DplrProblem&, const InputDirection&, double, int);
 }  // namespace dplr

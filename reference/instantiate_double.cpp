@@ -4,5 +4,6 @@
 namespace dplr {
 template ExactTensorMap recurrent_reference<double>(const DplrProblem&, const RecurrentOptions&, const InputDirection*,
                                                 const double*, double*);
+template double central_difference<double>(const DplrProblem&, const InputDirection&, double, int);
 template DirectionalCheck directional_gradient_check<double>(const DplrProblem&, const InputDirection&, double, int);
 }  // namespace dplr

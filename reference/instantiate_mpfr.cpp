@@ -4,6 +4,7 @@
 namespace dplr {
 template ExactTensorMap recurrent_reference<mp_real>(const DplrProblem&, const RecurrentOptions&, const InputDirection*,
                                                 const mp_real*, mp_real*);
+template double central_difference<mp_real>(const DplrProblem&, const InputDirection&, double, int);
 template DirectionalCheck directional_gradient_check<mp_real>(const DplrProblem&, const InputDirection&, double, int);
 }  // namespace dplr
 

@@ -30,6 +30,8 @@ Tensor* find_input(DplrProblem& p, std::string_view name) {
   return nullptr;
 }
 
+std::string gradient_name(std::string_view input) { return "d" + std::string(input); }
+
 namespace {
 
 void expect_shape(const Tensor& t, const std::vector<std::int64_t>& expected, std::string_view name,

@@ -49,6 +49,10 @@ inline constexpr std::string_view kInputNames[] = {"q", "k", "v", "a", "b", "gk"
 inline constexpr std::string_view kOutputNames[] = {"o", "ht"};
 inline constexpr std::string_view kGradientNames[] = {"dq", "dk", "dv", "da", "db", "dgk", "dh0"};
 
+// The inputs that have a gradient, and each one's gradient name: q -> dq, ..., h0 -> dh0.
+inline constexpr std::string_view kDifferentiableInputs[] = {"q", "k", "v", "a", "b", "gk", "h0"};
+std::string gradient_name(std::string_view input);
+
 // Builds a problem from named tensors (as read from a file), checking every shape against the contract.
 // `origin` names the source (a file path) in error messages. Options: scale (NaN: default K^-1/2), reverse.
 DplrProblem problem_from_tensors(const TensorMap& tensors, double scale, bool reverse, std::string_view origin);

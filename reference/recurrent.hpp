@@ -39,6 +39,12 @@ ExactTensorMap recurrent_reference(const DplrProblem& problem, const RecurrentOp
                                    const InputDirection* direction = nullptr, const S* epsilon = nullptr,
                                    S* loss = nullptr);
 
+// The central difference (L(x + eps d) - L(x - eps d)) / 2 eps in S, eps = 2^epsilon_log2, rounded to double.
+// With eps = 2^(-bits/3) both the truncation and the rounding error are near 2^(-2 bits/3) relative.
+template <class S>
+double central_difference(const DplrProblem& problem, const InputDirection& direction, double epsilon_log2,
+                          int threads);
+
 // Directional derivative check in S: the central difference (L(x + eps d) - L(x - eps d)) / 2 eps
 // against the analytic <grad L, d>. Values are returned rounded to double; `relative_difference`
 // is |fd - analytic| / max(|analytic|, tiny), evaluated in S before rounding.

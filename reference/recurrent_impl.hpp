@@ -259,6 +259,23 @@ ExactTensorMap recurrent_reference(const DplrProblem& p, const RecurrentOptions&
 }
 
 template <class S>
+S central_difference_in(const DplrProblem& p, const InputDirection& direction, double epsilon_log2, int threads) {
+  using std::ldexp;
+  const S epsilon = ldexp(S(1.0), static_cast<int>(epsilon_log2));
+  const S minus_epsilon = -epsilon;
+  RecurrentOptions forward_only{.backward = false, .checkpoint_interval = 0, .threads = threads};
+  S plus = 0.0, minus = 0.0;
+  recurrent_reference<S>(p, forward_only, &direction, &epsilon, &plus);
+  recurrent_reference<S>(p, forward_only, &direction, &minus_epsilon, &minus);
+  return (plus - minus) / (epsilon + epsilon);
+}
+
+template <class S>
+double central_difference(const DplrProblem& p, const InputDirection& direction, double epsilon_log2, int threads) {
+  return ScalarTraits<S>::to_double(central_difference_in<S>(p, direction, epsilon_log2, threads));
+}
+
+template <class S>
 DirectionalCheck directional_gradient_check(const DplrProblem& p, const InputDirection& direction,
                                             double epsilon_log2, int threads) {
   using std::abs;
@@ -266,11 +283,9 @@ DirectionalCheck directional_gradient_check(const DplrProblem& p, const InputDir
   RecurrentOptions options{.backward = true, .checkpoint_interval = 0, .threads = threads};
   const ExactTensorMap grads = recurrent_reference<S>(p, options);
   // <grad, d> in S, from the gradients' expansions (exact sums of doubles).
-  static const std::map<std::string, std::string> gradient_of{{"q", "dq"}, {"k", "dk"}, {"v", "dv"}, {"a", "da"},
-                                                              {"b", "db"}, {"gk", "dgk"}, {"h0", "dh0"}};
   S analytic = 0.0, part = 0.0;
   for (const auto& [name, d] : direction.by_name) {
-    const ExactTensor& g = grads.at(gradient_of.at(name));
+    const ExactTensor& g = grads.at(gradient_name(name));
     for (std::size_t i = 0; i < d.size(); ++i) {
       if (d[i] == 0.0) continue;
       part = 0.0;
@@ -278,13 +293,7 @@ DirectionalCheck directional_gradient_check(const DplrProblem& p, const InputDir
       analytic += part * d[i];
     }
   }
-  const S epsilon = ldexp(S(1.0), static_cast<int>(epsilon_log2));
-  const S minus_epsilon = -epsilon;
-  RecurrentOptions forward_only{.backward = false, .checkpoint_interval = 0, .threads = threads};
-  S plus = 0.0, minus = 0.0;
-  recurrent_reference<S>(p, forward_only, &direction, &epsilon, &plus);
-  recurrent_reference<S>(p, forward_only, &direction, &minus_epsilon, &minus);
-  const S fd = (plus - minus) / (epsilon + epsilon);
+  const S fd = central_difference_in<S>(p, direction, epsilon_log2, threads);
   const S diff = abs(fd - analytic);
   S denominator = abs(analytic);
   if (denominator == 0.0) denominator = 1.0;

@@ -1,0 +1,6 @@
+// The chunk-form stages instantiated for qd_real; one scalar type per translation unit keeps builds lean.
+#include "reference/chunk_stages_impl.hpp"
+
+namespace dplr {
+template ExactTensorMap chunk_stages_as<qd_real>(const DplrProblem&, const ChunkGrid&, const ChunkOptions&);
+}  // namespace dplr

@@ -1,0 +1,86 @@
+// run_chunk_stages: checks, the chunk grid, dispatch to the scalar type, and the stage table.
+#include "reference/chunk_stages.hpp"
+
+#include <chrono>
+
+#include <fmt/format.h>
+
+#include "core/error.hpp"
+#include "reference/dispatch.hpp"
+
+namespace dplr {
+
+ChunkGrid ChunkGrid::of(const DplrProblem& p, int chunk_size) {
+  ChunkGrid grid;
+  grid.chunk_size = chunk_size;
+  const std::int64_t N = p.num_sequences();
+  const bool varlen = !p.cu_seqlens.empty();
+  grid.rows = varlen ? 1 : p.shape.B;
+  std::int64_t next = 0;
+  for (std::int64_t n = 0; n < N; ++n) {
+    const SequenceSpan span = p.sequence(n);
+    const std::int64_t chunks = (span.length() + chunk_size - 1) / chunk_size;
+    grid.chunks.push_back(chunks);
+    grid.row.push_back(varlen ? 0 : span.batch);
+    grid.first_chunk.push_back(varlen ? next : 0);
+    next += chunks;
+  }
+  grid.NT = varlen ? next : (p.shape.T + chunk_size - 1) / chunk_size;
+  return grid;
+}
+
+ChunkStages run_chunk_stages(const DplrProblem& problem, int chunk_size, const Precision& precision,
+                             const ChunkOptions& options) {
+  if (chunk_size < 1) throw InputError(fmt::format("chunk size: expected a positive token count, got {}", chunk_size));
+  if (problem.reverse)
+    throw InputError("reverse: the chunk form processes tokens first to last; expected reverse = false");
+  const auto start = std::chrono::steady_clock::now();
+  const ChunkGrid grid = ChunkGrid::of(problem, chunk_size);
+  ChunkStages result;
+  result.chunk_size = chunk_size;
+  result.decay = options.decay;
+  result.gate_gradient = options.gate_gradient;
+  if (options.single_precision) {
+    result.arithmetic = "float";
+    result.tensors = chunk_stages_as<float>(problem, grid, options);
+  } else {
+    result.arithmetic = precision.name();
+    result.tensors = with_scalar(precision, [&]<class S>(std::type_identity<S>) {
+      return chunk_stages_as<S>(problem, grid, options);
+    });
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+const std::vector<ChunkStageTensors>& chunk_stage_table() {
+  static const std::vector<ChunkStageTensors> table{
+      {"cumsum", {"gi", "ge"}},
+      {"A", {"A_qk", "A_qb", "A_ak", "A_ab"}},
+      {"WY", {"A_ab_inv", "w", "u"}},
+      {"h", {"h", "v_new", "ht"}},
+      {"o", {"o"}},
+      {"o_bwd", {"dA_qk", "dA_qb"}},
+      {"h_bwd", {"dh", "dv_new", "dw", "dh0"}},
+      {"WY_bwd", {"dA_ab", "dA_ak", "dv"}},
+      {"A_bwd", {"dq", "dk", "da", "db"}},
+      {"cumsum_bwd", {"dgk"}},
+  };
+  return table;
+}
+
+std::vector<std::string> chunk_stage_order() {
+  std::vector<std::string> order;
+  for (const auto& stage : chunk_stage_table()) order.push_back(stage.stage);
+  return order;
+}
+
+const std::string& chunk_stage_of(std::string_view tensor) {
+  for (const auto& stage : chunk_stage_table())
+    for (const auto& name : stage.tensors)
+      if (name == tensor) return stage.stage;
+  throw InputError(fmt::format("stage tensor '{}': expected one of the chunk stages' tensors (see chunk_stage_table)",
+                               tensor));
+}
+
+}  // namespace dplr
