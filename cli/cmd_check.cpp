@@ -1,0 +1,67 @@
+// `dplr check`: the default accuracy sweep (verify/sweep.hpp) — the main job. Runs what this machine
+// can (the CPU part always; the GPU part where a CUDA device is present), prints one line per case and
+// the full table of any case that did not pass, writes the JSON report, and says what it skipped.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "cli/commands.hpp"
+#include "cli/report_options.hpp"
+#include "verify/sweep.hpp"
+
+namespace dplr::cli {
+namespace {
+
+struct CheckOptions {
+  SweepOptions sweep;
+  ReportOptions report;
+};
+
+std::string summary_of(const CaseResult& c) {
+  double worst_floor = 0.0, worst_rel = 0.0;
+  for (const auto& t : c.comparison.tensors) {
+    if (t.metrics.floor) worst_floor = std::max(worst_floor, t.metrics.floor->ratio);
+    worst_rel = std::max(worst_rel, t.metrics.rel_rmse);
+  }
+  std::string text;
+  if (!c.comparison.tensors.empty())
+    text = fmt::format("rel RMSE <= {:.2e}, floor ratio <= {:.2f}", worst_rel, worst_floor);
+  if (c.stages) text += fmt::format(", first diverging stage: {}", c.stages->first_diverging_stage.value_or("none"));
+  for (const auto& note : c.notes) text += (text.empty() ? "" : "; ") + note;
+  return text;
+}
+
+int run_check(const CheckOptions& o) {
+  const TolerancePolicy policy = build_policy(o.report);
+  Report report = start_report("check", policy);
+  fmt::print("dplr check: {} sweep; GPU kernels judged by policy '{}'\n", o.sweep.quick ? "quick" : "default",
+             policy.preset_name());
+  const SweepOutcome outcome = run_sweep(o.sweep, policy, report, [](const CaseResult& c) {
+    const Verdict verdict = c.verdict();
+    fmt::print("[{:<5}] {}\n        {}\n", verdict_name(verdict), c.id, summary_of(c));
+    if (verdict != Verdict::Pass) fmt::print("{}", format_table(c));
+  });
+  for (const auto& skipped : outcome.skipped) fmt::print("skipped: {}\n", skipped);
+  if (outcome.skipped.empty()) fmt::print("skipped: nothing\n");
+  const int code = finish_report(report, o.report);
+  if (outcome.certification_failed) {
+    fmt::print("the reference's self-certification fell below {:.0f} bits (see the notes above)\n", kMinCertifiedBits);
+    return std::max(code, 1);
+  }
+  return code;
+}
+
+}  // namespace
+
+void add_check_command(CLI::App& app, Command& selected) {
+  auto options = std::make_shared<CheckOptions>();
+  auto* command = app.add_subcommand("check", "The default accuracy sweep: kernels against the exact reference");
+  command->add_flag("--quick", options->sweep.quick, "Fewer, smaller cases");
+  command->add_flag("--cpu-only", options->sweep.cpu_only, "Skip the GPU kernels even where a device is present");
+  command->add_option("--threads", options->sweep.threads, "Worker threads (0: all cores)");
+  add_report_options(*command, options->report, "out/check-report.json");
+  options->report.preset = "strict";
+  command->callback([options, &selected] { selected = [options] { return run_check(*options); }; });
+}
+
+}  // namespace dplr::cli

@@ -1,0 +1,76 @@
+// `dplr ref [FILE]`: the exact outputs and gradients of a case, with the bits each tensor is certified to.
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "cli/case_options.hpp"
+#include "cli/commands.hpp"
+#include "io/tensor_io.hpp"
+#include "reference/reference.hpp"
+
+namespace dplr::cli {
+namespace {
+
+struct RefOptions {
+  CaseOptions input;
+  std::string precision = "dd";
+  bool certify = true;
+  std::string out = "out/ref.safetensors";
+  std::int64_t checkpoint_interval = 0;
+  int threads = 0;
+};
+
+int run_ref(const RefOptions& o) {
+  std::string description;
+  const DplrProblem problem = load_case(o.input, &description);
+  ReferenceOptions options;
+  options.precision = Precision::parse(o.precision);
+  options.checkpoint_interval = o.checkpoint_interval;
+  options.threads = o.threads;
+  fmt::print("dplr ref: {} at {} ({} bits){}\n", description, options.precision.name(),
+             options.precision.significand_bits(),
+             o.certify ? fmt::format(", certified against {}", options.precision.certifier().name()) : "");
+  const ReferenceResult result = o.certify ? run_certified_reference(problem, options) : run_reference(problem, options);
+
+  TensorFile file;
+  nlohmann::json bits = nlohmann::json::object();
+  fmt::print("{:<6} {:<20} {:>15}\n", "tensor", "shape", "certified bits");
+  for (auto name : {"o", "ht", "dq", "dk", "dv", "da", "db", "dgk", "dh0"}) {
+    auto it = result.tensors.find(name);
+    if (it == result.tensors.end()) continue;
+    file.tensors[name] = it->second.to_tensor(DType::F64);
+    const bool has_bits = result.certified_bits.count(name) > 0;
+    if (has_bits) bits[name] = result.certified_bits.at(name);
+    fmt::print("{:<6} {:<20} {:>15}\n", name, shape_string(it->second.shape),
+               has_bits ? fmt::format("{:.1f}", result.certified_bits.at(name)) : "-");
+  }
+  file.metadata["producer"] = "dplr ref";
+  file.metadata["precision"] = result.precision.name();
+  file.metadata["source"] = description;
+  if (o.certify) file.metadata["certified_bits"] = bits.dump();
+  const std::filesystem::path out(o.out);
+  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
+  write_tensor_file(out, file);
+  fmt::print("time: {:.3f} s for the run at {}{}\n", result.seconds, result.precision.name(),
+             o.certify ? " (certification repeats it at the certifier's precision, not counted)" : "");
+  if (o.certify) fmt::print("certified: {:.1f} bits on every tensor (worst)\n", result.min_certified_bits());
+  fmt::print("outputs (correctly rounded to float64): {}\n", std::filesystem::absolute(out).string());
+  return 0;
+}
+
+}  // namespace
+
+void add_ref_command(CLI::App& app, Command& selected) {
+  auto options = std::make_shared<RefOptions>();
+  auto* command = app.add_subcommand("ref", "Exact outputs and gradients of a case, with certified bits");
+  add_case_options(*command, options->input, true);
+  command->add_option("--precision", options->precision, "double, dd, qd, or MPFR bits (e.g. 256)")->capture_default_str();
+  command->add_flag("!--no-certify", options->certify, "Skip the self-certifying repeat at higher precision");
+  command->add_option("-o,--out", options->out, "Output tensor file")->capture_default_str();
+  command->add_option("--checkpoint-interval", options->checkpoint_interval, "Backward checkpoint interval (0: sqrt(T))");
+  command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
+  command->callback([options, &selected] { selected = [options] { return run_ref(*options); }; });
+}
+
+}  // namespace dplr::cli

@@ -1,0 +1,99 @@
+// `dplr stages [FILE] --chunk-size C`: every chunk-form stage's exact tensors for a case, named as the GPU
+// stages name them (reference/chunk_stages.hpp lists names and layouts), so anyone can compare their
+// kernel's intermediates. With --compare KERNEL_FILE, the kernel's stage tensors are checked stage by stage
+// and the report names the first stage whose error passes its tolerance.
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "cli/commands.hpp"
+#include "cli/report_options.hpp"
+#include "io/tensor_io.hpp"
+#include "reference/chunk_stages.hpp"
+#include "reports/sha256.hpp"
+
+namespace dplr::cli {
+namespace {
+
+struct StagesOptions {
+  CaseOptions input;
+  int chunk_size = 64;
+  std::string precision = "dd";
+  std::string out = "out/stages.safetensors";
+  std::string compare_file;
+  int threads = 0;
+  ReportOptions report;
+};
+
+int run_stages(const StagesOptions& o) {
+  std::string description;
+  const DplrProblem problem = load_case(o.input, &description);
+  ChunkOptions options;
+  options.threads = o.threads;
+  const ChunkStages stages = run_chunk_stages(problem, o.chunk_size, Precision::parse(o.precision), options);
+  fmt::print("dplr stages: {} chunk {} at {} ({:.2f} s)\n", description, o.chunk_size, stages.arithmetic, stages.seconds);
+
+  TensorFile file;
+  for (const auto& [name, tensor] : stages.tensors) file.tensors[name] = tensor.to_tensor(DType::F64);
+  file.metadata["producer"] = "dplr stages";
+  file.metadata["chunk_size"] = std::to_string(o.chunk_size);
+  file.metadata["precision"] = stages.arithmetic;
+  file.metadata["source"] = description;
+  const std::filesystem::path out(o.out);
+  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
+  write_tensor_file(out, file);
+  for (const auto& stage : chunk_stage_table()) {
+    std::string names;
+    for (const auto& t : stage.tensors)
+      if (stages.tensors.count(t)) names += (names.empty() ? "" : ", ") + t;
+    if (!names.empty()) fmt::print("  {:<11} {}\n", stage.stage, names);
+  }
+  fmt::print("stage tensors (float64): {}\n", std::filesystem::absolute(out).string());
+  if (o.compare_file.empty()) return 0;
+
+  // Stage-by-stage comparison of a kernel's intermediates.
+  const TolerancePolicy policy = build_policy(o.report);
+  Report report = start_report("stages", policy);
+  const TensorFile kernel = read_tensor_file(o.compare_file);
+  CaseResult c = describe_case(problem, fmt::format("{} chunk {}", description, o.chunk_size));
+  c.source.files.push_back({"stages", o.compare_file, sha256_file(o.compare_file)});
+  if (!o.input.file.empty()) c.source.files.push_back({"case", o.input.file, sha256_file(o.input.file)});
+  CompareOptions compare_options;
+  compare_options.working_dtype = problem.q.dtype;
+  StageSection section;
+  for (const auto& stage : chunk_stage_table()) {
+    ExactTensorMap exact;
+    for (const auto& t : stage.tensors)
+      if (auto it = stages.tensors.find(t); it != stages.tensors.end()) exact[t] = it->second;
+    for (auto& r : compare_stage(stage.stage, kernel.tensors, exact, policy, compare_options))
+      section.results.push_back(std::move(r));
+  }
+  if (section.results.empty())
+    throw InputError(fmt::format("{}: holds no stage tensor named as `dplr stages` names them (gi, A_qk, w, h, ...)",
+                                 o.compare_file));
+  section.first_diverging_stage = first_diverging_stage(section.results);
+  for (const auto& r : section.results) c.comparison.tensors.push_back(r.result);
+  c.stages = section;
+  fmt::print("{}", format_table(c));
+  fmt::print("first diverging stage: {}\n", section.first_diverging_stage.value_or("none"));
+  report.cases.push_back(std::move(c));
+  return finish_report(report, o.report);
+}
+
+}  // namespace
+
+void add_stages_command(CLI::App& app, Command& selected) {
+  auto options = std::make_shared<StagesOptions>();
+  auto* command = app.add_subcommand("stages", "Exact chunk-form stage tensors of a case; compare a kernel's");
+  add_case_options(*command, options->input, true);
+  command->add_option("-C,--chunk-size", options->chunk_size, "Chunk size (16, 32, 64, ...)")->capture_default_str();
+  command->add_option("--precision", options->precision, "double, dd, qd, or MPFR bits")->capture_default_str();
+  command->add_option("-o,--out", options->out, "Where the exact stage tensors go")->capture_default_str();
+  command->add_option("--compare", options->compare_file, "A kernel's stage tensors to check stage by stage");
+  command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
+  add_report_options(*command, options->report, "out/stages-report.json");
+  options->report.preset = "strict";
+  command->callback([options, &selected] { selected = [options] { return run_stages(*options); }; });
+}
+
+}  // namespace dplr::cli

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs missing dependencies, then configures the build folder (default build/) with Ninja.
+# Extra arguments go to cmake.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+build_dir=${DPLR_BUILD_DIR:-build}
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+if [ -f "$build_dir/CMakeCache.txt" ]; then
+  cmake -S . -B "$build_dir" "$@" >/dev/null
+else
+  cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+fi
+echo "$build_dir"

@@ -1,0 +1,205 @@
+#include "verify/gpu_runner.hpp"
+
+#include <fmt/format.h>
+
+#include "core/error.hpp"
+
+#ifdef DPLR_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <memory>
+
+#include "gpu/dplr_gpu.hpp"
+#endif
+
+namespace dplr {
+
+#ifndef DPLR_HAVE_CUDA
+
+GpuDevice gpu_device() { return {false, "", "built without CUDA (no nvcc at configure time, or DPLR_ENABLE_CUDA=OFF)"}; }
+TensorMap run_gpu_recurrent(const DplrProblem&) { throw InputError("GPU kernels: " + gpu_device().reason); }
+TensorMap run_gpu_chunk(const DplrProblem&, int) { throw InputError("GPU kernels: " + gpu_device().reason); }
+
+#else
+
+namespace {
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw gpu::CudaError(fmt::format("{}: {}", what, cudaGetErrorString(status)));
+}
+
+struct DeviceFree {
+  void operator()(void* p) const { cudaFree(p); }
+};
+using DeviceBuffer = std::unique_ptr<void, DeviceFree>;
+
+DeviceBuffer device_alloc(std::size_t bytes) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, std::max<std::size_t>(bytes, 1)), "cudaMalloc");
+  return DeviceBuffer(p);
+}
+
+gpu::ElemType elem_type(DType dtype, std::string_view tensor) {
+  switch (dtype) {
+    case DType::F32: return gpu::ElemType::F32;
+    case DType::F16: return gpu::ElemType::F16;
+    case DType::BF16: return gpu::ElemType::BF16;
+    default:
+      throw InputError(fmt::format("GPU kernels take f32, f16 or bf16; tensor '{}' is {}", tensor, dtype_name(dtype)));
+  }
+}
+
+// The tensor's values in `dtype`'s bytes; the values are exact in their own dtype, so converting to a
+// dtype at least as wide is exact and to a narrower one rounds to nearest even.
+std::vector<std::byte> encode(const Tensor& t, DType dtype) {
+  std::vector<std::byte> bytes(t.values.size() * dtype_size(dtype));
+  for (std::size_t i = 0; i < t.values.size(); ++i) {
+    if (dtype == DType::F32) {
+      const float f = static_cast<float>(round_to_dtype(t.values[i], DType::F32));
+      std::memcpy(&bytes[i * 4], &f, 4);
+    } else {
+      const std::uint16_t h = dtype == DType::F16 ? double_to_fp16_bits(t.values[i]) : double_to_bf16_bits(t.values[i]);
+      std::memcpy(&bytes[i * 2], &h, 2);
+    }
+  }
+  return bytes;
+}
+
+Tensor decode(const std::vector<std::byte>& bytes, DType dtype, std::vector<std::int64_t> shape) {
+  Tensor t{dtype, std::move(shape), {}};
+  t.values.resize(bytes.size() / dtype_size(dtype));
+  for (std::size_t i = 0; i < t.values.size(); ++i) {
+    if (dtype == DType::F32) {
+      float f;
+      std::memcpy(&f, &bytes[i * 4], 4);
+      t.values[i] = f;
+    } else {
+      std::uint16_t h;
+      std::memcpy(&h, &bytes[i * 2], 2);
+      t.values[i] = dtype == DType::F16 ? fp16_bits_to_double(h) : bf16_bits_to_double(h);
+    }
+  }
+  return t;
+}
+
+// The problem's inputs on the device, and the ForwardInputs pointing at them.
+class DeviceProblem {
+ public:
+  explicit DeviceProblem(const DplrProblem& p) : problem_(p) {
+    dtype_ = p.q.dtype;
+    gk_dtype_ = p.gk.dtype == DType::F32 ? DType::F32 : dtype_;
+    in_.B = p.shape.B, in_.T = p.shape.T, in_.H = p.shape.H, in_.K = p.shape.K, in_.V = p.shape.V;
+    in_.dtype = elem_type(dtype_, "q");
+    in_.gk_dtype = elem_type(gk_dtype_, "gk");
+    in_.scale = static_cast<float>(p.scale);
+    for (auto name : {"k", "v", "a", "b"})
+      if (find_input(p, name)->dtype != dtype_)
+        throw InputError(fmt::format("GPU kernels need q, k, v, a, b in one dtype; q is {}, {} is {}", dtype_name(dtype_),
+                                     name, dtype_name(find_input(p, name)->dtype)));
+    in_.q = upload(p.q, dtype_), in_.k = upload(p.k, dtype_), in_.v = upload(p.v, dtype_);
+    in_.a = upload(p.a, dtype_), in_.b = upload(p.b, dtype_), in_.gk = upload(p.gk, gk_dtype_);
+    if (p.h0) in_.h0 = static_cast<const float*>(upload(*p.h0, DType::F32));
+    if (!p.cu_seqlens.empty()) {
+      buffers_.push_back(device_alloc(p.cu_seqlens.size() * 8));
+      check(cudaMemcpy(buffers_.back().get(), p.cu_seqlens.data(), p.cu_seqlens.size() * 8, cudaMemcpyHostToDevice),
+            "cudaMemcpy cu_seqlens");
+      in_.cu_seqlens = static_cast<const std::int64_t*>(buffers_.back().get());
+      in_.num_sequences = p.num_sequences();
+    }
+  }
+  const gpu::ForwardInputs& inputs() const { return in_; }
+  DType dtype() const { return dtype_; }
+
+  // A device buffer of `count` elements of `dtype`, filled with NaN so unwritten elements show.
+  void* output(std::int64_t count, DType dtype) {
+    const std::size_t bytes = static_cast<std::size_t>(count) * dtype_size(dtype);
+    buffers_.push_back(device_alloc(bytes));
+    check(cudaMemset(buffers_.back().get(), 0xff, bytes), "cudaMemset");  // all-ones bits: NaN in every float dtype
+    return buffers_.back().get();
+  }
+  Tensor download(const void* device, DType dtype, std::vector<std::int64_t> shape) {
+    std::int64_t n = 1;
+    for (auto d : shape) n *= d;
+    std::vector<std::byte> bytes(static_cast<std::size_t>(n) * dtype_size(dtype));
+    check(cudaDeviceSynchronize(), "kernel execution");
+    check(cudaMemcpy(bytes.data(), device, bytes.size(), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+    return decode(bytes, dtype, std::move(shape));
+  }
+
+ private:
+  const void* upload(const Tensor& t, DType dtype) {
+    const auto bytes = encode(t, dtype);
+    buffers_.push_back(device_alloc(bytes.size()));
+    check(cudaMemcpy(buffers_.back().get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), "cudaMemcpy to device");
+    return buffers_.back().get();
+  }
+  const DplrProblem& problem_;
+  DType dtype_, gk_dtype_;
+  gpu::ForwardInputs in_;
+  std::vector<DeviceBuffer> buffers_;
+};
+
+}  // namespace
+
+GpuDevice gpu_device() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) return {false, "", fmt::format("no CUDA device: {}", cudaGetErrorString(status))};
+  if (count == 0) return {false, "", "no CUDA device"};
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  return {true, fmt::format("{} (sm_{}{}, {} SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount), ""};
+}
+
+TensorMap run_gpu_recurrent(const DplrProblem& p) {
+  DeviceProblem d(p);
+  const auto& s = p.shape;
+  void* o = d.output(s.B * s.T * s.H * s.V, d.dtype());
+  auto* ht = static_cast<float*>(d.output(p.num_sequences() * s.H * s.K * s.V, DType::F32));
+  gpu::fused_recurrent_forward(d.inputs(), o, ht, p.reverse);
+  TensorMap out;
+  out["o"] = d.download(o, d.dtype(), {s.B, s.T, s.H, s.V});
+  out["ht"] = d.download(ht, DType::F32, {p.num_sequences(), s.H, s.K, s.V});
+  return out;
+}
+
+TensorMap run_gpu_chunk(const DplrProblem& p, int C) {
+  if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
+  DeviceProblem d(p);
+  const auto& s = p.shape;
+  const gpu::ForwardInputs& in = d.inputs();
+  gpu::check_chunk(in, C);
+  const std::int64_t NT = gpu::num_chunks(in, C);
+  const std::vector<std::int64_t> key{s.B, s.T, s.H, s.K}, value{s.B, s.T, s.H, s.V}, a_shape{s.B, s.T, s.H, C},
+      h_shape{s.B, NT, s.H, s.K, s.V}, state{p.num_sequences(), s.H, s.K, s.V};
+  auto count = [](const std::vector<std::int64_t>& shape) {
+    std::int64_t n = 1;
+    for (auto x : shape) n *= x;
+    return n;
+  };
+  auto f32 = [&](const std::vector<std::int64_t>& shape) { return static_cast<float*>(d.output(count(shape), DType::F32)); };
+  float *gi = f32(key), *ge = f32(key), *A_qk = f32(a_shape), *A_qb = f32(a_shape), *A_ak = f32(a_shape),
+        *A_ab = f32(a_shape), *A_ab_inv = f32(a_shape), *w = f32(key), *u = f32(value), *h = f32(h_shape),
+        *v_new = f32(value), *ht = f32(state);
+  void* o = d.output(count(value), d.dtype());
+  // Each stage alone, in pipeline order, so each one's output can be checked against its oracle.
+  gpu::chunk_cumsum(in, C, gi, ge);
+  gpu::chunk_A(in, C, A_qk, A_qb, A_ak, A_ab);
+  gpu::chunk_WY(in, C, A_ab, A_ak, A_ab_inv, w, u);
+  gpu::chunk_h(in, C, w, u, h, v_new, ht);
+  gpu::chunk_o(in, C, A_qk, A_qb, v_new, h, o);
+  TensorMap out;
+  out["o"] = d.download(o, d.dtype(), value);
+  out["ht"] = d.download(ht, DType::F32, state);
+  const std::pair<const char*, std::pair<float*, const std::vector<std::int64_t>*>> stages[] = {
+      {"gi", {gi, &key}},         {"ge", {ge, &key}},     {"A_qk", {A_qk, &a_shape}}, {"A_qb", {A_qb, &a_shape}},
+      {"A_ak", {A_ak, &a_shape}}, {"A_ab", {A_ab, &a_shape}}, {"A_ab_inv", {A_ab_inv, &a_shape}},
+      {"w", {w, &key}},           {"u", {u, &value}},     {"h", {h, &h_shape}},       {"v_new", {v_new, &value}}};
+  for (const auto& [name, buffer] : stages) out[name] = d.download(buffer.first, DType::F32, *buffer.second);
+  return out;
+}
+
+#endif
+
+}  // namespace dplr

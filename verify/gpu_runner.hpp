@@ -1,0 +1,26 @@
+// Runs our CUDA kernels (gpu/dplr_gpu.hpp) on a DplrProblem from the host: inputs converted to the
+// kernel's dtype exactly as the problem holds them, outputs and stage tensors copied back as Tensors named
+// as the exact reference and stage oracles name them. Built without CUDA, gpu_device() says why none.
+#pragma once
+#include <optional>
+#include <string>
+
+#include "core/tensor.hpp"
+#include "reference/problem.hpp"
+
+namespace dplr {
+
+struct GpuDevice {
+  bool available = false;
+  std::string name;    // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)"
+  std::string reason;  // why not available: "built without CUDA", "no CUDA device: ..."
+};
+GpuDevice gpu_device();
+
+// The fused recurrent forward: o (the input dtype), ht (F32).
+TensorMap run_gpu_recurrent(const DplrProblem& problem);
+// The staged chunk forward: o, ht and every stage tensor (gi, ge, A_qk, A_qb, A_ak, A_ab, A_ab_inv, w, u,
+// h, v_new), each stage run alone in pipeline order.
+TensorMap run_gpu_chunk(const DplrProblem& problem, int chunk_size);
+
+}  // namespace dplr

@@ -1,0 +1,44 @@
+// `dplr check`: the default accuracy sweep. What the CPU can do always runs; the GPU part runs where a
+// CUDA device is present, and the report says what was skipped and why.
+//
+// CPU part, per distribution (fla, strong-decay, mixed-decay, edge-of-stability, near-zero-decay):
+//   reference     the exact recurrence at double-double, certified against quad-double; the case fails
+//                 if any tensor is certified to fewer than kMinCertifiedBits
+//   chunk-oracle  the exact chunk-form stages (C = 16, 64) against the recurrence: o, ht and all seven
+//                 gradients within 1e-12 relative (they agree to ~100 bits; 1e-12 is the fp64 rule)
+//   chunk-float   the same stages in float (stable decay evaluation) against the exact answer:
+//                 reported, not gated: the yardstick GPU kernels are measured by
+// GPU part (our kernels, gpu/): the staged chunk forward (C = 16, 32, 64) and the fused recurrent
+// forward in bf16, fp16 and fp32, on fla and strong decay (gk in [-30, -5]), K = V = 64 and 128 (60 and
+// 100 too), T not a multiple of the chunk, H > 1, h0, varlen, reverse, decode (T = 1); o and ht against
+// the exact recurrence and every stage tensor against its oracle, under the policy (default "strict":
+// issue 5's targets), with the first diverging stage named.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "reports/report.hpp"
+#include "verify/tolerance.hpp"
+
+namespace dplr {
+
+inline constexpr double kMinCertifiedBits = 80.0;
+
+struct SweepOptions {
+  bool quick = false;     // fewer and smaller cases (CI)
+  bool cpu_only = false;  // skip the GPU part even where a device is present
+  int threads = 0;
+};
+
+struct SweepOutcome {
+  std::vector<std::string> skipped;  // what did not run, and why
+  bool certification_failed = false;
+};
+
+// Runs the sweep, appending one CaseResult per case to `report` and calling `on_case` after each (for
+// the terminal table). `gpu_policy` judges the GPU kernels.
+SweepOutcome run_sweep(const SweepOptions& options, const TolerancePolicy& gpu_policy, Report& report,
+                       const std::function<void(const CaseResult&)>& on_case);
+
+}  // namespace dplr
