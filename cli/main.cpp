@@ -7,6 +7,7 @@
 #include "cli/commands.hpp"
 #include "cli/report_options.hpp"
 #include "core/error.hpp"
+#include "reference/parallel.hpp"
 
 #ifndef DPLR_VERSION
 #define DPLR_VERSION "unknown"
@@ -27,6 +28,12 @@ int main(int argc, char** argv) {
   add_stages_command(app, selected);
   add_bench_command(app, selected);
   set_command_line(argc, argv);
+  if (stderr_is_terminal()) {
+    // Progress of the reference and stage oracles over (sequence, head) pairs, redrawn in place.
+    dplr::progress_hook() = [](std::int64_t finished, std::int64_t total) {
+      fmt::print(stderr, "\r  {} / {} (sequence, head) pairs{}", finished, total, finished == total ? "\r\033[K" : "");
+    };
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

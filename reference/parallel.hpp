@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -16,16 +17,29 @@ inline int resolve_thread_count(int requested, std::int64_t items) {
   return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, items)));
 }
 
+// Called after each finished item with (finished, total), from worker threads under a lock; the CLI sets
+// it to draw progress on stderr when that is a terminal. Empty by default.
+inline std::function<void(std::int64_t, std::int64_t)>& progress_hook() {
+  static std::function<void(std::int64_t, std::int64_t)> hook;
+  return hook;
+}
+
 template <class Body>
 void parallel_for(std::int64_t items, int requested_threads, Body&& body) {
   const int threads = resolve_thread_count(requested_threads, items);
   std::atomic<std::int64_t> next{0};
   std::exception_ptr failure;
   std::mutex failure_mutex;
+  std::atomic<std::int64_t> finished{0};
+  const auto& hook = progress_hook();
   auto worker = [&] {
     for (std::int64_t i; (i = next.fetch_add(1)) < items;) {
       try {
         body(i);
+        if (hook) {
+          std::lock_guard lock(failure_mutex);
+          hook(++finished, items);
+        }
       } catch (...) {
         std::lock_guard lock(failure_mutex);
         if (!failure) failure = std::current_exception();
