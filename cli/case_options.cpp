@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <sstream>
 
@@ -92,6 +93,13 @@ DplrProblem load_case(const CaseOptions& o, std::string* description) {
     reverse = it->second == "true" || it->second == "1" || it->second == "True";
   if (description) *description = o.file;
   return problem_from_tensors(file.tensors, scale, reverse, o.file);
+}
+
+std::string write_output(const std::string& path, const TensorFile& file) {
+  const std::filesystem::path out(path);
+  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
+  write_tensor_file(out, file);
+  return std::filesystem::absolute(out).string();
 }
 
 bool stderr_is_terminal() { return isatty(STDERR_FILENO) != 0; }

@@ -32,6 +32,9 @@ CaseSpec resolve_spec(const CaseOptions& options);
 // The case: read from the file (metadata scale/reverse honoured) or generated. `description` says which.
 DplrProblem load_case(const CaseOptions& options, std::string* description = nullptr);
 
+// Writes a tensor file, creating its folder; returns the absolute path written.
+std::string write_output(const std::string& path, const TensorFile& file);
+
 DType parse_dtype(const std::string& text);  // f64 f32 f16 bf16 (any case), or safetensors names
 bool stderr_is_terminal();
 

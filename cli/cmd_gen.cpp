@@ -25,10 +25,8 @@ int run_gen(const GenOptions& o) {
   file.metadata["generator"] = spec.distribution;
   file.metadata["seed"] = std::to_string(spec.seed);
   file.metadata["producer"] = "dplr gen";
-  const std::filesystem::path out(o.out);
-  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
-  write_tensor_file(out, file);
-  fmt::print("dplr gen: {} -> {}\n", describe(spec), out.string());
+  const std::string out = write_output(o.out, file);
+  fmt::print("dplr gen: {} -> {}\n", describe(spec), out);
   return 0;
 }
 

@@ -49,13 +49,11 @@ int run_ref(const RefOptions& o) {
   file.metadata["precision"] = result.precision.name();
   file.metadata["source"] = description;
   if (o.certify) file.metadata["certified_bits"] = bits.dump();
-  const std::filesystem::path out(o.out);
-  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
-  write_tensor_file(out, file);
+  const std::string out = write_output(o.out, file);
   fmt::print("time: {:.3f} s for the run at {}{}\n", result.seconds, result.precision.name(),
              o.certify ? " (certification repeats it at the certifier's precision, not counted)" : "");
   if (o.certify) fmt::print("certified: {:.1f} bits on every tensor (worst)\n", result.min_certified_bits());
-  fmt::print("outputs (correctly rounded to float64): {}\n", std::filesystem::absolute(out).string());
+  fmt::print("outputs (correctly rounded to float64): {}\n", out);
   return 0;
 }
 

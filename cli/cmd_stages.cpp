@@ -39,16 +39,14 @@ int run_stages(const StagesOptions& o) {
   file.metadata["chunk_size"] = std::to_string(o.chunk_size);
   file.metadata["precision"] = stages.arithmetic;
   file.metadata["source"] = description;
-  const std::filesystem::path out(o.out);
-  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
-  write_tensor_file(out, file);
+  const std::string out = write_output(o.out, file);
   for (const auto& stage : chunk_stage_table()) {
     std::string names;
     for (const auto& t : stage.tensors)
       if (stages.tensors.count(t)) names += (names.empty() ? "" : ", ") + t;
     if (!names.empty()) fmt::print("  {:<11} {}\n", stage.stage, names);
   }
-  fmt::print("stage tensors (float64): {}\n", std::filesystem::absolute(out).string());
+  fmt::print("stage tensors (float64): {}\n", out);
   if (o.compare_file.empty()) return 0;
 
   // Stage-by-stage comparison of a kernel's intermediates.

@@ -121,7 +121,7 @@ class Recorded : public ::testing::TestWithParam<Recording> {};
 TEST_P(Recorded, NamesDtypesShapesAsDocumented) {
   const Recording r = GetParam();
   const fs::path path = fs::path(DPLR_RECORDED_DIR) / r.file;
-  if (!fs::exists(path)) GTEST_SKIP() << "recording not found: " << path << " (../shared/data/recorded is outside the repo)";
+  if (!fs::exists(path)) GTEST_SKIP() << "recording not found: " << path << " (tests/data/recorded, or DPLR_RECORDED_DIR)";
   const TensorFile f = read_tensor_file(path);
 
   const std::vector<std::int64_t> btk = {1, 256, 2, 64}, state = {1, 2, 64, 64};

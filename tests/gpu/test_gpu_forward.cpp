@@ -1,0 +1,586 @@
+// GPU forward kernels (gpu/dplr_gpu.hpp) against the exact reference (reference/reference.hpp, double).
+// Fused recurrent and the staged chunk forward, on random inputs (fresh per case) of several shapes: H > 1
+// with differing heads, K, V in {60, 64, 100, 128}, T not a multiple of the chunk, varlen, h0, reverse, T = 1,
+// gk in [-30, 0] and fla's logsigmoid distribution, fp32 / fp16 / bf16 (gk fp32 with 16-bit inputs).
+// Outputs are poisoned (NaN) before every run and every element must come back finite. Accuracy is the
+// relative RMSE against the reference; the bar for 16-bit inputs is 1.3x the correctly-rounded floor (the
+// reference rounded once to the dtype), 1e-6 for fp32. Each chunk stage is also checked against an fp64
+// loop of the chunk form (this file's chunk_oracle) so that a bad stage is named.
+// Skips with a message when no CUDA device is present (or when built without CUDA).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/dtype.hpp"
+#include "reference/problem.hpp"
+#include "reference/reference.hpp"
+
+#ifdef DPLR_NO_CUDA
+TEST(Gpu, Skipped) { GTEST_SKIP() << "built without CUDA (DPLR_ENABLE_CUDA=OFF): no GPU kernels to test"; }
+#else
+#include <cuda_runtime_api.h>
+
+#include "gpu/dplr_gpu.hpp"
+
+namespace {
+using dplr::DType;
+namespace g = dplr::gpu;
+
+bool have_device(std::string* why) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    *why = std::string("no CUDA device: cudaGetDeviceCount failed (") + cudaGetErrorString(e) + ")";
+    return false;
+  }
+  if (n == 0) {
+    *why = "no CUDA device: cudaGetDeviceCount returned 0";
+    return false;
+  }
+  return true;
+}
+#define REQUIRE_DEVICE()                       \
+  do {                                         \
+    std::string why;                           \
+    if (!have_device(&why)) GTEST_SKIP() << why; \
+  } while (0)
+
+void ck(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+DType to_core(g::ElemType t) { return t == g::ElemType::F32 ? DType::F32 : t == g::ElemType::F16 ? DType::F16 : DType::BF16; }
+
+// A device buffer holding a tensor in a dtype.
+struct DevBuf {
+  void* p = nullptr;
+  std::size_t bytes = 0;
+  DevBuf() = default;
+  explicit DevBuf(std::size_t n) : bytes(n) { ck(cudaMalloc(&p, n ? n : 1), "cudaMalloc"); }
+  ~DevBuf() { if (p) cudaFree(p); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  DevBuf(DevBuf&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
+  DevBuf& operator=(DevBuf&& o) noexcept {
+    if (this != &o) {
+      if (p) cudaFree(p);
+      p = o.p;
+      bytes = o.bytes;
+      o.p = nullptr;
+    }
+    return *this;
+  }
+  float* f() const { return static_cast<float*>(p); }
+  void poison() { ck(cudaMemset(p, 0xFF, bytes), "cudaMemset"); }  // NaN in fp32, fp16 and bf16
+};
+
+DevBuf upload(const std::vector<double>& x, g::ElemType t) {
+  DevBuf d(x.size() * g::elem_size(t));
+  std::vector<unsigned char> host(d.bytes);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (t == g::ElemType::F32) {
+      float f = static_cast<float>(x[i]);
+      std::memcpy(&host[4 * i], &f, 4);
+    } else {
+      std::uint16_t u = t == g::ElemType::F16 ? dplr::double_to_fp16_bits(x[i]) : dplr::double_to_bf16_bits(x[i]);
+      std::memcpy(&host[2 * i], &u, 2);
+    }
+  }
+  ck(cudaMemcpy(d.p, host.data(), d.bytes, cudaMemcpyHostToDevice), "upload");
+  return d;
+}
+std::vector<double> download(const DevBuf& d, std::size_t n, g::ElemType t) {
+  std::vector<unsigned char> host(n * g::elem_size(t));
+  ck(cudaMemcpy(host.data(), d.p, host.size(), cudaMemcpyDeviceToHost), "download");
+  std::vector<double> x(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (t == g::ElemType::F32) {
+      float f;
+      std::memcpy(&f, &host[4 * i], 4);
+      x[i] = f;
+    } else {
+      std::uint16_t u;
+      std::memcpy(&u, &host[2 * i], 2);
+      x[i] = t == g::ElemType::F16 ? dplr::fp16_bits_to_double(u) : dplr::bf16_bits_to_double(u);
+    }
+  }
+  return x;
+}
+
+enum class Gate { Fla, Strong, Pinned30 };
+const char* gate_name(Gate g) { return g == Gate::Fla ? "logsigmoid" : g == Gate::Strong ? "U[-30,0]" : "-30"; }
+
+struct Case {
+  std::string name;
+  std::int64_t B, T, H, K, V;
+  g::ElemType dt;
+  bool gk_f32 = false;
+  Gate gate = Gate::Fla;
+  bool h0 = false;
+  bool reverse = false;
+  std::vector<std::int64_t> cu;  // varlen when set
+};
+
+// Random problem in the contract's layout, every value exactly representable in its dtype.
+dplr::DplrProblem make_problem(const Case& c, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  std::uniform_real_distribution<double> ud(-30.0, 0.0);
+  const DType dt = to_core(c.dt), gdt = c.gk_f32 ? DType::F32 : dt;
+  dplr::DplrProblem p;
+  p.shape = {c.B, c.T, c.H, c.K, c.V};
+  p.scale = 1.0 / std::sqrt(double(c.K));
+  p.reverse = c.reverse;
+  p.cu_seqlens = c.cu;
+  const std::int64_t nk = c.B * c.T * c.H * c.K, nv = c.B * c.T * c.H * c.V;
+  auto mk = [&](std::int64_t n, DType t, std::vector<std::int64_t> shape) {
+    dplr::Tensor x;
+    x.dtype = t;
+    x.shape = std::move(shape);
+    x.values.resize(n);
+    return x;
+  };
+  const std::vector<std::int64_t> sk{c.B, c.T, c.H, c.K}, sv{c.B, c.T, c.H, c.V};
+  p.q = mk(nk, dt, sk);
+  p.k = mk(nk, dt, sk);
+  p.a = mk(nk, dt, sk);
+  p.b = mk(nk, dt, sk);
+  p.gk = mk(nk, gdt, sk);
+  p.v = mk(nv, dt, sv);
+  for (auto& x : p.q.values) x = dplr::round_to_dtype(nd(rng), dt);
+  for (auto& x : p.v.values) x = dplr::round_to_dtype(nd(rng), dt);
+  // k and a unit-norm per (token, head) (fla's test), b = -a: a contractive transition. Heads differ.
+  for (std::int64_t row = 0; row < c.B * c.T * c.H; ++row) {
+    double nk2 = 0, na2 = 0;
+    std::vector<double> kk(c.K), aa(c.K);
+    for (std::int64_t i = 0; i < c.K; ++i) {
+      kk[i] = nd(rng);
+      aa[i] = nd(rng);
+      nk2 += kk[i] * kk[i];
+      na2 += aa[i] * aa[i];
+    }
+    for (std::int64_t i = 0; i < c.K; ++i) {
+      p.k.values[row * c.K + i] = dplr::round_to_dtype(kk[i] / std::sqrt(nk2), dt);
+      const double a = dplr::round_to_dtype(aa[i] / std::sqrt(na2), dt);
+      p.a.values[row * c.K + i] = a;
+      p.b.values[row * c.K + i] = -a;
+    }
+  }
+  for (auto& x : p.gk.values) {
+    double v = c.gate == Gate::Fla ? -std::log1p(std::exp(-nd(rng))) : c.gate == Gate::Strong ? ud(rng) : -30.0;
+    x = dplr::round_to_dtype(v, gdt);
+  }
+  if (c.h0) {
+    const std::int64_t N = p.num_sequences();
+    p.h0 = mk(N * c.H * c.K * c.V, DType::F32, {N, c.H, c.K, c.V});
+    for (auto& x : p.h0->values) x = dplr::round_to_dtype(nd(rng), DType::F32);
+  }
+  return p;
+}
+
+double rel_rmse(const std::vector<double>& x, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    num += (x[i] - ref[i]) * (x[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+std::int64_t count_bad(const std::vector<double>& x) {
+  std::int64_t n = 0;
+  for (double v : x) n += !std::isfinite(v);
+  return n;
+}
+
+// Device copies of a problem's inputs and the ForwardInputs that point at them.
+struct DevProblem {
+  DevBuf q, k, v, a, b, gk, h0, cu;
+  g::ForwardInputs in;
+  DevProblem(const dplr::DplrProblem& p, const Case& c) {
+    q = upload(p.q.values, c.dt);
+    k = upload(p.k.values, c.dt);
+    v = upload(p.v.values, c.dt);
+    a = upload(p.a.values, c.dt);
+    b = upload(p.b.values, c.dt);
+    const g::ElemType gdt = c.gk_f32 ? g::ElemType::F32 : c.dt;
+    gk = upload(p.gk.values, gdt);
+    in.B = c.B, in.T = c.T, in.H = c.H, in.K = c.K, in.V = c.V;
+    in.dtype = c.dt;
+    in.gk_dtype = gdt;
+    in.q = q.p, in.k = k.p, in.v = v.p, in.a = a.p, in.b = b.p, in.gk = gk.p;
+    if (p.h0) {
+      h0 = upload(p.h0->values, g::ElemType::F32);
+      in.h0 = h0.f();
+    }
+    if (!c.cu.empty()) {
+      cu = DevBuf(c.cu.size() * 8);
+      ck(cudaMemcpy(cu.p, c.cu.data(), cu.bytes, cudaMemcpyHostToDevice), "cu");
+      in.cu_seqlens = static_cast<const std::int64_t*>(cu.p);
+      in.num_sequences = static_cast<std::int64_t>(c.cu.size()) - 1;
+    }
+  }
+};
+
+struct Exact {
+  std::vector<double> o, ht, o_floor;  // o_floor: o correctly rounded to the dtype
+};
+Exact exact(const dplr::DplrProblem& p, const Case& c) {
+  dplr::ReferenceOptions opts{dplr::Precision{dplr::Arithmetic::Double, 0}};
+  opts.backward = false;
+  dplr::ReferenceResult r = dplr::run_reference(p, opts);
+  Exact e;
+  e.o = r.tensors.at("o").rounded();
+  e.ht = r.tensors.at("ht").rounded();
+  e.o_floor = e.o;
+  for (auto& x : e.o_floor) x = dplr::round_to_dtype(x, to_core(c.dt));
+  return e;
+}
+
+// The accuracy bar of o for the case's dtype.
+void expect_accurate(const std::string& what, const std::vector<double>& o, const std::vector<double>& ht, const Exact& e,
+                     const Case& c) {
+  ASSERT_EQ(count_bad(o), 0) << what << ": o has unwritten or non-finite elements";
+  ASSERT_EQ(count_bad(ht), 0) << what << ": ht has unwritten or non-finite elements";
+  const double eo = rel_rmse(o, e.o), eh = rel_rmse(ht, e.ht), floor = rel_rmse(e.o_floor, e.o);
+  const double bar = c.dt == g::ElemType::F32 ? 1e-6 : 1.3 * floor;
+  std::printf("  %-9s %-44s o %.3e (floor %.3e, %.2fx)  ht %.3e\n", what.c_str(), c.name.c_str(), eo, floor,
+              floor > 0 ? eo / floor : 0.0, eh);
+  EXPECT_LE(eo, bar) << what << " " << c.name << ": o rel RMSE " << eo << " over the bar " << bar;
+  EXPECT_LE(eh, c.dt == g::ElemType::F32 ? 1e-6 : 1e-5) << what << " " << c.name << ": ht rel RMSE " << eh;
+}
+
+std::string describe(const Case& c) {
+  std::string s = "B" + std::to_string(c.B) + " T" + std::to_string(c.T) + " H" + std::to_string(c.H) + " K" +
+                  std::to_string(c.K) + " V" + std::to_string(c.V) + " " + g::elem_type_name(c.dt);
+  if (c.gk_f32) s += " gk:fp32";
+  s += std::string(" gk~") + gate_name(c.gate);
+  if (c.h0) s += " h0";
+  if (c.reverse) s += " rev";
+  if (!c.cu.empty()) s += " varlen";
+  return s;
+}
+
+std::vector<Case> recurrent_cases() {
+  using E = g::ElemType;
+  std::vector<Case> cs = {
+      {"", 2, 37, 3, 64, 64, E::BF16, false, Gate::Fla, true, false, {}},
+      {"", 1, 50, 2, 60, 100, E::F16, false, Gate::Strong, true, true, {}},
+      {"", 2, 64, 2, 128, 128, E::F32, false, Gate::Strong, false, false, {}},
+      {"", 2, 200, 2, 64, 64, E::F32, false, Gate::Fla, true, true, {}},
+      {"", 1, 100, 2, 100, 60, E::BF16, true, Gate::Fla, true, false, {0, 5, 40, 41, 100}},
+      {"", 1, 100, 2, 64, 64, E::F32, false, Gate::Strong, true, true, {0, 33, 34, 100}},
+      {"", 4, 1, 4, 64, 64, E::BF16, false, Gate::Fla, true, false, {}},
+      {"", 3, 1, 2, 128, 128, E::F16, true, Gate::Fla, true, false, {}},
+      {"", 1, 80, 2, 64, 64, E::BF16, false, Gate::Pinned30, true, false, {}},
+      // fla_peer.py's accuracy shape (B1 T512 H2 D64, no h0), for a side-by-side with fla.
+      {"", 1, 512, 2, 64, 64, E::BF16, false, Gate::Fla, false, false, {}},
+      {"", 1, 512, 2, 64, 64, E::BF16, false, Gate::Strong, false, false, {}},
+  };
+  for (auto& c : cs) c.name = describe(c);
+  return cs;
+}
+
+std::vector<Case> chunk_cases() {
+  using E = g::ElemType;
+  std::vector<Case> cs = {
+      {"", 2, 100, 3, 64, 64, E::BF16, false, Gate::Fla, true, false, {}},
+      {"", 1, 77, 2, 60, 100, E::F16, false, Gate::Strong, true, false, {}},
+      {"", 1, 130, 2, 128, 128, E::F32, false, Gate::Strong, true, false, {}},
+      {"", 2, 96, 2, 64, 64, E::F32, false, Gate::Fla, false, false, {}},
+      {"", 1, 33, 2, 100, 60, E::BF16, true, Gate::Fla, true, false, {}},
+      {"", 2, 1, 2, 64, 64, E::BF16, false, Gate::Fla, true, false, {}},
+      {"", 1, 70, 2, 64, 64, E::BF16, false, Gate::Pinned30, true, false, {}},
+      {"", 1, 512, 2, 64, 64, E::BF16, false, Gate::Fla, false, false, {}},
+      {"", 1, 512, 2, 64, 64, E::BF16, false, Gate::Strong, false, false, {}},
+  };
+  for (auto& c : cs) c.name = describe(c);
+  return cs;
+}
+
+TEST(GpuRecurrent, MatchesExactReference) {
+  REQUIRE_DEVICE();
+  std::uint64_t seed = 1000;
+  for (const Case& c : recurrent_cases()) {
+    SCOPED_TRACE(c.name);
+    const dplr::DplrProblem p = make_problem(c, ++seed);
+    const Exact e = exact(p, c);
+    DevProblem d(p, c);
+    const std::int64_t N = d.in.N();
+    DevBuf o(c.B * c.T * c.H * c.V * g::elem_size(c.dt)), ht(N * c.H * c.K * c.V * 4);
+    o.poison();
+    ht.poison();
+    g::fused_recurrent_forward(d.in, o.p, ht.f(), c.reverse);
+    ck(cudaDeviceSynchronize(), "recurrent");
+    expect_accurate("recurrent", download(o, c.B * c.T * c.H * c.V, c.dt), download(ht, N * c.H * c.K * c.V, g::ElemType::F32),
+                    e, c);
+  }
+}
+
+// ---- the chunk form in fp64 (the stage oracle of this file) -------------------------------------------------
+struct ChunkOracle {
+  std::vector<double> gi, ge, Aqk, Aqb, Aak, Aab, Ainv, w, u, vnew, h, o, ht, qg, kg, bg, ag, egl;
+};
+ChunkOracle chunk_oracle(const dplr::DplrProblem& p, int C) {
+  const auto [B, T, H, K, V] = std::tuple(p.shape.B, p.shape.T, p.shape.H, p.shape.K, p.shape.V);
+  const std::int64_t NT = (T + C - 1) / C;
+  ChunkOracle r;
+  r.gi.assign(B * T * H * K, 0);
+  r.ge = r.gi;
+  r.w = r.gi;
+  r.qg = r.kg = r.bg = r.ag = r.gi;
+  r.egl.assign(B * NT * H * K, 0);
+  r.Aqk.assign(B * T * H * C, 0);
+  r.Aqb = r.Aak = r.Aab = r.Ainv = r.Aqk;
+  r.u.assign(B * T * H * V, 0);
+  r.vnew = r.u;
+  r.o = r.u;
+  r.h.assign(B * NT * H * K * V, 0);
+  r.ht.assign(B * H * K * V, 0);
+  auto X = [&](const dplr::Tensor& t, std::int64_t tok, std::int64_t h, std::int64_t i, std::int64_t D) {
+    return t.values[(tok * H + h) * D + i];
+  };
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t h = 0; h < H; ++h) {
+      std::vector<double> S(K * V, 0);
+      if (p.h0) for (std::int64_t e = 0; e < K * V; ++e) S[e] = p.h0->values[(b * H + h) * K * V + e];
+      for (std::int64_t c = 0; c < NT; ++c) {
+        const std::int64_t t0 = c * C, L = std::min<std::int64_t>(C, T - t0), bos = b * T + t0;
+        std::vector<double> gi(L * K), ge(L * K);
+        for (std::int64_t d = 0; d < K; ++d) {
+          double acc = 0;
+          for (std::int64_t i = 0; i < L; ++i) {
+            const double gk = X(p.gk, bos + i, h, d, K);
+            acc += gk;
+            gi[i * K + d] = acc;
+            ge[i * K + d] = acc - gk;
+          }
+        }
+        auto at = [&](std::vector<double>& m, std::int64_t i, std::int64_t j) -> double& { return m[((bos + i) * H + h) * C + j]; };
+        for (std::int64_t i = 0; i < L; ++i)
+          for (std::int64_t d = 0; d < K; ++d) {
+            const std::int64_t ix = ((bos + i) * H + h) * K + d;
+            const double gl = gi[(L - 1) * K + d];
+            r.gi[ix] = gi[i * K + d];
+            r.ge[ix] = ge[i * K + d];
+            r.qg[ix] = p.q.values[ix] * p.scale * std::exp(gi[i * K + d]);
+            r.kg[ix] = p.k.values[ix] * std::exp(gl - gi[i * K + d]);
+            r.bg[ix] = p.b.values[ix] * std::exp(gl - gi[i * K + d]);
+            r.ag[ix] = p.a.values[ix] * std::exp(ge[i * K + d]);
+            if (i == L - 1) r.egl[((b * NT + c) * H + h) * K + d] = std::exp(gl);
+          }
+        for (std::int64_t i = 0; i < L; ++i)
+          for (std::int64_t j = 0; j <= i; ++j) {
+            double qk = 0, qb = 0, ak = 0, ab = 0;
+            for (std::int64_t d = 0; d < K; ++d) {
+              const double f = std::exp(gi[i * K + d] - gi[j * K + d]), fe = std::exp(ge[i * K + d] - gi[j * K + d]);
+              const double q = X(p.q, bos + i, h, d, K) * p.scale, a = X(p.a, bos + i, h, d, K);
+              const double k = X(p.k, bos + j, h, d, K), bb = X(p.b, bos + j, h, d, K);
+              qk += q * k * f;
+              qb += q * bb * f;
+              if (j < i) {
+                ak += a * k * fe;
+                ab += a * bb * fe;
+              }
+            }
+            at(r.Aqk, i, j) = qk;
+            at(r.Aqb, i, j) = qb;
+            at(r.Aak, i, j) = ak;
+            at(r.Aab, i, j) = ab;
+          }
+        std::vector<double> Ainv(L * L, 0);
+        for (std::int64_t i = 0; i < L; ++i)
+          for (std::int64_t j = 0; j <= i; ++j) {
+            double acc = i == j ? 1.0 : 0.0;
+            for (std::int64_t s = j; s < i; ++s) acc += at(r.Aab, i, s) * Ainv[s * L + j];
+            Ainv[i * L + j] = acc;
+            at(r.Ainv, i, j) = acc;
+          }
+        std::vector<double> u(L * V, 0), vn(L * V, 0);
+        for (std::int64_t i = 0; i < L; ++i) {
+          for (std::int64_t d = 0; d < K; ++d) {
+            double acc = 0;
+            for (std::int64_t s = 0; s <= i; ++s) acc += Ainv[i * L + s] * X(p.a, bos + s, h, d, K) * std::exp(ge[s * K + d]);
+            r.w[((bos + i) * H + h) * K + d] = acc;
+          }
+          for (std::int64_t e = 0; e < V; ++e) {
+            double acc = 0;
+            for (std::int64_t s = 0; s <= i; ++s) {
+              double t = 0;
+              for (std::int64_t m = 0; m < s; ++m) t += at(r.Aak, s, m) * X(p.v, bos + m, h, e, V);
+              acc += Ainv[i * L + s] * t;
+            }
+            u[i * V + e] = acc;
+            r.u[((bos + i) * H + h) * V + e] = acc;
+          }
+        }
+        for (std::int64_t e = 0; e < K * V; ++e) r.h[((b * NT + c) * H + h) * K * V + e] = S[e];
+        for (std::int64_t i = 0; i < L; ++i)
+          for (std::int64_t e = 0; e < V; ++e) {
+            double acc = u[i * V + e];
+            for (std::int64_t d = 0; d < K; ++d) acc += r.w[((bos + i) * H + h) * K + d] * S[d * V + e];
+            vn[i * V + e] = acc;
+            r.vnew[((bos + i) * H + h) * V + e] = acc;
+          }
+        for (std::int64_t i = 0; i < L; ++i)
+          for (std::int64_t e = 0; e < V; ++e) {
+            double acc = 0;
+            for (std::int64_t s = 0; s <= i; ++s) acc += at(r.Aqk, i, s) * X(p.v, bos + s, h, e, V) + at(r.Aqb, i, s) * vn[s * V + e];
+            for (std::int64_t d = 0; d < K; ++d) acc += X(p.q, bos + i, h, d, K) * p.scale * std::exp(gi[i * K + d]) * S[d * V + e];
+            r.o[((bos + i) * H + h) * V + e] = acc;
+          }
+        std::vector<double> S2(K * V);
+        for (std::int64_t d = 0; d < K; ++d) {
+          const double gl = gi[(L - 1) * K + d];
+          for (std::int64_t e = 0; e < V; ++e) {
+            double acc = std::exp(gl) * S[d * V + e];
+            for (std::int64_t i = 0; i < L; ++i) {
+              const double f = std::exp(gl - gi[i * K + d]);
+              acc += f * (X(p.k, bos + i, h, d, K) * X(p.v, bos + i, h, e, V) + X(p.b, bos + i, h, d, K) * vn[i * V + e]);
+            }
+            S2[d * V + e] = acc;
+          }
+        }
+        S = S2;
+      }
+      for (std::int64_t e = 0; e < K * V; ++e) r.ht[(b * H + h) * K * V + e] = S[e];
+    }
+  return r;
+}
+
+// Stage tensors are fp32: compared with the fp64 oracle rounded once to fp32 (values below fp32's range, such
+// as exp(gl) of a chunk of gk = -30, are zero there too).
+void expect_stage(const char* stage, const char* name, const DevBuf& d, std::vector<double> oracle, double tol) {
+  for (auto& v : oracle) v = dplr::round_to_dtype(v, DType::F32);
+  const std::vector<double> x = download(d, oracle.size(), g::ElemType::F32);
+  const std::int64_t bad = count_bad(x);
+  EXPECT_EQ(bad, 0) << "stage " << stage << ": " << name << " has " << bad << " unwritten or non-finite elements";
+  const double e = rel_rmse(x, oracle);
+  EXPECT_LE(e, tol) << "stage " << stage << ": " << name << " rel RMSE " << e << " against the fp64 chunk form";
+  std::printf("    stage %-6s %-8s rel RMSE %.3e\n", stage, name, e);
+}
+
+TEST(GpuChunk, StagesAndOutputMatchExact) {
+  REQUIRE_DEVICE();
+  std::uint64_t seed = 5000;
+  for (int C : {16, 32, 64})
+    for (const Case& c : chunk_cases()) {
+      SCOPED_TRACE(c.name + " C" + std::to_string(C));
+      const dplr::DplrProblem p = make_problem(c, ++seed);
+      const Exact e = exact(p, c);
+      const ChunkOracle orc = chunk_oracle(p, C);
+      DevProblem d(p, c);
+      const g::ChunkWorkspaceSizes sz = g::chunk_workspace_floats(d.in, C);
+      DevBuf qg(sz.kdim * 4), kg(sz.kdim * 4), bg(sz.kdim * 4), ag(sz.kdim * 4), egl(sz.eg_last * 4);
+      DevBuf gi(sz.gi * 4), ge(sz.gi * 4), Aqk(sz.A * 4), Aqb(sz.A * 4), Aak(sz.A * 4), Aab(sz.A * 4), Ainv(sz.A * 4),
+          w(sz.w * 4), u(sz.u * 4), vnew(sz.v_new * 4), h(sz.h * 4), o(c.B * c.T * c.H * c.V * g::elem_size(c.dt)),
+          ht(c.B * c.H * c.K * c.V * 4);
+      for (DevBuf* b : {&qg, &kg, &bg, &ag, &egl, &gi, &ge, &Aqk, &Aqb, &Aak, &Aab, &Ainv, &w, &u, &vnew, &h, &o, &ht}) b->poison();
+      // Each stage alone, on the stage tensors of the GPU's previous stages.
+      g::chunk_cumsum(d.in, C, gi.f(), ge.f());
+      g::GatedOperands gated;
+      gated.qg = qg.f(), gated.kg = kg.f(), gated.bg = bg.f(), gated.ag = ag.f(), gated.eg_last = egl.f();
+      g::chunk_A(d.in, C, Aqk.f(), Aqb.f(), Aak.f(), Aab.f(), gated);
+      g::chunk_WY(d.in, C, Aab.f(), Aak.f(), ag.f(), Ainv.f(), w.f(), u.f());
+      g::chunk_h(d.in, C, kg.f(), bg.f(), egl.f(), w.f(), u.f(), h.f(), vnew.f(), ht.f());
+      g::chunk_o(d.in, C, Aqk.f(), Aqb.f(), qg.f(), vnew.f(), h.f(), o.p);
+      ck(cudaDeviceSynchronize(), "chunk stages");
+      const double tol = 1e-5;
+      expect_stage("cumsum", "gi", gi, orc.gi, 1e-6);
+      expect_stage("cumsum", "ge", ge, orc.ge, 1e-6);
+      expect_stage("A", "A_qk", Aqk, orc.Aqk, tol);
+      expect_stage("A", "A_qb", Aqb, orc.Aqb, tol);
+      expect_stage("A", "A_ak", Aak, orc.Aak, tol);
+      expect_stage("A", "A_ab", Aab, orc.Aab, tol);
+      expect_stage("A", "qg", qg, orc.qg, tol);
+      expect_stage("A", "kg", kg, orc.kg, tol);
+      expect_stage("A", "bg", bg, orc.bg, tol);
+      expect_stage("A", "ag", ag, orc.ag, tol);
+      expect_stage("A", "eg_last", egl, orc.egl, tol);
+      expect_stage("WY", "A_abinv", Ainv, orc.Ainv, tol);
+      expect_stage("WY", "w", w, orc.w, tol);
+      expect_stage("WY", "u", u, orc.u, tol);
+      expect_stage("h", "h", h, orc.h, tol);
+      expect_stage("h", "v_new", vnew, orc.vnew, tol);
+      const std::vector<double> o1 = download(o, c.B * c.T * c.H * c.V, c.dt);
+      expect_accurate("chunk" + std::to_string(C), o1, download(ht, c.B * c.H * c.K * c.V, g::ElemType::F32), e, c);
+      // The orchestrator on a fresh workspace gives the same o.
+      DevBuf buf(sz.total() * 4);
+      buf.poison();
+      o.poison();
+      ht.poison();
+      g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.p, ht.f());
+      ck(cudaDeviceSynchronize(), "chunk_forward");
+      EXPECT_EQ(download(o, c.B * c.T * c.H * c.V, c.dt), o1) << "chunk_forward differs from the stages run alone";
+    }
+}
+
+// Every kernel once on small shapes (for compute-sanitizer racecheck/memcheck runs, which are slow).
+TEST(GpuSanitize, EveryKernelOnce) {
+  REQUIRE_DEVICE();
+  using E = g::ElemType;
+  std::uint64_t seed = 9000;
+  for (const Case& c0 : {Case{"", 1, 19, 2, 60, 100, E::BF16, true, Gate::Strong, true, true, {}},
+                         Case{"", 1, 1, 2, 128, 128, E::F16, false, Gate::Fla, true, false, {}},
+                         Case{"", 1, 30, 1, 64, 64, E::F32, false, Gate::Fla, true, false, {0, 7, 30}}}) {
+    Case c = c0;
+    c.name = describe(c);
+    const dplr::DplrProblem p = make_problem(c, ++seed);
+    DevProblem d(p, c);
+    DevBuf o(c.B * c.T * c.H * c.V * g::elem_size(c.dt)), ht(d.in.N() * c.H * c.K * c.V * 4);
+    g::fused_recurrent_forward(d.in, o.p, ht.f(), c.reverse);
+    ck(cudaDeviceSynchronize(), "recurrent");
+    if (!c.cu.empty()) continue;
+    for (int C : {16, 32, 64}) {
+      DevBuf buf(g::chunk_workspace_floats(d.in, C).total() * 4);
+      g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.p, ht.f());
+      ck(cudaDeviceSynchronize(), "chunk_forward");
+    }
+  }
+}
+
+TEST(GpuRefusal, UnsupportedInputsThrowBeforeLaunch) {
+  // No device needed: the checks run before any launch.
+  int dummy = 0;
+  g::ForwardInputs in;
+  in.B = 1, in.T = 8, in.H = 1, in.K = 64, in.V = 64;
+  in.q = in.k = in.v = in.a = in.b = in.gk = &dummy;
+  in.dtype = in.gk_dtype = g::ElemType::BF16;
+  EXPECT_NO_THROW(g::check_inputs(in));
+  auto bad = [&](g::ForwardInputs x, const char* why) { EXPECT_THROW(g::check_inputs(x), g::Unsupported) << why; };
+  g::ForwardInputs x = in;
+  x.K = 129;
+  bad(x, "K > 128");
+  x = in;
+  x.V = 0;
+  bad(x, "V = 0");
+  x = in;
+  x.gk_dtype = g::ElemType::F16;
+  bad(x, "gk fp16 with bf16 inputs");
+  x = in;
+  x.q = nullptr;
+  bad(x, "null q");
+  x = in;
+  x.B = 2;
+  x.cu_seqlens = reinterpret_cast<const std::int64_t*>(&dummy);
+  x.num_sequences = 1;
+  bad(x, "cu_seqlens with B > 1");
+  EXPECT_THROW(g::check_chunk(in, 48), g::Unsupported);
+  x = in;
+  x.cu_seqlens = reinterpret_cast<const std::int64_t*>(&dummy);
+  x.num_sequences = 1;
+  EXPECT_THROW(g::check_chunk(x, 64), g::Unsupported);
+  EXPECT_NO_THROW(g::check_chunk(in, 32));
+  try {
+    g::check_chunk(in, 48);
+  } catch (const g::Unsupported& e) {
+    EXPECT_NE(std::string(e.what()).find("16, 32 or 64"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+#endif
