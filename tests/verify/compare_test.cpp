@@ -7,19 +7,14 @@
 
 #include "core/error.hpp"
 #include "verify/compare.hpp"
+#include "sample_reports.hpp"
 
 namespace dplr {
 namespace {
 
 bool contains(const std::string& text, std::string_view part) { return text.find(part) != std::string::npos; }
 
-std::vector<double> normal_values(std::size_t n, unsigned seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal;
-  std::vector<double> out(n);
-  for (auto& x : out) x = normal(rng);
-  return out;
-}
+using testing::normal_values;
 
 ExactTensor exact_tensor(std::vector<std::int64_t> shape, const std::vector<double>& values, int limbs = 1) {
   ExactTensor t;

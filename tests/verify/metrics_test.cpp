@@ -7,6 +7,7 @@
 
 #include "core/error.hpp"
 #include "verify/metrics.hpp"
+#include "sample_reports.hpp"
 
 namespace dplr {
 namespace {
@@ -14,13 +15,7 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-std::vector<double> normal_values(std::size_t n, unsigned seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal;
-  std::vector<double> out(n);
-  for (auto& x : out) x = normal(rng);
-  return out;
-}
+using testing::normal_values;
 
 std::vector<double> rounded(const std::vector<double>& values, DType dtype) {
   std::vector<double> out;

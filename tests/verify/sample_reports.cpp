@@ -9,13 +9,6 @@
 namespace dplr::testing {
 namespace {
 
-std::vector<double> normal_values(std::size_t n, unsigned seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal;
-  std::vector<double> out(n);
-  for (auto& x : out) x = normal(rng);
-  return out;
-}
 
 ExactTensor exact_tensor(std::vector<std::int64_t> shape, const std::vector<double>& values) {
   ExactTensor t;
@@ -54,17 +47,17 @@ CaseResult full_case(const TolerancePolicy& policy) {
   const std::vector<std::int64_t> token_shape = {1, 16, 2, 4}, state_shape = {1, 2, 4, 4};
   TensorMap actual;
   ExactTensorMap exact;
-  const auto o = normal_values(128, 1), ht = normal_values(32, 2), dq = normal_values(128, 3);
-  actual["q"] = stored(DType::BF16, token_shape, normal_values(128, 4), 1.0);
+  const auto o = testing::normal_values(128, 1), ht = testing::normal_values(32, 2), dq = testing::normal_values(128, 3);
+  actual["q"] = stored(DType::BF16, token_shape, testing::normal_values(128, 4), 1.0);
   actual["o"] = stored(DType::BF16, token_shape, o, 1.1);
   exact["o"] = exact_tensor(token_shape, o);
   actual["ht"] = stored_f32_from_bf16(state_shape, ht, 1.0);
   exact["ht"] = exact_tensor(state_shape, ht);
   actual["dq"] = stored(DType::BF16, token_shape, dq, 5.0);  // fails strict
   exact["dq"] = exact_tensor(token_shape, dq);
-  actual["dgk"] = stored(DType::F32, token_shape, normal_values(128, 5), 1.0);
+  actual["dgk"] = stored(DType::F32, token_shape, testing::normal_values(128, 5), 1.0);
   actual["dgk"].values[7] = std::numeric_limits<double>::quiet_NaN();
-  exact["dgk"] = exact_tensor(token_shape, normal_values(128, 5));
+  exact["dgk"] = exact_tensor(token_shape, testing::normal_values(128, 5));
   actual["dh0"] = Tensor{DType::F32, state_shape, std::vector<double>(32, 0.0)};
   actual["dh0"].values[3] = 1e-20;
   exact["dh0"] = exact_tensor(state_shape, std::vector<double>(32, 0.0));
@@ -86,7 +79,7 @@ CaseResult full_case(const TolerancePolicy& policy) {
   for (const auto& [stage, scale] : std::vector<std::pair<std::string, double>>{{"cumsum", 1.0}, {"A", 1.0}, {"h", 9.0}}) {
     TensorMap stage_actual;
     ExactTensorMap stage_exact;
-    const auto values = normal_values(64, static_cast<unsigned>(stage.size() + 20));
+    const auto values = testing::normal_values(64, static_cast<unsigned>(stage.size() + 20));
     stage_actual["A_qk"] = stored_f32_from_bf16({1, 1, 2, 4, 8}, values, scale);
     stage_exact["A_qk"] = exact_tensor({1, 1, 2, 4, 8}, values);
     for (auto& r : compare_stage(stage, stage_actual, stage_exact, policy, {.working_dtype = DType::BF16}))
@@ -102,7 +95,7 @@ CaseResult full_case(const TolerancePolicy& policy) {
 CaseResult minimal_case(const TolerancePolicy& policy) {
   TensorMap actual;
   ExactTensorMap exact;
-  const auto o = normal_values(8, 7);
+  const auto o = testing::normal_values(8, 7);
   actual["o"] = stored(DType::F64, {8}, o, 0.0);
   exact["o"] = exact_tensor({8}, o);
   CaseResult c;
@@ -114,7 +107,7 @@ CaseResult minimal_case(const TolerancePolicy& policy) {
 
 CaseResult diff_case(const TolerancePolicy& policy) {
   TensorMap a, b;
-  const auto o = normal_values(64, 8);
+  const auto o = testing::normal_values(64, 8);
   a["o"] = stored(DType::BF16, {1, 8, 2, 4}, o, 1.0);
   b["o"] = stored(DType::F64, {1, 8, 2, 4}, o, 0.0);
   a["dk"] = stored(DType::F16, {1, 8, 2, 4}, o, 1.0);
@@ -154,7 +147,7 @@ std::vector<std::pair<std::string, Report>> sample_reports() {
   // An uncertified reference, and stages that all pass (no first diverging stage).
   with_passing_stages.reference = ReferenceInfo{"double", 53, std::nullopt, {}, 0.01};
   {
-    const auto values = normal_values(16, 30);
+    const auto values = testing::normal_values(16, 30);
     TensorMap stage_actual;
     ExactTensorMap stage_exact;
     stage_actual["gi"] = stored(DType::F32, {16}, values, 1.0);
@@ -185,6 +178,18 @@ std::vector<std::pair<std::string, Report>> sample_reports() {
   no_cases.policy_preset = "strict";
   no_cases.tool.git_revision = "unknown";
   out.emplace_back("no_cases", std::move(no_cases));
+  return out;
+}
+
+}  // namespace dplr::testing
+
+namespace dplr::testing {
+
+std::vector<double> normal_values(std::size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  std::vector<double> out(n);
+  for (auto& x : out) x = normal(rng);
   return out;
 }
 
