@@ -74,16 +74,21 @@ class PairRecurrence {
     if (p_.h0) in_.read("h0", *p_.h0, state_offset(), K_ * V_, state);
   }
 
-  // Loads q, k, a, b, decay = exp(gk), v of a step.
-  void load(std::int64_t step) {
+  // Loads q, k, a, b, v of a step and, unless given (exp dominates the cost at extended precision, so
+  // the backward reuses what the segment's recomputation evaluated), decay = exp(gk).
+  void load(std::int64_t step, const std::vector<S>* known_decay = nullptr) {
     using std::exp;
     const std::int64_t ko = key_offset(step), vo = value_offset(step);
     in_.read("q", p_.q, ko, K_, q_);
     in_.read("k", p_.k, ko, K_, k_);
     in_.read("a", p_.a, ko, K_, a_);
     in_.read("b", p_.b, ko, K_, b_);
-    in_.read("gk", p_.gk, ko, K_, decay_);
-    for (auto& d : decay_) d = exp(d);
+    if (known_decay) {
+      for (std::int64_t i = 0; i < K_; ++i) decay_[i] = (*known_decay)[i];
+    } else {
+      in_.read("gk", p_.gk, ko, K_, decay_);
+      for (auto& d : decay_) d = exp(d);
+    }
     in_.read("v", p_.v, vo, V_, v_);
   }
 
@@ -162,6 +167,7 @@ S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const R
   std::vector<S> G(K * V, S(0.0));
   if (p.grad_ht) reader.read("dht", *p.grad_ht, pair.state_offset(), K * V, G);
   std::vector<std::vector<S>> segment_states(interval + 1, std::vector<S>(K * V));
+  std::vector<std::vector<S>> segment_decays(interval, std::vector<S>(K));
   std::vector<S> scaled_q(K), x(V), y(V), dv(V), dq(K), dk(K), da(K), db(K), dgk(K);
   for (std::int64_t c = static_cast<std::int64_t>(checkpoints.size()) - 1; c >= 0; --c) {
     const std::int64_t first = c * interval, last = std::min(L, first + interval);
@@ -170,11 +176,12 @@ S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const R
       segment_states[step - first + 1] = segment_states[step - first];
       pair.load(step);
       pair.advance(segment_states[step - first + 1]);
+      segment_decays[step - first] = pair.decay_;
     }
     for (std::int64_t step = last - 1; step >= first; --step) {
       const std::vector<S>& prev = segment_states[step - first];
       const std::vector<S>& cur = segment_states[step - first + 1];
-      pair.load(step);
+      pair.load(step, &segment_decays[step - first]);
       reader.read("do", *p.grad_o, pair.value_offset(step), V, grad_o);
       for (std::int64_t i = 0; i < K; ++i) {
         scaled_q[i] = pair.q_[i];

@@ -4,8 +4,9 @@
 // gk in [-30, 0] and fla's logsigmoid distribution, fp32 / fp16 / bf16 (gk fp32 with 16-bit inputs).
 // Outputs are poisoned (NaN) before every run and every element must come back finite. Accuracy is the
 // relative RMSE against the reference; the bar for 16-bit inputs is 1.3x the correctly-rounded floor (the
-// reference rounded once to the dtype), 1e-6 for fp32. Each chunk stage is also checked against an fp64
-// loop of the chunk form (this file's chunk_oracle) so that a bad stage is named.
+// reference rounded once to the dtype), 1e-6 for fp32. Each chunk stage is also checked against the exact
+// stage oracles (reference/chunk_stages.hpp, double), and stage A's gated operands (ours alone) against an
+// fp64 loop of the chunk form (this file's chunk_oracle), so that a bad stage is named.
 // Skips with a message when no CUDA device is present (or when built without CUDA).
 #include <gtest/gtest.h>
 
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "reference/chunk_stages.hpp"
 #include "reference/problem.hpp"
 #include "reference/reference.hpp"
 
@@ -321,134 +323,37 @@ TEST(GpuRecurrent, MatchesExactReference) {
   }
 }
 
-// ---- the chunk form in fp64 (the stage oracle of this file) -------------------------------------------------
+// ---- stage A's gated operands in fp64 (ours alone; the exact stage oracles do not have them) ------------
 struct ChunkOracle {
-  std::vector<double> gi, ge, Aqk, Aqb, Aak, Aab, Ainv, w, u, vnew, h, o, ht, qg, kg, bg, ag, egl;
+  std::vector<double> qg, kg, bg, ag, egl;
 };
 ChunkOracle chunk_oracle(const dplr::DplrProblem& p, int C) {
-  const auto [B, T, H, K, V] = std::tuple(p.shape.B, p.shape.T, p.shape.H, p.shape.K, p.shape.V);
+  const auto [B, T, H, K] = std::tuple(p.shape.B, p.shape.T, p.shape.H, p.shape.K);
   const std::int64_t NT = (T + C - 1) / C;
   ChunkOracle r;
-  r.gi.assign(B * T * H * K, 0);
-  r.ge = r.gi;
-  r.w = r.gi;
-  r.qg = r.kg = r.bg = r.ag = r.gi;
+  r.qg.assign(B * T * H * K, 0);
+  r.kg = r.bg = r.ag = r.qg;
   r.egl.assign(B * NT * H * K, 0);
-  r.Aqk.assign(B * T * H * C, 0);
-  r.Aqb = r.Aak = r.Aab = r.Ainv = r.Aqk;
-  r.u.assign(B * T * H * V, 0);
-  r.vnew = r.u;
-  r.o = r.u;
-  r.h.assign(B * NT * H * K * V, 0);
-  r.ht.assign(B * H * K * V, 0);
-  auto X = [&](const dplr::Tensor& t, std::int64_t tok, std::int64_t h, std::int64_t i, std::int64_t D) {
-    return t.values[(tok * H + h) * D + i];
-  };
   for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t h = 0; h < H; ++h) {
-      std::vector<double> S(K * V, 0);
-      if (p.h0) for (std::int64_t e = 0; e < K * V; ++e) S[e] = p.h0->values[(b * H + h) * K * V + e];
+    for (std::int64_t h = 0; h < H; ++h)
       for (std::int64_t c = 0; c < NT; ++c) {
         const std::int64_t t0 = c * C, L = std::min<std::int64_t>(C, T - t0), bos = b * T + t0;
-        std::vector<double> gi(L * K), ge(L * K);
         for (std::int64_t d = 0; d < K; ++d) {
+          std::vector<double> gi(L);
           double acc = 0;
+          for (std::int64_t i = 0; i < L; ++i) gi[i] = acc += p.gk.values[((bos + i) * H + h) * K + d];
+          const double gl = gi[L - 1];
           for (std::int64_t i = 0; i < L; ++i) {
-            const double gk = X(p.gk, bos + i, h, d, K);
-            acc += gk;
-            gi[i * K + d] = acc;
-            ge[i * K + d] = acc - gk;
-          }
-        }
-        auto at = [&](std::vector<double>& m, std::int64_t i, std::int64_t j) -> double& { return m[((bos + i) * H + h) * C + j]; };
-        for (std::int64_t i = 0; i < L; ++i)
-          for (std::int64_t d = 0; d < K; ++d) {
             const std::int64_t ix = ((bos + i) * H + h) * K + d;
-            const double gl = gi[(L - 1) * K + d];
-            r.gi[ix] = gi[i * K + d];
-            r.ge[ix] = ge[i * K + d];
-            r.qg[ix] = p.q.values[ix] * p.scale * std::exp(gi[i * K + d]);
-            r.kg[ix] = p.k.values[ix] * std::exp(gl - gi[i * K + d]);
-            r.bg[ix] = p.b.values[ix] * std::exp(gl - gi[i * K + d]);
-            r.ag[ix] = p.a.values[ix] * std::exp(ge[i * K + d]);
-            if (i == L - 1) r.egl[((b * NT + c) * H + h) * K + d] = std::exp(gl);
+            const double ge = gi[i] - p.gk.values[ix];
+            r.qg[ix] = p.q.values[ix] * p.scale * std::exp(gi[i]);
+            r.kg[ix] = p.k.values[ix] * std::exp(gl - gi[i]);
+            r.bg[ix] = p.b.values[ix] * std::exp(gl - gi[i]);
+            r.ag[ix] = p.a.values[ix] * std::exp(ge);
           }
-        for (std::int64_t i = 0; i < L; ++i)
-          for (std::int64_t j = 0; j <= i; ++j) {
-            double qk = 0, qb = 0, ak = 0, ab = 0;
-            for (std::int64_t d = 0; d < K; ++d) {
-              const double f = std::exp(gi[i * K + d] - gi[j * K + d]), fe = std::exp(ge[i * K + d] - gi[j * K + d]);
-              const double q = X(p.q, bos + i, h, d, K) * p.scale, a = X(p.a, bos + i, h, d, K);
-              const double k = X(p.k, bos + j, h, d, K), bb = X(p.b, bos + j, h, d, K);
-              qk += q * k * f;
-              qb += q * bb * f;
-              if (j < i) {
-                ak += a * k * fe;
-                ab += a * bb * fe;
-              }
-            }
-            at(r.Aqk, i, j) = qk;
-            at(r.Aqb, i, j) = qb;
-            at(r.Aak, i, j) = ak;
-            at(r.Aab, i, j) = ab;
-          }
-        std::vector<double> Ainv(L * L, 0);
-        for (std::int64_t i = 0; i < L; ++i)
-          for (std::int64_t j = 0; j <= i; ++j) {
-            double acc = i == j ? 1.0 : 0.0;
-            for (std::int64_t s = j; s < i; ++s) acc += at(r.Aab, i, s) * Ainv[s * L + j];
-            Ainv[i * L + j] = acc;
-            at(r.Ainv, i, j) = acc;
-          }
-        std::vector<double> u(L * V, 0), vn(L * V, 0);
-        for (std::int64_t i = 0; i < L; ++i) {
-          for (std::int64_t d = 0; d < K; ++d) {
-            double acc = 0;
-            for (std::int64_t s = 0; s <= i; ++s) acc += Ainv[i * L + s] * X(p.a, bos + s, h, d, K) * std::exp(ge[s * K + d]);
-            r.w[((bos + i) * H + h) * K + d] = acc;
-          }
-          for (std::int64_t e = 0; e < V; ++e) {
-            double acc = 0;
-            for (std::int64_t s = 0; s <= i; ++s) {
-              double t = 0;
-              for (std::int64_t m = 0; m < s; ++m) t += at(r.Aak, s, m) * X(p.v, bos + m, h, e, V);
-              acc += Ainv[i * L + s] * t;
-            }
-            u[i * V + e] = acc;
-            r.u[((bos + i) * H + h) * V + e] = acc;
-          }
+          r.egl[((b * NT + c) * H + h) * K + d] = std::exp(gl);
         }
-        for (std::int64_t e = 0; e < K * V; ++e) r.h[((b * NT + c) * H + h) * K * V + e] = S[e];
-        for (std::int64_t i = 0; i < L; ++i)
-          for (std::int64_t e = 0; e < V; ++e) {
-            double acc = u[i * V + e];
-            for (std::int64_t d = 0; d < K; ++d) acc += r.w[((bos + i) * H + h) * K + d] * S[d * V + e];
-            vn[i * V + e] = acc;
-            r.vnew[((bos + i) * H + h) * V + e] = acc;
-          }
-        for (std::int64_t i = 0; i < L; ++i)
-          for (std::int64_t e = 0; e < V; ++e) {
-            double acc = 0;
-            for (std::int64_t s = 0; s <= i; ++s) acc += at(r.Aqk, i, s) * X(p.v, bos + s, h, e, V) + at(r.Aqb, i, s) * vn[s * V + e];
-            for (std::int64_t d = 0; d < K; ++d) acc += X(p.q, bos + i, h, d, K) * p.scale * std::exp(gi[i * K + d]) * S[d * V + e];
-            r.o[((bos + i) * H + h) * V + e] = acc;
-          }
-        std::vector<double> S2(K * V);
-        for (std::int64_t d = 0; d < K; ++d) {
-          const double gl = gi[(L - 1) * K + d];
-          for (std::int64_t e = 0; e < V; ++e) {
-            double acc = std::exp(gl) * S[d * V + e];
-            for (std::int64_t i = 0; i < L; ++i) {
-              const double f = std::exp(gl - gi[i * K + d]);
-              acc += f * (X(p.k, bos + i, h, d, K) * X(p.v, bos + i, h, e, V) + X(p.b, bos + i, h, d, K) * vn[i * V + e]);
-            }
-            S2[d * V + e] = acc;
-          }
-        }
-        S = S2;
       }
-      for (std::int64_t e = 0; e < K * V; ++e) r.ht[(b * H + h) * K * V + e] = S[e];
-    }
   return r;
 }
 
@@ -473,6 +378,10 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       const dplr::DplrProblem p = make_problem(c, ++seed);
       const Exact e = exact(p, c);
       const ChunkOracle orc = chunk_oracle(p, C);
+      dplr::ChunkOptions copts;
+      copts.backward = false;
+      const dplr::ChunkStages ex = dplr::run_chunk_stages(p, C, dplr::Precision{dplr::Arithmetic::Double, 0}, copts);
+      auto X = [&](const char* name) { return ex.tensors.at(name).rounded(); };
       DevProblem d(p, c);
       const g::ChunkWorkspaceSizes sz = g::chunk_workspace_floats(d.in, C);
       DevBuf qg(sz.kdim * 4), kg(sz.kdim * 4), bg(sz.kdim * 4), ag(sz.kdim * 4), egl(sz.eg_last * 4);
@@ -490,22 +399,22 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       g::chunk_o(d.in, C, Aqk.f(), Aqb.f(), qg.f(), vnew.f(), h.f(), o.p);
       ck(cudaDeviceSynchronize(), "chunk stages");
       const double tol = 1e-5;
-      expect_stage("cumsum", "gi", gi, orc.gi, 1e-6);
-      expect_stage("cumsum", "ge", ge, orc.ge, 1e-6);
-      expect_stage("A", "A_qk", Aqk, orc.Aqk, tol);
-      expect_stage("A", "A_qb", Aqb, orc.Aqb, tol);
-      expect_stage("A", "A_ak", Aak, orc.Aak, tol);
-      expect_stage("A", "A_ab", Aab, orc.Aab, tol);
+      expect_stage("cumsum", "gi", gi, X("gi"), 1e-6);
+      expect_stage("cumsum", "ge", ge, X("ge"), 1e-6);
+      expect_stage("A", "A_qk", Aqk, X("A_qk"), tol);
+      expect_stage("A", "A_qb", Aqb, X("A_qb"), tol);
+      expect_stage("A", "A_ak", Aak, X("A_ak"), tol);
+      expect_stage("A", "A_ab", Aab, X("A_ab"), tol);
       expect_stage("A", "qg", qg, orc.qg, tol);
       expect_stage("A", "kg", kg, orc.kg, tol);
       expect_stage("A", "bg", bg, orc.bg, tol);
       expect_stage("A", "ag", ag, orc.ag, tol);
       expect_stage("A", "eg_last", egl, orc.egl, tol);
-      expect_stage("WY", "A_abinv", Ainv, orc.Ainv, tol);
-      expect_stage("WY", "w", w, orc.w, tol);
-      expect_stage("WY", "u", u, orc.u, tol);
-      expect_stage("h", "h", h, orc.h, tol);
-      expect_stage("h", "v_new", vnew, orc.vnew, tol);
+      expect_stage("WY", "A_abinv", Ainv, X("A_ab_inv"), tol);
+      expect_stage("WY", "w", w, X("w"), tol);
+      expect_stage("WY", "u", u, X("u"), tol);
+      expect_stage("h", "h", h, X("h"), tol);
+      expect_stage("h", "v_new", vnew, X("v_new"), tol);
       const std::vector<double> o1 = download(o, c.B * c.T * c.H * c.V, c.dt);
       expect_accurate("chunk" + std::to_string(C), o1, download(ht, c.B * c.H * c.K * c.V, g::ElemType::F32), e, c);
       // The orchestrator on a fresh workspace gives the same o.

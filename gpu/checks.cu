@@ -1,0 +1,53 @@
+// Refuse before launch: the checks every entry point of dplr::gpu runs before it launches anything.
+#include <cmath>
+#include <sstream>
+
+#include "gpu/common.cuh"
+
+namespace dplr::gpu {
+
+const char* elem_type_name(ElemType t) {
+  switch (t) {
+    case ElemType::F32: return "fp32";
+    case ElemType::F16: return "fp16";
+    default: return "bf16";
+  }
+}
+std::size_t elem_size(ElemType t) { return t == ElemType::F32 ? 4 : 2; }
+
+float ForwardInputs::resolved_scale() const {
+  return scale < 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(K))) : scale;
+}
+
+namespace {
+[[noreturn]] void refuse(const std::string& what) { throw Unsupported("dplr::gpu: " + what); }
+}  // namespace
+
+void check_inputs(const ForwardInputs& in) {
+  std::ostringstream shape;
+  shape << "B=" << in.B << " T=" << in.T << " H=" << in.H << " K=" << in.K << " V=" << in.V;
+  if (in.B < 1 || in.T < 1 || in.H < 1) refuse("B, T and H must be >= 1 (" + shape.str() + ")");
+  if (in.K < 1 || in.K > kMaxHeadDim || in.V < 1 || in.V > kMaxHeadDim)
+    refuse("K and V must be in [1, 128] (" + shape.str() + ")");
+  if (in.B * in.T * in.H * std::max(in.K, in.V) >= (std::int64_t(1) << 40)) refuse("tensor too large (" + shape.str() + ")");
+  if (!in.q || !in.k || !in.v || !in.a || !in.b || !in.gk) refuse("q, k, v, a, b and gk must all be device pointers");
+  if (in.gk_dtype != in.dtype && in.gk_dtype != ElemType::F32)
+    refuse(std::string("gk must have the inputs' dtype or fp32 (inputs ") + elem_type_name(in.dtype) + ", gk " +
+           elem_type_name(in.gk_dtype) + ")");
+  if (in.cu_seqlens) {
+    if (in.B != 1) refuse("cu_seqlens needs B == 1 (" + shape.str() + ")");
+    if (in.num_sequences < 1) refuse("cu_seqlens needs num_sequences >= 1");
+  }
+  if (!(in.scale < 0.0f) && !std::isfinite(in.scale)) refuse("scale must be finite");
+}
+
+namespace detail {
+void throw_cuda(cudaError_t err, const char* what, const char* file, int line) {
+  std::ostringstream os;
+  os << "dplr::gpu: CUDA error " << cudaGetErrorName(err) << " (" << cudaGetErrorString(err) << ") in " << what
+     << " at " << file << ":" << line;
+  throw CudaError(os.str());
+}
+}  // namespace detail
+
+}  // namespace dplr::gpu

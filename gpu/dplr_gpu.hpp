@@ -1,0 +1,128 @@
+// dplr::gpu — our own CUDA forward kernels for the DPLR delta rule (shared spec DPLR.md), as a plain C++ API.
+// Every function takes device pointers and sizes, checks the request before launching anything (CUTLASS's
+// can_implement style: an unsupported request throws dplr::gpu::Unsupported with the reason, nothing runs),
+// launches on `stream` and returns without synchronizing. CUDA failures throw dplr::gpu::CudaError.
+// This header needs only cuda_runtime_api.h, so g++ code can include it.
+//
+// Layouts (batch-first, as fla; all row-major, the last index fastest):
+//   q, k, a, b, gk [B, T, H, K]; v, o [B, T, H, V]; h0, ht [N, H, K, V] fp32 (N = B, or the number of
+//   sequences with cu_seqlens, which needs B == 1 and is int64 [N + 1] on the device).
+//   q, k, v, a, b share one dtype (fp32, fp16 or bf16); gk has the same dtype or fp32; o has the input dtype.
+//   Accumulation and state are fp32 everywhere; fp32 inputs get plain fp32 arithmetic (no TF32).
+// Stage tensors of the chunk form (C = chunk size, NT = ceil(T / C); every chunk's rows are its tokens;
+// the gated operands qg, kg, bg, ag, eg_last of stage A are described at GatedOperands below):
+//   gi, ge     [B, T, H, K] fp32  inclusive / exclusive cumulative sum of gk inside the chunk     (cumsum)
+//   A_qk, A_qb, A_ak, A_ab [B, T, H, C] fp32: row of token r of a chunk, column s = token s of the same
+//              chunk (zero above the diagonal, and for s past the end of a short last chunk)      (A)
+//   A_ab_inv   [B, T, H, C] fp32  (I - A_ab)^-1, unit lower triangular                             (WY)
+//   w          [B, T, H, K] fp32, u [B, T, H, V] fp32                                              (WY)
+//   h          [B, NT, H, K, V] fp32: the state before each chunk; v_new [B, T, H, V] fp32         (h)
+//   o          [B, T, H, V] input dtype                                                            (o)
+// q in the chunk form is already multiplied by scale (so A_qk and A_qb include it).
+//
+// Decay range: the kernels never factor exp(gi_r - gi_s) as exp(gi_r) * exp(-gi_s); every exponent is a
+// difference over tokens s <= r of one chunk, so for gk <= 0 every exponential is <= 1 and any gk <= 0
+// (-30 and far below) is finite. Cumulative sums are formed in fp64 and split into two fp32 words, so the
+// difference keeps full fp32 accuracy however large |gi| grows. Not checked (no device-side input scan yet):
+// gk > 0 (growth) is computed as given and overflows to inf/NaN where the summed growth inside one chunk
+// passes ~88 (or the state itself grows past fp32); non-finite inputs give non-finite outputs.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace dplr::gpu {
+
+enum class ElemType { F32, F16, BF16 };
+const char* elem_type_name(ElemType t);
+std::size_t elem_size(ElemType t);
+
+// A request the kernels do not implement (shape, chunk size, dtype, missing pointer). Thrown before launch.
+class Unsupported : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+// A CUDA runtime error (launch failure, out of memory, no device).
+class CudaError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The largest K and V any kernel takes.
+inline constexpr int kMaxHeadDim = 128;
+
+// The forward inputs. All pointers are device pointers.
+struct ForwardInputs {
+  std::int64_t B = 1, T = 1, H = 1, K = 64, V = 64;
+  ElemType dtype = ElemType::BF16;     // q, k, v, a, b and o
+  ElemType gk_dtype = ElemType::BF16;  // dtype, or F32
+  const void *q = nullptr, *k = nullptr, *v = nullptr, *a = nullptr, *b = nullptr, *gk = nullptr;
+  const float* h0 = nullptr;                 // optional [N, H, K, V]
+  const std::int64_t* cu_seqlens = nullptr;  // optional, device, [N + 1]; needs B == 1
+  std::int64_t num_sequences = 0;            // N: required with cu_seqlens (host value); else B
+  float scale = -1.0f;                       // < 0: K^-1/2
+
+  std::int64_t N() const { return cu_seqlens ? num_sequences : B; }
+  float resolved_scale() const;
+};
+
+// Throws Unsupported unless the inputs are well-formed and within what the kernels take.
+void check_inputs(const ForwardInputs& in);
+
+// ---- fused recurrent forward (inference) ----------------------------------------------------------------
+// o [B, T, H, V] (input dtype), ht [N, H, K, V] fp32 (nullptr: not stored). reverse: last token first.
+// T == 1 (decode) is a first-class case.
+void fused_recurrent_forward(const ForwardInputs& in, void* o, float* ht, bool reverse, cudaStream_t stream = 0);
+
+// ---- chunk form, one stage per call -----------------------------------------------------------------------
+// Chunk sizes 16, 32, 64. Varlen (cu_seqlens) is not implemented for the chunk form yet: refused.
+void check_chunk(const ForwardInputs& in, int chunk_size);
+std::int64_t num_chunks(const ForwardInputs& in, int chunk_size);  // NT = ceil(T / C)
+
+// Stage A also writes the gated operands (fla's chunk_A_fwd does the same), fp32, so that the later stages
+// need no cumulative sums and no exponentials:
+//   qg = scale q (.) exp(gi),  kg = k (.) exp(gl - gi),  bg = b (.) exp(gl - gi),  ag = a (.) exp(ge)   [B, T, H, K]
+//   eg_last = exp(gl)                                                                              [B, NT, H, K]
+// with gl = gi of the chunk's last token. Every exponent is <= 0 for gk <= 0.
+struct GatedOperands {
+  float *qg = nullptr, *kg = nullptr, *bg = nullptr, *ag = nullptr, *eg_last = nullptr;
+};
+
+void chunk_cumsum(const ForwardInputs& in, int chunk_size, float* gi, float* ge, cudaStream_t stream = 0);
+void chunk_A(const ForwardInputs& in, int chunk_size, float* A_qk, float* A_qb, float* A_ak, float* A_ab,
+             const GatedOperands& gated, cudaStream_t stream = 0);
+// Reads ag and v.
+void chunk_WY(const ForwardInputs& in, int chunk_size, const float* A_ab, const float* A_ak, const float* ag,
+              float* A_ab_inv, float* w, float* u, cudaStream_t stream = 0);
+// Reads kg, bg, eg_last, w, u, v and h0. h (the state before each chunk; may be nullptr when not wanted) and
+// v_new are written; ht (may be nullptr) gets the final state.
+void chunk_h(const ForwardInputs& in, int chunk_size, const float* kg, const float* bg, const float* eg_last,
+             const float* w, const float* u, float* h, float* v_new, float* ht, cudaStream_t stream = 0);
+// Reads qg, v, v_new and h.
+void chunk_o(const ForwardInputs& in, int chunk_size, const float* A_qk, const float* A_qb, const float* qg,
+             const float* v_new, const float* h, void* o, cudaStream_t stream = 0);
+
+// The intermediates of the staged chunk forward (device buffers the caller owns; sizes from
+// chunk_workspace_floats). gi/ge are not needed by the forward (stage A forms the cumulative sums itself, in
+// fp64); they are filled only when both pointers are set.
+struct ChunkWorkspace {
+  float *A_qk = nullptr, *A_qb = nullptr, *A_ak = nullptr, *A_ab = nullptr, *A_ab_inv = nullptr;
+  GatedOperands gated;
+  float *w = nullptr, *u = nullptr, *v_new = nullptr, *h = nullptr;
+  float *gi = nullptr, *ge = nullptr;  // optional
+};
+struct ChunkWorkspaceSizes {  // in floats
+  std::int64_t A = 0, kdim = 0, eg_last = 0, w = 0, u = 0, v_new = 0, h = 0, gi = 0;
+  std::int64_t total() const { return 5 * A + 4 * kdim + eg_last + w + u + v_new + h + 2 * gi + 16 * 64; }
+};
+ChunkWorkspaceSizes chunk_workspace_floats(const ForwardInputs& in, int chunk_size);
+// Carves a workspace out of one device buffer of at least sizes.total() floats (gi/ge included).
+ChunkWorkspace carve_chunk_workspace(const ForwardInputs& in, int chunk_size, float* buffer);
+
+// The staged chunk forward: cumsum (when ws.gi/ws.ge are set), A, WY, h, o in order.
+void chunk_forward(const ForwardInputs& in, int chunk_size, const ChunkWorkspace& ws, void* o, float* ht,
+                   cudaStream_t stream = 0);
+
+}  // namespace dplr::gpu
