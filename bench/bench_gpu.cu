@@ -2,7 +2,7 @@
 // median reported), rotating among input sets so that the inputs are not cache-resident, on the issue's shapes:
 //   chunk fwd B8 T4096 H16 D64 bf16 (C = 16, 32, 64), chunk fwd B4 T4096 H8 D128 bf16,
 //   decode T=1 B64 H16 D64 bf16 (h0 in, ht out), fused recurrent T4096 B8 H16 D64 bf16 (and D128 B4 H8).
-// Usage: dplr_bench_gpu [out.json]
+// Usage: dplr_bench_gpu [out.json], or `dplr bench --gpu [--json out.json]`
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -13,9 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu_bench.hpp"
 #include "gpu/dplr_gpu.hpp"
 
 namespace g = dplr::gpu;
+
+namespace {
 
 #define CK(x)                                                                                  \
   do {                                                                                         \
@@ -106,8 +109,9 @@ std::vector<float> time_it(int nsets, int warm, int reps, const std::function<vo
   return ts;
 }
 
-int main(int argc, char** argv) {
-  const char* json_path = argc > 1 ? argv[1] : nullptr;
+}  // namespace
+
+int dplr::run_gpu_benchmarks(const char* json_path) {
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);

@@ -1,12 +1,19 @@
-// `dplr bench`: speed figures. `--reference` times the exact reference on this machine's CPUs (the
-// figures issue 2 asks for); GPU kernel benchmarks live in bench/ (CUDA events, median) and run on the
-// device machine.
+// `dplr bench`: speed figures. `--gpu` times our CUDA kernels (bench/bench_gpu.cu: CUDA events, warm-up,
+// median over rotated input sets); `--reference` times the exact reference's fwd+bwd on this machine's
+// CPUs. With neither, the GPU kernels where a device is present, else the reference.
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <thread>
 
 #include "cli/commands.hpp"
+#include "core/error.hpp"
 #include "reference/reference.hpp"
+#include "verify/gpu_runner.hpp"
+#ifdef DPLR_HAVE_GPU_BENCH
+#include "bench/gpu_bench.hpp"
+#endif
 
 namespace dplr::cli {
 namespace {
@@ -16,9 +23,26 @@ struct BenchOptions {
   std::vector<std::string> precisions{"double", "dd"};
   int repeats = 3;
   int threads = 0;
+  bool gpu = false, reference = false;
+  std::string json = "out/bench.json";
 };
 
-int run_bench(const BenchOptions& o) {
+int run_gpu_bench(const BenchOptions& o) {
+  const GpuDevice device = gpu_device();
+  if (!device.available) throw InputError("dplr bench --gpu: " + device.reason);
+#ifdef DPLR_HAVE_GPU_BENCH
+  fmt::print("dplr bench --gpu: {}\n", device.name);
+  const std::filesystem::path json(o.json);
+  if (json.has_parent_path()) std::filesystem::create_directories(json.parent_path());
+  const int code = run_gpu_benchmarks(o.json.c_str());
+  fmt::print("benchmark JSON: {}\n", std::filesystem::absolute(json).string());
+  return code;
+#else
+  throw InputError("dplr bench --gpu: this dplr was built without the GPU benchmarks (no CUDA)");
+#endif
+}
+
+int run_reference_bench(const BenchOptions& o) {
   std::string description;
   const DplrProblem problem = load_case(o.input, &description);
   fmt::print("dplr bench --reference: fwd+bwd of {} on {} CPU threads\n", description,
@@ -45,15 +69,27 @@ int run_bench(const BenchOptions& o) {
 
 }  // namespace
 
+int run_bench(const BenchOptions& o) {
+  const bool gpu = o.gpu || (!o.reference && gpu_device().available);
+  const bool reference = o.reference || !gpu;
+  int code = 0;
+  if (gpu) code = run_gpu_bench(o);
+  if (reference) code = std::max(code, run_reference_bench(o));
+  return code;
+}
+
 void add_bench_command(CLI::App& app, Command& selected) {
   auto options = std::make_shared<BenchOptions>();
   options->input.shape = "2,1024,4,64,64";
   options->input.dtype = "f32";
-  auto* command = app.add_subcommand("bench", "Speed: the exact reference on the CPU (GPU kernels: bench/)");
+  auto* command = app.add_subcommand("bench", "Speed: our GPU kernels (CUDA events, median) and the exact reference on the CPU");
   add_case_options(*command, options->input, true);
   command->add_option("--precision", options->precisions, "Precisions to time")->capture_default_str();
   command->add_option("--repeats", options->repeats, "Timed repeats (median reported)")->capture_default_str();
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
+  command->add_flag("--gpu", options->gpu, "Time our CUDA kernels");
+  command->add_flag("--reference", options->reference, "Time the exact reference (fwd+bwd) on the CPU");
+  command->add_option("--json", options->json, "GPU benchmark JSON output")->capture_default_str();
   command->callback([options, &selected] { selected = [options] { return run_bench(*options); }; });
 }
 

@@ -178,25 +178,25 @@ TensorMap run_gpu_chunk(const DplrProblem& p, int C) {
     for (auto x : shape) n *= x;
     return n;
   };
-  auto f32 = [&](const std::vector<std::int64_t>& shape) { return static_cast<float*>(d.output(count(shape), DType::F32)); };
-  float *gi = f32(key), *ge = f32(key), *A_qk = f32(a_shape), *A_qb = f32(a_shape), *A_ak = f32(a_shape),
-        *A_ab = f32(a_shape), *A_ab_inv = f32(a_shape), *w = f32(key), *u = f32(value), *h = f32(h_shape),
-        *v_new = f32(value), *ht = f32(state);
+  // One NaN-poisoned buffer carved into every intermediate (gi and ge included), so an element a stage
+  // fails to write shows up.
+  const gpu::ChunkWorkspaceSizes sizes = gpu::chunk_workspace_floats(in, C);
+  auto* buffer = static_cast<float*>(d.output(sizes.total(), DType::F32));
+  const gpu::ChunkWorkspace ws = gpu::carve_chunk_workspace(in, C, buffer);
+  auto* ht = static_cast<float*>(d.output(count(state), DType::F32));
   void* o = d.output(count(value), d.dtype());
-  // Each stage alone, in pipeline order, so each one's output can be checked against its oracle.
-  gpu::chunk_cumsum(in, C, gi, ge);
-  gpu::chunk_A(in, C, A_qk, A_qb, A_ak, A_ab);
-  gpu::chunk_WY(in, C, A_ab, A_ak, A_ab_inv, w, u);
-  gpu::chunk_h(in, C, w, u, h, v_new, ht);
-  gpu::chunk_o(in, C, A_qk, A_qb, v_new, h, o);
+  // The staged path: cumsum, A, WY, h, o, each its own kernel.
+  gpu::chunk_forward(in, C, ws, o, ht);
   TensorMap out;
   out["o"] = d.download(o, d.dtype(), value);
   out["ht"] = d.download(ht, DType::F32, state);
-  const std::pair<const char*, std::pair<float*, const std::vector<std::int64_t>*>> stages[] = {
-      {"gi", {gi, &key}},         {"ge", {ge, &key}},     {"A_qk", {A_qk, &a_shape}}, {"A_qb", {A_qb, &a_shape}},
-      {"A_ak", {A_ak, &a_shape}}, {"A_ab", {A_ab, &a_shape}}, {"A_ab_inv", {A_ab_inv, &a_shape}},
-      {"w", {w, &key}},           {"u", {u, &value}},     {"h", {h, &h_shape}},       {"v_new", {v_new, &value}}};
-  for (const auto& [name, buffer] : stages) out[name] = d.download(buffer.first, DType::F32, *buffer.second);
+  const std::pair<const char*, std::pair<const float*, const std::vector<std::int64_t>*>> stages[] = {
+      {"gi", {ws.gi, &key}},         {"ge", {ws.ge, &key}},         {"A_qk", {ws.A_qk, &a_shape}},
+      {"A_qb", {ws.A_qb, &a_shape}}, {"A_ak", {ws.A_ak, &a_shape}}, {"A_ab", {ws.A_ab, &a_shape}},
+      {"A_ab_inv", {ws.A_ab_inv, &a_shape}}, {"w", {ws.w, &key}},   {"u", {ws.u, &value}},
+      {"h", {ws.h, &h_shape}},       {"v_new", {ws.v_new, &value}}};
+  for (const auto& [name, buffer_and_shape] : stages)
+    out[name] = d.download(buffer_and_shape.first, DType::F32, *buffer_and_shape.second);
   return out;
 }
 

@@ -1,0 +1,4 @@
+// dplr_bench_gpu [out.json]: the GPU kernel benchmarks as a standalone program (also `dplr bench --gpu`).
+#include "bench/gpu_bench.hpp"
+
+int main(int argc, char** argv) { return dplr::run_gpu_benchmarks(argc > 1 ? argv[1] : nullptr); }
