@@ -59,7 +59,7 @@ class PairRecurrence {
   PairRecurrence(const InputReader<S>& reader, std::int64_t sequence, std::int64_t head)
       : in_(reader), p_(reader.problem()), n_(sequence), h_(head), span_(p_.sequence(sequence)),
         K_(p_.shape.K), V_(p_.shape.V),
-        q_(K_), k_(K_), a_(K_), b_(K_), decay_(K_), v_(V_), x_(V_), out_v_(V_), out_k_(K_) {
+        q_(K_), k_(K_), a_(K_), b_(K_), decay_(K_), v_(V_), x_(V_), out_v_(V_) {
     scale_ = p_.scale;
   }
 
@@ -121,7 +121,7 @@ class PairRecurrence {
   SequenceSpan span_;
   std::int64_t K_, V_;
   S scale_;
-  std::vector<S> q_, k_, a_, b_, decay_, v_, x_, out_v_, out_k_;
+  std::vector<S> q_, k_, a_, b_, decay_, v_, x_, out_v_;
 };
 
 struct Outputs {
