@@ -44,11 +44,8 @@ int run_check(const CheckOptions& o) {
   for (const auto& skipped : outcome.skipped) fmt::print("skipped: {}\n", skipped);
   if (outcome.skipped.empty()) fmt::print("skipped: nothing\n");
   const int code = finish_report(report, o.report);
-  if (outcome.certification_failed) {
-    fmt::print("the reference's self-certification fell below {:.0f} bits (see the notes above)\n", kMinCertifiedBits);
-    return std::max(code, 1);
-  }
-  return code;
+  for (const auto& failure : outcome.failures) fmt::print("failed: {}\n", failure);
+  return outcome.failures.empty() ? code : std::max(code, 1);
 }
 
 }  // namespace

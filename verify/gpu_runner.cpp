@@ -145,7 +145,8 @@ class DeviceProblem {
 GpuDevice gpu_device() {
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) return {false, "", fmt::format("no CUDA device: {}", cudaGetErrorString(status))};
+  if (status != cudaSuccess)
+    return {false, "", fmt::format("no usable CUDA device (cudaGetDeviceCount: {})", cudaGetErrorString(status))};
   if (count == 0) return {false, "", "no CUDA device"};
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");

@@ -4,8 +4,9 @@
 // CPU part, per distribution (fla, strong-decay, mixed-decay, edge-of-stability, near-zero-decay):
 //   reference     the exact recurrence at double-double, certified against quad-double; the case fails
 //                 if any tensor is certified to fewer than kMinCertifiedBits
-//   chunk-oracle  the exact chunk-form stages (C = 16, 64) against the recurrence: o, ht and all seven
-//                 gradients within 1e-12 relative (they agree to ~100 bits; 1e-12 is the fp64 rule)
+//   chunk-oracle  the exact chunk-form stages (C = 16, 64) against the recurrence, both at double-double:
+//                 o, ht and all seven gradients must agree to kMinCertifiedBits (they reach ~90-100), and
+//                 rounded to double they are compared under the fp64 rule (rel RMSE 1e-12)
 //   chunk-float   the same stages in float (stable decay evaluation) against the exact answer:
 //                 reported, not gated: the yardstick GPU kernels are measured by
 // GPU part (our kernels, gpu/): the staged chunk forward (C = 16, 32, 64) and the fused recurrent
@@ -32,8 +33,8 @@ struct SweepOptions {
 };
 
 struct SweepOutcome {
-  std::vector<std::string> skipped;  // what did not run, and why
-  bool certification_failed = false;
+  std::vector<std::string> skipped;   // what did not run, and why
+  std::vector<std::string> failures;  // gates outside the tensor comparisons (certified or agreement bits)
 };
 
 // Runs the sweep, appending one CaseResult per case to `report` and calling `on_case` after each (for
