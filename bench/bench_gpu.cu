@@ -141,6 +141,18 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
     char shape[96];
     std::snprintf(shape, sizeof shape, "B%lld T%lld H%lld D%lld C%d", B, T, H, D, C);
     record("chunk_fwd bf16", shape, ts, goal, fla);
+    {  // the fused path (A, WY, then h and o in one kernel where chunk_fused_ho), same workspace
+      g::ChunkWorkspace wsf = ws;
+      const bool fused = g::chunk_fused_ho(sets[0].in, C);
+      if (fused) wsf.h = wsf.v_new = nullptr;
+      auto tf = time_it(2, 3, 20, [&](int s) { g::chunk_forward_fused(sets[s].in, C, wsf, o, ht); });
+      record(fused ? "chunk_fwd_fused bf16" : "chunk_fwd_fused(fallback) bf16", shape, tf, goal, fla);
+      if (fused)
+        record("  stage h+o", shape, time_it(2, 2, 10, [&](int s) {
+                 g::chunk_h_o(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated.qg, ws.gated.kg, ws.gated.bg, ws.gated.eg_last,
+                              ws.w, ws.u, o, ht);
+               }), 0, 0);
+    }
     // Per stage, same workspace.
     const auto& in = sets[0].in;
     const g::GatedOperands& gt = ws.gated;

@@ -65,4 +65,24 @@ void chunk_forward(const ForwardInputs& in, int C, const ChunkWorkspace& ws, voi
   chunk_o(in, C, ws.A_qk, ws.A_qb, g.qg, ws.v_new, ws.h, o, stream);
 }
 
+void chunk_forward_fused(const ForwardInputs& in, int C, const ChunkWorkspace& ws, void* o, float* ht, cudaStream_t stream) {
+  check_chunk(in, C);
+  if (!o) throw Unsupported("dplr::gpu: chunk_forward_fused needs an output pointer o");
+  const GatedOperands& g = ws.gated;
+  if (!ws.A_qk || !ws.A_qb || !ws.A_ak || !ws.A_ab || !ws.A_ab_inv || !ws.w || !ws.u || !g.qg || !g.kg || !g.bg ||
+      !g.ag || !g.eg_last)
+    throw Unsupported("dplr::gpu: chunk_forward_fused needs the A, WY and gated-operand workspace buffers");
+  const bool fused = chunk_fused_ho(in, C);
+  if (!fused && (!ws.v_new || !ws.h))
+    throw Unsupported("dplr::gpu: chunk_forward_fused falls back to the staged h and o here and needs v_new and h");
+  chunk_A(in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, g, stream);
+  chunk_WY(in, C, ws.A_ab, ws.A_ak, g.ag, ws.A_ab_inv, ws.w, ws.u, stream);
+  if (fused) {
+    chunk_h_o(in, C, ws.A_qk, ws.A_qb, g.qg, g.kg, g.bg, g.eg_last, ws.w, ws.u, o, ht, stream);
+  } else {
+    chunk_h(in, C, g.kg, g.bg, g.eg_last, ws.w, ws.u, ws.h, ws.v_new, ht, stream);
+    chunk_o(in, C, ws.A_qk, ws.A_qb, g.qg, ws.v_new, ws.h, o, stream);
+  }
+}
+
 }  // namespace dplr::gpu

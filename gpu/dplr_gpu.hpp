@@ -125,4 +125,17 @@ ChunkWorkspace carve_chunk_workspace(const ForwardInputs& in, int chunk_size, fl
 void chunk_forward(const ForwardInputs& in, int chunk_size, const ChunkWorkspace& ws, void* o, float* ht,
                    cudaStream_t stream = 0);
 
+// The fused chunk forward: A and WY as staged, then h and o in one kernel (the state of each chunk stays in
+// shared memory; neither h nor v_new is written, so ws.h and ws.v_new may be nullptr where
+// chunk_fused_ho(in, C) is true; elsewhere it runs the staged h and o and needs them). Same o and ht
+// arithmetic as chunk_forward (fp32 FMA, the same summation order).
+bool chunk_fused_ho(const ForwardInputs& in, int chunk_size);
+// The fused h and o stage alone (reads what chunk_h and chunk_o read but v_new and h, writes o and ht; ht may be
+// nullptr). Throws Unsupported unless chunk_fused_ho(in, chunk_size).
+void chunk_h_o(const ForwardInputs& in, int chunk_size, const float* A_qk, const float* A_qb, const float* qg,
+               const float* kg, const float* bg, const float* eg_last, const float* w, const float* u, void* o,
+               float* ht, cudaStream_t stream = 0);
+void chunk_forward_fused(const ForwardInputs& in, int chunk_size, const ChunkWorkspace& ws, void* o, float* ht,
+                         cudaStream_t stream = 0);
+
 }  // namespace dplr::gpu

@@ -5,6 +5,8 @@
 // (row i = r * 4 + lane / 8, R rows a lane, state in registers, fp32). Tokens are staged through shared
 // memory TT at a time (double-buffered) (a, k, b, exp(gk) packed as float4, q, and the block's v columns); the two reductions
 // over K per token are 2 shuffles each. Varlen, h0, ht, reverse and T == 1 (decode) are handled here.
+#include <cstdint>
+
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
@@ -143,6 +145,107 @@ __global__ void __launch_bounds__(kThreads) recurrent_fwd_kernel(RecArgs p) {
   }
 }
 
+// Decode (T == 1, no varlen, V % 4 == 0, 16-byte aligned h0/ht): one block of 128 threads per (64 columns,
+// head, sequence); thread t owns column group cg = t % 16 (4 columns, read and written as float4, so a warp
+// moves 2 full 256-byte row segments an instruction) and rows rl + 8 m (rl = t / 16, m < KR). The state is
+// read once and written once; the two reductions over K are a shuffle (2 row lanes a warp) and 4 warp
+// partials through shared memory, summed in a fixed order. KR = 8 (K <= 64) keeps the kernel at <= 64
+// registers, so all 1024 blocks of B64 H16 D64 are resident at once (8 blocks an SM).
+constexpr int kDecCols = 64, kDecThreads = 128;
+
+template <typename T, typename G, int KR>
+__global__ void __launch_bounds__(kDecThreads, KR <= 8 ? 8 : 4) decode_kernel(RecArgs p) {
+  constexpr int KP = 8 * KR;
+  __shared__ float4 akbe[KP];
+  __shared__ float qs[KP];
+  __shared__ __align__(16) float vs[kDecCols];
+  __shared__ float4 redx[4][16], redo[4][16];
+  const std::int64_t n = blockIdx.z, h = blockIdx.y, H = p.H;
+  const int K = p.K, V = p.V;
+  const int cg = threadIdx.x & 15, rl = threadIdx.x >> 4, warp = threadIdx.x >> 5;
+  const int col = blockIdx.x * kDecCols + cg * 4;
+  const bool col_ok = col < V;  // V % 4 == 0: a group is wholly inside or outside
+  const std::int64_t sbase = (n * H + h) * K * V + col;
+  const int rstride = 8 * V;  // floats between a thread's state rows
+  float4 S[KR];
+  {
+    const float* hp = p.h0 ? p.h0 + sbase + rl * V : nullptr;
+#pragma unroll
+    for (int m = 0; m < KR; ++m)
+      S[m] = (hp && col_ok && rl + 8 * m < K) ? __ldg(reinterpret_cast<const float4*>(hp + m * rstride))
+                                              : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  const std::int64_t tok = n;  // T == 1
+  for (int e = threadIdx.x; e < KP; e += kDecThreads) {
+    const bool ok = e < K;
+    const std::int64_t ix = ok ? tix(tok, h, H, e, K) : 0;
+    akbe[e] = ok ? make_float4(ld<T>(p.a, ix), ld<T>(p.k, ix), ld<T>(p.b, ix), expf(ld<G>(p.gk, ix)))
+                 : make_float4(0.f, 0.f, 0.f, 0.f);
+    qs[e] = ok ? ld<T>(p.q, ix) * p.scale : 0.f;
+  }
+  if (threadIdx.x < kDecCols) {
+    const int c = blockIdx.x * kDecCols + threadIdx.x;
+    vs[threadIdx.x] = c < V ? ld<T>(p.v, tix(tok, h, H, c, V)) : 0.f;
+  }
+  __syncthreads();
+  float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+  for (int m = 0; m < KR; ++m) {
+    const float a = akbe[rl + 8 * m].x;
+    x.x = fmaf(S[m].x, a, x.x);
+    x.y = fmaf(S[m].y, a, x.y);
+    x.z = fmaf(S[m].z, a, x.z);
+    x.w = fmaf(S[m].w, a, x.w);
+  }
+  x.x += __shfl_xor_sync(0xffffffffu, x.x, 16);
+  x.y += __shfl_xor_sync(0xffffffffu, x.y, 16);
+  x.z += __shfl_xor_sync(0xffffffffu, x.z, 16);
+  x.w += __shfl_xor_sync(0xffffffffu, x.w, 16);
+  if ((threadIdx.x & 16) == 0) redx[warp][cg] = x;
+  __syncthreads();
+  {
+    const float4 r0 = redx[0][cg], r1 = redx[1][cg], r2 = redx[2][cg], r3 = redx[3][cg];
+    x = make_float4((r0.x + r1.x) + (r2.x + r3.x), (r0.y + r1.y) + (r2.y + r3.y), (r0.z + r1.z) + (r2.z + r3.z),
+                    (r0.w + r1.w) + (r2.w + r3.w));
+  }
+  const float4 vv = *reinterpret_cast<const float4*>(vs + cg * 4);
+  float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+  for (int m = 0; m < KR; ++m) {
+    const int i = rl + 8 * m;
+    const float4 pk = akbe[i];
+    const float q = qs[i];
+    S[m].x = fmaf(S[m].x, pk.w, fmaf(pk.z, x.x, pk.y * vv.x));
+    S[m].y = fmaf(S[m].y, pk.w, fmaf(pk.z, x.y, pk.y * vv.y));
+    S[m].z = fmaf(S[m].z, pk.w, fmaf(pk.z, x.z, pk.y * vv.z));
+    S[m].w = fmaf(S[m].w, pk.w, fmaf(pk.z, x.w, pk.y * vv.w));
+    o.x = fmaf(S[m].x, q, o.x);
+    o.y = fmaf(S[m].y, q, o.y);
+    o.z = fmaf(S[m].z, q, o.z);
+    o.w = fmaf(S[m].w, q, o.w);
+  }
+  if (p.ht && col_ok) {
+    float* hp = p.ht + sbase + rl * V;
+#pragma unroll
+    for (int m = 0; m < KR; ++m)
+      if (rl + 8 * m < K) *reinterpret_cast<float4*>(hp + m * rstride) = S[m];
+  }
+  o.x += __shfl_xor_sync(0xffffffffu, o.x, 16);
+  o.y += __shfl_xor_sync(0xffffffffu, o.y, 16);
+  o.z += __shfl_xor_sync(0xffffffffu, o.z, 16);
+  o.w += __shfl_xor_sync(0xffffffffu, o.w, 16);
+  if ((threadIdx.x & 16) == 0) redo[warp][cg] = o;
+  __syncthreads();
+  if (threadIdx.x < 16 && col_ok) {
+    const float4 r0 = redo[0][cg], r1 = redo[1][cg], r2 = redo[2][cg], r3 = redo[3][cg];
+    const std::int64_t ix = tix(tok, h, H, col, V);
+    st<T>(p.o, ix, (r0.x + r1.x) + (r2.x + r3.x));
+    st<T>(p.o, ix + 1, (r0.y + r1.y) + (r2.y + r3.y));
+    st<T>(p.o, ix + 2, (r0.z + r1.z) + (r2.z + r3.z));
+    st<T>(p.o, ix + 3, (r0.w + r1.w) + (r2.w + r3.w));
+  }
+}
+
 template <typename T, typename G, int R>
 void launch_rec(const RecArgs& p, dim3 grid, bool short_seqs, cudaStream_t stream) {
   if (short_seqs)
@@ -163,6 +266,19 @@ void fused_recurrent_forward(const ForwardInputs& in, void* o, float* ht, bool r
   dim3 grid(static_cast<unsigned>((in.V + kCols - 1) / kCols), static_cast<unsigned>(in.H), static_cast<unsigned>(N));
   // Decode (T == 1, no varlen) stages one token a round: fewer registers, more blocks resident.
   const bool short_seqs = !in.cu_seqlens && in.T <= 2;
+  const bool aligned16 = (reinterpret_cast<std::uintptr_t>(in.h0) % 16 == 0) && (reinterpret_cast<std::uintptr_t>(ht) % 16 == 0);
+  if (!in.cu_seqlens && in.T == 1 && in.V % 4 == 0 && aligned16) {
+    dim3 dgrid(static_cast<unsigned>((in.V + kDecCols - 1) / kDecCols), static_cast<unsigned>(in.H), static_cast<unsigned>(N));
+    dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto g) {
+      using T = decltype(t);
+      using G = decltype(g);
+      if (in.K <= 32) decode_kernel<T, G, 4><<<dgrid, kDecThreads, 0, stream>>>(p);
+      else if (in.K <= 64) decode_kernel<T, G, 8><<<dgrid, kDecThreads, 0, stream>>>(p);
+      else decode_kernel<T, G, 16><<<dgrid, kDecThreads, 0, stream>>>(p);
+    });
+    DPLR_LAUNCHED("decode_kernel");
+    return;
+  }
   dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto g) {
     using T = decltype(t);
     using G = decltype(g);

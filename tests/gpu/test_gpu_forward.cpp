@@ -425,6 +425,21 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.p, ht.f());
       ck(cudaDeviceSynchronize(), "chunk_forward");
       EXPECT_EQ(download(o, c.B * c.T * c.H * c.V, c.dt), o1) << "chunk_forward differs from the stages run alone";
+      const std::vector<double> ht1 = download(ht, c.B * c.H * c.K * c.V, g::ElemType::F32);
+      // The fused path (h and o in one kernel where chunk_fused_ho; no h, no v_new buffers then), fresh workspace.
+      buf.poison();
+      o.poison();
+      ht.poison();
+      g::ChunkWorkspace wsf = g::carve_chunk_workspace(d.in, C, buf.f());
+      const bool fused = g::chunk_fused_ho(d.in, C);
+      if (fused) wsf.h = wsf.v_new = nullptr;
+      g::chunk_forward_fused(d.in, C, wsf, o.p, ht.f());
+      ck(cudaDeviceSynchronize(), "chunk_forward_fused");
+      const std::vector<double> of = download(o, c.B * c.T * c.H * c.V, c.dt);
+      const std::vector<double> htf = download(ht, c.B * c.H * c.K * c.V, g::ElemType::F32);
+      expect_accurate(std::string(fused ? "fusedho" : "fusedfb") + std::to_string(C), of, htf, e, c);
+      std::printf("    fused path %s; o bitwise equal to the staged o: %s, ht: %s\n", fused ? "h+o kernel" : "staged fallback",
+                  of == o1 ? "yes" : "no", htf == ht1 ? "yes" : "no");
     }
 }
 
@@ -448,6 +463,10 @@ TEST(GpuSanitize, EveryKernelOnce) {
       DevBuf buf(g::chunk_workspace_floats(d.in, C).total() * 4);
       g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.p, ht.f());
       ck(cudaDeviceSynchronize(), "chunk_forward");
+      g::ChunkWorkspace wsf = g::carve_chunk_workspace(d.in, C, buf.f());
+      if (g::chunk_fused_ho(d.in, C)) wsf.h = wsf.v_new = nullptr;
+      g::chunk_forward_fused(d.in, C, wsf, o.p, ht.f());
+      ck(cudaDeviceSynchronize(), "chunk_forward_fused");
     }
   }
 }
