@@ -67,8 +67,14 @@ TEST(ClosedForms, OneByOneStateIsAScalarRecurrence) {
     }
 }
 
-TEST(ClosedForms, SingleToken) {
-  const DplrProblem p = generate_case(small_spec(1, 3, 2));
+class SingleToken : public ::testing::TestWithParam<std::pair<std::int64_t, std::int64_t>> {};
+
+// K = V = 256 is the largest head the reference promises; nothing in it is sized by K or V.
+INSTANTIATE_TEST_SUITE_P(HeadSizes, SingleToken, ::testing::Values(std::pair<std::int64_t, std::int64_t>{3, 2},
+                                                                   std::pair<std::int64_t, std::int64_t>{256, 256}));
+
+TEST_P(SingleToken, MatchesTheClosedForm) {
+  const DplrProblem p = generate_case(small_spec(1, GetParam().first, GetParam().second));
   const auto result = run(p, "qd");
   const auto& s = p.shape;
   for (std::int64_t b = 0; b < s.B; ++b)
