@@ -2,6 +2,8 @@
 // median reported), rotating among input sets so that the inputs are not cache-resident, on the issue's shapes:
 //   chunk fwd B8 T4096 H16 D64 bf16 (C = 16, 32, 64), chunk fwd B4 T4096 H8 D128 bf16,
 //   decode T=1 B64 H16 D64 bf16 (h0 in, ht out), fused recurrent T4096 B8 H16 D64 bf16 (and D128 B4 H8).
+// Each chunk shape is timed on the staged path (chunk_forward) and the fused one (chunk_forward_fused), with the
+// fused stages (A+WY, h+o) alone and their variants (DPLR_GPU_A_FACTOR, DPLR_GPU_HO_COLS).
 // Usage: dplr_bench_gpu [out.json], or `dplr bench --gpu [--json out.json]`
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -147,11 +149,27 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
       if (fused) wsf.h = wsf.v_new = nullptr;
       auto tf = time_it(2, 3, 20, [&](int s) { g::chunk_forward_fused(sets[s].in, C, wsf, o, ht); });
       record(fused ? "chunk_fwd_fused bf16" : "chunk_fwd_fused(fallback) bf16", shape, tf, goal, fla);
+      if (g::chunk_A_WY_supported(C))
+        for (const char* fac : {"1", "0"}) {  // factored A (C = 16's default) and direct (DPLR_GPU_A_FACTOR=0)
+          if (C != 16 && fac[0] == '0') break;
+          setenv("DPLR_GPU_A_FACTOR", fac, 1);
+          record(std::string("  stage A+WY") + (C == 16 ? (fac[0] == '1' ? " factored" : " direct") : ""), shape,
+                 time_it(2, 2, 10, [&](int s) { g::chunk_A_WY(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated, ws.w, ws.u); }), 0, 0);
+          if (C == 16)
+            record(std::string("  stage A") + (fac[0] == '1' ? " factored" : " direct"), shape, time_it(2, 2, 10, [&](int s) {
+                     g::chunk_A(sets[s].in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, ws.gated);
+                   }), 0, 0);
+          unsetenv("DPLR_GPU_A_FACTOR");
+        }
       if (fused)
-        record("  stage h+o", shape, time_it(2, 2, 10, [&](int s) {
-                 g::chunk_h_o(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated.qg, ws.gated.kg, ws.gated.bg, ws.gated.eg_last,
-                              ws.w, ws.u, o, ht);
-               }), 0, 0);
+        for (const char* cols : {"2", "1"}) {  // two columns a thread (default), one (DPLR_GPU_HO_COLS=1)
+          setenv("DPLR_GPU_HO_COLS", cols, 1);
+          record(std::string("  stage h+o cols") + cols, shape, time_it(2, 2, 10, [&](int s) {
+                   g::chunk_h_o(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated.qg, ws.gated.kg, ws.gated.bg,
+                                ws.gated.eg_last, ws.w, ws.u, o, ht);
+                 }), 0, 0);
+          unsetenv("DPLR_GPU_HO_COLS");
+        }
     }
     // Per stage, same workspace.
     const auto& in = sets[0].in;

@@ -7,6 +7,14 @@
 // One block (256 threads) per (chunk, head, batch row); K is walked in slabs of 32 columns through shared
 // memory; plain fp32 FMA (no tensor cores), so fp32 inputs get fp32 arithmetic. It also writes the gated
 // operands qg, kg, bg, ag, eg_last (dplr_gpu.hpp), so that no later stage needs a sum or an exponential.
+// The inner-loop factors use one MUFU.EX2 (ex2_ftz: a factor below 2^-126 is flushed to zero) instead of
+// exp2f's range-checked sequence (A C16 0.84 -> 0.73 ms, C64 4.13 -> 3.38 ms, run 2). At C = 16 the
+// default (FAC) splits the chunk into 4 x 4 blocks and forms the off-diagonal blocks from pre-scaled operands
+// (sub-block factoring with both factors <= 1, see FAC below), warps 0-1 on the diagonal blocks, 2-4 on the
+// off-diagonal ones; DPLR_GPU_A_FACTOR=0 selects the direct kernel. FW (chunk_A_WY, C = 16) adds stage WY
+// in the same block, with A_ak, A_ab and ag kept in shared memory.
+#include <cstdlib>
+
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
@@ -26,13 +34,37 @@ struct AArgs {
   float scale;
   float *Aqk, *Aqb, *Aak, *Aab;
   GatedOperands g;
+  // FW (the fused A + WY kernel) only: v, and the WY outputs w, u
+  const void* v;
+  int V;
+  float *w, *u;
 };
 
 template <int C>
 constexpr std::size_t a_smem() { return (6 * C * kLD + C * kDS) * sizeof(float); }
+// A + WY: ag of the whole chunk stays in shared memory ([C][kMaxHeadDim]); the WY matrices and the v slab reuse
+// the slab buffers (C (4 C + 68) <= C (6 kLD + kDS) floats for C <= 32).
+constexpr int kWYS = 64;
+template <int C>
+constexpr std::size_t a_wy_smem() { return a_smem<C>() + std::size_t(C) * kMaxHeadDim * sizeof(float); }
+// FAC (C = 16 only): the sub-block factoring of the off-diagonal 4 x 4 blocks (R > S, m = the last row of S):
+//   exp(gi_r - gi_s) = exp(gi_r - gi_m) exp(gi_m - gi_s),  exp(ge_r - gi_s) = exp(gi_{r-1} - gi_m) exp(gi_m - gi_s),
+// both factors <= 1 for gk <= 0 (s <= m <= r - 1), so the off-diagonal cells are plain products of pre-scaled
+// operands: kt = k exp(gi_m - gi) and bt (one per row, m of its own block), qt = q exp(gi - gi_m) and
+// at = a exp(gi_{r-1} - gi_m) (one per row and earlier block: 12 + 8 + 4 = 24 rows). Extra floats per slab:
+constexpr int kFacRows = 24;
+template <int C>
+constexpr int fac_floats() { return (2 * C + 2 * kFacRows) * kLD; }
+template <int C, bool FW, bool FAC>
+constexpr std::size_t a_any_smem() {
+  return a_smem<C>() + (FW ? std::size_t(C) * kMaxHeadDim * sizeof(float) : 0) + (FAC ? fac_floats<C>() * sizeof(float) : 0);
+}
+template <int C>
+constexpr bool a_wy_fits() { return 4 * C * (C + 1) + C * kWYS <= 6 * C * kLD + C * kDS; }
 
-template <typename T, typename G, int C>
-__global__ void __launch_bounds__(256) chunk_A_kernel(AArgs p) {
+template <typename T, typename G, int C, bool FW, bool FAC = false>
+__global__ void __launch_bounds__(256, C == 16 ? 6 : 1) chunk_A_kernel(AArgs p) {
+  static_assert(!FAC || C == 16, "the factored A kernel is written for C = 16");
   constexpr int TT = C / 16;
   extern __shared__ __align__(16) float sm[];
   float* qs = sm;
@@ -42,12 +74,43 @@ __global__ void __launch_bounds__(256) chunk_A_kernel(AArgs p) {
   float* gh = bs + C * kLD;   // in-chunk sum of gk in log2 units, hi word
   float* gl_ = gh + C * kLD;  // lo word
   float* raw = gl_ + C * kLD;
+  float* agS = raw + C * kDS;  // FW only: [C][kMaxHeadDim]
+  float* kt = agS + (FW ? C * kMaxHeadDim : 0);  // FAC only
+  float* bt = kt + C * kLD;
+  float* qt = bt + C * kLD;
+  float* at = qt + kFacRows * kLD;
 
   const Chunk ch = chunk_of(blockIdx.z, blockIdx.x, p.T, C);
   const std::int64_t h = blockIdx.y, H = p.H;
-  const int tr = threadIdx.x / 16, ts = threadIdx.x % 16;
-  const int r0 = tr * TT, s0 = ts * TT;
-  const bool active = s0 <= r0 + TT - 1;
+  int r0, s0;
+  bool active;
+  int role = 0;  // FAC: 0 diagonal block (warps 0-1), 1 off-diagonal below (warps 2-4), 2 above (zeros; warps 5-7)
+  if constexpr (FAC) {
+    // (R, S) of the 6 lower off-diagonal block pairs; the upper ones are their transposes.
+    constexpr int kR[6] = {1, 2, 3, 2, 3, 3}, kS[6] = {0, 0, 0, 1, 1, 2};
+    const int t = threadIdx.x, ci = (t % 16) / 4, cj = t % 4;
+    if (t < 64) {
+      role = 0;
+      r0 = 4 * (t / 16) + ci;
+      s0 = 4 * (t / 16) + cj;
+    } else if (t < 160) {
+      role = 1;
+      const int pi = (t - 64) / 16;
+      r0 = 4 * kR[pi] + ci;
+      s0 = 4 * kS[pi] + cj;
+    } else {
+      role = 2;
+      const int pi = (t - 160) / 16;
+      r0 = 4 * kS[pi] + ci;
+      s0 = 4 * kR[pi] + cj;
+    }
+    active = role != 2;
+  } else {
+    const int tr = threadIdx.x / 16, ts = threadIdx.x % 16;
+    r0 = tr * TT;
+    s0 = ts * TT;
+    active = s0 <= r0 + TT - 1;
+  }
 
   float qk[TT][TT], qb[TT][TT], ak[TT][TT], ab[TT][TT];
 #pragma unroll
@@ -82,7 +145,12 @@ __global__ void __launch_bounds__(256) chunk_A_kernel(AArgs p) {
     // The gated operands of this slab (every exponent a difference <= 0 of the split fp64 sums).
     for (int e = threadIdx.x; e < C * kDS; e += blockDim.x) {
       const int r = e / kDS, dd = e % kDS, d = d0 + dd;
-      if (r >= ch.len || d >= p.K) continue;
+      if (r >= ch.len || d >= p.K) {
+        if constexpr (FW) {
+          if (d < p.K) agS[r * kMaxHeadDim + d] = 0.f;
+        }
+        continue;
+      }
       const std::int64_t ix = tix(ch.bos + r, h, H, d, p.K);
       const float2 gr = make_float2(gh[r * kLD + dd], gl_[r * kLD + dd]);
       const float2 gl = make_float2(gh[(ch.len - 1) * kLD + dd], gl_[(ch.len - 1) * kLD + dd]);
@@ -90,8 +158,46 @@ __global__ void __launch_bounds__(256) chunk_A_kernel(AArgs p) {
       p.g.qg[ix] = qs[r * kLD + dd] * exp2_split(gr);
       p.g.kg[ix] = kk[r * kLD + dd] * fl;
       p.g.bg[ix] = bs[r * kLD + dd] * fl;
-      p.g.ag[ix] = r == 0 ? as[dd] : as[r * kLD + dd] * exp2_split(make_float2(gh[(r - 1) * kLD + dd], gl_[(r - 1) * kLD + dd]));
+      const float agv = r == 0 ? as[dd] : as[r * kLD + dd] * exp2_split(make_float2(gh[(r - 1) * kLD + dd], gl_[(r - 1) * kLD + dd]));
+      if constexpr (FW) agS[r * kMaxHeadDim + d] = agv;
+      else p.g.ag[ix] = agv;
       if (r == ch.len - 1) p.g.eg_last[((ch.b * p.NT + ch.c) * H + h) * p.K + d] = exp2_split(gl);
+    }
+    if constexpr (FAC) {  // the pre-scaled operands of the off-diagonal blocks (every exponent <= 0)
+      for (int e = threadIdx.x; e < C * kDS; e += blockDim.x) {
+        const int r = e / kDS, dd = e % kDS, R = r / 4;
+        const float2 gr = make_float2(gh[r * kLD + dd], gl_[r * kLD + dd]);
+        const int mo = 4 * R + 3;
+        const float fk = exp2_diff(make_float2(gh[mo * kLD + dd], gl_[mo * kLD + dd]), gr);
+        kt[r * kLD + dd] = kk[r * kLD + dd] * fk;
+        bt[r * kLD + dd] = bs[r * kLD + dd] * fk;
+        for (int S = 0; S < R; ++S) {
+          const int m = 4 * S + 3;
+          const float2 gm = make_float2(gh[m * kLD + dd], gl_[m * kLD + dd]);
+          const int row = (S == 0 ? 0 : S == 1 ? 12 : 20) + r - 4 * (S + 1);
+          qt[row * kLD + dd] = qs[r * kLD + dd] * exp2_diff(gr, gm);
+          at[row * kLD + dd] = r - 1 == m ? as[r * kLD + dd]
+                                          : as[r * kLD + dd] * exp2_diff(make_float2(gh[(r - 1) * kLD + dd], gl_[(r - 1) * kLD + dd]), gm);
+        }
+      }
+      __syncthreads();
+      if (role == 1) {
+        const int S = s0 / 4;
+        const int row = (S == 0 ? 0 : S == 1 ? 12 : 20) + r0 - 4 * (S + 1);
+        for (int dd = 0; dd < kDS; dd += 4) {
+          const float4 q4 = ld4(qt + row * kLD + dd), a4 = ld4(at + row * kLD + dd);
+          const float4 k4 = ld4(kt + s0 * kLD + dd), b4 = ld4(bt + s0 * kLD + dd);
+#pragma unroll
+          for (int m = 0; m < 4; ++m) {
+            const float q = comp(q4, m), a = comp(a4, m), kx = comp(k4, m), bx = comp(b4, m);
+            qk[0][0] = fmaf(q, kx, qk[0][0]);
+            qb[0][0] = fmaf(q, bx, qb[0][0]);
+            ak[0][0] = fmaf(a, kx, ak[0][0]);
+            ab[0][0] = fmaf(a, bx, ab[0][0]);
+          }
+        }
+        continue;
+      }
     }
     if (!active) continue;
     for (int dd = 0; dd < kDS; dd += 4) {  // 4 columns of the slab a step, as float4
@@ -122,7 +228,7 @@ __global__ void __launch_bounds__(256) chunk_A_kernel(AArgs p) {
 #pragma unroll
           for (int j = 0; j < TT; ++j)
             f[i][j] = (r0 - 1 + i >= s0 + j)
-                          ? exp2f((comp(grh[i], m) - comp(gsh[j], m)) + (comp(grl[i], m) - comp(gsl[j], m)))
+                          ? ex2_ftz((comp(grh[i], m) - comp(gsh[j], m)) + (comp(grl[i], m) - comp(gsl[j], m)))
                           : 0.f;
 #pragma unroll
         for (int i = 0; i < TT; ++i) {
@@ -150,17 +256,121 @@ __global__ void __launch_bounds__(256) chunk_A_kernel(AArgs p) {
       const int s = s0 + j;
       p.Aqk[row + s] = qk[i][j];
       p.Aqb[row + s] = qb[i][j];
-      p.Aak[row + s] = ak[i][j];
-      p.Aab[row + s] = ab[i][j];
+      if constexpr (!FW) {
+        p.Aak[row + s] = ak[i][j];
+        p.Aab[row + s] = ab[i][j];
+      }
+    }
+  }
+  if constexpr (FW) {  // stage WY in the same block, as chunk_WY_kernel (same arithmetic, same order)
+    constexpr int LA = C + 1, CR = C / 4;
+    float* Aab = sm;  // the slab buffers are free now
+    float* Aak = Aab + C * LA;
+    float* Ainv = Aak + C * LA;
+    float* M = Ainv + C * LA;
+    float* Y = M + C * LA;  // [C][kWYS] v
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < TT; ++i)
+#pragma unroll
+      for (int j = 0; j < TT; ++j) {
+        const int r = r0 + i, s = s0 + j;
+        const bool ok = r < ch.len && s < r;
+        Aab[r * LA + s] = ok ? ab[i][j] : 0.f;
+        Aak[r * LA + s] = ok ? ak[i][j] : 0.f;
+      }
+    __syncthreads();
+    if (threadIdx.x < C) {
+      const int j = threadIdx.x;
+      float x[C];
+#pragma unroll
+      for (int r = 0; r < C; ++r) {
+        float acc = r == j ? 1.f : 0.f;
+#pragma unroll
+        for (int s = 0; s < r; ++s) acc = fmaf(Aab[r * LA + s], x[s], acc);
+        x[r] = acc;
+        Ainv[r * LA + j] = acc;
+      }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+      const int r = e / C, c = e % C;
+      float acc = 0.f;
+      for (int s = c + 1; s <= r; ++s) acc = fmaf(Ainv[r * LA + s], Aak[s * LA + c], acc);
+      M[r * LA + c] = acc;
+    }
+    const int cc = threadIdx.x % kWYS, rg = threadIdx.x / kWYS;
+    const int D = p.K > p.V ? p.K : p.V;
+    for (int d0 = 0; d0 < D; d0 += kWYS) {
+      __syncthreads();
+      for (int e = threadIdx.x; e < C * kWYS; e += blockDim.x) {
+        const int r = e / kWYS, d = d0 + e % kWYS;
+        Y[e] = (r < ch.len && d < p.V) ? ld<T>(p.v, tix(ch.bos + r, h, H, d, p.V)) : 0.f;
+      }
+      __syncthreads();
+      float aw[CR], au[CR];
+#pragma unroll
+      for (int j = 0; j < CR; ++j) aw[j] = au[j] = 0.f;
+      const int dc = d0 + cc;
+#pragma unroll 4
+      for (int s = 0; s < C; ++s) {
+        const float xs = dc < p.K ? agS[s * kMaxHeadDim + dc] : 0.f, ys = Y[s * kWYS + cc];
+#pragma unroll
+        for (int j = 0; j < CR; ++j) {
+          const int r = rg + 4 * j;
+          aw[j] = fmaf(Ainv[r * LA + s], xs, aw[j]);
+          au[j] = fmaf(M[r * LA + s], ys, au[j]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < CR; ++j) {
+        const int r = rg + 4 * j;
+        if (r >= ch.len) continue;
+        if (dc < p.K) p.w[tix(ch.bos + r, h, H, dc, p.K)] = aw[j];
+        if (dc < p.V) p.u[tix(ch.bos + r, h, H, dc, p.V)] = au[j];
+      }
     }
   }
 }
 
+// The factored kernel (FAC) is on by default for C = 16; DPLR_GPU_A_FACTOR=0 selects the direct one (a tuning
+// knob for the benchmark and the tests).
+bool a_factored() {
+  const char* env = std::getenv("DPLR_GPU_A_FACTOR");
+  return !(env && env[0] == '0');
+}
+
 template <typename T, typename G, int C>
 void launch_A(const AArgs& p, dim3 grid, cudaStream_t stream) {
-  set_smem(chunk_A_kernel<T, G, C>, a_smem<C>());
-  chunk_A_kernel<T, G, C><<<grid, 256, a_smem<C>(), stream>>>(p);
+  if constexpr (C == 16) {
+    if (a_factored()) {
+      constexpr std::size_t bytes = a_any_smem<C, false, true>();
+      set_smem(chunk_A_kernel<T, G, C, false, true>, bytes);
+      chunk_A_kernel<T, G, C, false, true><<<grid, 256, bytes, stream>>>(p);
+      DPLR_LAUNCHED("chunk_A_kernel (factored)");
+      return;
+    }
+  }
+  set_smem(chunk_A_kernel<T, G, C, false>, a_smem<C>());
+  chunk_A_kernel<T, G, C, false><<<grid, 256, a_smem<C>(), stream>>>(p);
   DPLR_LAUNCHED("chunk_A_kernel");
+}
+template <typename T, typename G, int C>
+void launch_A_WY(const AArgs& p, dim3 grid, cudaStream_t stream) {
+  if constexpr (a_wy_fits<C>()) {
+    if constexpr (C == 16) {
+      if (a_factored()) {
+        constexpr std::size_t bytes = a_any_smem<C, true, true>();
+        set_smem(chunk_A_kernel<T, G, C, true, true>, bytes);
+        chunk_A_kernel<T, G, C, true, true><<<grid, 256, bytes, stream>>>(p);
+        DPLR_LAUNCHED("chunk_A_kernel (A+WY, factored)");
+        return;
+      }
+    }
+    set_smem(chunk_A_kernel<T, G, C, true>, a_wy_smem<C>());
+    chunk_A_kernel<T, G, C, true><<<grid, 256, a_wy_smem<C>(), stream>>>(p);
+    DPLR_LAUNCHED("chunk_A_kernel (A+WY)");
+  }
 }
 
 }  // namespace
@@ -172,7 +382,7 @@ void chunk_A(const ForwardInputs& in, int C, float* A_qk, float* A_qb, float* A_
   if (!gated.qg || !gated.kg || !gated.bg || !gated.ag || !gated.eg_last)
     throw Unsupported("dplr::gpu: chunk_A needs every gated operand buffer (qg, kg, bg, ag, eg_last)");
   AArgs p{in.q, in.k, in.a, in.b, in.gk, in.T, in.H, num_chunks(in, C), static_cast<int>(in.K),
-          in.resolved_scale(), A_qk, A_qb, A_ak, A_ab, gated};
+          in.resolved_scale(), A_qk, A_qb, A_ak, A_ab, gated, nullptr, 0, nullptr, nullptr};
   dim3 grid(static_cast<unsigned>(num_chunks(in, C)), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
   dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto g) {
     using T = decltype(t);
@@ -180,6 +390,27 @@ void chunk_A(const ForwardInputs& in, int C, float* A_qk, float* A_qb, float* A_
     if (C == 16) launch_A<T, G, 16>(p, grid, stream);
     else if (C == 32) launch_A<T, G, 32>(p, grid, stream);
     else launch_A<T, G, 64>(p, grid, stream);
+  });
+}
+
+// C = 16 only: at C = 32 the fused kernel needs 140 registers (one block an SM) and measured 3.82 ms against
+// 1.50 + 0.69 for A and WY apart (run 2, H200), so C = 32 and 64 run the two stages apart.
+bool chunk_A_WY_supported(int C) { return C == 16 && a_wy_fits<16>(); }
+
+void chunk_A_WY(const ForwardInputs& in, int C, float* A_qk, float* A_qb, const GatedOperands& gated, float* w, float* u,
+                cudaStream_t stream) {
+  check_chunk(in, C);
+  if (!chunk_A_WY_supported(C)) throw Unsupported("dplr::gpu: chunk_A_WY takes chunk size 16 only");
+  if (!A_qk || !A_qb || !w || !u) throw Unsupported("dplr::gpu: chunk_A_WY needs A_qk, A_qb, w and u");
+  if (!gated.qg || !gated.kg || !gated.bg || !gated.eg_last)
+    throw Unsupported("dplr::gpu: chunk_A_WY needs the gated operand buffers qg, kg, bg and eg_last");
+  AArgs p{in.q, in.k, in.a, in.b, in.gk, in.T, in.H, num_chunks(in, C), static_cast<int>(in.K),
+          in.resolved_scale(), A_qk, A_qb, nullptr, nullptr, gated, in.v, static_cast<int>(in.V), w, u};
+  dim3 grid(static_cast<unsigned>(num_chunks(in, C)), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
+  dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto g) {
+    using T = decltype(t);
+    using G = decltype(g);
+    launch_A_WY<T, G, 16>(p, grid, stream);
   });
 }
 

@@ -75,8 +75,12 @@ void chunk_forward_fused(const ForwardInputs& in, int C, const ChunkWorkspace& w
   const bool fused = chunk_fused_ho(in, C);
   if (!fused && (!ws.v_new || !ws.h))
     throw Unsupported("dplr::gpu: chunk_forward_fused falls back to the staged h and o here and needs v_new and h");
-  chunk_A(in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, g, stream);
-  chunk_WY(in, C, ws.A_ab, ws.A_ak, g.ag, ws.A_ab_inv, ws.w, ws.u, stream);
+  if (chunk_A_WY_supported(C)) {
+    chunk_A_WY(in, C, ws.A_qk, ws.A_qb, g, ws.w, ws.u, stream);
+  } else {
+    chunk_A(in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, g, stream);
+    chunk_WY(in, C, ws.A_ab, ws.A_ak, g.ag, ws.A_ab_inv, ws.w, ws.u, stream);
+  }
   if (fused) {
     chunk_h_o(in, C, ws.A_qk, ws.A_qb, g.qg, g.kg, g.bg, g.eg_last, ws.w, ws.u, o, ht, stream);
   } else {

@@ -65,6 +65,14 @@ __device__ __forceinline__ float2 split_log2(double g) {
 __device__ __forceinline__ float exp2_diff(float2 r, float2 s) {
   return exp2f((r.x - s.x) + (r.y - s.y));
 }
+// 2^x as one MUFU.EX2 (exp2f adds a range check and two scalings so that results below 2^-126 stay
+// subnormal); results below 2^-126 flush to zero, a change below 1e-38 of a factor that is <= 1. Used for the
+// in-chunk factors of stage A's inner loop only.
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 __device__ __forceinline__ float exp2_split(float2 r) { return exp2f(r.x) * (1.0f + r.y * kLn2f); }
 
 // One chunk of one (batch row, head) in the non-varlen layout.

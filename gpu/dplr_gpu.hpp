@@ -130,6 +130,12 @@ void chunk_forward(const ForwardInputs& in, int chunk_size, const ChunkWorkspace
 // chunk_fused_ho(in, C) is true; elsewhere it runs the staged h and o and needs them). Same o and ht
 // arithmetic as chunk_forward (fp32 FMA, the same summation order).
 bool chunk_fused_ho(const ForwardInputs& in, int chunk_size);
+// Stages A and WY fused in one kernel (chunk size 16 only: chunk_A_WY_supported): writes A_qk, A_qb, the
+// gated operands qg, kg, bg, eg_last (not ag) and w, u, exactly as chunk_A then chunk_WY would; A_ak, A_ab, ag
+// and A_ab_inv stay in shared memory. The fused chunk forward uses it where supported.
+bool chunk_A_WY_supported(int chunk_size);
+void chunk_A_WY(const ForwardInputs& in, int chunk_size, float* A_qk, float* A_qb, const GatedOperands& gated, float* w,
+                float* u, cudaStream_t stream = 0);
 // The fused h and o stage alone (reads what chunk_h and chunk_o read but v_new and h, writes o and ht; ht may be
 // nullptr). Throws Unsupported unless chunk_fused_ho(in, chunk_size).
 void chunk_h_o(const ForwardInputs& in, int chunk_size, const float* A_qk, const float* A_qb, const float* qg,

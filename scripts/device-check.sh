@@ -26,3 +26,12 @@ if [ -d carry/fla_src ] && [ "${SKIP_FLA:-0}" != 1 ]; then
   echo "fla rc=$?"
   grep -v Warning "$OUT/fla.log" | tail -12
 fi
+if [ "${SKIP_SAN:-0}" != 1 ]; then
+  echo "== compute-sanitizer (every kernel once)"
+  SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for tool in memcheck racecheck; do
+    timeout 150 "$SAN" --tool $tool --print-limit 20 ./carry/test_gpu_forward --gtest_filter='GpuSanitize.*' > "$OUT/san_$tool.txt" 2>&1
+    echo "$tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san_$tool.txt" | tail -1)" | tee -a "$OUT/sanitizer.log"
+  done
+  rm -f "$OUT"/san_*.txt
+fi

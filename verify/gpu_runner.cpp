@@ -20,6 +20,7 @@ namespace dplr {
 GpuDevice gpu_device() { return {false, "", "built without CUDA (no nvcc at configure time, or DPLR_ENABLE_CUDA=OFF)"}; }
 TensorMap run_gpu_recurrent(const DplrProblem&) { throw InputError("GPU kernels: " + gpu_device().reason); }
 TensorMap run_gpu_chunk(const DplrProblem&, int) { throw InputError("GPU kernels: " + gpu_device().reason); }
+TensorMap run_gpu_chunk_fused(const DplrProblem&, int) { throw InputError("GPU kernels: " + gpu_device().reason); }
 
 #else
 
@@ -165,7 +166,10 @@ TensorMap run_gpu_recurrent(const DplrProblem& p) {
   return out;
 }
 
-TensorMap run_gpu_chunk(const DplrProblem& p, int C) {
+namespace {
+// The chunk forward, staged (each stage its own kernel; every intermediate returned) or fused (the fastest
+// path: o and ht only).
+TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused) {
   if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
   DeviceProblem d(p);
   const auto& s = p.shape;
@@ -186,11 +190,12 @@ TensorMap run_gpu_chunk(const DplrProblem& p, int C) {
   const gpu::ChunkWorkspace ws = gpu::carve_chunk_workspace(in, C, buffer);
   auto* ht = static_cast<float*>(d.output(count(state), DType::F32));
   void* o = d.output(count(value), d.dtype());
-  // The staged path: cumsum, A, WY, h, o, each its own kernel.
-  gpu::chunk_forward(in, C, ws, o, ht);
+  if (fused) gpu::chunk_forward_fused(in, C, ws, o, ht);
+  else gpu::chunk_forward(in, C, ws, o, ht);  // cumsum, A, WY, h, o, each its own kernel
   TensorMap out;
   out["o"] = d.download(o, d.dtype(), value);
   out["ht"] = d.download(ht, DType::F32, state);
+  if (fused) return out;
   const std::pair<const char*, std::pair<const float*, const std::vector<std::int64_t>*>> stages[] = {
       {"gi", {ws.gi, &key}},         {"ge", {ws.ge, &key}},         {"A_qk", {ws.A_qk, &a_shape}},
       {"A_qb", {ws.A_qb, &a_shape}}, {"A_ak", {ws.A_ak, &a_shape}}, {"A_ab", {ws.A_ab, &a_shape}},
@@ -200,6 +205,10 @@ TensorMap run_gpu_chunk(const DplrProblem& p, int C) {
     out[name] = d.download(buffer_and_shape.first, DType::F32, *buffer_and_shape.second);
   return out;
 }
+}  // namespace
+
+TensorMap run_gpu_chunk(const DplrProblem& p, int C) { return run_chunk_forward(p, C, false); }
+TensorMap run_gpu_chunk_fused(const DplrProblem& p, int C) { return run_chunk_forward(p, C, true); }
 
 #endif
 

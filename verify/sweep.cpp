@@ -100,7 +100,7 @@ void cpu_part(const SweepOptions& o, Report& report, SweepOutcome& outcome,
 }
 
 struct GpuCase {
-  std::string kernel;  // "chunk" or "recurrent"
+  std::string kernel;  // "chunk" (staged, every stage checked), "chunk-fused" (o, ht), or "recurrent"
   int chunk_size = 0;
   CaseSpec spec;
 };
@@ -120,6 +120,7 @@ std::vector<GpuCase> gpu_cases(bool quick) {
       for (int C : {16, 32, 64}) {
         if (quick && C == 32) continue;
         cases.push_back({"chunk", C, spec});
+        cases.push_back({"chunk-fused", C, spec});
       }
       cases.push_back({"recurrent", 0, spec});
       if (quick) continue;
@@ -148,13 +149,15 @@ void gpu_part(const SweepOptions& o, const TolerancePolicy& policy, Report& repo
   for (const GpuCase& g : gpu_cases(o.quick)) {
     const DplrProblem p = generate_case(g.spec);
     const ReferenceResult exact = exact_of(p, false, o.threads);
-    const std::string kernel = g.kernel == "chunk" ? fmt::format("gpu chunk C{}", g.chunk_size) : "gpu recurrent";
+    const std::string kernel = g.kernel == "recurrent" ? "gpu recurrent" : fmt::format("gpu {} C{}", g.kernel, g.chunk_size);
     CaseResult c = case_of(p, fmt::format("{}: {}", kernel, describe(g.spec)), g.spec);
     c.reference = reference_info(exact);
     c.working_dtype = g.spec.dtype;
     const CompareOptions options{.working_dtype = g.spec.dtype};
     if (g.kernel == "recurrent") {
       c.comparison = compare(run_gpu_recurrent(p), exact.tensors, policy, options);
+    } else if (g.kernel == "chunk-fused") {
+      c.comparison = compare(run_gpu_chunk_fused(p, g.chunk_size), exact.tensors, policy, options);
     } else {
       const TensorMap kernel_tensors = run_gpu_chunk(p, g.chunk_size);
       const TensorMap outputs{{"o", kernel_tensors.at("o")}, {"ht", kernel_tensors.at("ht")}};

@@ -9,8 +9,8 @@
 //                 rounded to double they are compared under the fp64 rule (rel RMSE 1e-12)
 //   chunk-float   the same stages in float (stable decay evaluation) against the exact answer:
 //                 reported, not gated: the yardstick GPU kernels are measured by
-// GPU part (our kernels, gpu/): the staged chunk forward (C = 16, 32, 64) and the fused recurrent
-// forward in bf16, fp16 and fp32, on fla and strong decay (gk in [-30, -5]), K = V = 64 and 128 (60 and
+// GPU part (our kernels, gpu/): the staged chunk forward (C = 16, 32, 64; every stage checked), the fused
+// chunk forward (o and ht) and the fused recurrent forward in bf16, fp16 and fp32, on fla and strong decay (gk in [-30, -5]), K = V = 64 and 128 (60 and
 // 100 too), T not a multiple of the chunk, H > 1, h0, varlen, reverse, decode (T = 1); o and ht against
 // the exact recurrence and every stage tensor against its oracle, under the policy (default "strict":
 // issue 5's targets), with the first diverging stage named.

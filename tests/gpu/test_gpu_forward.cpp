@@ -6,12 +6,15 @@
 // relative RMSE against the reference; the bar for 16-bit inputs is 1.3x the correctly-rounded floor (the
 // reference rounded once to the dtype), 1e-6 for fp32. Each chunk stage is also checked against the exact
 // stage oracles (reference/chunk_stages.hpp, double), and stage A's gated operands (ours alone) against an
-// fp64 loop of the chunk form (this file's chunk_oracle), so that a bad stage is named.
+// fp64 loop of the chunk form (this file's chunk_oracle), so that a bad stage is named. The fused chunk path
+// (chunk_forward_fused: chunk_A_WY at C = 16, then chunk_h_o) is held to the same bar, with both variants of
+// the A kernel (DPLR_GPU_A_FACTOR) and of the h+o kernel (DPLR_GPU_HO_COLS).
 // Skips with a message when no CUDA device is present (or when built without CUDA).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -415,6 +418,43 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       expect_stage("WY", "u", u, X("u"), tol);
       expect_stage("h", "h", h, X("h"), tol);
       expect_stage("h", "v_new", vnew, X("v_new"), tol);
+      {  // the direct (unfactored) A kernel too (DPLR_GPU_A_FACTOR=0; the factored one is C = 16's default)
+        DevBuf Aqk3(sz.A * 4), Aqb3(sz.A * 4), Aak3(sz.A * 4), Aab3(sz.A * 4), qg3(sz.kdim * 4), kg3(sz.kdim * 4),
+            bg3(sz.kdim * 4), ag3(sz.kdim * 4), egl3(sz.eg_last * 4);
+        for (DevBuf* b : {&Aqk3, &Aqb3, &Aak3, &Aab3, &qg3, &kg3, &bg3, &ag3, &egl3}) b->poison();
+        g::GatedOperands g3;
+        g3.qg = qg3.f(), g3.kg = kg3.f(), g3.bg = bg3.f(), g3.ag = ag3.f(), g3.eg_last = egl3.f();
+        setenv("DPLR_GPU_A_FACTOR", "0", 1);
+        g::chunk_A(d.in, C, Aqk3.f(), Aqb3.f(), Aak3.f(), Aab3.f(), g3);
+        ck(cudaDeviceSynchronize(), "chunk_A direct");
+        unsetenv("DPLR_GPU_A_FACTOR");
+        expect_stage("Adirect", "A_qk", Aqk3, X("A_qk"), tol);
+        expect_stage("Adirect", "A_qb", Aqb3, X("A_qb"), tol);
+        expect_stage("Adirect", "A_ak", Aak3, X("A_ak"), tol);
+        expect_stage("Adirect", "A_ab", Aab3, X("A_ab"), tol);
+        expect_stage("Adirect", "ag", ag3, orc.ag, tol);
+      }
+      if (g::chunk_A_WY_supported(C))
+      for (const char* fac : {"1", "0"}) {  // stages A and WY fused, alone, on fresh (poisoned) buffers
+        SCOPED_TRACE(std::string("A+WY DPLR_GPU_A_FACTOR=") + fac);
+        setenv("DPLR_GPU_A_FACTOR", fac, 1);
+        DevBuf qg2(sz.kdim * 4), kg2(sz.kdim * 4), bg2(sz.kdim * 4), egl2(sz.eg_last * 4), Aqk2(sz.A * 4), Aqb2(sz.A * 4),
+            w2(sz.w * 4), u2(sz.u * 4);
+        for (DevBuf* b : {&qg2, &kg2, &bg2, &egl2, &Aqk2, &Aqb2, &w2, &u2}) b->poison();
+        g::GatedOperands g2;
+        g2.qg = qg2.f(), g2.kg = kg2.f(), g2.bg = bg2.f(), g2.eg_last = egl2.f();
+        g::chunk_A_WY(d.in, C, Aqk2.f(), Aqb2.f(), g2, w2.f(), u2.f());
+        ck(cudaDeviceSynchronize(), "chunk_A_WY");
+        unsetenv("DPLR_GPU_A_FACTOR");
+        expect_stage("A+WY", "A_qk", Aqk2, X("A_qk"), tol);
+        expect_stage("A+WY", "A_qb", Aqb2, X("A_qb"), tol);
+        expect_stage("A+WY", "qg", qg2, orc.qg, tol);
+        expect_stage("A+WY", "kg", kg2, orc.kg, tol);
+        expect_stage("A+WY", "bg", bg2, orc.bg, tol);
+        expect_stage("A+WY", "eg_last", egl2, orc.egl, tol);
+        expect_stage("A+WY", "w", w2, X("w"), tol);
+        expect_stage("A+WY", "u", u2, X("u"), tol);
+      }
       const std::vector<double> o1 = download(o, c.B * c.T * c.H * c.V, c.dt);
       expect_accurate("chunk" + std::to_string(C), o1, download(ht, c.B * c.H * c.K * c.V, g::ElemType::F32), e, c);
       // The orchestrator on a fresh workspace gives the same o.
@@ -433,13 +473,21 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       g::ChunkWorkspace wsf = g::carve_chunk_workspace(d.in, C, buf.f());
       const bool fused = g::chunk_fused_ho(d.in, C);
       if (fused) wsf.h = wsf.v_new = nullptr;
-      g::chunk_forward_fused(d.in, C, wsf, o.p, ht.f());
-      ck(cudaDeviceSynchronize(), "chunk_forward_fused");
-      const std::vector<double> of = download(o, c.B * c.T * c.H * c.V, c.dt);
-      const std::vector<double> htf = download(ht, c.B * c.H * c.K * c.V, g::ElemType::F32);
-      expect_accurate(std::string(fused ? "fusedho" : "fusedfb") + std::to_string(C), of, htf, e, c);
-      std::printf("    fused path %s; o bitwise equal to the staged o: %s, ht: %s\n", fused ? "h+o kernel" : "staged fallback",
-                  of == o1 ? "yes" : "no", htf == ht1 ? "yes" : "no");
+      for (const char* cols : {"2", "1"}) {  // the h+o kernel with two columns a thread (default) and one
+        setenv("DPLR_GPU_HO_COLS", cols, 1);
+        buf.poison();
+        o.poison();
+        ht.poison();
+        g::chunk_forward_fused(d.in, C, wsf, o.p, ht.f());
+        ck(cudaDeviceSynchronize(), "chunk_forward_fused");
+        unsetenv("DPLR_GPU_HO_COLS");
+        const std::vector<double> of = download(o, c.B * c.T * c.H * c.V, c.dt);
+        const std::vector<double> htf = download(ht, c.B * c.H * c.K * c.V, g::ElemType::F32);
+        expect_accurate(std::string(fused ? "fusedho" : "fusedfb") + std::to_string(C) + "c" + cols, of, htf, e, c);
+        std::printf("    fused path %s cols %s; o bitwise equal to the staged o: %s, ht: %s\n",
+                    fused ? "h+o kernel" : "staged fallback", cols, of == o1 ? "yes" : "no", htf == ht1 ? "yes" : "no");
+        if (!fused) break;
+      }
     }
 }
 
@@ -450,6 +498,7 @@ TEST(GpuSanitize, EveryKernelOnce) {
   std::uint64_t seed = 9000;
   for (const Case& c0 : {Case{"", 1, 19, 2, 60, 100, E::BF16, true, Gate::Strong, true, true, {}},
                          Case{"", 1, 1, 2, 128, 128, E::F16, false, Gate::Fla, true, false, {}},
+                         Case{"", 4, 1, 2, 64, 64, E::BF16, false, Gate::Fla, true, false, {}},  // the decode kernel
                          Case{"", 1, 30, 1, 64, 64, E::F32, false, Gate::Fla, true, false, {0, 7, 30}}}) {
     Case c = c0;
     c.name = describe(c);
