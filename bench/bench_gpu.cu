@@ -162,7 +162,7 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
           unsetenv("DPLR_GPU_A_FACTOR");
         }
       if (fused)
-        for (const char* cols : {"2", "1"}) {  // two columns a thread (default), one (DPLR_GPU_HO_COLS=1)
+        for (const char* cols : {"m", "2", "1"}) {  // default (tensor cores where they apply), FMA 2 / 1 columns
           setenv("DPLR_GPU_HO_COLS", cols, 1);
           record(std::string("  stage h+o cols") + cols, shape, time_it(2, 2, 10, [&](int s) {
                    g::chunk_h_o(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated.qg, ws.gated.kg, ws.gated.bg,

@@ -300,6 +300,267 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
     }
 }
 
+
+// ---- Tensor-core variant (16-bit inputs, C = 16, K <= 64, 16-byte copies): the same four products as
+// chunk_ho_kernel on mma.sync m16n8k8 TF32 with the fp32 operands split in two (x = hi + lo, both rounded
+// to TF32; "3xTF32": hi*hi + hi*lo + lo*hi, the lo*lo term below 2^-22 of the product dropped), products exact in
+// fp32, fp32 accumulation. v (16-bit) is exact in TF32 (<= 11 significant bits), so its products take 2 MMAs.
+// Why: the FMA kernel delivers ~557 KB of shared memory to registers per chunk and block (1 float per FMA;
+// LDS.128 broadcasts still cost 4 cycles of the 128 B/clk path), 8.7k cycles per chunk an SM = the measured
+// 8.4k; the fragments here deliver each operand element to one lane once (~100 KB per chunk and block).
+// Warps: phase 1, warp w: v_new (w < 4) or qg S (w >= 4) for columns 8 (w % 4) .. + 7, K in 8 steps;
+// phase 2: warps 4-7 add A_qk v + A_qb v_new to their qg S and store o; every warp updates two 16 x 8 tiles of
+// the state (rows 16 (w / 2), columns 16 (w % 2) .. + 15), held in registers as MMA accumulators.
+struct HOM {
+  static constexpr int C = 16, KM = 64, KP = KM + 4, AP = C + 4, LS = kVT + 8;  // padded rows: conflict-free fragments
+  static constexpr int W = 0, Kd = C * KP, Bd = 2 * C * KP, Qg = 3 * C * KP, U = 4 * C * KP;
+  static constexpr int Vv = U + C * kVT, Aqk = Vv + C * kVT, Aqb = Aqk + C * AP, E = Aqb + C * AP, stage = E + KM;
+  static constexpr int NS = 4;
+  static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + C * LS) * sizeof(float);
+};
+static_assert(HOM::bytes <= 110 * 1024, "chunk_ho mma: two blocks an SM");
+
+// Round to TF32 (nearest, ties away; low 13 bits zero) as a bit pattern; x - hi is exact in fp32.
+__device__ __forceinline__ unsigned tf32_bits(float x) { return (__float_as_uint(x) + 0x1000u) & 0xffffe000u; }
+__device__ __forceinline__ void split_tf32(float x, unsigned& hi, unsigned& lo) {
+  hi = tf32_bits(x);
+  lo = tf32_bits(x - __uint_as_float(hi));
+}
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two adjacent 16-bit outputs in one 4-byte store (each rounded to nearest, as st<T>).
+template <typename T>
+__device__ __forceinline__ void st2(void* o, std::int64_t i, float x, float y) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<T*>(o) + i) = __floats2bfloat162_rn(x, y);
+  else
+    *reinterpret_cast<__half2*>(static_cast<T*>(o) + i) = __floats2half2_rn(x, y);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
+  using L = HOM;
+  constexpr int NS = L::NS, C = L::C, KP = L::KP, AP = L::AP, LS = L::LS;
+  static_assert(C * L::KM / 4 == kThreads && C * C == kThreads, "chunk_ho mma: one copy of each a thread");
+  const int K = p.K, V = p.V;
+  extern __shared__ __align__(16) float sm[];
+  float* Ss = sm + NS * L::stage;  // [KM][LS], the state before the chunk
+  float* Vn = Ss + L::KM * LS;     // [C][LS]
+
+  const std::int64_t b = blockIdx.z, h = blockIdx.y, H = p.H;
+  const int c0 = blockIdx.x * kVT;
+  const std::int64_t nh = b * H + h;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+
+  auto load = [&](std::int64_t c, int slot) {
+    float* sg = sm + slot * L::stage;
+    const Chunk ch = chunk_of(b, c, p.T, C);
+    const int e = threadIdx.x;
+    {
+      const int r = e / (L::KM / 4), d = (e % (L::KM / 4)) * 4;
+      const bool ok = r < ch.len && d < K;
+      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, d, K) : 0;
+      const int o = r * KP + d;
+      cp16(sg + L::W + o, p.w + ix, ok);
+      cp16(sg + L::Kd + o, p.kg + ix, ok);
+      cp16(sg + L::Bd + o, p.bg + ix, ok);
+      cp16(sg + L::Qg + o, p.qg + ix, ok);
+    }
+    if (e < C * kVT / 4) {
+      const int r = e / (kVT / 4), cx = (e % (kVT / 4)) * 4;
+      const bool ok = r < ch.len && c0 + cx < V;
+      cp16(sg + L::U + 4 * e, p.u + (ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0), ok);
+    }
+    constexpr int EPC = 16 / sizeof(T);
+    if (e < C * kVT / EPC) {
+      const int r = e / (kVT / EPC), cx = (e % (kVT / EPC)) * EPC;
+      const bool ok = r < ch.len && c0 + cx < V;
+      cp16(sg + L::Vv + 4 * e, static_cast<const T*>(p.v) + (ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0), ok);
+    }
+    if (e < L::KM / 4) {
+      const bool ok = 4 * e < K;
+      cp16(sg + L::E + 4 * e, p.egl + (ok ? ((b * p.NT + c) * H + h) * K + 4 * e : 0), ok);
+    }
+    {
+      const int r = e / C, s = e % C;
+      const bool ok = r < ch.len && s <= r;
+      const std::int64_t ix = ok ? ((ch.bos + r) * H + h) * C + s : 0;
+      cp4(sg + L::Aqk + r * AP + s, p.Aqk + ix, ok);
+      cp4(sg + L::Aqb + r * AP + s, p.Aqb + ix, ok);  // 4-byte: above the diagonal A may hold anything
+    }
+  };
+
+  const int mt = warp >> 1, nb0 = 2 * (warp & 1);  // state tiles: rows 16 mt .., columns 8 (nb0 + j) ..
+  float sa[2][4];
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = 8 * (nb0 + j) + 2 * t + (q & 1);
+      sa[j][q] = (p.h0 && i < K && c0 + col < V) ? p.h0[(nh * K + i) * V + c0 + col] : 0.f;
+      Ss[i * LS + col] = sa[j][q];
+    }
+#pragma unroll
+  for (int s = 0; s < NS - 1; ++s) {
+    if (s < p.NT) load(s, s);
+    cp_commit();
+  }
+  const int mat = warp >> 2, nt = warp & 3;  // phase 1: v_new (mat 0) or qg S (mat 1), columns 8 nt ..
+  for (std::int64_t c = 0; c < p.NT; ++c) {
+    cp_wait<NS - 2>();
+    __syncthreads();  // chunk c's stage landed for every thread; chunk c - 1 fully done (state written)
+    {
+      const std::int64_t nc = c + NS - 1;
+      if (nc < p.NT) load(nc, static_cast<int>(nc % NS));
+      cp_commit();
+    }
+    const Chunk ch = chunk_of(b, c, p.T, C);
+    const float* sg = sm + static_cast<int>(c % NS) * L::stage;
+    const float* Kd = sg + L::Kd;
+    const float* Bd = sg + L::Bd;
+    const float* U = sg + L::U;
+    const T* Vv = reinterpret_cast<const T*>(sg + L::Vv);
+    const float* Aqk = sg + L::Aqk;
+    const float* Aqb = sg + L::Aqb;
+    const float* egl = sg + L::E;
+    // Four accumulators a tile (hi*hi of even / odd k-steps, hi*lo, lo*hi): dependent MMA chains of 4 and 8, not 24.
+    float acc[4], acc2[4] = {0.f, 0.f, 0.f, 0.f}, cor[4] = {0.f, 0.f, 0.f, 0.f}, cor2[4] = {0.f, 0.f, 0.f, 0.f};
+    {  // phase 1: v_new = u + w S (mat 0), qg S (mat 1)
+      const float* M = sg + (mat ? L::Qg : L::W);
+      const int cn = 8 * nt + 2 * t;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[q] = mat ? 0.f : U[(g + (q >= 2 ? 8 : 0)) * kVT + cn + (q & 1)];
+#pragma unroll
+      for (int k0 = 0; k0 < L::KM; k0 += 8) {
+        unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
+        split_tf32(M[g * KP + k0 + t], ah[0], al[0]);
+        split_tf32(M[(g + 8) * KP + k0 + t], ah[1], al[1]);
+        split_tf32(M[g * KP + k0 + t + 4], ah[2], al[2]);
+        split_tf32(M[(g + 8) * KP + k0 + t + 4], ah[3], al[3]);
+        split_tf32(Ss[(k0 + t) * LS + 8 * nt + g], bh0, bl0);
+        split_tf32(Ss[(k0 + t + 4) * LS + 8 * nt + g], bh1, bl1);
+        mma_tf32(cor, ah, bl0, bl1);
+        mma_tf32(cor2, al, bh0, bh1);
+        if ((k0 / 8) % 2 == 0) mma_tf32(acc, ah, bh0, bh1);
+        else mma_tf32(acc2, ah, bh0, bh1);
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        acc[q] = (acc[q] + acc2[q]) + (cor[q] + cor2[q]);
+        acc2[q] = cor[q] = cor2[q] = 0.f;
+      }
+      if (mat == 0) {
+        *reinterpret_cast<float2*>(Vn + g * LS + cn) = make_float2(acc[0], acc[1]);
+        *reinterpret_cast<float2*>(Vn + (g + 8) * LS + cn) = make_float2(acc[2], acc[3]);
+      }
+    }
+    __syncthreads();
+    if (mat == 1) {  // o = qg S + A_qk v + A_qb v_new, columns 8 nt ..
+#pragma unroll
+      for (int k0 = 0; k0 < C; k0 += 8) {
+        unsigned ah[4], al[4];
+        split_tf32(Aqk[g * AP + k0 + t], ah[0], al[0]);
+        split_tf32(Aqk[(g + 8) * AP + k0 + t], ah[1], al[1]);
+        split_tf32(Aqk[g * AP + k0 + t + 4], ah[2], al[2]);
+        split_tf32(Aqk[(g + 8) * AP + k0 + t + 4], ah[3], al[3]);
+        const unsigned b0 = __float_as_uint(to_f(Vv[(k0 + t) * kVT + 8 * nt + g]));
+        const unsigned b1 = __float_as_uint(to_f(Vv[(k0 + t + 4) * kVT + 8 * nt + g]));
+        mma_tf32(cor, al, b0, b1);
+        mma_tf32(acc2, ah, b0, b1);
+      }
+#pragma unroll
+      for (int k0 = 0; k0 < C; k0 += 8) {
+        unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
+        split_tf32(Aqb[g * AP + k0 + t], ah[0], al[0]);
+        split_tf32(Aqb[(g + 8) * AP + k0 + t], ah[1], al[1]);
+        split_tf32(Aqb[g * AP + k0 + t + 4], ah[2], al[2]);
+        split_tf32(Aqb[(g + 8) * AP + k0 + t + 4], ah[3], al[3]);
+        split_tf32(Vn[(k0 + t) * LS + 8 * nt + g], bh0, bl0);
+        split_tf32(Vn[(k0 + t + 4) * LS + 8 * nt + g], bh1, bl1);
+        mma_tf32(cor2, ah, bl0, bl1);
+        mma_tf32(cor, al, bh0, bh1);
+        mma_tf32(acc, ah, bh0, bh1);
+      }
+      const int col = c0 + 8 * nt + 2 * t;
+      if (col < V) {  // V even here (16-byte copies of v), so col + 1 < V too; o 4-byte aligned (checked)
+#pragma unroll
+        for (int q = 0; q < 4; q += 2) {
+          const int r = g + (q >= 2 ? 8 : 0);
+          if (r < ch.len)
+            st2<T>(p.o, tix(ch.bos + r, h, H, col, V), (acc[q] + acc2[q]) + (cor[q] + cor2[q]),
+                   (acc[q + 1] + acc2[q + 1]) + (cor[q + 1] + cor2[q + 1]));
+        }
+      }
+    }
+    {  // S' = diag(exp(gl)) S + kg^T v + bg^T v_new, two 16 x 8 tiles a warp
+      const float e0 = egl[16 * mt + g], e1 = egl[16 * mt + g + 8];
+      float cs[2][4], cs2[2][4], hh[2][4];  // lo*hi, hi*lo and bg^T v_new's hi*hi apart: chains of 4, 2, 2, 2
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        sa[j][0] *= e0;
+        sa[j][1] *= e0;
+        sa[j][2] *= e1;
+        sa[j][3] *= e1;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) cs[j][q] = cs2[j][q] = hh[j][q] = 0.f;
+      }
+#pragma unroll
+      for (int k0 = 0; k0 < C; k0 += 8) {
+        unsigned ah[4], al[4];
+        split_tf32(Kd[(k0 + t) * KP + 16 * mt + g], ah[0], al[0]);
+        split_tf32(Kd[(k0 + t) * KP + 16 * mt + g + 8], ah[1], al[1]);
+        split_tf32(Kd[(k0 + t + 4) * KP + 16 * mt + g], ah[2], al[2]);
+        split_tf32(Kd[(k0 + t + 4) * KP + 16 * mt + g + 8], ah[3], al[3]);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const unsigned b0 = __float_as_uint(to_f(Vv[(k0 + t) * kVT + 8 * (nb0 + j) + g]));
+          const unsigned b1 = __float_as_uint(to_f(Vv[(k0 + t + 4) * kVT + 8 * (nb0 + j) + g]));
+          mma_tf32(cs[j], al, b0, b1);
+          mma_tf32(sa[j], ah, b0, b1);
+        }
+      }
+#pragma unroll
+      for (int k0 = 0; k0 < C; k0 += 8) {
+        unsigned ah[4], al[4];
+        split_tf32(Bd[(k0 + t) * KP + 16 * mt + g], ah[0], al[0]);
+        split_tf32(Bd[(k0 + t) * KP + 16 * mt + g + 8], ah[1], al[1]);
+        split_tf32(Bd[(k0 + t + 4) * KP + 16 * mt + g], ah[2], al[2]);
+        split_tf32(Bd[(k0 + t + 4) * KP + 16 * mt + g + 8], ah[3], al[3]);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          unsigned bh0, bl0, bh1, bl1;
+          split_tf32(Vn[(k0 + t) * LS + 8 * (nb0 + j) + g], bh0, bl0);
+          split_tf32(Vn[(k0 + t + 4) * LS + 8 * (nb0 + j) + g], bh1, bl1);
+          mma_tf32(cs2[j], ah, bl0, bl1);
+          mma_tf32(cs[j], al, bh0, bh1);
+          mma_tf32(hh[j], ah, bh0, bh1);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) sa[j][q] = (sa[j][q] + hh[j][q]) + (cs[j][q] + cs2[j][q]);
+        const int cn = 8 * (nb0 + j) + 2 * t;
+        *reinterpret_cast<float2*>(Ss + (16 * mt + g) * LS + cn) = make_float2(sa[j][0], sa[j][1]);
+        *reinterpret_cast<float2*>(Ss + (16 * mt + g + 8) * LS + cn) = make_float2(sa[j][2], sa[j][3]);
+      }
+    }
+  }
+  cp_wait<0>();
+  if (p.ht)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = c0 + 8 * (nb0 + j) + 2 * t + (q & 1);
+        if (i < K && col < V) p.ht[(nh * K + i) * V + col] = sa[j][q];
+      }
+}
+
 template <int C, int KMAX>
 constexpr bool ho_fits() { return HOLayout<C, KMAX>::NS >= 2; }
 
@@ -314,13 +575,21 @@ void launch_ho_tc(const HOArgs& p, dim3 grid, bool vec, cudaStream_t stream) {
     chunk_ho_kernel<T, C, KMAX, false, TC><<<grid, kThreads, bytes, stream>>>(p);
   }
 }
-// Two columns a thread (TC = 2) by default; the environment variable DPLR_GPU_HO_COLS=1 selects one column a
-// thread (the first version), a tuning knob for the benchmark and the tests.
+// 16-bit inputs at C = 16, K <= 64 with 16-byte copies: the tensor-core kernel (chunk_ho_mma_kernel) by default;
+// else two columns a thread (TC = 2). The environment variable DPLR_GPU_HO_COLS=2 / =1 selects the FMA kernel
+// with two / one column a thread (=m, or unset: the default), a tuning knob for the benchmark and the tests.
 template <typename T, int C, int KMAX>
 void launch_ho(const HOArgs& p, dim3 grid, bool vec, cudaStream_t stream) {
   if constexpr (ho_fits<C, KMAX>()) {
     static_assert(C >= 2 * kThreads / kVT, "TC = 2 needs C >= 16");
     const char* env = std::getenv("DPLR_GPU_HO_COLS");
+    if constexpr (C == 16 && KMAX == 64 && !std::is_same_v<T, float>) {
+      if (vec && reinterpret_cast<std::uintptr_t>(p.o) % 4 == 0 && !(env && (env[0] == '1' || env[0] == '2'))) {  // tensor cores (3xTF32): 16-bit inputs' default
+        set_smem(chunk_ho_mma_kernel<T>, HOM::bytes);
+        chunk_ho_mma_kernel<T><<<grid, kThreads, HOM::bytes, stream>>>(p);
+        return;
+      }
+    }
     if (env && env[0] == '1') launch_ho_tc<T, C, KMAX, 1>(p, grid, vec, stream);
     else launch_ho_tc<T, C, KMAX, 2>(p, grid, vec, stream);
   }

@@ -24,7 +24,12 @@ TensorMap as_tensors(const ExactTensorMap& exact, DType dtype, const std::vector
   return out;
 }
 
-const std::vector<std::string> kOutputsAndGradients{"o", "ht", "dq", "dk", "dv", "da", "db", "dgk", "dh0"};
+// o, ht, then dq ... dh0: the contract's outputs and gradients.
+const std::vector<std::string> kOutputsAndGradients = [] {
+  std::vector<std::string> names(std::begin(kOutputNames), std::end(kOutputNames));
+  names.insert(names.end(), std::begin(kGradientNames), std::end(kGradientNames));
+  return names;
+}();
 
 ReferenceResult exact_of(const DplrProblem& p, bool certified, int threads) {
   ReferenceOptions options;
@@ -45,7 +50,7 @@ void cpu_part(const SweepOptions& o, Report& report, SweepOutcome& outcome,
     spec.dtype = DType::F32;
     spec.seed = 2024;
     const DplrProblem p = generate_case(spec);
-    const std::string tag = fmt::format("{} {}", distribution, describe(spec).substr(distribution.size() + 1));
+    const std::string tag = describe(spec);
 
     const ReferenceResult exact = exact_of(p, true, o.threads);
     CaseResult reference = case_of(p, "reference: " + tag, spec);

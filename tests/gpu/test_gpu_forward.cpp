@@ -473,7 +473,7 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       g::ChunkWorkspace wsf = g::carve_chunk_workspace(d.in, C, buf.f());
       const bool fused = g::chunk_fused_ho(d.in, C);
       if (fused) wsf.h = wsf.v_new = nullptr;
-      for (const char* cols : {"2", "1"}) {  // the h+o kernel with two columns a thread (default) and one
+      for (const char* cols : {"m", "2", "1"}) {  // h+o: default (tensor cores for 16-bit C16 K<=64), FMA 2 / 1 columns
         setenv("DPLR_GPU_HO_COLS", cols, 1);
         buf.poison();
         o.poison();
