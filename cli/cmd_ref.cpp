@@ -8,6 +8,7 @@
 #include "cli/commands.hpp"
 #include "io/tensor_io.hpp"
 #include "reference/reference.hpp"
+#include "verify/compare.hpp"
 
 namespace dplr::cli {
 namespace {
@@ -36,9 +37,10 @@ int run_ref(const RefOptions& o) {
   TensorFile file;
   nlohmann::json bits = nlohmann::json::object();
   fmt::print("{:<6} {:<20} {:>15}\n", "tensor", "shape", "certified bits");
-  for (auto name : {"o", "ht", "dq", "dk", "dv", "da", "db", "dgk", "dh0"}) {
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : result.tensors) names.push_back(name);
+  for (const auto& name : contract_order(names)) {
     auto it = result.tensors.find(name);
-    if (it == result.tensors.end()) continue;
     file.tensors[name] = it->second.to_tensor(DType::F64);
     const bool has_bits = result.certified_bits.count(name) > 0;
     if (has_bits) bits[name] = result.certified_bits.at(name);
