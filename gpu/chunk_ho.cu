@@ -302,9 +302,10 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
 
 
 // ---- Tensor-core variant (16-bit inputs, C = 16, K <= 64, 16-byte copies): the same four products as
-// chunk_ho_kernel on mma.sync m16n8k8 TF32 with the fp32 operands split in two (x = hi + lo, both rounded
-// to TF32; "3xTF32": hi*hi + hi*lo + lo*hi, the lo*lo term below 2^-22 of the product dropped), products exact in
-// fp32, fp32 accumulation. v (16-bit) is exact in TF32 (<= 11 significant bits), so its products take 2 MMAs.
+// chunk_ho_kernel on mma.sync m16n8k8 TF32 with the fp32 operands split in two (x = hi + lo, hi rounded to
+// TF32, lo truncated by the tensor core, see split_tf32; "3xTF32": hi*hi + hi*lo + lo*hi, the lo*lo term below
+// 2^-22 of the product dropped), products exact in fp32, fp32 accumulation. v (16-bit) is exact in TF32 (<= 11
+// significant bits), so its products take 2 MMAs.
 // Why: the FMA kernel delivers ~557 KB of shared memory to registers per chunk and block (1 float per FMA;
 // LDS.128 broadcasts still cost 4 cycles of the 128 B/clk path), 8.7k cycles per chunk an SM = the measured
 // 8.4k; the fragments here deliver each operand element to one lane once (~100 KB per chunk and block).
@@ -320,11 +321,13 @@ struct HOM {
 };
 static_assert(HOM::bytes <= 110 * 1024, "chunk_ho mma: two blocks an SM");
 
-// Round to TF32 (nearest, ties away; low 13 bits zero) as a bit pattern; x - hi is exact in fp32.
+// Round to TF32 (nearest, ties away; low 13 bits zero) as a bit pattern; x - hi is exact in fp32 and is passed
+// as it is: the tensor core reads the top 19 bits of a .tf32 operand (lo truncated: |lo| <= 2^-11 |x|, so the
+// error is below 2^-21 |x|; 3 instructions a split instead of 5).
 __device__ __forceinline__ unsigned tf32_bits(float x) { return (__float_as_uint(x) + 0x1000u) & 0xffffe000u; }
 __device__ __forceinline__ void split_tf32(float x, unsigned& hi, unsigned& lo) {
   hi = tf32_bits(x);
-  lo = tf32_bits(x - __uint_as_float(hi));
+  lo = __float_as_uint(x - __uint_as_float(hi));
 }
 __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
   asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -584,7 +587,8 @@ void launch_ho(const HOArgs& p, dim3 grid, bool vec, cudaStream_t stream) {
     static_assert(C >= 2 * kThreads / kVT, "TC = 2 needs C >= 16");
     const char* env = std::getenv("DPLR_GPU_HO_COLS");
     if constexpr (C == 16 && KMAX == 64 && !std::is_same_v<T, float>) {
-      if (vec && reinterpret_cast<std::uintptr_t>(p.o) % 4 == 0 && !(env && (env[0] == '1' || env[0] == '2'))) {  // tensor cores (3xTF32): 16-bit inputs' default
+      // tensor cores (3xTF32): the default for 16-bit inputs
+      if (vec && reinterpret_cast<std::uintptr_t>(p.o) % 4 == 0 && !(env && (env[0] == '1' || env[0] == '2'))) {
         set_smem(chunk_ho_mma_kernel<T>, HOM::bytes);
         chunk_ho_mma_kernel<T><<<grid, kThreads, HOM::bytes, stream>>>(p);
         return;

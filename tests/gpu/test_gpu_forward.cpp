@@ -8,7 +8,8 @@
 // stage oracles (reference/chunk_stages.hpp, double), and stage A's gated operands (ours alone) against an
 // fp64 loop of the chunk form (this file's chunk_oracle), so that a bad stage is named. The fused chunk path
 // (chunk_forward_fused: chunk_A_WY at C = 16, then chunk_h_o) is held to the same bar, with both variants of
-// the A kernel (DPLR_GPU_A_FACTOR) and of the h+o kernel (DPLR_GPU_HO_COLS).
+// the A kernel (DPLR_GPU_A_FACTOR) and of the h+o kernel (DPLR_GPU_HO_COLS: m, the default, tensor cores where
+// they apply; 2 and 1, the FMA kernel).
 // Skips with a message when no CUDA device is present (or when built without CUDA).
 #include <gtest/gtest.h>
 
