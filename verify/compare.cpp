@@ -1,17 +1,16 @@
 #include "verify/compare.hpp"
 
 #include <algorithm>
-#include <array>
+#include <span>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "core/error.hpp"
+#include "reference/problem.hpp"
 
 namespace dplr {
 namespace {
-
-constexpr std::array<std::string_view, 9> kContractOrder = {"o", "ht", "dq", "dk", "dv", "da", "db", "dgk", "dh0"};
 
 std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
   std::int64_t n = 1;
@@ -164,9 +163,15 @@ std::optional<DType> working_dtype_of(const TensorMap& tensors) {
 }
 
 std::vector<std::string> contract_order(std::vector<std::string> names) {
+  // The contract's outputs then gradients (reference/problem.hpp); any other name ranks after them.
   auto rank = [](const std::string& name) {
-    const auto it = std::find(kContractOrder.begin(), kContractOrder.end(), name);
-    return static_cast<std::size_t>(it - kContractOrder.begin());  // kContractOrder.size() when not found
+    std::size_t r = 0;
+    for (auto list : {std::span<const std::string_view>(kOutputNames), std::span<const std::string_view>(kGradientNames)})
+      for (auto known : list) {
+        if (known == name) return r;
+        ++r;
+      }
+    return r;
   };
   std::sort(names.begin(), names.end(), [&](const std::string& x, const std::string& y) {
     const auto rx = rank(x), ry = rank(y);
