@@ -49,14 +49,34 @@ rc::Gen<std::pair<CaseSpec, int>> gen_chunk_case() {
   });
 }
 
+// The least agreement of `result` with a far more precise recurrence, over the shared tensors.
+Agreement against(const ExactTensorMap& result, const ReferenceResult& exact, double cap) {
+  Agreement worst;
+  for (const auto& name : shared_outputs()) {
+    const double bits = agreement_bits(result.at(name), exact.tensors.at(name), cap);
+    if (bits < worst.bits) worst = {bits, name};
+  }
+  return worst;
+}
+
+// On random cases the chunk form at 128 bits is compared with the exact answer (the recurrence at 256
+// bits). Its rounding costs dh0 the most under near-zero and mixed decay: over 1500 random cases the
+// worst was 100.2 bits (a fixed bar of 100 against the 128-bit recurrence failed about one run in ten).
+// kRandomRequiredBits sits 8 bits below that; an algorithmic difference shows as far fewer bits.
+constexpr double kRandomRequiredBits = 92.0;
+
 TEST(ChunkVsRecurrence, RandomShapesAndDistributionsAt128Bits) {
-  const Precision precision = Precision::parse("128");
-  const bool ok = rc::check("chunk form == recurrence at 128 bits", [&] {
+  const Precision precision = Precision::parse("128"), exact_precision = Precision::parse("256");
+  const bool ok = rc::check("chunk form at 128 bits == the exact recurrence", [&] {
     const auto [spec, chunk_size] = *gen_chunk_case();
-    const Agreement worst = chunk_against_recurrence(generate_case(spec), chunk_size, precision);
+    const DplrProblem p = generate_case(spec);
+    const ReferenceResult exact = recurrence(p, exact_precision);
+    const double cap = precision.significand_bits();
+    const Agreement chunk = against(run_chunk_stages(p, chunk_size, precision).tensors, exact, cap);
     RC_TAG(chunk_size);
-    if (worst.bits < kRequiredBits)
-      RC_FAIL(fmt::format("{} C{}: {} agrees on {:.1f} bits", describe(spec), chunk_size, worst.tensor, worst.bits));
+    if (chunk.bits < kRandomRequiredBits)
+      RC_FAIL(fmt::format("{} C{}: the chunk form's {} agrees with the exact answer on {:.1f} bits", describe(spec),
+                          chunk_size, chunk.tensor, chunk.bits));
   });
   EXPECT_TRUE(ok);
 }
