@@ -149,16 +149,16 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
       if (fused) wsf.h = wsf.v_new = nullptr;
       auto tf = time_it(2, 3, 20, [&](int s) { g::chunk_forward_fused(sets[s].in, C, wsf, o, ht); });
       record(fused ? "chunk_fwd_fused bf16" : "chunk_fwd_fused(fallback) bf16", shape, tf, goal, fla);
-      if (g::chunk_A_WY_supported(C))
-        for (const char* fac : {"1", "0"}) {  // factored A (C = 16's default) and direct (DPLR_GPU_A_FACTOR=0)
-          if (C != 16 && fac[0] == '0') break;
+      if (g::chunk_A_WY_supported(sets[0].in, C))
+        record("  stage A+WY (tensor cores)", shape, time_it(2, 2, 10, [&](int s) {
+                 g::chunk_A_WY(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated, ws.w, ws.u);
+               }), 0, 0);
+      if (C == 16)
+        for (const char* fac : {"1", "0"}) {  // the staged A kernel: factored (C = 16's default) and direct
           setenv("DPLR_GPU_A_FACTOR", fac, 1);
-          record(std::string("  stage A+WY") + (C == 16 ? (fac[0] == '1' ? " factored" : " direct") : ""), shape,
-                 time_it(2, 2, 10, [&](int s) { g::chunk_A_WY(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated, ws.w, ws.u); }), 0, 0);
-          if (C == 16)
-            record(std::string("  stage A") + (fac[0] == '1' ? " factored" : " direct"), shape, time_it(2, 2, 10, [&](int s) {
-                     g::chunk_A(sets[s].in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, ws.gated);
-                   }), 0, 0);
+          record(std::string("  stage A") + (fac[0] == '1' ? " factored" : " direct"), shape, time_it(2, 2, 10, [&](int s) {
+                   g::chunk_A(sets[s].in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, ws.gated);
+                 }), 0, 0);
           unsetenv("DPLR_GPU_A_FACTOR");
         }
       if (fused)

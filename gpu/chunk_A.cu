@@ -11,8 +11,8 @@
 // exp2f's range-checked sequence (A C16 0.84 -> 0.73 ms, C64 4.13 -> 3.38 ms, run 2). At C = 16 the
 // default (FAC) splits the chunk into 4 x 4 blocks and forms the off-diagonal blocks from pre-scaled operands
 // (sub-block factoring with both factors <= 1, see FAC below), warps 0-1 on the diagonal blocks, 2-4 on the
-// off-diagonal ones; DPLR_GPU_A_FACTOR=0 selects the direct kernel. FW (chunk_A_WY, C = 16) adds stage WY
-// in the same block, with A_ak, A_ab and ag kept in shared memory.
+// off-diagonal ones; DPLR_GPU_A_FACTOR=0 selects the direct kernel. The fused path's A + WY for 16-bit inputs
+// is chunk_A_WY.cu (tensor cores); this kernel is the staged stage and the fused path's fp32 / K > 64 fallback.
 #include <cstdlib>
 
 #include "gpu/common.cuh"
@@ -29,24 +29,16 @@ __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast
 
 struct AArgs {
   const void *q, *k, *a, *b, *gk;
-  std::int64_t T, H, NT;
+  ChunkGeom geo;
+  std::int64_t H;
   int K;
   float scale;
   float *Aqk, *Aqb, *Aak, *Aab;
   GatedOperands g;
-  // FW (the fused A + WY kernel) only: v, and the WY outputs w, u
-  const void* v;
-  int V;
-  float *w, *u;
 };
 
 template <int C>
 constexpr std::size_t a_smem() { return (6 * C * kLD + C * kDS) * sizeof(float); }
-// A + WY: ag of the whole chunk stays in shared memory ([C][kMaxHeadDim]); the WY matrices and the v slab reuse
-// the slab buffers (C (4 C + 68) <= C (6 kLD + kDS) floats for C <= 32).
-constexpr int kWYS = 64;
-template <int C>
-constexpr std::size_t a_wy_smem() { return a_smem<C>() + std::size_t(C) * kMaxHeadDim * sizeof(float); }
 // FAC (C = 16 only): the sub-block factoring of the off-diagonal 4 x 4 blocks (R > S, m = the last row of S):
 //   exp(gi_r - gi_s) = exp(gi_r - gi_m) exp(gi_m - gi_s),  exp(ge_r - gi_s) = exp(gi_{r-1} - gi_m) exp(gi_m - gi_s),
 // both factors <= 1 for gk <= 0 (s <= m <= r - 1), so the off-diagonal cells are plain products of pre-scaled
@@ -55,14 +47,10 @@ constexpr std::size_t a_wy_smem() { return a_smem<C>() + std::size_t(C) * kMaxHe
 constexpr int kFacRows = 24;
 template <int C>
 constexpr int fac_floats() { return (2 * C + 2 * kFacRows) * kLD; }
-template <int C, bool FW, bool FAC>
-constexpr std::size_t a_any_smem() {
-  return a_smem<C>() + (FW ? std::size_t(C) * kMaxHeadDim * sizeof(float) : 0) + (FAC ? fac_floats<C>() * sizeof(float) : 0);
-}
-template <int C>
-constexpr bool a_wy_fits() { return 4 * C * (C + 1) + C * kWYS <= 6 * C * kLD + C * kDS; }
+template <int C, bool FAC>
+constexpr std::size_t a_any_smem() { return a_smem<C>() + (FAC ? fac_floats<C>() * sizeof(float) : 0); }
 
-template <typename T, typename G, int C, bool FW, bool FAC = false>
+template <typename T, typename G, int C, bool FAC = false>
 __global__ void __launch_bounds__(256, C == 16 ? 6 : 1) chunk_A_kernel(AArgs p) {
   static_assert(!FAC || C == 16, "the factored A kernel is written for C = 16");
   constexpr int TT = C / 16;
@@ -74,13 +62,13 @@ __global__ void __launch_bounds__(256, C == 16 ? 6 : 1) chunk_A_kernel(AArgs p) 
   float* gh = bs + C * kLD;   // in-chunk sum of gk in log2 units, hi word
   float* gl_ = gh + C * kLD;  // lo word
   float* raw = gl_ + C * kLD;
-  float* agS = raw + C * kDS;  // FW only: [C][kMaxHeadDim]
-  float* kt = agS + (FW ? C * kMaxHeadDim : 0);  // FAC only
+  float* kt = raw + C * kDS;  // FAC only
   float* bt = kt + C * kLD;
   float* qt = bt + C * kLD;
   float* at = qt + kFacRows * kLD;
 
-  const Chunk ch = chunk_of(blockIdx.z, blockIdx.x, p.T, C);
+  const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
+  if (!ch.valid) return;
   const std::int64_t h = blockIdx.y, H = p.H;
   int r0, s0;
   bool active;
@@ -145,12 +133,7 @@ __global__ void __launch_bounds__(256, C == 16 ? 6 : 1) chunk_A_kernel(AArgs p) 
     // The gated operands of this slab (every exponent a difference <= 0 of the split fp64 sums).
     for (int e = threadIdx.x; e < C * kDS; e += blockDim.x) {
       const int r = e / kDS, dd = e % kDS, d = d0 + dd;
-      if (r >= ch.len || d >= p.K) {
-        if constexpr (FW) {
-          if (d < p.K) agS[r * kMaxHeadDim + d] = 0.f;
-        }
-        continue;
-      }
+      if (r >= ch.len || d >= p.K) continue;
       const std::int64_t ix = tix(ch.bos + r, h, H, d, p.K);
       const float2 gr = make_float2(gh[r * kLD + dd], gl_[r * kLD + dd]);
       const float2 gl = make_float2(gh[(ch.len - 1) * kLD + dd], gl_[(ch.len - 1) * kLD + dd]);
@@ -158,10 +141,8 @@ __global__ void __launch_bounds__(256, C == 16 ? 6 : 1) chunk_A_kernel(AArgs p) 
       p.g.qg[ix] = qs[r * kLD + dd] * exp2_split(gr);
       p.g.kg[ix] = kk[r * kLD + dd] * fl;
       p.g.bg[ix] = bs[r * kLD + dd] * fl;
-      const float agv = r == 0 ? as[dd] : as[r * kLD + dd] * exp2_split(make_float2(gh[(r - 1) * kLD + dd], gl_[(r - 1) * kLD + dd]));
-      if constexpr (FW) agS[r * kMaxHeadDim + d] = agv;
-      else p.g.ag[ix] = agv;
-      if (r == ch.len - 1) p.g.eg_last[((ch.b * p.NT + ch.c) * H + h) * p.K + d] = exp2_split(gl);
+      p.g.ag[ix] = r == 0 ? as[dd] : as[r * kLD + dd] * exp2_split(make_float2(gh[(r - 1) * kLD + dd], gl_[(r - 1) * kLD + dd]));
+      if (r == ch.len - 1) p.g.eg_last[(ch.g * H + h) * p.K + d] = exp2_split(gl);
     }
     if constexpr (FAC) {  // the pre-scaled operands of the off-diagonal blocks (every exponent <= 0)
       for (int e = threadIdx.x; e < C * kDS; e += blockDim.x) {
@@ -256,79 +237,8 @@ __global__ void __launch_bounds__(256, C == 16 ? 6 : 1) chunk_A_kernel(AArgs p) 
       const int s = s0 + j;
       p.Aqk[row + s] = qk[i][j];
       p.Aqb[row + s] = qb[i][j];
-      if constexpr (!FW) {
-        p.Aak[row + s] = ak[i][j];
-        p.Aab[row + s] = ab[i][j];
-      }
-    }
-  }
-  if constexpr (FW) {  // stage WY in the same block, as chunk_WY_kernel (same arithmetic, same order)
-    constexpr int LA = C + 1, CR = C / 4;
-    float* Aab = sm;  // the slab buffers are free now
-    float* Aak = Aab + C * LA;
-    float* Ainv = Aak + C * LA;
-    float* M = Ainv + C * LA;
-    float* Y = M + C * LA;  // [C][kWYS] v
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < TT; ++i)
-#pragma unroll
-      for (int j = 0; j < TT; ++j) {
-        const int r = r0 + i, s = s0 + j;
-        const bool ok = r < ch.len && s < r;
-        Aab[r * LA + s] = ok ? ab[i][j] : 0.f;
-        Aak[r * LA + s] = ok ? ak[i][j] : 0.f;
-      }
-    __syncthreads();
-    if (threadIdx.x < C) {
-      const int j = threadIdx.x;
-      float x[C];
-#pragma unroll
-      for (int r = 0; r < C; ++r) {
-        float acc = r == j ? 1.f : 0.f;
-#pragma unroll
-        for (int s = 0; s < r; ++s) acc = fmaf(Aab[r * LA + s], x[s], acc);
-        x[r] = acc;
-        Ainv[r * LA + j] = acc;
-      }
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
-      const int r = e / C, c = e % C;
-      float acc = 0.f;
-      for (int s = c + 1; s <= r; ++s) acc = fmaf(Ainv[r * LA + s], Aak[s * LA + c], acc);
-      M[r * LA + c] = acc;
-    }
-    const int cc = threadIdx.x % kWYS, rg = threadIdx.x / kWYS;
-    const int D = p.K > p.V ? p.K : p.V;
-    for (int d0 = 0; d0 < D; d0 += kWYS) {
-      __syncthreads();
-      for (int e = threadIdx.x; e < C * kWYS; e += blockDim.x) {
-        const int r = e / kWYS, d = d0 + e % kWYS;
-        Y[e] = (r < ch.len && d < p.V) ? ld<T>(p.v, tix(ch.bos + r, h, H, d, p.V)) : 0.f;
-      }
-      __syncthreads();
-      float aw[CR], au[CR];
-#pragma unroll
-      for (int j = 0; j < CR; ++j) aw[j] = au[j] = 0.f;
-      const int dc = d0 + cc;
-#pragma unroll 4
-      for (int s = 0; s < C; ++s) {
-        const float xs = dc < p.K ? agS[s * kMaxHeadDim + dc] : 0.f, ys = Y[s * kWYS + cc];
-#pragma unroll
-        for (int j = 0; j < CR; ++j) {
-          const int r = rg + 4 * j;
-          aw[j] = fmaf(Ainv[r * LA + s], xs, aw[j]);
-          au[j] = fmaf(M[r * LA + s], ys, au[j]);
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < CR; ++j) {
-        const int r = rg + 4 * j;
-        if (r >= ch.len) continue;
-        if (dc < p.K) p.w[tix(ch.bos + r, h, H, dc, p.K)] = aw[j];
-        if (dc < p.V) p.u[tix(ch.bos + r, h, H, dc, p.V)] = au[j];
-      }
+      p.Aak[row + s] = ak[i][j];
+      p.Aab[row + s] = ab[i][j];
     }
   }
 }
@@ -344,35 +254,17 @@ template <typename T, typename G, int C>
 void launch_A(const AArgs& p, dim3 grid, cudaStream_t stream) {
   if constexpr (C == 16) {
     if (a_factored()) {
-      constexpr std::size_t bytes = a_any_smem<C, false, true>();
-      set_smem(chunk_A_kernel<T, G, C, false, true>, bytes);
-      chunk_A_kernel<T, G, C, false, true><<<grid, 256, bytes, stream>>>(p);
+      constexpr std::size_t bytes = a_any_smem<C, true>();
+      set_smem(chunk_A_kernel<T, G, C, true>, bytes);
+      chunk_A_kernel<T, G, C, true><<<grid, 256, bytes, stream>>>(p);
       DPLR_LAUNCHED("chunk_A_kernel (factored)");
       return;
     }
   }
-  set_smem(chunk_A_kernel<T, G, C, false>, a_smem<C>());
-  chunk_A_kernel<T, G, C, false><<<grid, 256, a_smem<C>(), stream>>>(p);
+  set_smem(chunk_A_kernel<T, G, C>, a_smem<C>());
+  chunk_A_kernel<T, G, C><<<grid, 256, a_smem<C>(), stream>>>(p);
   DPLR_LAUNCHED("chunk_A_kernel");
 }
-template <typename T, typename G, int C>
-void launch_A_WY(const AArgs& p, dim3 grid, cudaStream_t stream) {
-  if constexpr (a_wy_fits<C>()) {
-    if constexpr (C == 16) {
-      if (a_factored()) {
-        constexpr std::size_t bytes = a_any_smem<C, true, true>();
-        set_smem(chunk_A_kernel<T, G, C, true, true>, bytes);
-        chunk_A_kernel<T, G, C, true, true><<<grid, 256, bytes, stream>>>(p);
-        DPLR_LAUNCHED("chunk_A_kernel (A+WY, factored)");
-        return;
-      }
-    }
-    set_smem(chunk_A_kernel<T, G, C, true>, a_wy_smem<C>());
-    chunk_A_kernel<T, G, C, true><<<grid, 256, a_wy_smem<C>(), stream>>>(p);
-    DPLR_LAUNCHED("chunk_A_kernel (A+WY)");
-  }
-}
-
 }  // namespace
 
 void chunk_A(const ForwardInputs& in, int C, float* A_qk, float* A_qb, float* A_ak, float* A_ab,
@@ -381,36 +273,15 @@ void chunk_A(const ForwardInputs& in, int C, float* A_qk, float* A_qb, float* A_
   if (!A_qk || !A_qb || !A_ak || !A_ab) throw Unsupported("dplr::gpu: chunk_A needs A_qk, A_qb, A_ak and A_ab");
   if (!gated.qg || !gated.kg || !gated.bg || !gated.ag || !gated.eg_last)
     throw Unsupported("dplr::gpu: chunk_A needs every gated operand buffer (qg, kg, bg, ag, eg_last)");
-  AArgs p{in.q, in.k, in.a, in.b, in.gk, in.T, in.H, num_chunks(in, C), static_cast<int>(in.K),
-          in.resolved_scale(), A_qk, A_qb, A_ak, A_ab, gated, nullptr, 0, nullptr, nullptr};
-  dim3 grid(static_cast<unsigned>(num_chunks(in, C)), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
+  AArgs p{in.q, in.k, in.a, in.b, in.gk, chunk_geom(in, C), in.H, static_cast<int>(in.K),
+          in.resolved_scale(), A_qk, A_qb, A_ak, A_ab, gated};
+  const dim3 grid = chunk_grid(in, C);
   dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto g) {
     using T = decltype(t);
     using G = decltype(g);
     if (C == 16) launch_A<T, G, 16>(p, grid, stream);
     else if (C == 32) launch_A<T, G, 32>(p, grid, stream);
     else launch_A<T, G, 64>(p, grid, stream);
-  });
-}
-
-// C = 16 only: at C = 32 the fused kernel needs 140 registers (one block an SM) and measured 3.82 ms against
-// 1.50 + 0.69 for A and WY apart (run 2, H200), so C = 32 and 64 run the two stages apart.
-bool chunk_A_WY_supported(int C) { return C == 16 && a_wy_fits<16>(); }
-
-void chunk_A_WY(const ForwardInputs& in, int C, float* A_qk, float* A_qb, const GatedOperands& gated, float* w, float* u,
-                cudaStream_t stream) {
-  check_chunk(in, C);
-  if (!chunk_A_WY_supported(C)) throw Unsupported("dplr::gpu: chunk_A_WY takes chunk size 16 only");
-  if (!A_qk || !A_qb || !w || !u) throw Unsupported("dplr::gpu: chunk_A_WY needs A_qk, A_qb, w and u");
-  if (!gated.qg || !gated.kg || !gated.bg || !gated.eg_last)
-    throw Unsupported("dplr::gpu: chunk_A_WY needs the gated operand buffers qg, kg, bg and eg_last");
-  AArgs p{in.q, in.k, in.a, in.b, in.gk, in.T, in.H, num_chunks(in, C), static_cast<int>(in.K),
-          in.resolved_scale(), A_qk, A_qb, nullptr, nullptr, gated, in.v, static_cast<int>(in.V), w, u};
-  dim3 grid(static_cast<unsigned>(num_chunks(in, C)), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
-  dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto g) {
-    using T = decltype(t);
-    using G = decltype(g);
-    launch_A_WY<T, G, 16>(p, grid, stream);
   });
 }
 

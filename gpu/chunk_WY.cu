@@ -15,7 +15,8 @@ constexpr int kDS = 64;
 struct WYArgs {
   const void* v;
   const float* ag;
-  std::int64_t T, H;
+  ChunkGeom geo;
+  std::int64_t H;
   int K, V;
   const float *Aab, *Aak;
   float *Ainv, *w, *u;
@@ -35,7 +36,8 @@ __global__ void __launch_bounds__(256) chunk_WY_kernel(WYArgs p) {
   float* X = M + C * LA;   // [C][kDS] ag
   float* Y = X + C * kDS;  // [C][kDS] v
 
-  const Chunk ch = chunk_of(blockIdx.z, blockIdx.x, p.T, C);
+  const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
+  if (!ch.valid) return;
   const std::int64_t h = blockIdx.y, H = p.H;
 
   for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
@@ -114,8 +116,8 @@ void chunk_WY(const ForwardInputs& in, int C, const float* A_ab, const float* A_
   check_chunk(in, C);
   if (!A_ab || !A_ak || !ag || !A_ab_inv || !w || !u)
     throw Unsupported("dplr::gpu: chunk_WY needs A_ab, A_ak, ag, A_ab_inv, w and u");
-  WYArgs p{in.v, ag, in.T, in.H, static_cast<int>(in.K), static_cast<int>(in.V), A_ab, A_ak, A_ab_inv, w, u};
-  dim3 grid(static_cast<unsigned>(num_chunks(in, C)), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
+  WYArgs p{in.v, ag, chunk_geom(in, C), in.H, static_cast<int>(in.K), static_cast<int>(in.V), A_ab, A_ak, A_ab_inv, w, u};
+  const dim3 grid = chunk_grid(in, C);
   dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto) {
     using T = decltype(t);
     if (C == 16) launch_wy<T, 16>(p, grid, stream);

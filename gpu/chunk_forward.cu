@@ -2,12 +2,31 @@
 //   cumsum (optional: stage A re-forms the sums in fp64 from gk) -> A (A_qk, A_qb, A_ak, A_ab and the gated
 //   operands qg, kg, bg, ag, eg_last, fp32)
 //   -> WY (A_ab_inv, w, u, fp32) -> h (h, v_new fp32; ht fp32) -> o (input dtype).
+// With cu_seqlens both drivers first number the chunks (prepare_chunk_offsets, into the workspace).
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
+namespace {
+
+// The inputs the stages run on: `in` itself, or with cu_seqlens a copy pointing at ws.chunk_offsets, filled
+// here for chunk size C (launched on `stream` ahead of the stages).
+ForwardInputs with_chunk_offsets(const ForwardInputs& in, int C, const ChunkWorkspace& ws, const char* driver,
+                                 cudaStream_t stream) {
+  if (!in.cu_seqlens) return in;
+  if (!ws.chunk_offsets)
+    throw Unsupported(std::string("dplr::gpu: ") + driver +
+                      " with cu_seqlens needs ws.chunk_offsets (int32 [N + 1]; carve_chunk_workspace sets it)");
+  prepare_chunk_offsets(in, C, ws.chunk_offsets, stream);
+  ForwardInputs x = in;
+  x.chunk_offsets = ws.chunk_offsets;
+  x.chunk_offsets_C = C;
+  return x;
+}
+
+}  // namespace
 
 ChunkWorkspaceSizes chunk_workspace_floats(const ForwardInputs& in, int C) {
-  check_chunk(in, C);
+  detail::check_chunk_shape(in, C);
   ChunkWorkspaceSizes s;
   const std::int64_t rows = in.B * in.T * in.H;
   s.A = rows * C;
@@ -18,6 +37,7 @@ ChunkWorkspaceSizes chunk_workspace_floats(const ForwardInputs& in, int C) {
   s.gi = rows * in.K;
   s.kdim = rows * in.K;
   s.eg_last = in.B * num_chunks(in, C) * in.H * in.K;
+  s.chunk_offsets = in.cu_seqlens ? in.N() + 1 : 0;
   return s;
 }
 
@@ -47,16 +67,19 @@ ChunkWorkspace carve_chunk_workspace(const ForwardInputs& in, int C, float* buff
   ws.h = take(s.h);
   ws.gi = take(s.gi);
   ws.ge = take(s.gi);
+  if (s.chunk_offsets > 0) ws.chunk_offsets = reinterpret_cast<std::int32_t*>(take(s.chunk_offsets));
   return ws;
 }
 
-void chunk_forward(const ForwardInputs& in, int C, const ChunkWorkspace& ws, void* o, float* ht, cudaStream_t stream) {
-  check_chunk(in, C);
+void chunk_forward(const ForwardInputs& user_in, int C, const ChunkWorkspace& ws, void* o, float* ht,
+                   cudaStream_t stream) {
+  detail::check_chunk_shape(user_in, C);
   if (!o) throw Unsupported("dplr::gpu: chunk_forward needs an output pointer o");
   const GatedOperands& gg = ws.gated;
   if (!ws.A_qk || !ws.A_qb || !ws.A_ak || !ws.A_ab || !ws.A_ab_inv || !ws.w || !ws.u || !ws.v_new || !ws.h || !gg.qg ||
       !gg.kg || !gg.bg || !gg.ag || !gg.eg_last)
     throw Unsupported("dplr::gpu: chunk_forward needs every workspace buffer but gi/ge (see carve_chunk_workspace)");
+  const ForwardInputs in = with_chunk_offsets(user_in, C, ws, "chunk_forward", stream);
   if (ws.gi && ws.ge) chunk_cumsum(in, C, ws.gi, ws.ge, stream);
   const GatedOperands& g = ws.gated;
   chunk_A(in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, g, stream);
@@ -65,17 +88,19 @@ void chunk_forward(const ForwardInputs& in, int C, const ChunkWorkspace& ws, voi
   chunk_o(in, C, ws.A_qk, ws.A_qb, g.qg, ws.v_new, ws.h, o, stream);
 }
 
-void chunk_forward_fused(const ForwardInputs& in, int C, const ChunkWorkspace& ws, void* o, float* ht, cudaStream_t stream) {
-  check_chunk(in, C);
+void chunk_forward_fused(const ForwardInputs& user_in, int C, const ChunkWorkspace& ws, void* o, float* ht,
+                         cudaStream_t stream) {
+  detail::check_chunk_shape(user_in, C);
   if (!o) throw Unsupported("dplr::gpu: chunk_forward_fused needs an output pointer o");
   const GatedOperands& g = ws.gated;
   if (!ws.A_qk || !ws.A_qb || !ws.A_ak || !ws.A_ab || !ws.A_ab_inv || !ws.w || !ws.u || !g.qg || !g.kg || !g.bg ||
       !g.ag || !g.eg_last)
     throw Unsupported("dplr::gpu: chunk_forward_fused needs the A, WY and gated-operand workspace buffers");
-  const bool fused = chunk_fused_ho(in, C);
+  const bool fused = chunk_fused_ho(user_in, C);
   if (!fused && (!ws.v_new || !ws.h))
     throw Unsupported("dplr::gpu: chunk_forward_fused falls back to the staged h and o here and needs v_new and h");
-  if (chunk_A_WY_supported(C)) {
+  const ForwardInputs in = with_chunk_offsets(user_in, C, ws, "chunk_forward_fused", stream);
+  if (chunk_A_WY_supported(in, C)) {
     chunk_A_WY(in, C, ws.A_qk, ws.A_qb, g, ws.w, ws.u, stream);
   } else {
     chunk_A(in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, g, stream);

@@ -1,12 +1,12 @@
-// Stage "h" of the chunk form (shared spec DPLR.md), chunk after chunk of one (batch row, head); S is the
+// Stage "h" of the chunk form (shared spec DPLR.md), chunk after chunk of one (sequence, head); S is the
 // state before the chunk, gl = gi_last:
 //     v_new = u + w S                      (v_new_r is exactly x_r of the recurrence)
 //     S'    = diag(exp(gl)) S + (k (.) exp(gl - gi))^T v + (b (.) exp(gl - gi))^T v_new
 // The gated operands kg = k (.) exp(gl - gi), bg = b (.) exp(gl - gi) and exp(gl) come from stage A
 // (exponents <= 0 for gk <= 0), so this sequential stage holds only products.
-// One block (256 threads) per (32 columns of V, head, batch row); the state tile K x 32 lives in shared
-// memory in fp32; h (the state before each chunk) and the final state are written from it. The next chunk's
-// operands are fetched into registers while the current chunk is computed.
+// One block (256 threads) per (32 columns of V, head, sequence: batch row, or cu_seqlens' sequence); the state
+// tile K x 32 lives in shared memory in fp32; h (the state before each chunk) and the final state are written
+// from it. The next chunk's operands are fetched into registers while the current chunk is computed.
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
@@ -19,7 +19,8 @@ struct HArgs {
   const void* v;
   const float *kg, *bg, *egl, *h0, *w, *u;
   float *h, *vnew, *ht;
-  std::int64_t T, H, NT;
+  ChunkGeom geo;
+  std::int64_t H;
   int K, V;
 };
 
@@ -51,15 +52,16 @@ __global__ void __launch_bounds__(kThreads, KMAX == 64 ? 2 : 1) chunk_h_kernel(H
   float* Vn = Vv + C * kVT;       // [C][kVT]
   float* egl = Vn + C * kVT;      // [KMAX]
 
-  const std::int64_t b = blockIdx.z, h = blockIdx.y, H = p.H;
-  const int c0 = blockIdx.x * kVT;
+  const std::int64_t h = blockIdx.y, H = p.H;
+  const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
+  const int c0 = vtile_of_block(p.geo) * kVT;
   const int cc = threadIdx.x % kVT, rg = threadIdx.x / kVT;
   const int col = c0 + cc;
-  const std::int64_t nh = b * H + h;
+  const std::int64_t nh = seq.n * H + h;
 
   float rw[NK], rk[NK], rb[NK], ru[NVv], rv[NVv], re = 0.f;
   auto fetch = [&](std::int64_t c) {
-    const Chunk ch = chunk_of(b, c, p.T, C);
+    const Chunk ch = chunk_in(seq, c, C);
 #pragma unroll
     for (int j = 0; j < NK; ++j) {
       const int e = threadIdx.x + j * kThreads, r = e / KMAX, d = e % KMAX;
@@ -77,7 +79,7 @@ __global__ void __launch_bounds__(kThreads, KMAX == 64 ? 2 : 1) chunk_h_kernel(H
       ru[j] = ok ? p.u[ix] : 0.f;
       rv[j] = ok ? ld<T>(p.v, ix) : 0.f;
     }
-    if (threadIdx.x < KMAX) re = threadIdx.x < K ? p.egl[((b * p.NT + c) * H + h) * K + threadIdx.x] : 0.f;
+    if (threadIdx.x < KMAX) re = threadIdx.x < K ? p.egl[(ch.g * H + h) * K + threadIdx.x] : 0.f;
   };
   auto stash = [&]() {
 #pragma unroll
@@ -103,20 +105,20 @@ __global__ void __launch_bounds__(kThreads, KMAX == 64 ? 2 : 1) chunk_h_kernel(H
     st[m] = (p.h0 && i < K && col < V) ? p.h0[(nh * K + i) * V + col] : 0.f;
     S[i * LS + cc] = st[m];
   }
-  if (kPrefetch) fetch(0);
-  for (std::int64_t c = 0; c < p.NT; ++c) {
-    const Chunk ch = chunk_of(b, c, p.T, C);
+  if (kPrefetch && seq.count > 0) fetch(0);  // an empty sequence (cu_seqlens) has no chunk: ht = h0
+  for (std::int64_t c = 0; c < seq.count; ++c) {
+    const Chunk ch = chunk_in(seq, c, C);
     if (!kPrefetch) fetch(c);
     __syncthreads();  // S final for chunk c; the previous chunk's operands no longer read
     stash();
     if (p.h && col < V) {
-      float* hc = p.h + ((b * p.NT + c) * H + h) * K * V;
+      float* hc = p.h + (ch.g * H + h) * K * V;
 #pragma unroll
       for (int m = 0; m < KR; ++m)
         if (rg * KR + m < K) hc[(rg * KR + m) * V + col] = st[m];
     }
     __syncthreads();
-    if (kPrefetch && c + 1 < p.NT) fetch(c + 1);
+    if (kPrefetch && c + 1 < seq.count) fetch(c + 1);
     {  // v_new = u + w S
       float acc[CR];
 #pragma unroll
@@ -182,9 +184,9 @@ void chunk_h(const ForwardInputs& in, int C, const float* kg, const float* bg, c
   check_chunk(in, C);
   if (!kg || !bg || !eg_last || !w || !u || !v_new)
     throw Unsupported("dplr::gpu: chunk_h needs kg, bg, eg_last, w, u and v_new");
-  HArgs p{in.v, kg, bg, eg_last, in.h0, w, u, h, v_new, ht, in.T, in.H, num_chunks(in, C),
-          static_cast<int>(in.K), static_cast<int>(in.V)};
-  dim3 grid(static_cast<unsigned>((in.V + kVT - 1) / kVT), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
+  HArgs p{in.v, kg, bg, eg_last, in.h0, w, u, h, v_new, ht, chunk_geom(in, C), in.H, static_cast<int>(in.K),
+          static_cast<int>(in.V)};
+  const dim3 grid = sequential_grid(in, (in.V + kVT - 1) / kVT);
   dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto) {
     using T = decltype(t);
     if (C == 16) launch_h<T, 16>(p, grid, stream);

@@ -1,5 +1,5 @@
 // Stages "h" and "o" fused (chunk_h_o; the fused chunk path, chunk_forward_fused), chunk after chunk of one
-// (batch row, head, 32 columns of V); S is the state before the chunk:
+// (sequence, head, 32 columns of V); S is the state before the chunk:
 //     v_new = u + w S
 //     o     = qg S + A_qk v + A_qb v_new                          (stage o, with S in shared memory)
 //     S'    = diag(exp(gl)) S + kg^T v + bg^T v_new              (stage h)
@@ -9,13 +9,15 @@
 // Every chunk operand (w, kg, bg, qg, u, v, A_qk, A_qb, exp(gl)) comes through an NS-deep ring of shared
 // memory stages filled by cp.async NS - 1 chunks ahead (16-byte copies where K, V and the pointers allow,
 // else 4-byte ones; zero-filled out of range; A always 4-byte, since above its diagonal it may hold anything).
-// One block (256 threads) per (32 columns of V, head, batch row). Needs V even when v is 16-bit.
+// One block (256 threads) per (32 columns of V, head, sequence: batch row, or cu_seqlens' sequence). Needs V
+// even when v is 16-bit.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
 
 #include "gpu/common.cuh"
+#include "gpu/mma.cuh"
 
 namespace dplr::gpu {
 namespace {
@@ -28,7 +30,8 @@ struct HOArgs {
   const float *kg, *bg, *egl, *h0, *w, *u, *qg, *Aqk, *Aqb;
   void* o;
   float* ht;
-  std::int64_t T, H, NT;
+  ChunkGeom geo;
+  std::int64_t H;
   int K, V;
 };
 
@@ -78,14 +81,15 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
   float* Sb = sm + NS * L::stage;  // [2][KMAX][LS]
   float* Vn = Sb + 2 * KMAX * LS;  // [C][kVT]
 
-  const std::int64_t b = blockIdx.z, h = blockIdx.y, H = p.H;
-  const int c0 = blockIdx.x * kVT;
+  const std::int64_t h = blockIdx.y, H = p.H;
+  const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
+  const int c0 = vtile_of_block(p.geo) * kVT;
   const int cc = threadIdx.x % NCT, rg = threadIdx.x / NCT;
-  const std::int64_t nh = b * H + h;
+  const std::int64_t nh = seq.n * H + h;
 
   auto load = [&](std::int64_t c, int slot) {
     float* sg = sm + slot * L::stage;
-    const Chunk ch = chunk_of(b, c, p.T, C);
+    const Chunk ch = chunk_in(seq, c, C);
     if constexpr (VEC) {
       for (int e = threadIdx.x; e < C * KMAX / 4; e += kThreads) {
         const int r = e / (KMAX / 4), d = (e % (KMAX / 4)) * 4;
@@ -111,7 +115,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
       }
       for (int e = threadIdx.x; e < KMAX / 4; e += kThreads) {
         const bool ok = 4 * e < K;
-        cp16(sg + L::E + 4 * e, p.egl + (ok ? ((b * p.NT + c) * H + h) * K + 4 * e : 0), ok);
+        cp16(sg + L::E + 4 * e, p.egl + (ok ? (ch.g * H + h) * K + 4 * e : 0), ok);
       }
     } else {
     for (int e = threadIdx.x; e < C * KMAX; e += kThreads) {
@@ -138,7 +142,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
     }
     for (int e = threadIdx.x; e < KMAX; e += kThreads) {
       const bool ok = e < K;
-      cp4(sg + L::E + e, p.egl + (ok ? ((b * p.NT + c) * H + h) * K + e : 0), ok);
+      cp4(sg + L::E + e, p.egl + (ok ? (ch.g * H + h) * K + e : 0), ok);
     }
     }
     for (int e = threadIdx.x; e < C * C; e += kThreads) {
@@ -161,18 +165,18 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
     }
 #pragma unroll
   for (int s = 0; s < NS - 1; ++s) {
-    if (s < p.NT) load(s, s);
+    if (s < seq.count) load(s, s);
     cp_commit();
   }
-  for (std::int64_t c = 0; c < p.NT; ++c) {
+  for (std::int64_t c = 0; c < seq.count; ++c) {
     cp_wait<NS - 2>();
     __syncthreads();  // chunk c's stage landed for every thread; chunk c - 1 fully done
     {
       const std::int64_t nc = c + NS - 1;
-      if (nc < p.NT) load(nc, static_cast<int>(nc % NS));
+      if (nc < seq.count) load(nc, static_cast<int>(nc % NS));
       cp_commit();
     }
-    const Chunk ch = chunk_of(b, c, p.T, C);
+    const Chunk ch = chunk_in(seq, c, C);
     const float* sg = sm + static_cast<int>(c % NS) * L::stage;
     const float* W = sg + L::W;
     const float* Kd = sg + L::Kd;
@@ -321,20 +325,6 @@ struct HOM {
 };
 static_assert(HOM::bytes <= 110 * 1024, "chunk_ho mma: two blocks an SM");
 
-// Round to TF32 (nearest, ties away; low 13 bits zero) as a bit pattern; x - hi is exact in fp32 and is passed
-// as it is: the tensor core reads the top 19 bits of a .tf32 operand (lo truncated: |lo| <= 2^-11 |x|, so the
-// error is below 2^-21 |x|; 3 instructions a split instead of 5).
-__device__ __forceinline__ unsigned tf32_bits(float x) { return (__float_as_uint(x) + 0x1000u) & 0xffffe000u; }
-__device__ __forceinline__ void split_tf32(float x, unsigned& hi, unsigned& lo) {
-  hi = tf32_bits(x);
-  lo = __float_as_uint(x - __uint_as_float(hi));
-}
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // Two adjacent 16-bit outputs in one 4-byte store (each rounded to nearest, as st<T>).
 template <typename T>
 __device__ __forceinline__ void st2(void* o, std::int64_t i, float x, float y) {
@@ -354,14 +344,15 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
   float* Ss = sm + NS * L::stage;  // [KM][LS], the state before the chunk
   float* Vn = Ss + L::KM * LS;     // [C][LS]
 
-  const std::int64_t b = blockIdx.z, h = blockIdx.y, H = p.H;
-  const int c0 = blockIdx.x * kVT;
-  const std::int64_t nh = b * H + h;
+  const std::int64_t h = blockIdx.y, H = p.H;
+  const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
+  const int c0 = vtile_of_block(p.geo) * kVT;
+  const std::int64_t nh = seq.n * H + h;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
   auto load = [&](std::int64_t c, int slot) {
     float* sg = sm + slot * L::stage;
-    const Chunk ch = chunk_of(b, c, p.T, C);
+    const Chunk ch = chunk_in(seq, c, C);
     const int e = threadIdx.x;
     {
       const int r = e / (L::KM / 4), d = (e % (L::KM / 4)) * 4;
@@ -386,7 +377,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
     }
     if (e < L::KM / 4) {
       const bool ok = 4 * e < K;
-      cp16(sg + L::E + 4 * e, p.egl + (ok ? ((b * p.NT + c) * H + h) * K + 4 * e : 0), ok);
+      cp16(sg + L::E + 4 * e, p.egl + (ok ? (ch.g * H + h) * K + 4 * e : 0), ok);
     }
     {
       const int r = e / C, s = e % C;
@@ -409,19 +400,19 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
     }
 #pragma unroll
   for (int s = 0; s < NS - 1; ++s) {
-    if (s < p.NT) load(s, s);
+    if (s < seq.count) load(s, s);
     cp_commit();
   }
   const int mat = warp >> 2, nt = warp & 3;  // phase 1: v_new (mat 0) or qg S (mat 1), columns 8 nt ..
-  for (std::int64_t c = 0; c < p.NT; ++c) {
+  for (std::int64_t c = 0; c < seq.count; ++c) {
     cp_wait<NS - 2>();
     __syncthreads();  // chunk c's stage landed for every thread; chunk c - 1 fully done (state written)
     {
       const std::int64_t nc = c + NS - 1;
-      if (nc < p.NT) load(nc, static_cast<int>(nc % NS));
+      if (nc < seq.count) load(nc, static_cast<int>(nc % NS));
       cp_commit();
     }
-    const Chunk ch = chunk_of(b, c, p.T, C);
+    const Chunk ch = chunk_in(seq, c, C);
     const float* sg = sm + static_cast<int>(c % NS) * L::stage;
     const float* Kd = sg + L::Kd;
     const float* Bd = sg + L::Bd;
@@ -605,7 +596,7 @@ bool fits_for(std::int64_t K) { return K <= 64 ? ho_fits<C, 64>() : ho_fits<C, 1
 }  // namespace
 
 bool chunk_fused_ho(const ForwardInputs& in, int C) {
-  check_chunk(in, C);
+  check_chunk_shape(in, C);
   if (in.dtype != ElemType::F32 && in.V % 2 != 0) return false;
   if (reinterpret_cast<std::uintptr_t>(in.v) % 4 != 0) return false;
   return C == 16 ? fits_for<16>(in.K) : C == 32 ? fits_for<32>(in.K) : fits_for<64>(in.K);
@@ -614,14 +605,15 @@ bool chunk_fused_ho(const ForwardInputs& in, int C) {
 void chunk_h_o(const ForwardInputs& in, int C, const float* A_qk, const float* A_qb, const float* qg, const float* kg,
                const float* bg, const float* eg_last, const float* w, const float* u, void* o, float* ht,
                cudaStream_t stream) {
+  check_chunk(in, C);
   if (!chunk_fused_ho(in, C))
     throw Unsupported("dplr::gpu: chunk_h_o does not take this request (V odd with 16-bit inputs, or C = " +
                       std::to_string(C) + " with K = " + std::to_string(in.K) + " does not fit two stages)");
   if (!A_qk || !A_qb || !qg || !kg || !bg || !eg_last || !w || !u || !o)
     throw Unsupported("dplr::gpu: chunk_h_o needs A_qk, A_qb, qg, kg, bg, eg_last, w, u and o");
-  HOArgs p{in.v, kg, bg, eg_last, in.h0, w, u, qg, A_qk, A_qb, o, ht, in.T, in.H, num_chunks(in, C),
-           static_cast<int>(in.K), static_cast<int>(in.V)};
-  dim3 grid(static_cast<unsigned>((in.V + kVT - 1) / kVT), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
+  HOArgs p{in.v, kg, bg, eg_last, in.h0, w, u, qg, A_qk, A_qb, o, ht, chunk_geom(in, C), in.H, static_cast<int>(in.K),
+           static_cast<int>(in.V)};
+  const dim3 grid = sequential_grid(in, (in.V + kVT - 1) / kVT);
   auto a16 = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
   const bool vec = in.K % 4 == 0 && in.V % (16 / static_cast<std::int64_t>(elem_size(in.dtype))) == 0 && a16(in.v) &&
                    a16(kg) && a16(bg) && a16(eg_last) && a16(w) && a16(u) && a16(qg);

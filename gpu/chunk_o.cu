@@ -14,8 +14,9 @@ struct OArgs {
   const void* v;
   const float *qg, *Aqk, *Aqb, *vnew, *h;
   void* o;
-  std::int64_t T, H, NT;
-  int K, V, C;
+  ChunkGeom geo;
+  std::int64_t H;
+  int K, V;
 };
 
 template <int C>
@@ -35,10 +36,11 @@ __global__ void __launch_bounds__(256) chunk_o_kernel(OArgs p) {
   float* Qg = Vn + C * kVS;      // [C][kDS]
   float* Sh = Qg + C * kDS;      // [kDS][kVS]
 
-  const Chunk ch = chunk_of(blockIdx.z, blockIdx.x, p.T, C);
+  const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
+  if (!ch.valid) return;
   const std::int64_t h = blockIdx.y, H = p.H;
   const int cc = threadIdx.x % kVS, rg = threadIdx.x / kVS;
-  const float* S = p.h + ((ch.b * p.NT + ch.c) * H + h) * K * V;
+  const float* S = p.h + (ch.g * H + h) * K * V;
 
   for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
     const int r = e / C, s = e % C;
@@ -122,9 +124,8 @@ void chunk_o(const ForwardInputs& in, int C, const float* A_qk, const float* A_q
   check_chunk(in, C);
   if (!A_qk || !A_qb || !qg || !v_new || !h || !o)
     throw Unsupported("dplr::gpu: chunk_o needs A_qk, A_qb, qg, v_new, h and o");
-  OArgs p{in.v, qg, A_qk, A_qb, v_new, h, o, in.T, in.H, num_chunks(in, C), static_cast<int>(in.K),
-          static_cast<int>(in.V), C};
-  dim3 grid(static_cast<unsigned>(num_chunks(in, C)), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
+  OArgs p{in.v, qg, A_qk, A_qb, v_new, h, o, chunk_geom(in, C), in.H, static_cast<int>(in.K), static_cast<int>(in.V)};
+  const dim3 grid = chunk_grid(in, C);
   dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto) {
     using T = decltype(t);
     if (C == 16) launch_o<T, 16>(p, grid, stream);

@@ -1,5 +1,6 @@
 // Shared device helpers for gpu/*.cu: typed loads/stores (to and from fp32) and the dtype dispatch, the chunk
-// geometry, the split (hi + lo) form of fp64 cumulative sums and its exponentials, and launch checking.
+// geometry (with and without cu_seqlens), the split (hi + lo) form of fp64 cumulative sums and its
+// exponentials, and launch checking.
 // No Boost/Eigen here.
 #pragma once
 #include <cuda_bf16.h>
@@ -75,21 +76,90 @@ __device__ __forceinline__ float ex2_ftz(float x) {
 }
 __device__ __forceinline__ float exp2_split(float2 r) { return exp2f(r.x) * (1.0f + r.y * kLn2f); }
 
-// One chunk of one (batch row, head) in the non-varlen layout.
-struct Chunk {
-  std::int64_t bos;  // flat token index (b * T + t) of the chunk's first token
-  int len;           // tokens in this chunk (<= C)
-  std::int64_t b, c;
+// ---- Chunk geometry, with and without cu_seqlens ------------------------------------------------------------
+// Without cu_seqlens batch row b is sequence n = b, with NT = ceil(T / C) chunks at global indices b NT + c.
+// With cu_seqlens (B = 1) sequence n is tokens cu_seqlens[n] .. cu_seqlens[n + 1] - 1, chunked from its own
+// start, its chunks at global indices chunk_offsets[n] .. chunk_offsets[n + 1] - 1 (prepare_chunk_offsets).
+// Kernels take a ChunkGeom by value; without cu_seqlens no helper below reads global memory.
+struct ChunkGeom {
+  std::int64_t T;                      // tokens per batch row (all packed tokens with cu_seqlens)
+  std::int64_t NT;                     // chunks per batch row (num_chunks; not used with cu_seqlens)
+  std::int64_t N;                      // sequences
+  const std::int64_t* cu_seqlens;      // nullptr: every batch row is one sequence
+  const std::int32_t* chunk_offsets;   // [N + 1] with cu_seqlens
 };
-__device__ __forceinline__ Chunk chunk_of(std::int64_t b, std::int64_t c, std::int64_t T, int C) {
+inline ChunkGeom chunk_geom(const ForwardInputs& in, int C) {
+  return ChunkGeom{in.T, num_chunks(in, C), in.N(), in.cu_seqlens, in.chunk_offsets};
+}
+
+// One chunk of one sequence (for every head).
+struct Chunk {
+  std::int64_t bos;  // flat token index of the chunk's first token
+  int len;           // tokens in this chunk (<= C; 0 only for the chunk 0 of an empty sequence)
+  std::int64_t n;    // sequence: h0 / ht rows n * H + h
+  std::int64_t g;    // global chunk index: rows g * H + h of eg_last and h
+  bool valid;        // false: a block of a per-chunk grid past the last chunk (cu_seqlens: the grid is a bound)
+};
+// The chunks of sequence n: the view of the sequential kernels (h, h+o), which walk c = 0 .. count - 1.
+struct SeqChunks {
+  std::int64_t n, bos, eos;  // tokens [bos, eos)
+  std::int64_t g0, count;    // global index of its first chunk, and its number of chunks
+};
+__device__ __forceinline__ SeqChunks seq_chunks(const ChunkGeom& geo, std::int64_t n) {
+  if (!geo.cu_seqlens) return SeqChunks{n, n * geo.T, n * geo.T + geo.T, n * geo.NT, geo.NT};
+  const std::int64_t g0 = geo.chunk_offsets[n];
+  return SeqChunks{n, geo.cu_seqlens[n], geo.cu_seqlens[n + 1], g0, geo.chunk_offsets[n + 1] - g0};
+}
+__device__ __forceinline__ Chunk chunk_in(const SeqChunks& s, std::int64_t c, int C) {
   Chunk ch;
-  ch.b = b;
-  ch.c = c;
-  ch.bos = b * T + c * C;
-  std::int64_t rest = T - c * C;
+  ch.bos = s.bos + c * C;
+  const std::int64_t rest = s.eos - ch.bos;
   ch.len = rest < C ? static_cast<int>(rest) : C;
+  ch.n = s.n;
+  ch.g = s.g0 + c;
+  ch.valid = true;
   return ch;
 }
+// The chunk of a block of a per-chunk (parallel) kernel, grid (chunks, H, B): x = blockIdx.x, b = blockIdx.z.
+// Without cu_seqlens chunk x of batch row b; with, global chunk x, its sequence found by binary search over
+// chunk_offsets (log N loads; empty sequences own no chunk). A block with !valid must return before any barrier.
+__device__ __forceinline__ Chunk chunk_at(const ChunkGeom& geo, std::int64_t b, std::int64_t x, int C) {
+  if (!geo.cu_seqlens) return chunk_in(seq_chunks(geo, b), x, C);
+  const std::int32_t* off = geo.chunk_offsets;
+  if (x >= off[geo.N]) {
+    Chunk none{};
+    none.valid = false;
+    return none;
+  }
+  std::int64_t lo = 0, hi = geo.N - 1;  // the last sequence whose first chunk is <= x: off[lo] <= x < off[lo + 1]
+  while (lo < hi) {
+    const std::int64_t mid = (lo + hi + 1) / 2;
+    if (off[mid] <= x) lo = mid;
+    else hi = mid - 1;
+  }
+  const SeqChunks s = seq_chunks(geo, lo);
+  return chunk_in(s, x - s.g0, C);
+}
+// The grid of the sequential kernels, one block per (V tile, head, sequence): (V tiles, H, B) without
+// cu_seqlens; (N, H, V tiles) with, since N may pass grid z's 65535. sequence_of_block / vtile_of_block read it.
+inline dim3 sequential_grid(const ForwardInputs& in, std::int64_t vtiles) {
+  const auto h = static_cast<unsigned>(in.H), t = static_cast<unsigned>(vtiles);
+  return in.cu_seqlens ? dim3(static_cast<unsigned>(in.N()), h, t) : dim3(t, h, static_cast<unsigned>(in.B));
+}
+__device__ __forceinline__ std::int64_t sequence_of_block(const ChunkGeom& geo) {
+  return geo.cu_seqlens ? blockIdx.x : blockIdx.z;
+}
+__device__ __forceinline__ int vtile_of_block(const ChunkGeom& geo) {
+  return static_cast<int>(geo.cu_seqlens ? blockIdx.z : blockIdx.x);
+}
+// The per-chunk grid: (chunks, H, B).
+inline dim3 chunk_grid(const ForwardInputs& in, int C) {
+  return dim3(static_cast<unsigned>(num_chunks(in, C)), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
+}
+// check_chunk without its chunk_offsets requirement: for the calls that take the user's inputs before the
+// offsets exist (workspace sizes, the drivers, chunk_fused_ho).
+void check_chunk_shape(const ForwardInputs& in, int C);
+
 // Flat index of element (token, head, i) of a [*, H, D] tensor.
 __device__ __forceinline__ std::int64_t tix(std::int64_t tok, std::int64_t h, std::int64_t H, int i, std::int64_t D) {
   return (tok * H + h) * D + i;

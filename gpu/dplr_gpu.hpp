@@ -6,11 +6,17 @@
 //
 // Layouts (batch-first, as fla; all row-major, the last index fastest):
 //   q, k, a, b, gk [B, T, H, K]; v, o [B, T, H, V]; h0, ht [N, H, K, V] fp32 (N = B, or the number of
-//   sequences with cu_seqlens, which needs B == 1 and is int64 [N + 1] on the device).
+//   sequences with cu_seqlens, which needs B == 1 and is int64 [N + 1] on the device: sequence n is tokens
+//   cu_seqlens[n] .. cu_seqlens[n + 1] - 1 of the T packed ones; cu_seqlens[0] = 0, cu_seqlens[N] = T, non-
+//   decreasing: not checked, it lives on the device).
 //   q, k, v, a, b share one dtype (fp32, fp16 or bf16); gk has the same dtype or fp32; o has the input dtype.
 //   Accumulation and state are fp32 everywhere; fp32 inputs get plain fp32 arithmetic (no TF32).
 // Stage tensors of the chunk form (C = chunk size, NT = ceil(T / C); every chunk's rows are its tokens;
-// the gated operands qg, kg, bg, ag, eg_last of stage A are described at GatedOperands below):
+// the gated operands qg, kg, bg, ag, eg_last of stage A are described at GatedOperands below). With
+// cu_seqlens (B = 1) each sequence is chunked from its own start (sequence n has NT_n = ceil(len_n / C) chunks,
+// the last one short, an empty sequence none) and the per-chunk tensors h and eg_last are indexed by the global
+// chunk g = chunk_offsets[n] + c (fla's layout): [NT, ...] is then [num_chunks(in, C), ...], of which the first
+// chunk_offsets[N] rows are used:
 //   gi, ge     [B, T, H, K] fp32  inclusive / exclusive cumulative sum of gk inside the chunk     (cumsum)
 //   A_qk, A_qb, A_ak, A_ab [B, T, H, C] fp32: row of token r of a chunk, column s = token s of the same
 //              chunk (zero above the diagonal, and for s past the end of a short last chunk)      (A)
@@ -63,6 +69,11 @@ struct ForwardInputs {
   const std::int64_t* cu_seqlens = nullptr;  // optional, device, [N + 1]; needs B == 1
   std::int64_t num_sequences = 0;            // N: required with cu_seqlens (host value); else B
   float scale = -1.0f;                       // < 0: K^-1/2
+  // The chunk form's stages with cu_seqlens: the first global chunk of every sequence, device int32 [N + 1]
+  // (prefix sum of ceil(len_n / C)), filled by prepare_chunk_offsets for chunk size chunk_offsets_C.
+  // chunk_forward / chunk_forward_fused fill it themselves (in their workspace); unused without cu_seqlens.
+  const std::int32_t* chunk_offsets = nullptr;
+  int chunk_offsets_C = 0;
 
   std::int64_t N() const { return cu_seqlens ? num_sequences : B; }
   float resolved_scale() const;
@@ -77,14 +88,23 @@ void check_inputs(const ForwardInputs& in);
 void fused_recurrent_forward(const ForwardInputs& in, void* o, float* ht, bool reverse, cudaStream_t stream = 0);
 
 // ---- chunk form, one stage per call -----------------------------------------------------------------------
-// Chunk sizes 16, 32, 64. Varlen (cu_seqlens) is not implemented for the chunk form yet: refused.
+// Chunk sizes 16, 32, 64. With cu_seqlens every stage needs in.chunk_offsets filled by prepare_chunk_offsets
+// for the same chunk size (in.chunk_offsets_C == chunk_size); check_chunk refuses it otherwise.
 void check_chunk(const ForwardInputs& in, int chunk_size);
-std::int64_t num_chunks(const ForwardInputs& in, int chunk_size);  // NT = ceil(T / C)
+// NT = ceil(T / C); with cu_seqlens the upper bound T / C + N (integer division) of sum_n ceil(len_n / C), so
+// that the host never needs the true count (it sits on the device, in chunk_offsets[N]): the per-chunk buffers
+// (h, eg_last) are sized by it and the per-chunk grids launch that many blocks, those past the last chunk
+// returning at once.
+std::int64_t num_chunks(const ForwardInputs& in, int chunk_size);
+// Fills chunk_offsets (device int32 [N + 1]): chunk_offsets[0] = 0, chunk_offsets[n + 1] = chunk_offsets[n] +
+// ceil(len_n / C). One small kernel on `stream`, no host synchronization. Needs cu_seqlens.
+void prepare_chunk_offsets(const ForwardInputs& in, int chunk_size, std::int32_t* chunk_offsets,
+                           cudaStream_t stream = 0);
 
 // Stage A also writes the gated operands (fla's chunk_A_fwd does the same), fp32, so that the later stages
 // need no cumulative sums and no exponentials:
 //   qg = scale q (.) exp(gi),  kg = k (.) exp(gl - gi),  bg = b (.) exp(gl - gi),  ag = a (.) exp(ge)   [B, T, H, K]
-//   eg_last = exp(gl)                                                                              [B, NT, H, K]
+//   eg_last = exp(gl)                                                   [B, NT, H, K] (cu_seqlens: [NT bound, H, K])
 // with gl = gi of the chunk's last token. Every exponent is <= 0 for gk <= 0.
 struct GatedOperands {
   float *qg = nullptr, *kg = nullptr, *bg = nullptr, *ag = nullptr, *eg_last = nullptr;
@@ -106,34 +126,44 @@ void chunk_o(const ForwardInputs& in, int chunk_size, const float* A_qk, const f
 
 // The intermediates of the staged chunk forward (device buffers the caller owns; sizes from
 // chunk_workspace_floats). gi/ge are not needed by the forward (stage A forms the cumulative sums itself, in
-// fp64); they are filled only when both pointers are set.
+// fp64); they are filled only when both pointers are set. chunk_offsets ([N + 1] int32) is needed with
+// cu_seqlens only (the drivers fill it).
 struct ChunkWorkspace {
   float *A_qk = nullptr, *A_qb = nullptr, *A_ak = nullptr, *A_ab = nullptr, *A_ab_inv = nullptr;
   GatedOperands gated;
   float *w = nullptr, *u = nullptr, *v_new = nullptr, *h = nullptr;
   float *gi = nullptr, *ge = nullptr;  // optional
+  std::int32_t* chunk_offsets = nullptr;
 };
-struct ChunkWorkspaceSizes {  // in floats
-  std::int64_t A = 0, kdim = 0, eg_last = 0, w = 0, u = 0, v_new = 0, h = 0, gi = 0;
-  std::int64_t total() const { return 5 * A + 4 * kdim + eg_last + w + u + v_new + h + 2 * gi + 16 * 64; }
+struct ChunkWorkspaceSizes {  // in floats (chunk_offsets: int32 elements, 4 bytes too; N + 1 with cu_seqlens, else 0)
+  std::int64_t A = 0, kdim = 0, eg_last = 0, w = 0, u = 0, v_new = 0, h = 0, gi = 0, chunk_offsets = 0;
+  // + 64 floats of alignment slack for each of the 17 pieces
+  std::int64_t total() const { return 5 * A + 4 * kdim + eg_last + w + u + v_new + h + 2 * gi + chunk_offsets + 17 * 64; }
 };
+// Neither of these two needs in.chunk_offsets.
 ChunkWorkspaceSizes chunk_workspace_floats(const ForwardInputs& in, int chunk_size);
-// Carves a workspace out of one device buffer of at least sizes.total() floats (gi/ge included).
+// Carves a workspace out of one device buffer of at least sizes.total() floats (gi/ge included), every piece
+// 256-byte aligned.
 ChunkWorkspace carve_chunk_workspace(const ForwardInputs& in, int chunk_size, float* buffer);
 
-// The staged chunk forward: cumsum (when ws.gi/ws.ge are set), A, WY, h, o in order.
+// The staged chunk forward: cumsum (when ws.gi/ws.ge are set), A, WY, h, o in order. With cu_seqlens it first
+// fills ws.chunk_offsets (prepare_chunk_offsets) and runs the stages on a copy of `in` pointing at it; the
+// caller's in.chunk_offsets is not needed.
 void chunk_forward(const ForwardInputs& in, int chunk_size, const ChunkWorkspace& ws, void* o, float* ht,
                    cudaStream_t stream = 0);
 
 // The fused chunk forward: A and WY as staged, then h and o in one kernel (the state of each chunk stays in
 // shared memory; neither h nor v_new is written, so ws.h and ws.v_new may be nullptr where
 // chunk_fused_ho(in, C) is true; elsewhere it runs the staged h and o and needs them). Same o and ht
-// arithmetic as chunk_forward (fp32 FMA, the same summation order).
+// arithmetic as chunk_forward (fp32 FMA, the same summation order). cu_seqlens as chunk_forward.
+// chunk_fused_ho does not need in.chunk_offsets.
 bool chunk_fused_ho(const ForwardInputs& in, int chunk_size);
-// Stages A and WY fused in one kernel (chunk size 16 only: chunk_A_WY_supported): writes A_qk, A_qb, the
-// gated operands qg, kg, bg, eg_last (not ag) and w, u, exactly as chunk_A then chunk_WY would; A_ak, A_ab, ag
-// and A_ab_inv stay in shared memory. The fused chunk forward uses it where supported.
-bool chunk_A_WY_supported(int chunk_size);
+// Stages A and WY fused in one kernel (chunk_A_WY.cu: tensor cores, 3xTF32; 16-bit inputs, chunk size 16, K and
+// V even and <= 64, 4-byte aligned inputs, cu_seqlens allowed: chunk_A_WY_supported): writes A_qk, A_qb, the
+// gated operands qg, kg, bg, eg_last (not ag) and w, u, as chunk_A then chunk_WY would (to fp32 rounding, not
+// bitwise: other summation orders); A_ak, A_ab, ag and A_ab_inv stay in shared memory. The fused chunk forward
+// uses it where supported, else chunk_A and chunk_WY. With cu_seqlens, in.chunk_offsets must be prepared.
+bool chunk_A_WY_supported(const ForwardInputs& in, int chunk_size);
 void chunk_A_WY(const ForwardInputs& in, int chunk_size, float* A_qk, float* A_qb, const GatedOperands& gated, float* w,
                 float* u, cudaStream_t stream = 0);
 // The fused h and o stage alone (reads what chunk_h and chunk_o read but v_new and h, writes o and ht; ht may be

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "gpu/dplr_gpu.hpp"
+#include "reference/chunk_stages.hpp"
 #endif
 
 namespace dplr {
@@ -173,11 +174,12 @@ TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused) {
   if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
   DeviceProblem d(p);
   const auto& s = p.shape;
-  const gpu::ForwardInputs& in = d.inputs();
-  gpu::check_chunk(in, C);
-  const std::int64_t NT = gpu::num_chunks(in, C);
+  const gpu::ForwardInputs& in = d.inputs();  // with cu_seqlens when the problem has them (the drivers number the chunks)
+  // h as the stage oracles lay it out: [B, NT, ...], or with cu_seqlens [1, sum_n ceil(len_n / C), ...], the leading
+  // rows of the kernels' h (sized by gpu::num_chunks' upper bound).
+  const ChunkGrid grid = ChunkGrid::of(p, C);
   const std::vector<std::int64_t> key{s.B, s.T, s.H, s.K}, value{s.B, s.T, s.H, s.V}, a_shape{s.B, s.T, s.H, C},
-      h_shape{s.B, NT, s.H, s.K, s.V}, state{p.num_sequences(), s.H, s.K, s.V};
+      h_shape{grid.rows, grid.NT, s.H, s.K, s.V}, state{p.num_sequences(), s.H, s.K, s.V};
   auto count = [](const std::vector<std::int64_t>& shape) {
     std::int64_t n = 1;
     for (auto x : shape) n *= x;

@@ -20,7 +20,8 @@ GpuDevice gpu_device();
 // The fused recurrent forward: o (the input dtype), ht (F32).
 TensorMap run_gpu_recurrent(const DplrProblem& problem);
 // The staged chunk forward: o, ht and every stage tensor (gi, ge, A_qk, A_qb, A_ak, A_ab, A_ab_inv, w, u,
-// h, v_new), each stage run alone in pipeline order.
+// h, v_new), each stage run alone in pipeline order; h laid out as the stage oracles lay it (ChunkGrid). Both
+// chunk runs take cu_seqlens.
 TensorMap run_gpu_chunk(const DplrProblem& problem, int chunk_size);
 // The fused chunk forward (gpu::chunk_forward_fused, the fast path): o and ht.
 TensorMap run_gpu_chunk_fused(const DplrProblem& problem, int chunk_size);

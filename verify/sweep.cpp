@@ -141,10 +141,16 @@ std::vector<GpuCase> gpu_cases(bool quick) {
       CaseSpec reverse = spec;
       reverse.reverse = true;
       cases.push_back({"recurrent", 0, reverse});
+      // Packed sequences: an empty one, lengths that are not multiples of any chunk size, h0 per sequence.
       CaseSpec varlen = spec;
       varlen.shape = {1, 300, 2, 64, 64};
       varlen.cu_seqlens = {0, 37, 37, 200, 300};
+      varlen.with_h0 = true;
       cases.push_back({"recurrent", 0, varlen});
+      for (int C : {16, 32, 64}) {
+        cases.push_back({"chunk", C, varlen});
+        cases.push_back({"chunk-fused", C, varlen});
+      }
     }
   return cases;
 }

@@ -1,15 +1,16 @@
 // GPU forward kernels (gpu/dplr_gpu.hpp) against the exact reference (reference/reference.hpp, double).
 // Fused recurrent and the staged chunk forward, on random inputs (fresh per case) of several shapes: H > 1
-// with differing heads, K, V in {60, 64, 100, 128}, T not a multiple of the chunk, varlen, h0, reverse, T = 1,
+// with differing heads, K, V in {60, 64, 100, 128}, T not a multiple of the chunk, varlen (cu_seqlens, in both
+// forms: empty sequences, sequences shorter than a chunk), h0, reverse, T = 1,
 // gk in [-30, 0] and fla's logsigmoid distribution, fp32 / fp16 / bf16 (gk fp32 with 16-bit inputs).
 // Outputs are poisoned (NaN) before every run and every element must come back finite. Accuracy is the
 // relative RMSE against the reference; the bar for 16-bit inputs is 1.3x the correctly-rounded floor (the
 // reference rounded once to the dtype), 1e-6 for fp32. Each chunk stage is also checked against the exact
 // stage oracles (reference/chunk_stages.hpp, double), and stage A's gated operands (ours alone) against an
 // fp64 loop of the chunk form (this file's chunk_oracle), so that a bad stage is named. The fused chunk path
-// (chunk_forward_fused: chunk_A_WY at C = 16, then chunk_h_o) is held to the same bar, with both variants of
-// the A kernel (DPLR_GPU_A_FACTOR) and of the h+o kernel (DPLR_GPU_HO_COLS: m, the default, tensor cores where
-// they apply; 2 and 1, the FMA kernel).
+// (chunk_forward_fused: chunk_A_WY, tensor cores, where it applies, then chunk_h_o) is held to the same bar, with
+// both variants of the staged A kernel (DPLR_GPU_A_FACTOR) and of the h+o kernel (DPLR_GPU_HO_COLS: m, the
+// default, tensor cores where they apply; 2 and 1, the FMA kernel); chunk_A_WY alone against the stage oracles.
 // Skips with a message when no CUDA device is present (or when built without CUDA).
 #include <gtest/gtest.h>
 
@@ -267,7 +268,11 @@ std::string describe(const Case& c) {
   s += std::string(" gk~") + gate_name(c.gate);
   if (c.h0) s += " h0";
   if (c.reverse) s += " rev";
-  if (!c.cu.empty()) s += " varlen";
+  if (!c.cu.empty()) {
+    s += " cu{";
+    for (std::size_t i = 0; i < c.cu.size(); ++i) s += (i ? "," : "") + std::to_string(c.cu[i]);
+    s += "}";
+  }
   return s;
 }
 
@@ -303,6 +308,13 @@ std::vector<Case> chunk_cases() {
       {"", 1, 70, 2, 64, 64, E::BF16, false, Gate::Pinned30, true, false, {}},
       {"", 1, 512, 2, 64, 64, E::BF16, false, Gate::Fla, false, false, {}},
       {"", 1, 512, 2, 64, 64, E::BF16, false, Gate::Strong, false, false, {}},
+      // cu_seqlens (h0 and ht per sequence): empty sequences (first, inside, last), sequences shorter than a
+      // chunk, lengths not multiples of C; bf16 K64 reaches the tensor-core h+o kernel at C = 16, fp32 K128 the
+      // KMAX = 128 kernels, V = 100 with fp16 the 4-byte-copy h+o kernel.
+      {"", 1, 200, 2, 64, 64, E::BF16, true, Gate::Fla, true, false, {0, 37, 37, 45, 130, 200}},
+      {"", 1, 150, 2, 128, 128, E::F32, false, Gate::Strong, true, false, {0, 0, 10, 100, 150}},
+      {"", 1, 90, 2, 60, 100, E::F16, false, Gate::Strong, true, false, {0, 3, 50, 90, 90}},
+      {"", 1, 130, 2, 64, 64, E::F32, false, Gate::Fla, true, false, {0, 1, 65, 130}},
   };
   for (auto& c : cs) c.name = describe(c);
   return cs;
@@ -331,17 +343,21 @@ TEST(GpuRecurrent, MatchesExactReference) {
 struct ChunkOracle {
   std::vector<double> qg, kg, bg, ag, egl;
 };
+// Chunks numbered as the stage oracles' ChunkGrid numbers them (with cu_seqlens: each sequence from its own start,
+// global chunk first_chunk[n] + c), which is the kernels' numbering too.
 ChunkOracle chunk_oracle(const dplr::DplrProblem& p, int C) {
   const auto [B, T, H, K] = std::tuple(p.shape.B, p.shape.T, p.shape.H, p.shape.K);
-  const std::int64_t NT = (T + C - 1) / C;
+  const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, C);
   ChunkOracle r;
   r.qg.assign(B * T * H * K, 0);
   r.kg = r.bg = r.ag = r.qg;
-  r.egl.assign(B * NT * H * K, 0);
-  for (std::int64_t b = 0; b < B; ++b)
+  r.egl.assign(grid.rows * grid.NT * H * K, 0);
+  for (std::int64_t n = 0; n < p.num_sequences(); ++n)
     for (std::int64_t h = 0; h < H; ++h)
-      for (std::int64_t c = 0; c < NT; ++c) {
-        const std::int64_t t0 = c * C, L = std::min<std::int64_t>(C, T - t0), bos = b * T + t0;
+      for (std::int64_t c = 0; c < grid.chunks[n]; ++c) {
+        const dplr::SequenceSpan span = p.sequence(n);
+        const std::int64_t t0 = span.begin + c * C, L = std::min<std::int64_t>(C, span.end - t0), bos = span.batch * T + t0;
+        const std::int64_t chunk = grid.row[n] * grid.NT + grid.first_chunk[n] + c;
         for (std::int64_t d = 0; d < K; ++d) {
           std::vector<double> gi(L);
           double acc = 0;
@@ -355,7 +371,7 @@ ChunkOracle chunk_oracle(const dplr::DplrProblem& p, int C) {
             r.bg[ix] = p.b.values[ix] * std::exp(gl - gi[i]);
             r.ag[ix] = p.a.values[ix] * std::exp(ge);
           }
-          r.egl[((b * NT + c) * H + h) * K + d] = std::exp(gl);
+          r.egl[(chunk * H + h) * K + d] = std::exp(gl);
         }
       }
   return r;
@@ -373,6 +389,26 @@ void expect_stage(const char* stage, const char* name, const DevBuf& d, std::vec
   std::printf("    stage %-6s %-8s rel RMSE %.3e\n", stage, name, e);
 }
 
+// The inputs the stages take for chunk size C: d.in, and with cu_seqlens the chunk numbering too
+// (prepare_chunk_offsets into `offsets`, checked against the stage oracles' ChunkGrid). chunk_forward and
+// chunk_forward_fused number the chunks themselves and take d.in.
+g::ForwardInputs stage_inputs(const DevProblem& d, const dplr::DplrProblem& p, int C, DevBuf& offsets) {
+  g::ForwardInputs in = d.in;
+  if (!in.cu_seqlens) return in;
+  const std::int64_t N = in.N();
+  offsets = DevBuf((N + 1) * 4);
+  offsets.poison();
+  g::prepare_chunk_offsets(in, C, static_cast<std::int32_t*>(offsets.p));
+  std::vector<std::int32_t> got(N + 1);
+  ck(cudaMemcpy(got.data(), offsets.p, got.size() * 4, cudaMemcpyDeviceToHost), "chunk_offsets");
+  const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, C);
+  for (std::int64_t n = 0; n <= N; ++n)
+    EXPECT_EQ(got[n], n < N ? grid.first_chunk[n] : grid.NT) << "chunk_offsets[" << n << "], C " << C;
+  in.chunk_offsets = static_cast<const std::int32_t*>(offsets.p);
+  in.chunk_offsets_C = C;
+  return in;
+}
+
 TEST(GpuChunk, StagesAndOutputMatchExact) {
   REQUIRE_DEVICE();
   std::uint64_t seed = 5000;
@@ -387,20 +423,23 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       const dplr::ChunkStages ex = dplr::run_chunk_stages(p, C, dplr::Precision{dplr::Arithmetic::Double, 0}, copts);
       auto X = [&](const char* name) { return ex.tensors.at(name).rounded(); };
       DevProblem d(p, c);
+      DevBuf offsets;
+      const g::ForwardInputs in = stage_inputs(d, p, C, offsets);
+      const std::int64_t N = d.in.N();
       const g::ChunkWorkspaceSizes sz = g::chunk_workspace_floats(d.in, C);
       DevBuf qg(sz.kdim * 4), kg(sz.kdim * 4), bg(sz.kdim * 4), ag(sz.kdim * 4), egl(sz.eg_last * 4);
       DevBuf gi(sz.gi * 4), ge(sz.gi * 4), Aqk(sz.A * 4), Aqb(sz.A * 4), Aak(sz.A * 4), Aab(sz.A * 4), Ainv(sz.A * 4),
           w(sz.w * 4), u(sz.u * 4), vnew(sz.v_new * 4), h(sz.h * 4), o(c.B * c.T * c.H * c.V * g::elem_size(c.dt)),
-          ht(c.B * c.H * c.K * c.V * 4);
+          ht(N * c.H * c.K * c.V * 4);
       for (DevBuf* b : {&qg, &kg, &bg, &ag, &egl, &gi, &ge, &Aqk, &Aqb, &Aak, &Aab, &Ainv, &w, &u, &vnew, &h, &o, &ht}) b->poison();
       // Each stage alone, on the stage tensors of the GPU's previous stages.
-      g::chunk_cumsum(d.in, C, gi.f(), ge.f());
+      g::chunk_cumsum(in, C, gi.f(), ge.f());
       g::GatedOperands gated;
       gated.qg = qg.f(), gated.kg = kg.f(), gated.bg = bg.f(), gated.ag = ag.f(), gated.eg_last = egl.f();
-      g::chunk_A(d.in, C, Aqk.f(), Aqb.f(), Aak.f(), Aab.f(), gated);
-      g::chunk_WY(d.in, C, Aab.f(), Aak.f(), ag.f(), Ainv.f(), w.f(), u.f());
-      g::chunk_h(d.in, C, kg.f(), bg.f(), egl.f(), w.f(), u.f(), h.f(), vnew.f(), ht.f());
-      g::chunk_o(d.in, C, Aqk.f(), Aqb.f(), qg.f(), vnew.f(), h.f(), o.p);
+      g::chunk_A(in, C, Aqk.f(), Aqb.f(), Aak.f(), Aab.f(), gated);
+      g::chunk_WY(in, C, Aab.f(), Aak.f(), ag.f(), Ainv.f(), w.f(), u.f());
+      g::chunk_h(in, C, kg.f(), bg.f(), egl.f(), w.f(), u.f(), h.f(), vnew.f(), ht.f());
+      g::chunk_o(in, C, Aqk.f(), Aqb.f(), qg.f(), vnew.f(), h.f(), o.p);
       ck(cudaDeviceSynchronize(), "chunk stages");
       const double tol = 1e-5;
       expect_stage("cumsum", "gi", gi, X("gi"), 1e-6);
@@ -426,7 +465,7 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
         g::GatedOperands g3;
         g3.qg = qg3.f(), g3.kg = kg3.f(), g3.bg = bg3.f(), g3.ag = ag3.f(), g3.eg_last = egl3.f();
         setenv("DPLR_GPU_A_FACTOR", "0", 1);
-        g::chunk_A(d.in, C, Aqk3.f(), Aqb3.f(), Aak3.f(), Aab3.f(), g3);
+        g::chunk_A(in, C, Aqk3.f(), Aqb3.f(), Aak3.f(), Aab3.f(), g3);
         ck(cudaDeviceSynchronize(), "chunk_A direct");
         unsetenv("DPLR_GPU_A_FACTOR");
         expect_stage("Adirect", "A_qk", Aqk3, X("A_qk"), tol);
@@ -435,18 +474,14 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
         expect_stage("Adirect", "A_ab", Aab3, X("A_ab"), tol);
         expect_stage("Adirect", "ag", ag3, orc.ag, tol);
       }
-      if (g::chunk_A_WY_supported(C))
-      for (const char* fac : {"1", "0"}) {  // stages A and WY fused, alone, on fresh (poisoned) buffers
-        SCOPED_TRACE(std::string("A+WY DPLR_GPU_A_FACTOR=") + fac);
-        setenv("DPLR_GPU_A_FACTOR", fac, 1);
+      if (g::chunk_A_WY_supported(in, C)) {  // stages A and WY fused (tensor cores), alone, on fresh (poisoned) buffers
         DevBuf qg2(sz.kdim * 4), kg2(sz.kdim * 4), bg2(sz.kdim * 4), egl2(sz.eg_last * 4), Aqk2(sz.A * 4), Aqb2(sz.A * 4),
             w2(sz.w * 4), u2(sz.u * 4);
         for (DevBuf* b : {&qg2, &kg2, &bg2, &egl2, &Aqk2, &Aqb2, &w2, &u2}) b->poison();
         g::GatedOperands g2;
         g2.qg = qg2.f(), g2.kg = kg2.f(), g2.bg = bg2.f(), g2.eg_last = egl2.f();
-        g::chunk_A_WY(d.in, C, Aqk2.f(), Aqb2.f(), g2, w2.f(), u2.f());
+        g::chunk_A_WY(in, C, Aqk2.f(), Aqb2.f(), g2, w2.f(), u2.f());
         ck(cudaDeviceSynchronize(), "chunk_A_WY");
-        unsetenv("DPLR_GPU_A_FACTOR");
         expect_stage("A+WY", "A_qk", Aqk2, X("A_qk"), tol);
         expect_stage("A+WY", "A_qb", Aqb2, X("A_qb"), tol);
         expect_stage("A+WY", "qg", qg2, orc.qg, tol);
@@ -457,7 +492,7 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
         expect_stage("A+WY", "u", u2, X("u"), tol);
       }
       const std::vector<double> o1 = download(o, c.B * c.T * c.H * c.V, c.dt);
-      expect_accurate("chunk" + std::to_string(C), o1, download(ht, c.B * c.H * c.K * c.V, g::ElemType::F32), e, c);
+      expect_accurate("chunk" + std::to_string(C), o1, download(ht, N * c.H * c.K * c.V, g::ElemType::F32), e, c);
       // The orchestrator on a fresh workspace gives the same o.
       DevBuf buf(sz.total() * 4);
       buf.poison();
@@ -466,7 +501,7 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.p, ht.f());
       ck(cudaDeviceSynchronize(), "chunk_forward");
       EXPECT_EQ(download(o, c.B * c.T * c.H * c.V, c.dt), o1) << "chunk_forward differs from the stages run alone";
-      const std::vector<double> ht1 = download(ht, c.B * c.H * c.K * c.V, g::ElemType::F32);
+      const std::vector<double> ht1 = download(ht, N * c.H * c.K * c.V, g::ElemType::F32);
       // The fused path (h and o in one kernel where chunk_fused_ho; no h, no v_new buffers then), fresh workspace.
       buf.poison();
       o.poison();
@@ -483,13 +518,47 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
         ck(cudaDeviceSynchronize(), "chunk_forward_fused");
         unsetenv("DPLR_GPU_HO_COLS");
         const std::vector<double> of = download(o, c.B * c.T * c.H * c.V, c.dt);
-        const std::vector<double> htf = download(ht, c.B * c.H * c.K * c.V, g::ElemType::F32);
+        const std::vector<double> htf = download(ht, N * c.H * c.K * c.V, g::ElemType::F32);
         expect_accurate(std::string(fused ? "fusedho" : "fusedfb") + std::to_string(C) + "c" + cols, of, htf, e, c);
         std::printf("    fused path %s cols %s; o bitwise equal to the staged o: %s, ht: %s\n",
                     fused ? "h+o kernel" : "staged fallback", cols, of == o1 ? "yes" : "no", htf == ht1 ? "yes" : "no");
         if (!fused) break;
       }
     }
+}
+
+// Many short packed sequences (a third of them empty): the chunk numbering's scan runs over several tiles of
+// 4096 sequences, the sequence search of the per-chunk kernels is deep, and N passes grid z's 65535 (the
+// sequential kernels put the sequences on grid x).
+TEST(GpuChunk, ManyShortSequences) {
+  REQUIRE_DEVICE();
+  std::mt19937_64 rng(77);
+  std::uniform_int_distribution<int> len(-3, 6);
+  Case c{"", 1, 0, 1, 8, 8, g::ElemType::F32, false, Gate::Fla, true, false, {0}};
+  for (int n = 0; n < 70000; ++n) c.cu.push_back(c.cu.back() + std::max(len(rng), 0));
+  c.T = c.cu.back();
+  c.name = "B1 T" + std::to_string(c.T) + " H1 K8 V8 fp32 h0, 70000 sequences of 0..6 tokens";
+  const dplr::DplrProblem p = make_problem(c, 4242);
+  const Exact e = exact(p, c);
+  DevProblem d(p, c);
+  const std::int64_t N = d.in.N();
+  for (int C : {16, 64}) {
+    SCOPED_TRACE("C" + std::to_string(C));
+    DevBuf offsets;
+    stage_inputs(d, p, C, offsets);  // checks the numbering against the host's
+    DevBuf buf(g::chunk_workspace_floats(d.in, C).total() * 4), o(c.T * c.V * 4), ht(N * c.K * c.V * 4);
+    for (bool fused : {false, true}) {
+      buf.poison();
+      o.poison();
+      ht.poison();
+      const g::ChunkWorkspace ws = g::carve_chunk_workspace(d.in, C, buf.f());
+      if (fused) g::chunk_forward_fused(d.in, C, ws, o.p, ht.f());
+      else g::chunk_forward(d.in, C, ws, o.p, ht.f());
+      ck(cudaDeviceSynchronize(), "chunk forward, many sequences");
+      expect_accurate((fused ? "fused" : "chunk") + std::to_string(C), download(o, c.T * c.V, c.dt),
+                      download(ht, N * c.K * c.V, g::ElemType::F32), e, c);
+    }
+  }
 }
 
 // Every kernel once on small shapes (for compute-sanitizer racecheck/memcheck runs, which are slow).
@@ -500,7 +569,10 @@ TEST(GpuSanitize, EveryKernelOnce) {
   for (const Case& c0 : {Case{"", 1, 19, 2, 60, 100, E::BF16, true, Gate::Strong, true, true, {}},
                          Case{"", 1, 1, 2, 128, 128, E::F16, false, Gate::Fla, true, false, {}},
                          Case{"", 4, 1, 2, 64, 64, E::BF16, false, Gate::Fla, true, false, {}},  // the decode kernel
-                         Case{"", 1, 30, 1, 64, 64, E::F32, false, Gate::Fla, true, false, {0, 7, 30}}}) {
+                         Case{"", 1, 30, 1, 64, 64, E::F32, false, Gate::Fla, true, false, {0, 7, 30}},
+                         // varlen with empty sequences (first and inside) and one shorter than a chunk; bf16 K64:
+                         // the tensor-core h+o kernel at C = 16
+                         Case{"", 1, 45, 2, 64, 64, E::BF16, true, Gate::Fla, true, false, {0, 0, 5, 5, 45}}}) {
     Case c = c0;
     c.name = describe(c);
     const dplr::DplrProblem p = make_problem(c, ++seed);
@@ -508,7 +580,6 @@ TEST(GpuSanitize, EveryKernelOnce) {
     DevBuf o(c.B * c.T * c.H * c.V * g::elem_size(c.dt)), ht(d.in.N() * c.H * c.K * c.V * 4);
     g::fused_recurrent_forward(d.in, o.p, ht.f(), c.reverse);
     ck(cudaDeviceSynchronize(), "recurrent");
-    if (!c.cu.empty()) continue;
     for (int C : {16, 32, 64}) {
       DevBuf buf(g::chunk_workspace_floats(d.in, C).total() * 4);
       g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.p, ht.f());
@@ -548,10 +619,44 @@ TEST(GpuRefusal, UnsupportedInputsThrowBeforeLaunch) {
   x.num_sequences = 1;
   bad(x, "cu_seqlens with B > 1");
   EXPECT_THROW(g::check_chunk(in, 48), g::Unsupported);
+  // cu_seqlens: the stages need the chunk numbering for their chunk size; the workspace and the drivers' checks do not.
   x = in;
   x.cu_seqlens = reinterpret_cast<const std::int64_t*>(&dummy);
-  x.num_sequences = 1;
-  EXPECT_THROW(g::check_chunk(x, 64), g::Unsupported);
+  x.num_sequences = 3;
+  try {
+    g::check_chunk(x, 64);
+    ADD_FAILURE() << "check_chunk took cu_seqlens without chunk_offsets";
+  } catch (const g::Unsupported& e) {
+    EXPECT_NE(std::string(e.what()).find("prepare_chunk_offsets"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(g::chunk_workspace_floats(x, 64));
+  EXPECT_EQ(g::chunk_workspace_floats(x, 64).chunk_offsets, 4);
+  EXPECT_EQ(g::num_chunks(x, 16), 8 / 16 + 3) << "the upper bound T / C + N";
+  EXPECT_NO_THROW(g::chunk_fused_ho(x, 16));
+  x.chunk_offsets = reinterpret_cast<const std::int32_t*>(&dummy);
+  x.chunk_offsets_C = 32;
+  EXPECT_THROW(g::check_chunk(x, 64), g::Unsupported) << "chunk_offsets of another chunk size";
+  x.chunk_offsets_C = 64;
+  EXPECT_NO_THROW(g::check_chunk(x, 64));
+  {
+    float* f = reinterpret_cast<float*>(&dummy);
+    g::GatedOperands gated;
+    gated.qg = gated.kg = gated.bg = gated.eg_last = f;
+    x.chunk_offsets_C = 16;
+    EXPECT_TRUE(g::chunk_A_WY_supported(x, 16)) << "chunk_A_WY with cu_seqlens and its chunk offsets";
+    x.K = 128;
+    EXPECT_FALSE(g::chunk_A_WY_supported(x, 16)) << "chunk_A_WY with K > 64";
+    EXPECT_THROW(g::chunk_A_WY(x, 16, f, f, gated, f, f), g::Unsupported) << "chunk_A_WY with K > 64";
+    x.K = 64;
+    x.dtype = x.gk_dtype = g::ElemType::F32;
+    EXPECT_FALSE(g::chunk_A_WY_supported(x, 16)) << "chunk_A_WY with fp32 inputs (true fp32 arithmetic: chunk_A)";
+    x.dtype = x.gk_dtype = g::ElemType::BF16;
+    EXPECT_FALSE(g::chunk_A_WY_supported(x, 32)) << "chunk_A_WY at C = 32";
+  }
+  x.cu_seqlens = nullptr;
+  EXPECT_THROW(g::prepare_chunk_offsets(x, 16, reinterpret_cast<std::int32_t*>(&dummy)), g::Unsupported)
+      << "prepare_chunk_offsets without cu_seqlens";
+  EXPECT_EQ(g::chunk_workspace_floats(in, 16).chunk_offsets, 0);
   EXPECT_NO_THROW(g::check_chunk(in, 32));
   try {
     g::check_chunk(in, 48);

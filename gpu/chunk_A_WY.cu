@@ -1,0 +1,390 @@
+// Stages "A" and "WY" fused (chunk_A_WY; the fused chunk path), for 16-bit inputs at C = 16, K <= 64, V <= 64:
+// the same quantities as chunk_A then chunk_WY (see those files for the formulas), one warp per (chunk, head),
+// the A_ak, A_ab, ag and A_ab_inv of the chunk kept in the warp's shared memory.
+//
+// Why this shape: the FMA kernels of stage A read about one float of shared memory per FMA (every cell's sum
+// over d re-reads its two rows), which bounds them near 0.7 ms at B8 T4096 H16 D64 on an H200. Here the sums
+// over d run on tensor cores (mma.sync m16n8k8, 3xTF32: fp32-accurate products, see mma.cuh), which needs the
+// decay factor exp(gi_r - gi_s) to factor into a row part and a column part. It does, with both parts <= 1 for
+// any gk <= 0, when a reference token m with s <= m <= r is shared by a whole block of cells:
+//     exp(gi_r - gi_s) = exp(gi_r - gi_m) exp(gi_m - gi_s),   exp(ge_r - gi_s) = exp(gi_{r-1} - gi_m) exp(gi_m - gi_s)
+// The strictly lower triangle of the 16 x 16 chunk splits into such blocks level by level (block size Lb = 8, 4,
+// 2, 1): at level Lb, rows r with r % 2Lb >= Lb meet columns s with s % 2Lb < Lb of the same 2Lb-block, with m the
+// last row of that block's first half. Each level is one 8 x 8 product per matrix (its 8 rows against its 8
+// columns, the cells of different 2Lb-blocks discarded): qt = q exp(gi_r - gi_m) and at = a exp(gi_{r-1} - gi_m)
+// stacked as the 16 rows of the A operand, kt = k exp(gi_m - gi_s) and bt as two 8-column B tiles. The diagonal
+// (r = s, factor 1) of A_qk and A_qb is a plain dot product of each lane's two columns, summed across the warp.
+// Every exponent is a difference of in-chunk sums (fp64, split hi + lo, as chunk_A), never exp(gi) exp(-gi).
+// WY: A_ab_inv by forward substitution (16 lanes, one column each, as chunk_WY), then M = A_ab_inv A_ak,
+// w = A_ab_inv ag and u = M v on tensor cores (v, 16-bit, is exact in TF32: 2 MMAs a product instead of 3).
+// Each lane owns the two adjacent columns d = 2 lane, 2 lane + 1 of K (and V): its loads are 4-byte pairs, its
+// cumulative sums, decay factors and gated operands need no other lane.
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "gpu/common.cuh"
+#include "gpu/mma.cuh"
+
+namespace dplr::gpu {
+namespace {
+using namespace detail;
+
+constexpr int kC = 16, kKM = 64, kWarps = 2;
+
+// One warp's shared memory, in floats. Padded rows make the fragment reads conflict-free: rows read as A
+// fragments (or as B fragments stored n-major) have a stride of 4 mod 32 floats, rows read k-major as B
+// fragments 8 mod 32.
+struct AWY {
+  static constexpr int KP = kKM + 4, BP = kKM + 8, AP = kC + 4, BAP = kC + 8;
+  // region 1: the level operands QA (rows 0-7 qt, 8-15 at) and KB (rows 0-7 kt, 8-15 bt), [16][KP] each;
+  //           after the levels: ag [16][BP], A_ab_inv and M [16][AP]
+  static constexpr int QA = 0, KB = QA + kC * KP, AG = 0, AINV = AG + kC * BP, MM = AINV + kC * AP, R1 = 2 * kC * KP;
+  static constexpr int VS = R1;                     // v [16][BP]
+  static constexpr int AQK = VS + kC * BP, AQB = AQK + kC * AP, AAB = AQB + kC * AP;  // [16][AP]
+  static constexpr int AAK = AAB + kC * AP;         // [16][BAP] (read as B fragments)
+  static constexpr int total = AAK + kC * BAP;
+  static constexpr std::size_t bytes = std::size_t(kWarps) * total * sizeof(float);
+};
+static_assert(AWY::MM + kC * AWY::AP <= AWY::R1, "ag, A_ab_inv and M overlay the level operands");
+static_assert(AWY::total % 4 == 0 && AWY::AQK % 4 == 0 && AWY::AP % 4 == 0, "16-byte aligned rows of A_qk, A_qb");
+
+struct AWYArgs {
+  const void *q, *k, *a, *b, *gk, *v;
+  ChunkGeom geo;
+  std::int64_t H, NT;  // NT: chunks a batch row, or the bound on all chunks with cu_seqlens (num_chunks)
+  int K, V;
+  float scale;
+  float *Aqk, *Aqb;
+  GatedOperands g;
+  float *w, *u;
+};
+
+// Two adjacent 16-bit elements (one 4-byte load) and their values.
+template <typename T>
+__device__ __forceinline__ unsigned ld_pair(const void* p, std::int64_t i) {
+  return *reinterpret_cast<const unsigned*>(static_cast<const T*>(p) + i);
+}
+template <typename T>
+__device__ __forceinline__ float2 unpack2(unsigned x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return make_float2(__uint_as_float(x << 16), __uint_as_float(x & 0xffff0000u));
+  } else {
+    __half2 hx;
+    static_assert(sizeof(hx) == sizeof(x));
+    memcpy(&hx, &x, sizeof(x));
+    return __half22float2(hx);
+  }
+}
+template <typename G>
+__device__ __forceinline__ float2 ld_gk2(const void* p, std::int64_t i) {
+  if constexpr (std::is_same_v<G, float>) return *reinterpret_cast<const float2*>(static_cast<const float*>(p) + i);
+  else return unpack2<G>(ld_pair<G>(p, i));
+}
+// The two in-chunk decay factors 2^((r - s)) of a lane's columns, from split sums (stage A's inner-loop form).
+__device__ __forceinline__ float2 ex2_diff2(float2 rh, float2 rl, float2 sh, float2 sl) {
+  return make_float2(ex2_ftz((rh.x - sh.x) + (rl.x - sl.x)), ex2_ftz((rh.y - sh.y) + (rl.y - sl.y)));
+}
+__device__ __forceinline__ float2 mul2(float2 x, float2 y) { return make_float2(x.x * y.x, x.y * y.y); }
+__device__ __forceinline__ void st2f(float* p, float2 x) { *reinterpret_cast<float2*>(p) = x; }
+
+// One round of a warp reduce-scatter of 2 OFF values a lane: lanes l and l ^ OFF exchange halves and add, so
+// each keeps OFF sums (the lower lane the first half). After rounds 16, 8, 4, 2, 1 lane l holds the total of
+// value l. A template so that every index is a constant (a runtime index would put the array on the stack).
+template <int OFF>
+__device__ __forceinline__ void reduce_scatter_round(float (&v)[32], int lane) {
+  const bool upper = (lane & OFF) != 0;
+#pragma unroll
+  for (int j = 0; j < OFF; ++j) {
+    const float send = upper ? v[j] : v[j + OFF];
+    const float keep = upper ? v[j + OFF] : v[j];
+    v[j] = keep + __shfl_xor_sync(0xffffffffu, send, OFF);
+  }
+}
+
+template <typename T, typename G>
+__global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) {
+  using L = AWY;
+  constexpr int KP = L::KP, BP = L::BP, AP = L::AP, BAP = L::BAP;
+  extern __shared__ __align__(16) float smem[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+  const std::int64_t c = std::int64_t(blockIdx.x) * kWarps + warp;
+  if (c >= p.NT) return;  // no block-wide barrier below: a warp may leave alone
+  const Chunk ch = chunk_at(p.geo, blockIdx.z, c, kC);
+  if (!ch.valid) return;
+  float* sm = smem + warp * L::total;
+  float *Aqk = sm + L::AQK, *Aqb = sm + L::AQB, *Aab = sm + L::AAB, *Aak = sm + L::AAK;
+  const std::int64_t h = blockIdx.y, H = p.H;
+  const int d = 2 * lane;  // this lane's columns d, d + 1 (K and V are even here)
+  const bool dk = d < p.K, dv = d < p.V;
+  const float scale = p.scale;
+
+  // Every input row of the chunk, 16-bit pairs kept packed; all loads issued before the first use.
+  unsigned rq[kC], rk[kC], ra[kC], rb[kC], rv[kC];
+  float2 rg[kC];
+#pragma unroll
+  for (int r = 0; r < kC; ++r) {
+    const bool okk = r < ch.len && dk, okv = r < ch.len && dv;
+    const std::int64_t ik = tix(ch.bos + r, h, H, d, p.K), iv = tix(ch.bos + r, h, H, d, p.V);
+    rq[r] = okk ? ld_pair<T>(p.q, ik) : 0u;
+    rk[r] = okk ? ld_pair<T>(p.k, ik) : 0u;
+    ra[r] = okk ? ld_pair<T>(p.a, ik) : 0u;
+    rb[r] = okk ? ld_pair<T>(p.b, ik) : 0u;
+    rv[r] = okv ? ld_pair<T>(p.v, iv) : 0u;
+    rg[r] = okk ? ld_gk2<G>(p.gk, ik) : make_float2(0.f, 0.f);
+  }
+  // The A matrices start at zero: above the diagonal, and in rows and columns past a short chunk's end.
+  for (int e = lane; e < L::total - L::AQK; e += 32) sm[L::AQK + e] = 0.f;
+
+  // In-chunk cumulative sums of gk (fp64, log2 units, split hi + lo as chunk_A): rows past the end add 0.
+  float2 gh[kC], gl[kC];
+  float2 glh, gll;  // gi of the chunk's last token (a running select: an index by len would put gh on the stack)
+  {
+    double s0 = 0.0, s1 = 0.0;
+#pragma unroll
+    for (int r = 0; r < kC; ++r) {
+      s0 += static_cast<double>(rg[r].x);
+      s1 += static_cast<double>(rg[r].y);
+      const float2 x0 = split_log2(s0), x1 = split_log2(s1);
+      gh[r] = make_float2(x0.x, x1.x);
+      gl[r] = make_float2(x0.y, x1.y);
+      if (r == 0 || r < ch.len) {
+        glh = gh[r];
+        gll = gl[r];
+      }
+    }
+  }
+
+  // v for WY now, so that its registers are free before the levels.
+#pragma unroll
+  for (int r = 0; r < kC; ++r) st2f(sm + L::VS + r * BP + d, unpack2<T>(rv[r]));
+
+  // The strictly lower triangle, level by level (see the top of the file).
+  float* QA = sm + L::QA;
+  float* KB = sm + L::KB;
+#pragma unroll
+  for (int lv = 0; lv < 4; ++lv) {
+    const int Lb = 8 >> lv;
+    __syncwarp();  // the previous level's fragment reads are done
+#pragma unroll
+    for (int r = 0; r < kC; ++r) {
+      const int pos = r % (2 * Lb), m = r - pos + Lb - 1;
+      if (pos >= Lb) {  // row role: qt, at (r >= 1 here)
+        const int ri = (r / (2 * Lb)) * Lb + pos - Lb, r1 = r > 0 ? r - 1 : 0;
+        const float2 fq = ex2_diff2(gh[r], gl[r], gh[m], gl[m]);
+        const float2 fa = ex2_diff2(gh[r1], gl[r1], gh[m], gl[m]);
+        const float2 q2 = unpack2<T>(rq[r]);
+        st2f(QA + ri * KP + d, make_float2(q2.x * scale * fq.x, q2.y * scale * fq.y));
+        st2f(QA + (8 + ri) * KP + d, mul2(unpack2<T>(ra[r]), fa));
+      } else {  // column role: kt, bt
+        const int ci = (r / (2 * Lb)) * Lb + pos;
+        const float2 fk = ex2_diff2(gh[m], gl[m], gh[r], gl[r]);
+        st2f(KB + ci * KP + d, mul2(unpack2<T>(rk[r]), fk));
+        st2f(KB + (8 + ci) * KP + d, mul2(unpack2<T>(rb[r]), fk));
+      }
+    }
+    __syncwarp();
+    float acc[2][4] = {}, cor[2][4] = {};  // hi*hi apart from the cross terms: shorter dependent MMA chains
+#pragma unroll
+    for (int k0 = 0; k0 < kKM; k0 += 8) {
+      unsigned ah[4], al[4];
+      load_a_split(QA, KP, k0, g, t, ah, al);
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {  // B (k = column d, n = the level's column index), KB stored n-major
+        unsigned bh0, bl0, bh1, bl1;
+        split_tf32(KB[(8 * nt + g) * KP + k0 + t], bh0, bl0);
+        split_tf32(KB[(8 * nt + g) * KP + k0 + t + 4], bh1, bl1);
+        mma_tf32(cor[nt], ah, bl0, bl1);
+        mma_tf32(cor[nt], al, bh0, bh1);
+        mma_tf32(acc[nt], ah, bh0, bh1);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int row = g + (q >= 2 ? 8 : 0), ri = row & 7, ci = 2 * t + (q & 1);
+        if (ri / Lb != ci / Lb) continue;  // a row and a column of different blocks
+        const int r = (ri / Lb) * 2 * Lb + Lb + ri % Lb, s = (ci / Lb) * 2 * Lb + ci % Lb;
+        const float x = acc[nt][q] + cor[nt][q];
+        if (row < 8) (nt == 0 ? Aqk : Aqb)[r * AP + s] = x;
+        else if (nt == 0) Aak[r * BAP + s] = x;
+        else Aab[r * AP + s] = x;
+      }
+  }
+
+  // The gated operands (stage A's outputs, chunk_A's formulas) and ag for WY, which replaces the level operands.
+  __syncwarp();
+  float* AG = sm + L::AG;
+  float part[2 * kC];
+  {
+#pragma unroll
+    for (int r = 0; r < kC; ++r) {
+      float2 ag = make_float2(0.f, 0.f);
+      if (r < ch.len && dk) {
+        const std::int64_t ix = tix(ch.bos + r, h, H, d, p.K);
+        const float2 q2 = unpack2<T>(rq[r]), a2 = unpack2<T>(ra[r]);
+        const float2 fl = make_float2(exp2_diff(make_float2(glh.x, gll.x), make_float2(gh[r].x, gl[r].x)),
+                                      exp2_diff(make_float2(glh.y, gll.y), make_float2(gh[r].y, gl[r].y)));
+        st2f(p.g.qg + ix, make_float2(q2.x * scale * exp2_split(make_float2(gh[r].x, gl[r].x)),
+                                      q2.y * scale * exp2_split(make_float2(gh[r].y, gl[r].y))));
+        st2f(p.g.kg + ix, mul2(unpack2<T>(rk[r]), fl));
+        st2f(p.g.bg + ix, mul2(unpack2<T>(rb[r]), fl));
+        const int r1 = r > 0 ? r - 1 : 0;
+        ag = r == 0 ? a2
+                    : make_float2(a2.x * exp2_split(make_float2(gh[r1].x, gl[r1].x)),
+                                  a2.y * exp2_split(make_float2(gh[r1].y, gl[r1].y)));
+      }
+      st2f(AG + r * BP + d, ag);
+      // the diagonal's partial dot products (below), here where these registers die
+      const float2 q2 = unpack2<T>(rq[r]), k2 = unpack2<T>(rk[r]), b2 = unpack2<T>(rb[r]);
+      const float qx = q2.x * scale, qy = q2.y * scale;
+      part[r] = fmaf(qx, k2.x, qy * k2.y);
+      part[kC + r] = fmaf(qx, b2.x, qy * b2.y);
+    }
+    if (dk)
+      st2f(p.g.eg_last + (ch.g * H + h) * p.K + d,
+           make_float2(exp2_split(make_float2(glh.x, gll.x)), exp2_split(make_float2(glh.y, gll.y))));
+  }
+  // Diagonal of A_qk and A_qb (factor 1): the lanes' two-column partials reduce-scattered across the warp (5
+  // rounds, each halving the values a lane holds), which leaves the total of partial l in lane l.
+  reduce_scatter_round<16>(part, lane);
+  reduce_scatter_round<8>(part, lane);
+  reduce_scatter_round<4>(part, lane);
+  reduce_scatter_round<2>(part, lane);
+  reduce_scatter_round<1>(part, lane);
+  if (lane < kC) Aqk[lane * AP + lane] = part[0];
+  else Aqb[(lane - kC) * AP + lane - kC] = part[0];
+  __syncwarp();
+
+  // WY. A_ab_inv = (I - A_ab)^-1 by forward substitution, one column a lane (chunk_WY's order).
+  float* Ainv = sm + L::AINV;
+  float* M = sm + L::MM;
+  if (lane < kC) {
+    const int j = lane;
+    float x[kC];
+#pragma unroll
+    for (int r = 0; r < kC; ++r) {
+      float acc = r == j ? 1.f : 0.f;
+#pragma unroll
+      for (int s = 0; s < r; ++s) acc = fmaf(Aab[r * AP + s], x[s], acc);
+      x[r] = acc;
+      Ainv[r * AP + j] = acc;
+    }
+  }
+  __syncwarp();
+  unsigned ih[2][4], il[2][4];  // A_ab_inv as A fragments, k-steps 0 and 1
+#pragma unroll
+  for (int ks = 0; ks < 2; ++ks) load_a_split(Ainv, AP, 8 * ks, g, t, ih[ks], il[ks]);
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt) {  // M = A_ab_inv A_ak
+    float acc[4] = {}, cor[4] = {};
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      unsigned bh0, bl0, bh1, bl1;
+      load_b_split(Aak, BAP, 8 * ks, 8 * nt, g, t, bh0, bl0, bh1, bl1);
+      mma_tf32(cor, ih[ks], bl0, bl1);
+      mma_tf32(cor, il[ks], bh0, bh1);
+      mma_tf32(acc, ih[ks], bh0, bh1);
+    }
+    st2f(M + g * AP + 8 * nt + 2 * t, make_float2(acc[0] + cor[0], acc[1] + cor[1]));
+    st2f(M + (g + 8) * AP + 8 * nt + 2 * t, make_float2(acc[2] + cor[2], acc[3] + cor[3]));
+  }
+  __syncwarp();
+  unsigned mh[2][4], ml[2][4];
+#pragma unroll
+  for (int ks = 0; ks < 2; ++ks) load_a_split(M, AP, 8 * ks, g, t, mh[ks], ml[ks]);
+  const float* VS = sm + L::VS;
+#pragma unroll
+  for (int nt = 0; nt < kKM / 8; ++nt) {  // w = A_ab_inv ag and u = M v, 8 columns at a time
+    const int n0 = 8 * nt, col = n0 + 2 * t;
+    const bool r0ok = g < ch.len, r1ok = g + 8 < ch.len;
+    if (n0 < p.K) {
+      float acc[4] = {}, cor[4] = {};
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) {
+        unsigned bh0, bl0, bh1, bl1;
+        load_b_split(AG, BP, 8 * ks, n0, g, t, bh0, bl0, bh1, bl1);
+        mma_tf32(cor, ih[ks], bl0, bl1);
+        mma_tf32(cor, il[ks], bh0, bh1);
+        mma_tf32(acc, ih[ks], bh0, bh1);
+      }
+      if (col < p.K) {
+        if (r0ok) st2f(p.w + tix(ch.bos + g, h, H, col, p.K), make_float2(acc[0] + cor[0], acc[1] + cor[1]));
+        if (r1ok) st2f(p.w + tix(ch.bos + g + 8, h, H, col, p.K), make_float2(acc[2] + cor[2], acc[3] + cor[3]));
+      }
+    }
+    if (n0 < p.V) {
+      float acc[4] = {}, cor[4] = {};
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) {
+        const unsigned b0 = __float_as_uint(VS[(8 * ks + t) * BP + n0 + g]);
+        const unsigned b1 = __float_as_uint(VS[(8 * ks + t + 4) * BP + n0 + g]);
+        mma_tf32(cor, ml[ks], b0, b1);
+        mma_tf32(acc, mh[ks], b0, b1);
+      }
+      if (col < p.V) {
+        if (r0ok) st2f(p.u + tix(ch.bos + g, h, H, col, p.V), make_float2(acc[0] + cor[0], acc[1] + cor[1]));
+        if (r1ok) st2f(p.u + tix(ch.bos + g + 8, h, H, col, p.V), make_float2(acc[2] + cor[2], acc[3] + cor[3]));
+      }
+    }
+  }
+
+  // A_qk and A_qb rows out (all 16 columns: zero above the diagonal), 16-byte stores.
+  {
+    const int r = lane >> 1, half = lane & 1;
+    if (r < ch.len) {
+      const std::int64_t row = ((ch.bos + r) * H + h) * kC + 8 * half;
+      const float4* sq = reinterpret_cast<const float4*>(Aqk + r * AP + 8 * half);
+      const float4* sb = reinterpret_cast<const float4*>(Aqb + r * AP + 8 * half);
+      float4* dq = reinterpret_cast<float4*>(p.Aqk + row);
+      float4* db = reinterpret_cast<float4*>(p.Aqb + row);
+      dq[0] = sq[0];
+      dq[1] = sq[1];
+      db[0] = sb[0];
+      db[1] = sb[1];
+    }
+  }
+}
+
+bool aligned(const void* x, std::uintptr_t n) { return reinterpret_cast<std::uintptr_t>(x) % n == 0; }
+
+}  // namespace
+
+bool chunk_A_WY_supported(const ForwardInputs& in, int C) {
+  check_chunk_shape(in, C);
+  const std::uintptr_t ga = in.gk_dtype == ElemType::F32 ? 8 : 4;
+  return C == kC && in.dtype != ElemType::F32 && in.K <= kKM && in.V <= kKM && in.K % 2 == 0 &&
+         in.V % 2 == 0 && aligned(in.q, 4) && aligned(in.k, 4) && aligned(in.a, 4) && aligned(in.b, 4) &&
+         aligned(in.v, 4) && aligned(in.gk, ga);
+}
+
+void chunk_A_WY(const ForwardInputs& in, int C, float* A_qk, float* A_qb, const GatedOperands& gated, float* w, float* u,
+                cudaStream_t stream) {
+  check_chunk(in, C);
+  if (!chunk_A_WY_supported(in, C))
+    throw Unsupported("dplr::gpu: chunk_A_WY takes 16-bit inputs at chunk size 16 with K and V even and <= 64, "
+                      "and 4-byte aligned inputs (got C = " + std::to_string(C) + ", K = " +
+                      std::to_string(in.K) + ", V = " + std::to_string(in.V) + ", " + elem_type_name(in.dtype) +
+                      "); use chunk_A and chunk_WY");
+  if (!A_qk || !A_qb || !w || !u || !gated.qg || !gated.kg || !gated.bg || !gated.eg_last)
+    throw Unsupported("dplr::gpu: chunk_A_WY needs A_qk, A_qb, w, u and the gated operands qg, kg, bg, eg_last");
+  if (!aligned(A_qk, 16) || !aligned(A_qb, 16) || !aligned(w, 8) || !aligned(u, 8) || !aligned(gated.qg, 8) ||
+      !aligned(gated.kg, 8) || !aligned(gated.bg, 8) || !aligned(gated.eg_last, 8))
+    throw Unsupported("dplr::gpu: chunk_A_WY needs A_qk and A_qb 16-byte aligned, w, u, qg, kg, bg, eg_last 8-byte aligned");
+  const std::int64_t NT = num_chunks(in, C);
+  AWYArgs p{in.q, in.k, in.a, in.b, in.gk, in.v, chunk_geom(in, C), in.H, NT, static_cast<int>(in.K), static_cast<int>(in.V),
+            in.resolved_scale(), A_qk, A_qb, gated, w, u};
+  dim3 grid(static_cast<unsigned>((NT + kWarps - 1) / kWarps), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
+  dispatch_types(in.dtype, in.gk_dtype, [&](auto tt, auto gg) {
+    using T = decltype(tt);
+    using G = decltype(gg);
+    if constexpr (!std::is_same_v<T, float>) {
+      set_smem(chunk_A_WY_mma_kernel<T, G>, AWY::bytes);
+      chunk_A_WY_mma_kernel<T, G><<<grid, 32 * kWarps, AWY::bytes, stream>>>(p);
+    }
+  });
+  DPLR_LAUNCHED("chunk_A_WY_mma_kernel");
+}
+
+}  // namespace dplr::gpu

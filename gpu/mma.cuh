@@ -1,0 +1,43 @@
+// Tensor-core helpers shared by the kernels that run fp32 products on mma.sync m16n8k8 TF32 with a split
+// operand ("3xTF32": x = hi + lo, hi*hi + hi*lo + lo*hi, the lo*lo term below 2^-22 of the product dropped), so
+// that the products keep fp32 accuracy. Fragment layout of m16n8k8 (g = lane / 4, t = lane % 4):
+//   A (16 x 8, row): a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4)
+//   B (8 x 8, col):  b0 (k = t, n = g), b1 (k = t + 4, n = g)
+//   C (16 x 8):      c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1)
+#pragma once
+#include <cuda_runtime.h>
+
+namespace dplr::gpu::detail {
+
+// Round to TF32 (nearest, ties away; low 13 bits zero) as a bit pattern; x - hi is exact in fp32 and is passed
+// as it is: the tensor core reads the top 19 bits of a .tf32 operand (lo truncated: |lo| <= 2^-11 |x|, so the
+// error is below 2^-21 |x|; 3 instructions a split instead of 5).
+__device__ __forceinline__ unsigned tf32_bits(float x) { return (__float_as_uint(x) + 0x1000u) & 0xffffe000u; }
+__device__ __forceinline__ void split_tf32(float x, unsigned& hi, unsigned& lo) {
+  hi = tf32_bits(x);
+  lo = __float_as_uint(x - __uint_as_float(hi));
+}
+// d += a b (m16n8k8, TF32 operands, fp32 accumulation).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// An A fragment (rows r0 .. r0 + 15, columns k0 .. k0 + 7 of a row-major fp32 matrix with leading dimension ld),
+// split into hi and lo.
+__device__ __forceinline__ void load_a_split(const float* m, int ld, int k0, int g, int t, unsigned (&hi)[4],
+                                             unsigned (&lo)[4]) {
+  split_tf32(m[g * ld + k0 + t], hi[0], lo[0]);
+  split_tf32(m[(g + 8) * ld + k0 + t], hi[1], lo[1]);
+  split_tf32(m[g * ld + k0 + t + 4], hi[2], lo[2]);
+  split_tf32(m[(g + 8) * ld + k0 + t + 4], hi[3], lo[3]);
+}
+// A B fragment of a matrix stored k-major (element (k, n) at m[k * ld + n]), columns n0 .. n0 + 7, split.
+__device__ __forceinline__ void load_b_split(const float* m, int ld, int k0, int n0, int g, int t, unsigned& hi0,
+                                             unsigned& lo0, unsigned& hi1, unsigned& lo1) {
+  split_tf32(m[(k0 + t) * ld + n0 + g], hi0, lo0);
+  split_tf32(m[(k0 + t + 4) * ld + n0 + g], hi1, lo1);
+}
+
+}  // namespace dplr::gpu::detail
