@@ -14,11 +14,17 @@
 // columns, the cells of different 2Lb-blocks discarded): qt = q exp(gi_r - gi_m) and at = a exp(gi_{r-1} - gi_m)
 // stacked as the 16 rows of the A operand, kt = k exp(gi_m - gi_s) and bt as two 8-column B tiles. The diagonal
 // (r = s, factor 1) of A_qk and A_qb is a plain dot product of each lane's two columns, summed across the warp.
-// Every exponent is a difference of in-chunk sums (fp64, split hi + lo, as chunk_A), never exp(gi) exp(-gi).
+// Every factor, here and in the gated operands, is a product of per-token decays e_j = exp(gk_j) over the tokens
+// between its two ends (exp(gi_r - gi_m) = e_{m+1} ... e_r), so it is <= 1 for gk <= 0 and needs neither a
+// cumulative sum nor an exponential per cell: 32 exponentials a lane for the whole chunk. Relative error of a
+// product of n factors: about n/2 ulp (n <= 16: ~1e-6 at worst), far below the 16-bit outputs' rounding; chunk_A's
+// fp64 sums stay the reference path (and fp32 inputs use it).
 // WY: A_ab_inv by forward substitution (16 lanes, one column each, as chunk_WY), then M = A_ab_inv A_ak,
 // w = A_ab_inv ag and u = M v on tensor cores (v, 16-bit, is exact in TF32: 2 MMAs a product instead of 3).
 // Each lane owns the two adjacent columns d = 2 lane, 2 lane + 1 of K (and V): its loads are 4-byte pairs, its
-// cumulative sums, decay factors and gated operands need no other lane.
+// decay factors and gated operands need no other lane. About 240 registers a thread (every row of the chunk is
+// held), so 8 warps an SM; capping registers for 12 warps spilled and measured slower (0.532 vs 0.495 ms at
+// B8 T4096 H16 D64 on an H200; the first version, with fp64 sums, exponentials per level and v as fp32, 0.717).
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -36,17 +42,17 @@ constexpr int kC = 16, kKM = 64, kWarps = 2;
 // fragments (or as B fragments stored n-major) have a stride of 4 mod 32 floats, rows read k-major as B
 // fragments 8 mod 32.
 struct AWY {
-  static constexpr int KP = kKM + 4, BP = kKM + 8, AP = kC + 4, BAP = kC + 8;
+  static constexpr int KP = kKM + 4, BP = kKM + 8, AP = kC + 4, BAP = kC + 8, VW = BP / 2;
   // region 1: the level operands QA (rows 0-7 qt, 8-15 at) and KB (rows 0-7 kt, 8-15 bt), [16][KP] each;
-  //           after the levels: ag [16][BP], A_ab_inv and M [16][AP]
-  static constexpr int QA = 0, KB = QA + kC * KP, AG = 0, AINV = AG + kC * BP, MM = AINV + kC * AP, R1 = 2 * kC * KP;
-  static constexpr int VS = R1;                     // v [16][BP]
-  static constexpr int AQK = VS + kC * BP, AQB = AQK + kC * AP, AAB = AQB + kC * AP;  // [16][AP]
-  static constexpr int AAK = AAB + kC * AP;         // [16][BAP] (read as B fragments)
+  //           after the levels: ag [16][BP] and A_ab_inv [16][AP]
+  static constexpr int QA = 0, KB = QA + kC * KP, AG = 0, AINV = AG + kC * BP, R1 = 2 * kC * KP;
+  static constexpr int VS = R1;  // v as loaded (16-bit pairs), [16][VW] words
+  static constexpr int AQK = VS + kC * VW, AQB = AQK + kC * AP, AAB = AQB + kC * AP;  // [16][AP]; M replaces A_ab
+  static constexpr int AAK = AAB + kC * AP;                                            // [16][BAP] (B fragments)
   static constexpr int total = AAK + kC * BAP;
   static constexpr std::size_t bytes = std::size_t(kWarps) * total * sizeof(float);
 };
-static_assert(AWY::MM + kC * AWY::AP <= AWY::R1, "ag, A_ab_inv and M overlay the level operands");
+static_assert(AWY::AINV + kC * AWY::AP <= AWY::R1, "ag and A_ab_inv overlay the level operands");
 static_assert(AWY::total % 4 == 0 && AWY::AQK % 4 == 0 && AWY::AP % 4 == 0, "16-byte aligned rows of A_qk, A_qb");
 
 struct AWYArgs {
@@ -81,9 +87,12 @@ __device__ __forceinline__ float2 ld_gk2(const void* p, std::int64_t i) {
   if constexpr (std::is_same_v<G, float>) return *reinterpret_cast<const float2*>(static_cast<const float*>(p) + i);
   else return unpack2<G>(ld_pair<G>(p, i));
 }
-// The two in-chunk decay factors 2^((r - s)) of a lane's columns, from split sums (stage A's inner-loop form).
-__device__ __forceinline__ float2 ex2_diff2(float2 rh, float2 rl, float2 sh, float2 sl) {
-  return make_float2(ex2_ftz((rh.x - sh.x) + (rl.x - sl.x)), ex2_ftz((rh.y - sh.y) + (rl.y - sl.y)));
+// One element of a row of 16-bit pairs stored as loaded (n: its index in the row), as the bits of an fp32 (exact).
+template <typename T>
+__device__ __forceinline__ unsigned elem_bits(const unsigned* row, int n) {
+  const unsigned x = row[n >> 1];
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return (n & 1) ? (x & 0xffff0000u) : (x << 16);
+  else return __float_as_uint((n & 1) ? unpack2<T>(x).y : unpack2<T>(x).x);
 }
 __device__ __forceinline__ float2 mul2(float2 x, float2 y) { return make_float2(x.x * y.x, x.y * y.y); }
 __device__ __forceinline__ void st2f(float* p, float2 x) { *reinterpret_cast<float2*>(p) = x; }
@@ -102,10 +111,75 @@ __device__ __forceinline__ void reduce_scatter_round(float (&v)[32], int lane) {
   }
 }
 
+// One level of the strictly lower triangle (block size Lb, a template so that every register index is a
+// constant): the pre-scaled operands into QA / KB, the 8 x 8 products on tensor cores, the valid cells out.
+struct LevelArgs {
+  float *QA, *KB, *Aqk, *Aqb, *Aak, *Aab;
+  float scale;
+  int d, g, t;
+};
+template <typename T, int Lb>
+__device__ __forceinline__ void level(const LevelArgs& la, const unsigned (&rq)[kC], const unsigned (&rk)[kC],
+                                      const unsigned (&ra)[kC], const unsigned (&rb)[kC], const float2 (&e)[kC]) {
+  constexpr int KP = AWY::KP, AP = AWY::AP, BAP = AWY::BAP;
+  float *QA = la.QA, *KB = la.KB;
+  const int d = la.d, g = la.g, t = la.t;
+  __syncwarp();  // the previous level's fragment reads are done
+#pragma unroll
+  for (int blk = 0; blk < kC / (2 * Lb); ++blk) {
+    const int b0 = 2 * Lb * blk, m = b0 + Lb - 1;
+    float2 f = make_float2(1.f, 1.f);  // column role, s = m down to b0: kt, bt with exp(gi_m - gi_s) = e_{s+1} .. e_m
+#pragma unroll
+    for (int i = 0; i < Lb; ++i) {
+      const int s = m - i, ci = Lb * blk + Lb - 1 - i;
+      st2f(KB + ci * KP + d, mul2(unpack2<T>(rk[s]), f));
+      st2f(KB + (8 + ci) * KP + d, mul2(unpack2<T>(rb[s]), f));
+      f = mul2(f, e[s]);
+    }
+    f = make_float2(1.f, 1.f);  // row role, r = m + 1 ..: qt with exp(gi_r - gi_m), at with exp(gi_{r-1} - gi_m)
+#pragma unroll
+    for (int i = 0; i < Lb; ++i) {
+      const int r = m + 1 + i, ri = Lb * blk + i;
+      st2f(QA + (8 + ri) * KP + d, mul2(unpack2<T>(ra[r]), f));
+      f = mul2(f, e[r]);
+      const float2 q2 = unpack2<T>(rq[r]);
+      st2f(QA + ri * KP + d, make_float2(q2.x * la.scale * f.x, q2.y * la.scale * f.y));
+    }
+  }
+  __syncwarp();
+  float acc[2][4] = {}, cor[2][4] = {};  // hi*hi apart from the cross terms: shorter dependent MMA chains
+#pragma unroll
+  for (int k0 = 0; k0 < kKM; k0 += 8) {
+    unsigned ah[4], al[4];
+    load_a_split(QA, KP, k0, g, t, ah, al);
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {  // B (k = column d, n = the level's column index), KB stored n-major
+      unsigned bh0, bl0, bh1, bl1;
+      split_tf32(KB[(8 * nt + g) * KP + k0 + t], bh0, bl0);
+      split_tf32(KB[(8 * nt + g) * KP + k0 + t + 4], bh1, bl1);
+      mma_tf32(cor[nt], ah, bl0, bl1);
+      mma_tf32(cor[nt], al, bh0, bh1);
+      mma_tf32(acc[nt], ah, bh0, bh1);
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int row = g + (q >= 2 ? 8 : 0), ri = row & 7, ci = 2 * t + (q & 1);
+      if (ri / Lb != ci / Lb) continue;  // a row and a column of different blocks
+      const int r = (ri / Lb) * 2 * Lb + Lb + ri % Lb, s = (ci / Lb) * 2 * Lb + ci % Lb;
+      const float x = acc[nt][q] + cor[nt][q];
+      if (row < 8) (nt == 0 ? la.Aqk : la.Aqb)[r * AP + s] = x;
+      else if (nt == 0) la.Aak[r * BAP + s] = x;
+      else la.Aab[r * AP + s] = x;
+    }
+}
+
 template <typename T, typename G>
 __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) {
   using L = AWY;
-  constexpr int KP = L::KP, BP = L::BP, AP = L::AP, BAP = L::BAP;
+  constexpr int BP = L::BP, AP = L::AP, BAP = L::BAP, VW = L::VW;
   extern __shared__ __align__(16) float smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const std::int64_t c = std::int64_t(blockIdx.x) * kWarps + warp;
@@ -134,117 +208,61 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
     rg[r] = okk ? ld_gk2<G>(p.gk, ik) : make_float2(0.f, 0.f);
   }
   // The A matrices start at zero: above the diagonal, and in rows and columns past a short chunk's end.
-  for (int e = lane; e < L::total - L::AQK; e += 32) sm[L::AQK + e] = 0.f;
-
-  // In-chunk cumulative sums of gk (fp64, log2 units, split hi + lo as chunk_A): rows past the end add 0.
-  float2 gh[kC], gl[kC];
-  float2 glh, gll;  // gi of the chunk's last token (a running select: an index by len would put gh on the stack)
-  {
-    double s0 = 0.0, s1 = 0.0;
+  for (int e = lane; e < (L::total - L::AQK) / 4; e += 32)
+    reinterpret_cast<float4*>(sm + L::AQK)[e] = make_float4(0.f, 0.f, 0.f, 0.f);
+  // v for WY, as loaded, so that its registers are free before the levels.
+  unsigned* VS = reinterpret_cast<unsigned*>(sm + L::VS);
 #pragma unroll
-    for (int r = 0; r < kC; ++r) {
-      s0 += static_cast<double>(rg[r].x);
-      s1 += static_cast<double>(rg[r].y);
-      const float2 x0 = split_log2(s0), x1 = split_log2(s1);
-      gh[r] = make_float2(x0.x, x1.x);
-      gl[r] = make_float2(x0.y, x1.y);
-      if (r == 0 || r < ch.len) {
-        glh = gh[r];
-        gll = gl[r];
-      }
-    }
-  }
-
-  // v for WY now, so that its registers are free before the levels.
+  for (int r = 0; r < kC; ++r) VS[r * VW + lane] = rv[r];
+  // Per-token decays of the lane's two columns (1 past the chunk's end, where gk was loaded as 0).
+  float2 e[kC];
 #pragma unroll
-  for (int r = 0; r < kC; ++r) st2f(sm + L::VS + r * BP + d, unpack2<T>(rv[r]));
+  for (int r = 0; r < kC; ++r)
+    e[r] = make_float2(ex2_ftz(rg[r].x * static_cast<float>(kLog2e)), ex2_ftz(rg[r].y * static_cast<float>(kLog2e)));
 
   // The strictly lower triangle, level by level (see the top of the file).
-  float* QA = sm + L::QA;
-  float* KB = sm + L::KB;
-#pragma unroll
-  for (int lv = 0; lv < 4; ++lv) {
-    const int Lb = 8 >> lv;
-    __syncwarp();  // the previous level's fragment reads are done
-#pragma unroll
-    for (int r = 0; r < kC; ++r) {
-      const int pos = r % (2 * Lb), m = r - pos + Lb - 1;
-      if (pos >= Lb) {  // row role: qt, at (r >= 1 here)
-        const int ri = (r / (2 * Lb)) * Lb + pos - Lb, r1 = r > 0 ? r - 1 : 0;
-        const float2 fq = ex2_diff2(gh[r], gl[r], gh[m], gl[m]);
-        const float2 fa = ex2_diff2(gh[r1], gl[r1], gh[m], gl[m]);
-        const float2 q2 = unpack2<T>(rq[r]);
-        st2f(QA + ri * KP + d, make_float2(q2.x * scale * fq.x, q2.y * scale * fq.y));
-        st2f(QA + (8 + ri) * KP + d, mul2(unpack2<T>(ra[r]), fa));
-      } else {  // column role: kt, bt
-        const int ci = (r / (2 * Lb)) * Lb + pos;
-        const float2 fk = ex2_diff2(gh[m], gl[m], gh[r], gl[r]);
-        st2f(KB + ci * KP + d, mul2(unpack2<T>(rk[r]), fk));
-        st2f(KB + (8 + ci) * KP + d, mul2(unpack2<T>(rb[r]), fk));
-      }
-    }
-    __syncwarp();
-    float acc[2][4] = {}, cor[2][4] = {};  // hi*hi apart from the cross terms: shorter dependent MMA chains
-#pragma unroll
-    for (int k0 = 0; k0 < kKM; k0 += 8) {
-      unsigned ah[4], al[4];
-      load_a_split(QA, KP, k0, g, t, ah, al);
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {  // B (k = column d, n = the level's column index), KB stored n-major
-        unsigned bh0, bl0, bh1, bl1;
-        split_tf32(KB[(8 * nt + g) * KP + k0 + t], bh0, bl0);
-        split_tf32(KB[(8 * nt + g) * KP + k0 + t + 4], bh1, bl1);
-        mma_tf32(cor[nt], ah, bl0, bl1);
-        mma_tf32(cor[nt], al, bh0, bh1);
-        mma_tf32(acc[nt], ah, bh0, bh1);
-      }
-    }
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int row = g + (q >= 2 ? 8 : 0), ri = row & 7, ci = 2 * t + (q & 1);
-        if (ri / Lb != ci / Lb) continue;  // a row and a column of different blocks
-        const int r = (ri / Lb) * 2 * Lb + Lb + ri % Lb, s = (ci / Lb) * 2 * Lb + ci % Lb;
-        const float x = acc[nt][q] + cor[nt][q];
-        if (row < 8) (nt == 0 ? Aqk : Aqb)[r * AP + s] = x;
-        else if (nt == 0) Aak[r * BAP + s] = x;
-        else Aab[r * AP + s] = x;
-      }
+  {
+    const LevelArgs la{sm + L::QA, sm + L::KB, Aqk, Aqb, Aak, Aab, scale, d, g, t};
+    level<T, 8>(la, rq, rk, ra, rb, e);
+    level<T, 4>(la, rq, rk, ra, rb, e);
+    level<T, 2>(la, rq, rk, ra, rb, e);
+    level<T, 1>(la, rq, rk, ra, rb, e);
   }
 
-  // The gated operands (stage A's outputs, chunk_A's formulas) and ag for WY, which replaces the level operands.
+  // The gated operands (stage A's outputs) and ag for WY, which replaces the level operands:
+  //   kg, bg = k, b exp(gl - gi_r) = k, b e_{r+1} .. e_15 (suffix products; e = 1 past the end, so gl is reached),
+  //   qg = scale q exp(gi_r) = e_0 .. e_r, ag = a exp(gi_{r-1}) (prefix products), eg_last = e_0 .. e_15.
   __syncwarp();
   float* AG = sm + L::AG;
-  float part[2 * kC];
+  float part[2 * kC];  // the diagonal's partial dot products (below), formed here where these registers die
+  const std::int64_t row0 = tix(ch.bos, h, H, d, p.K), rstride = H * p.K;
   {
+    float2 f = make_float2(1.f, 1.f);
 #pragma unroll
-    for (int r = 0; r < kC; ++r) {
-      float2 ag = make_float2(0.f, 0.f);
+    for (int i = 0; i < kC; ++i) {  // r from the last row up (an increasing counter: the loop must unroll)
+      const int r = kC - 1 - i;
+      const float2 k2 = unpack2<T>(rk[r]), b2 = unpack2<T>(rb[r]);
       if (r < ch.len && dk) {
-        const std::int64_t ix = tix(ch.bos + r, h, H, d, p.K);
-        const float2 q2 = unpack2<T>(rq[r]), a2 = unpack2<T>(ra[r]);
-        const float2 fl = make_float2(exp2_diff(make_float2(glh.x, gll.x), make_float2(gh[r].x, gl[r].x)),
-                                      exp2_diff(make_float2(glh.y, gll.y), make_float2(gh[r].y, gl[r].y)));
-        st2f(p.g.qg + ix, make_float2(q2.x * scale * exp2_split(make_float2(gh[r].x, gl[r].x)),
-                                      q2.y * scale * exp2_split(make_float2(gh[r].y, gl[r].y))));
-        st2f(p.g.kg + ix, mul2(unpack2<T>(rk[r]), fl));
-        st2f(p.g.bg + ix, mul2(unpack2<T>(rb[r]), fl));
-        const int r1 = r > 0 ? r - 1 : 0;
-        ag = r == 0 ? a2
-                    : make_float2(a2.x * exp2_split(make_float2(gh[r1].x, gl[r1].x)),
-                                  a2.y * exp2_split(make_float2(gh[r1].y, gl[r1].y)));
+        st2f(p.g.kg + row0 + r * rstride, mul2(k2, f));
+        st2f(p.g.bg + row0 + r * rstride, mul2(b2, f));
       }
-      st2f(AG + r * BP + d, ag);
-      // the diagonal's partial dot products (below), here where these registers die
-      const float2 q2 = unpack2<T>(rq[r]), k2 = unpack2<T>(rk[r]), b2 = unpack2<T>(rb[r]);
+      f = mul2(f, e[r]);
+      const float2 q2 = unpack2<T>(rq[r]);
       const float qx = q2.x * scale, qy = q2.y * scale;
       part[r] = fmaf(qx, k2.x, qy * k2.y);
       part[kC + r] = fmaf(qx, b2.x, qy * b2.y);
     }
-    if (dk)
-      st2f(p.g.eg_last + (ch.g * H + h) * p.K + d,
-           make_float2(exp2_split(make_float2(glh.x, gll.x)), exp2_split(make_float2(glh.y, gll.y))));
+  }
+  {
+    float2 f = make_float2(1.f, 1.f);
+#pragma unroll
+    for (int r = 0; r < kC; ++r) {
+      st2f(AG + r * BP + d, r < ch.len && dk ? mul2(unpack2<T>(ra[r]), f) : make_float2(0.f, 0.f));
+      f = mul2(f, e[r]);
+      const float2 q2 = unpack2<T>(rq[r]);
+      if (r < ch.len && dk) st2f(p.g.qg + row0 + r * rstride, make_float2(q2.x * scale * f.x, q2.y * scale * f.y));
+    }
+    if (dk) st2f(p.g.eg_last + (ch.g * H + h) * p.K + d, f);
   }
   // Diagonal of A_qk and A_qb (factor 1): the lanes' two-column partials reduce-scattered across the warp (5
   // rounds, each halving the values a lane holds), which leaves the total of partial l in lane l.
@@ -259,7 +277,7 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
 
   // WY. A_ab_inv = (I - A_ab)^-1 by forward substitution, one column a lane (chunk_WY's order).
   float* Ainv = sm + L::AINV;
-  float* M = sm + L::MM;
+  float* M = Aab;  // A_ab is dead once A_ab_inv is formed
   if (lane < kC) {
     const int j = lane;
     float x[kC];
@@ -294,7 +312,6 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
   unsigned mh[2][4], ml[2][4];
 #pragma unroll
   for (int ks = 0; ks < 2; ++ks) load_a_split(M, AP, 8 * ks, g, t, mh[ks], ml[ks]);
-  const float* VS = sm + L::VS;
 #pragma unroll
   for (int nt = 0; nt < kKM / 8; ++nt) {  // w = A_ab_inv ag and u = M v, 8 columns at a time
     const int n0 = 8 * nt, col = n0 + 2 * t;
@@ -318,8 +335,8 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
       float acc[4] = {}, cor[4] = {};
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks) {
-        const unsigned b0 = __float_as_uint(VS[(8 * ks + t) * BP + n0 + g]);
-        const unsigned b1 = __float_as_uint(VS[(8 * ks + t + 4) * BP + n0 + g]);
+        const unsigned b0 = elem_bits<T>(VS + (8 * ks + t) * VW, n0 + g);
+        const unsigned b1 = elem_bits<T>(VS + (8 * ks + t + 4) * VW, n0 + g);
         mma_tf32(cor, ml[ks], b0, b1);
         mma_tf32(acc, mh[ks], b0, b1);
       }
