@@ -305,7 +305,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
 }
 
 
-// ---- Tensor-core variant (16-bit inputs, C = 16, K <= 64, 16-byte copies): the same four products as
+// ---- Tensor-core variant (16-bit inputs, C = 16, K <= 128, 16-byte copies): the same four products as
 // chunk_ho_kernel on mma.sync m16n8k8 TF32 with the fp32 operands split in two (x = hi + lo, hi rounded to
 // TF32, lo truncated by the tensor core, see split_tf32; "3xTF32": hi*hi + hi*lo + lo*hi, the lo*lo term below
 // 2^-22 of the product dropped), products exact in fp32, fp32 accumulation. v (16-bit) is exact in TF32 (<= 11
@@ -313,17 +313,21 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
 // Why: the FMA kernel delivers ~557 KB of shared memory to registers per chunk and block (1 float per FMA;
 // LDS.128 broadcasts still cost 4 cycles of the 128 B/clk path), 8.7k cycles per chunk an SM = the measured
 // 8.4k; the fragments here deliver each operand element to one lane once (~100 KB per chunk and block).
-// Warps: phase 1, warp w: v_new (w < 4) or qg S (w >= 4) for columns 8 (w % 4) .. + 7, K in 8 steps;
-// phase 2: warps 4-7 add A_qk v + A_qb v_new to their qg S and store o; every warp updates two 16 x 8 tiles of
-// the state (rows 16 (w / 2), columns 16 (w % 2) .. + 15), held in registers as MMA accumulators.
+// Warps: phase 1, warp w: v_new (w < 4) or qg S (w >= 4) for columns 8 (w % 4) .. + 7, K in KM / 8 steps;
+// phase 2: warps 4-7 add A_qk v + A_qb v_new to their qg S and store o; every warp updates TPW = KM / 32 tiles
+// of 16 x 8 of the state (KM = 64: rows 16 (w / 2), columns 16 (w % 2) .. + 15; KM = 128: rows 16 w, all 32
+// columns), held in registers as MMA accumulators. KM = 64 fits two blocks an SM, KM = 128 one.
+template <int KMAX>
 struct HOM {
-  static constexpr int C = 16, KM = 64, KP = KM + 4, AP = C + 4, LS = kVT + 8;  // padded rows: conflict-free fragments
+  static constexpr int C = 16, KM = KMAX, KP = KM + 4, AP = C + 4, LS = kVT + 8;  // padded rows: conflict-free fragments
   static constexpr int W = 0, Kd = C * KP, Bd = 2 * C * KP, Qg = 3 * C * KP, U = 4 * C * KP;
   static constexpr int Vv = U + C * kVT, Aqk = Vv + C * kVT, Aqb = Aqk + C * AP, E = Aqb + C * AP, stage = E + KM;
   static constexpr int NS = 4;
+  static constexpr int TPW = KM / 32, WPR = 128 / KM;  // state tiles a warp; warps a 16-row tile
   static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + C * LS) * sizeof(float);
 };
-static_assert(HOM::bytes <= 110 * 1024, "chunk_ho mma: two blocks an SM");
+static_assert(HOM<64>::bytes <= 110 * 1024, "chunk_ho mma: two blocks an SM at K <= 64");
+static_assert(HOM<128>::bytes <= 227 * 1024, "chunk_ho mma: one block an SM at K <= 128");
 
 // Two adjacent 16-bit outputs in one 4-byte store (each rounded to nearest, as st<T>).
 template <typename T>
@@ -334,11 +338,11 @@ __device__ __forceinline__ void st2(void* o, std::int64_t i, float x, float y) {
     *reinterpret_cast<__half2*>(static_cast<T*>(o) + i) = __floats2half2_rn(x, y);
 }
 
-template <typename T>
+template <typename T, int KMAX>
 __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
-  using L = HOM;
-  constexpr int NS = L::NS, C = L::C, KP = L::KP, AP = L::AP, LS = L::LS;
-  static_assert(C * L::KM / 4 == kThreads && C * C == kThreads, "chunk_ho mma: one copy of each a thread");
+  using L = HOM<KMAX>;
+  constexpr int NS = L::NS, C = L::C, KP = L::KP, AP = L::AP, LS = L::LS, TPW = L::TPW;
+  static_assert(C * L::KM / 4 % kThreads == 0 && C * C == kThreads, "chunk_ho mma: whole copies a thread");
   const int K = p.K, V = p.V;
   extern __shared__ __align__(16) float sm[];
   float* Ss = sm + NS * L::stage;  // [KM][LS], the state before the chunk
@@ -354,8 +358,8 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
     float* sg = sm + slot * L::stage;
     const Chunk ch = chunk_in(seq, c, C);
     const int e = threadIdx.x;
-    {
-      const int r = e / (L::KM / 4), d = (e % (L::KM / 4)) * 4;
+    for (int x = e; x < C * L::KM / 4; x += kThreads) {
+      const int r = x / (L::KM / 4), d = (x % (L::KM / 4)) * 4;
       const bool ok = r < ch.len && d < K;
       const std::int64_t ix = ok ? tix(ch.bos + r, h, H, d, K) : 0;
       const int o = r * KP + d;
@@ -388,10 +392,10 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
     }
   };
 
-  const int mt = warp >> 1, nb0 = 2 * (warp & 1);  // state tiles: rows 16 mt .., columns 8 (nb0 + j) ..
-  float sa[2][4];
+  const int mt = warp / L::WPR, nb0 = (warp % L::WPR) * TPW;  // state tiles: rows 16 mt .., columns 8 (nb0 + j) ..
+  float sa[TPW][4];
 #pragma unroll
-  for (int j = 0; j < 2; ++j)
+  for (int j = 0; j < TPW; ++j)
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = 8 * (nb0 + j) + 2 * t + (q & 1);
@@ -490,11 +494,11 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
         }
       }
     }
-    {  // S' = diag(exp(gl)) S + kg^T v + bg^T v_new, two 16 x 8 tiles a warp
+    {  // S' = diag(exp(gl)) S + kg^T v + bg^T v_new, TPW tiles of 16 x 8 a warp
       const float e0 = egl[16 * mt + g], e1 = egl[16 * mt + g + 8];
-      float cs[2][4], cs2[2][4], hh[2][4];  // lo*hi, hi*lo and bg^T v_new's hi*hi apart: chains of 4, 2, 2, 2
+      float cs[TPW][4], cs2[TPW][4], hh[TPW][4];  // lo*hi, hi*lo and bg^T v_new's hi*hi apart: chains of 4, 2, 2, 2
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
+      for (int j = 0; j < TPW; ++j) {
         sa[j][0] *= e0;
         sa[j][1] *= e0;
         sa[j][2] *= e1;
@@ -510,7 +514,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
         split_tf32(Kd[(k0 + t + 4) * KP + 16 * mt + g], ah[2], al[2]);
         split_tf32(Kd[(k0 + t + 4) * KP + 16 * mt + g + 8], ah[3], al[3]);
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
+        for (int j = 0; j < TPW; ++j) {
           const unsigned b0 = __float_as_uint(to_f(Vv[(k0 + t) * kVT + 8 * (nb0 + j) + g]));
           const unsigned b1 = __float_as_uint(to_f(Vv[(k0 + t + 4) * kVT + 8 * (nb0 + j) + g]));
           mma_tf32(cs[j], al, b0, b1);
@@ -525,7 +529,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
         split_tf32(Bd[(k0 + t + 4) * KP + 16 * mt + g], ah[2], al[2]);
         split_tf32(Bd[(k0 + t + 4) * KP + 16 * mt + g + 8], ah[3], al[3]);
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
+        for (int j = 0; j < TPW; ++j) {
           unsigned bh0, bl0, bh1, bl1;
           split_tf32(Vn[(k0 + t) * LS + 8 * (nb0 + j) + g], bh0, bl0);
           split_tf32(Vn[(k0 + t + 4) * LS + 8 * (nb0 + j) + g], bh1, bl1);
@@ -535,7 +539,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
         }
       }
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
+      for (int j = 0; j < TPW; ++j) {
 #pragma unroll
         for (int q = 0; q < 4; ++q) sa[j][q] = (sa[j][q] + hh[j][q]) + (cs[j][q] + cs2[j][q]);
         const int cn = 8 * (nb0 + j) + 2 * t;
@@ -547,7 +551,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
   cp_wait<0>();
   if (p.ht)
 #pragma unroll
-    for (int j = 0; j < 2; ++j)
+    for (int j = 0; j < TPW; ++j)
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = c0 + 8 * (nb0 + j) + 2 * t + (q & 1);
@@ -569,7 +573,7 @@ void launch_ho_tc(const HOArgs& p, dim3 grid, bool vec, cudaStream_t stream) {
     chunk_ho_kernel<T, C, KMAX, false, TC><<<grid, kThreads, bytes, stream>>>(p);
   }
 }
-// 16-bit inputs at C = 16, K <= 64 with 16-byte copies: the tensor-core kernel (chunk_ho_mma_kernel) by default;
+// 16-bit inputs at C = 16 with 16-byte copies: the tensor-core kernel (chunk_ho_mma_kernel) by default;
 // else two columns a thread (TC = 2). The environment variable DPLR_GPU_HO_COLS=2 / =1 selects the FMA kernel
 // with two / one column a thread (=m, or unset: the default), a tuning knob for the benchmark and the tests.
 template <typename T, int C, int KMAX>
@@ -577,11 +581,11 @@ void launch_ho(const HOArgs& p, dim3 grid, bool vec, cudaStream_t stream) {
   if constexpr (ho_fits<C, KMAX>()) {
     static_assert(C >= 2 * kThreads / kVT, "TC = 2 needs C >= 16");
     const char* env = std::getenv("DPLR_GPU_HO_COLS");
-    if constexpr (C == 16 && KMAX == 64 && !std::is_same_v<T, float>) {
+    if constexpr (C == 16 && !std::is_same_v<T, float>) {
       // tensor cores (3xTF32): the default for 16-bit inputs
       if (vec && reinterpret_cast<std::uintptr_t>(p.o) % 4 == 0 && !(env && (env[0] == '1' || env[0] == '2'))) {
-        set_smem(chunk_ho_mma_kernel<T>, HOM::bytes);
-        chunk_ho_mma_kernel<T><<<grid, kThreads, HOM::bytes, stream>>>(p);
+        set_smem(chunk_ho_mma_kernel<T, KMAX>, HOM<KMAX>::bytes);
+        chunk_ho_mma_kernel<T, KMAX><<<grid, kThreads, HOM<KMAX>::bytes, stream>>>(p);
         return;
       }
     }

@@ -308,6 +308,9 @@ std::vector<Case> chunk_cases() {
       {"", 1, 70, 2, 64, 64, E::BF16, false, Gate::Pinned30, true, false, {}},
       {"", 1, 512, 2, 64, 64, E::BF16, false, Gate::Fla, false, false, {}},
       {"", 1, 512, 2, 64, 64, E::BF16, false, Gate::Strong, false, false, {}},
+      // 16-bit K > 64 at C = 16: the tensor-core h+o kernel with KM = 128
+      {"", 1, 150, 2, 128, 128, E::BF16, true, Gate::Strong, true, false, {}},
+      {"", 2, 90, 2, 100, 128, E::F16, false, Gate::Fla, true, false, {}},
       // cu_seqlens (h0 and ht per sequence): empty sequences (first, inside, last), sequences shorter than a
       // chunk, lengths not multiples of C; bf16 K64 reaches the tensor-core h+o kernel at C = 16, fp32 K128 the
       // KMAX = 128 kernels, V = 100 with fp16 the 4-byte-copy h+o kernel.
