@@ -1,6 +1,6 @@
-// Stages "A" and "WY" fused (chunk_A_WY; the fused chunk path), for 16-bit inputs at C = 16, K <= 64, V <= 64:
-// the same quantities as chunk_A then chunk_WY (see those files for the formulas), one warp per (chunk, head),
-// the A_ak, A_ab, ag and A_ab_inv of the chunk kept in the warp's shared memory.
+// Stages "A" and "WY" fused (chunk_A_WY; the fused chunk path), for 16-bit inputs at C = 16, K, V <= 128: the
+// same quantities as chunk_A then chunk_WY (see those files for the formulas), one warp per (chunk, head) for
+// K, V <= 64, two (64 columns each) above; A_ak, A_ab, ag and A_ab_inv stay in shared memory.
 //
 // Why this shape: the FMA kernels of stage A read about one float of shared memory per FMA (every cell's sum
 // over d re-reads its two rows), which bounds them near 0.7 ms at B8 T4096 H16 D64 on an H200. Here the sums
@@ -176,20 +176,26 @@ __device__ __forceinline__ void level(const LevelArgs& la, const unsigned (&rq)[
     }
 }
 
-template <typename T, typename G>
+// KW: warps a chunk. KW = 1 (K, V <= 64): each of the block's warps takes a chunk of its own and no block-wide
+// barrier is used. KW = 2 (K or V up to 128): the block's two warps take one chunk, warp w its columns
+// 64 w .. 64 w + 63 of K and V; each forms the A matrices' partial sums over its columns, the two are added
+// (the same sum in both: a + b == b + a), then each runs WY for its own columns of w and u.
+template <typename T, typename G, int KW>
 __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) {
   using L = AWY;
   constexpr int BP = L::BP, AP = L::AP, BAP = L::BAP, VW = L::VW;
+  static_assert(KW == 1 || KW == kWarps, "a chunk takes one warp or the whole block");
   extern __shared__ __align__(16) float smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-  const std::int64_t c = std::int64_t(blockIdx.x) * kWarps + warp;
-  if (c >= p.NT) return;  // no block-wide barrier below: a warp may leave alone
+  const int half = KW == 1 ? 0 : warp;  // this warp's 64 columns of K and V
+  const std::int64_t c = KW == 1 ? std::int64_t(blockIdx.x) * kWarps + warp : std::int64_t(blockIdx.x);
+  if (c >= p.NT) return;  // KW = 1: no block-wide barrier below, a warp may leave alone; KW = 2: both leave
   const Chunk ch = chunk_at(p.geo, blockIdx.z, c, kC);
   if (!ch.valid) return;
   float* sm = smem + warp * L::total;
   float *Aqk = sm + L::AQK, *Aqb = sm + L::AQB, *Aab = sm + L::AAB, *Aak = sm + L::AAK;
   const std::int64_t h = blockIdx.y, H = p.H;
-  const int d = 2 * lane;  // this lane's columns d, d + 1 (K and V are even here)
+  const int dl = 2 * lane, d = kKM * half + dl;  // this lane's columns d, d + 1 (dl in the warp's 64; K, V even)
   const bool dk = d < p.K, dv = d < p.V;
   const float scale = p.scale;
 
@@ -222,7 +228,7 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
 
   // The strictly lower triangle, level by level (see the top of the file).
   {
-    const LevelArgs la{sm + L::QA, sm + L::KB, Aqk, Aqb, Aak, Aab, scale, d, g, t};
+    const LevelArgs la{sm + L::QA, sm + L::KB, Aqk, Aqb, Aak, Aab, scale, dl, g, t};
     level<T, 8>(la, rq, rk, ra, rb, e);
     level<T, 4>(la, rq, rk, ra, rb, e);
     level<T, 2>(la, rq, rk, ra, rb, e);
@@ -257,7 +263,7 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
     float2 f = make_float2(1.f, 1.f);
 #pragma unroll
     for (int r = 0; r < kC; ++r) {
-      st2f(AG + r * BP + d, r < ch.len && dk ? mul2(unpack2<T>(ra[r]), f) : make_float2(0.f, 0.f));
+      st2f(AG + r * BP + dl, r < ch.len && dk ? mul2(unpack2<T>(ra[r]), f) : make_float2(0.f, 0.f));
       f = mul2(f, e[r]);
       const float2 q2 = unpack2<T>(rq[r]);
       if (r < ch.len && dk) st2f(p.g.qg + row0 + r * rstride, make_float2(q2.x * scale * f.x, q2.y * scale * f.y));
@@ -274,6 +280,24 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
   if (lane < kC) Aqk[lane * AP + lane] = part[0];
   else Aqb[(lane - kC) * AP + lane - kC] = part[0];
   __syncwarp();
+  if constexpr (KW == 2) {  // each warp's A matrices += the other warp's (barrier, read, barrier, add)
+    constexpr int N4 = (L::total - L::AQK) / 4, PER = (N4 + 31) / 32;
+    __syncthreads();  // both warps' partial sums are written
+    float4* mine = reinterpret_cast<float4*>(sm + L::AQK);
+    const float4* theirs = reinterpret_cast<const float4*>(smem + (1 - warp) * L::total + L::AQK);
+    float4 other[PER];
+#pragma unroll
+    for (int i = 0; i < PER; ++i)
+      if (lane + 32 * i < N4) other[i] = theirs[lane + 32 * i];
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < PER; ++i)
+      if (lane + 32 * i < N4) {
+        const float4 m = mine[lane + 32 * i];
+        mine[lane + 32 * i] = make_float4(m.x + other[i].x, m.y + other[i].y, m.z + other[i].z, m.w + other[i].w);
+      }
+    __syncwarp();
+  }
 
   // WY. A_ab_inv = (I - A_ab)^-1 by forward substitution, one column a lane (chunk_WY's order).
   float* Ainv = sm + L::AINV;
@@ -313,10 +337,10 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
 #pragma unroll
   for (int ks = 0; ks < 2; ++ks) load_a_split(M, AP, 8 * ks, g, t, mh[ks], ml[ks]);
 #pragma unroll
-  for (int nt = 0; nt < kKM / 8; ++nt) {  // w = A_ab_inv ag and u = M v, 8 columns at a time
-    const int n0 = 8 * nt, col = n0 + 2 * t;
+  for (int nt = 0; nt < kKM / 8; ++nt) {  // w = A_ab_inv ag and u = M v, 8 of the warp's columns at a time
+    const int n0 = 8 * nt, col = kKM * half + n0 + 2 * t;
     const bool r0ok = g < ch.len, r1ok = g + 8 < ch.len;
-    if (n0 < p.K) {
+    if (kKM * half + n0 < p.K) {
       float acc[4] = {}, cor[4] = {};
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks) {
@@ -331,7 +355,7 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
         if (r1ok) st2f(p.w + tix(ch.bos + g + 8, h, H, col, p.K), make_float2(acc[2] + cor[2], acc[3] + cor[3]));
       }
     }
-    if (n0 < p.V) {
+    if (kKM * half + n0 < p.V) {
       float acc[4] = {}, cor[4] = {};
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks) {
@@ -348,7 +372,7 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
   }
 
   // A_qk and A_qb rows out (all 16 columns: zero above the diagonal), 16-byte stores.
-  {
+  if (half == 0) {
     const int r = lane >> 1, half = lane & 1;
     if (r < ch.len) {
       const std::int64_t row = ((ch.bos + r) * H + h) * kC + 8 * half;
@@ -371,7 +395,7 @@ bool aligned(const void* x, std::uintptr_t n) { return reinterpret_cast<std::uin
 bool chunk_A_WY_supported(const ForwardInputs& in, int C) {
   check_chunk_shape(in, C);
   const std::uintptr_t ga = in.gk_dtype == ElemType::F32 ? 8 : 4;
-  return C == kC && in.dtype != ElemType::F32 && in.K <= kKM && in.V <= kKM && in.K % 2 == 0 &&
+  return C == kC && in.dtype != ElemType::F32 && in.K <= 2 * kKM && in.V <= 2 * kKM && in.K % 2 == 0 &&
          in.V % 2 == 0 && aligned(in.q, 4) && aligned(in.k, 4) && aligned(in.a, 4) && aligned(in.b, 4) &&
          aligned(in.v, 4) && aligned(in.gk, ga);
 }
@@ -380,7 +404,7 @@ void chunk_A_WY(const ForwardInputs& in, int C, float* A_qk, float* A_qb, const 
                 cudaStream_t stream) {
   check_chunk(in, C);
   if (!chunk_A_WY_supported(in, C))
-    throw Unsupported("dplr::gpu: chunk_A_WY takes 16-bit inputs at chunk size 16 with K and V even and <= 64, "
+    throw Unsupported("dplr::gpu: chunk_A_WY takes 16-bit inputs at chunk size 16 with K and V even and <= 128, "
                       "and 4-byte aligned inputs (got C = " + std::to_string(C) + ", K = " +
                       std::to_string(in.K) + ", V = " + std::to_string(in.V) + ", " + elem_type_name(in.dtype) +
                       "); use chunk_A and chunk_WY");
@@ -392,13 +416,20 @@ void chunk_A_WY(const ForwardInputs& in, int C, float* A_qk, float* A_qb, const 
   const std::int64_t NT = num_chunks(in, C);
   AWYArgs p{in.q, in.k, in.a, in.b, in.gk, in.v, chunk_geom(in, C), in.H, NT, static_cast<int>(in.K), static_cast<int>(in.V),
             in.resolved_scale(), A_qk, A_qb, gated, w, u};
-  dim3 grid(static_cast<unsigned>((NT + kWarps - 1) / kWarps), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
+  const bool wide = in.K > kKM || in.V > kKM;  // two warps a chunk
+  dim3 grid(static_cast<unsigned>(wide ? NT : (NT + kWarps - 1) / kWarps), static_cast<unsigned>(in.H),
+            static_cast<unsigned>(in.B));
   dispatch_types(in.dtype, in.gk_dtype, [&](auto tt, auto gg) {
     using T = decltype(tt);
     using G = decltype(gg);
     if constexpr (!std::is_same_v<T, float>) {
-      set_smem(chunk_A_WY_mma_kernel<T, G>, AWY::bytes);
-      chunk_A_WY_mma_kernel<T, G><<<grid, 32 * kWarps, AWY::bytes, stream>>>(p);
+      if (wide) {
+        set_smem(chunk_A_WY_mma_kernel<T, G, 2>, AWY::bytes);
+        chunk_A_WY_mma_kernel<T, G, 2><<<grid, 32 * kWarps, AWY::bytes, stream>>>(p);
+      } else {
+        set_smem(chunk_A_WY_mma_kernel<T, G, 1>, AWY::bytes);
+        chunk_A_WY_mma_kernel<T, G, 1><<<grid, 32 * kWarps, AWY::bytes, stream>>>(p);
+      }
     }
   });
   DPLR_LAUNCHED("chunk_A_WY_mma_kernel");

@@ -648,8 +648,10 @@ TEST(GpuRefusal, UnsupportedInputsThrowBeforeLaunch) {
     x.chunk_offsets_C = 16;
     EXPECT_TRUE(g::chunk_A_WY_supported(x, 16)) << "chunk_A_WY with cu_seqlens and its chunk offsets";
     x.K = 128;
-    EXPECT_FALSE(g::chunk_A_WY_supported(x, 16)) << "chunk_A_WY with K > 64";
-    EXPECT_THROW(g::chunk_A_WY(x, 16, f, f, gated, f, f), g::Unsupported) << "chunk_A_WY with K > 64";
+    EXPECT_TRUE(g::chunk_A_WY_supported(x, 16)) << "chunk_A_WY with K = 128 (two warps a chunk)";
+    x.K = 63;
+    EXPECT_FALSE(g::chunk_A_WY_supported(x, 16)) << "chunk_A_WY with K odd";
+    EXPECT_THROW(g::chunk_A_WY(x, 16, f, f, gated, f, f), g::Unsupported) << "chunk_A_WY with K odd";
     x.K = 64;
     x.dtype = x.gk_dtype = g::ElemType::F32;
     EXPECT_FALSE(g::chunk_A_WY_supported(x, 16)) << "chunk_A_WY with fp32 inputs (true fp32 arithmetic: chunk_A)";
