@@ -10,7 +10,9 @@
 //   cu_seqlens[n] .. cu_seqlens[n + 1] - 1 of the T packed ones; cu_seqlens[0] = 0, cu_seqlens[N] = T, non-
 //   decreasing: not checked, it lives on the device).
 //   q, k, v, a, b share one dtype (fp32, fp16 or bf16); gk has the same dtype or fp32; o has the input dtype.
-//   Accumulation and state are fp32 everywhere; fp32 inputs get plain fp32 arithmetic (no TF32).
+//   Accumulation and state are fp32 everywhere; fp32 inputs get plain fp32 arithmetic (no TF32, and no mode asks
+//   for it). 16-bit inputs at C = 16 take the tensor-core kernels (chunk_A_WY, chunk_h_o) with every fp32 operand
+//   split in two TF32 words ("3xTF32", products to ~2^-21 relative), far below the 16-bit outputs' rounding.
 // Stage tensors of the chunk form (C = chunk size, NT = ceil(T / C); every chunk's rows are its tokens;
 // the gated operands qg, kg, bg, ag, eg_last of stage A are described at GatedOperands below). With
 // cu_seqlens (B = 1) each sequence is chunked from its own start (sequence n has NT_n = ceil(len_n / C) chunks,
@@ -159,7 +161,7 @@ void chunk_forward(const ForwardInputs& in, int chunk_size, const ChunkWorkspace
 // chunk_fused_ho does not need in.chunk_offsets.
 bool chunk_fused_ho(const ForwardInputs& in, int chunk_size);
 // Stages A and WY fused in one kernel (chunk_A_WY.cu: tensor cores, 3xTF32; 16-bit inputs, chunk size 16, K and
-// V even and <= 64, 4-byte aligned inputs, cu_seqlens allowed: chunk_A_WY_supported): writes A_qk, A_qb, the
+// V even and <= 128, 4-byte aligned inputs, cu_seqlens allowed: chunk_A_WY_supported): writes A_qk, A_qb, the
 // gated operands qg, kg, bg, eg_last (not ag) and w, u, as chunk_A then chunk_WY would (to fp32 rounding, not
 // bitwise: other summation orders); A_ak, A_ab, ag and A_ab_inv stay in shared memory. The fused chunk forward
 // uses it where supported, else chunk_A and chunk_WY. With cu_seqlens, in.chunk_offsets must be prepared.

@@ -133,6 +133,7 @@ std::vector<GpuCase> gpu_cases(bool quick) {
         CaseSpec wide = spec;
         wide.shape = {1, 200, 2, K, V};
         cases.push_back({"chunk", 64, wide});
+        cases.push_back({"chunk-fused", 16, wide});  // 16-bit: the two-warp A+WY, and h+o with K up to 128
         cases.push_back({"recurrent", 0, wide});
       }
       CaseSpec decode = spec;
