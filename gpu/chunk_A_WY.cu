@@ -302,18 +302,7 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
   // WY. A_ab_inv = (I - A_ab)^-1 by forward substitution, one column a lane (chunk_WY's order).
   float* Ainv = sm + L::AINV;
   float* M = Aab;  // A_ab is dead once A_ab_inv is formed
-  if (lane < kC) {
-    const int j = lane;
-    float x[kC];
-#pragma unroll
-    for (int r = 0; r < kC; ++r) {
-      float acc = r == j ? 1.f : 0.f;
-#pragma unroll
-      for (int s = 0; s < r; ++s) acc = fmaf(Aab[r * AP + s], x[s], acc);
-      x[r] = acc;
-      Ainv[r * AP + j] = acc;
-    }
-  }
+  if (lane < kC) unit_lower_inverse_column<kC>(Aab, AP, Ainv, AP, lane);
   __syncwarp();
   unsigned ih[2][4], il[2][4];  // A_ab_inv as A fragments, k-steps 0 and 1
 #pragma unroll

@@ -48,18 +48,7 @@ __global__ void __launch_bounds__(256) chunk_WY_kernel(WYArgs p) {
     Aak[r * LA + s] = ok ? p.Aak[ix] : 0.f;
   }
   __syncthreads();
-  if (threadIdx.x < C) {  // column j: x_r = [r == j] + sum_{s < r} A_ab[r, s] x_s
-    const int j = threadIdx.x;
-    float x[C];
-#pragma unroll
-    for (int r = 0; r < C; ++r) {
-      float acc = r == j ? 1.f : 0.f;
-#pragma unroll
-      for (int s = 0; s < r; ++s) acc = fmaf(Aab[r * LA + s], x[s], acc);
-      x[r] = acc;
-      Ainv[r * LA + j] = acc;
-    }
-  }
+  if (threadIdx.x < C) unit_lower_inverse_column<C>(Aab, LA, Ainv, LA, threadIdx.x);
   __syncthreads();
   for (int e = threadIdx.x; e < C * C; e += blockDim.x) {  // M = A_ab_inv A_ak (strictly lower)
     const int r = e / C, c = e % C;

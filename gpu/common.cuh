@@ -160,6 +160,23 @@ inline dim3 chunk_grid(const ForwardInputs& in, int C) {
 // offsets exist (workspace sizes, the drivers, chunk_fused_ho).
 void check_chunk_shape(const ForwardInputs& in, int C);
 
+// Column j of (I - A)^-1 for a strictly lower triangular C x C matrix A (row stride lda; entries on and above
+// the diagonal are not read), by forward substitution in registers, no barrier between rows:
+// x_r = [r == j] + sum_{s < r} A[r, s] x_s, written to inv (row stride ldi). Stage WY's inverse (chunk_WY,
+// chunk_A_WY), one column a thread.
+template <int C>
+__device__ __forceinline__ void unit_lower_inverse_column(const float* A, int lda, float* inv, int ldi, int j) {
+  float x[C];
+#pragma unroll
+  for (int r = 0; r < C; ++r) {
+    float acc = r == j ? 1.f : 0.f;
+#pragma unroll
+    for (int s = 0; s < r; ++s) acc = fmaf(A[r * lda + s], x[s], acc);
+    x[r] = acc;
+    inv[r * ldi + j] = acc;
+  }
+}
+
 // Flat index of element (token, head, i) of a [*, H, D] tensor.
 __device__ __forceinline__ std::int64_t tix(std::int64_t tok, std::int64_t h, std::int64_t H, int i, std::int64_t D) {
   return (tok * H + h) * D + i;
