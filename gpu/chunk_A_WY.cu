@@ -21,10 +21,11 @@
 // fp64 sums stay the reference path (and fp32 inputs use it).
 // WY: A_ab_inv by forward substitution (16 lanes, one column each, as chunk_WY), then M = A_ab_inv A_ak,
 // w = A_ab_inv ag and u = M v on tensor cores (v, 16-bit, is exact in TF32: 2 MMAs a product instead of 3).
-// Each lane owns the two adjacent columns d = 2 lane, 2 lane + 1 of K (and V): its loads are 4-byte pairs, its
-// decay factors and gated operands need no other lane. About 240 registers a thread (every row of the chunk is
-// held), so 8 warps an SM; capping registers for 12 warps spilled and measured slower (0.532 vs 0.495 ms at
-// B8 T4096 H16 D64 on an H200; the first version, with fp64 sums, exponentials per level and v as fp32, 0.717).
+// Each lane owns two adjacent columns d = 64 w + 2 lane, d + 1 of K (and V; w the warp's half, 0 for K, V <= 64):
+// its loads are 4-byte pairs, its decay factors and gated operands need no other lane. About 240 registers a
+// thread (every row of the chunk is held), so 8 warps an SM; capping registers for 12 warps spilled and measured
+// slower (0.532 vs 0.495 ms at B8 T4096 H16 D64 on an H200; the first version, with fp64 sums, exponentials per
+// level and v as fp32, 0.717).
 #include <cstdint>
 #include <string>
 #include <type_traits>
