@@ -153,6 +153,20 @@ __global__ void __launch_bounds__(kThreads) recurrent_fwd_kernel(RecArgs p) {
 // registers, so all 1024 blocks of B64 H16 D64 are resident at once (8 blocks an SM).
 constexpr int kDecCols = 64, kDecThreads = 128;
 
+// The decode block's sum over its 8 row lanes for column group cg: a shuffle (2 row lanes a warp), then the 4
+// warps' partials through red, added in a fixed order. Every thread gets its group's sum.
+__device__ __forceinline__ float4 decode_row_sum(float4 v, float4 (*red)[16], int warp, int cg) {
+  v.x += __shfl_xor_sync(0xffffffffu, v.x, 16);
+  v.y += __shfl_xor_sync(0xffffffffu, v.y, 16);
+  v.z += __shfl_xor_sync(0xffffffffu, v.z, 16);
+  v.w += __shfl_xor_sync(0xffffffffu, v.w, 16);
+  if ((threadIdx.x & 16) == 0) red[warp][cg] = v;
+  __syncthreads();
+  const float4 r0 = red[0][cg], r1 = red[1][cg], r2 = red[2][cg], r3 = red[3][cg];
+  return make_float4((r0.x + r1.x) + (r2.x + r3.x), (r0.y + r1.y) + (r2.y + r3.y), (r0.z + r1.z) + (r2.z + r3.z),
+                     (r0.w + r1.w) + (r2.w + r3.w));
+}
+
 template <typename T, typename G, int KR>
 __global__ void __launch_bounds__(kDecThreads, KR <= 8 ? 8 : 4) decode_kernel(RecArgs p) {
   constexpr int KP = 8 * KR;
@@ -197,17 +211,7 @@ __global__ void __launch_bounds__(kDecThreads, KR <= 8 ? 8 : 4) decode_kernel(Re
     x.z = fmaf(S[m].z, a, x.z);
     x.w = fmaf(S[m].w, a, x.w);
   }
-  x.x += __shfl_xor_sync(0xffffffffu, x.x, 16);
-  x.y += __shfl_xor_sync(0xffffffffu, x.y, 16);
-  x.z += __shfl_xor_sync(0xffffffffu, x.z, 16);
-  x.w += __shfl_xor_sync(0xffffffffu, x.w, 16);
-  if ((threadIdx.x & 16) == 0) redx[warp][cg] = x;
-  __syncthreads();
-  {
-    const float4 r0 = redx[0][cg], r1 = redx[1][cg], r2 = redx[2][cg], r3 = redx[3][cg];
-    x = make_float4((r0.x + r1.x) + (r2.x + r3.x), (r0.y + r1.y) + (r2.y + r3.y), (r0.z + r1.z) + (r2.z + r3.z),
-                    (r0.w + r1.w) + (r2.w + r3.w));
-  }
+  x = decode_row_sum(x, redx, warp, cg);
   const float4 vv = *reinterpret_cast<const float4*>(vs + cg * 4);
   float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
@@ -230,19 +234,13 @@ __global__ void __launch_bounds__(kDecThreads, KR <= 8 ? 8 : 4) decode_kernel(Re
     for (int m = 0; m < KR; ++m)
       if (rl + 8 * m < K) *reinterpret_cast<float4*>(hp + m * rstride) = S[m];
   }
-  o.x += __shfl_xor_sync(0xffffffffu, o.x, 16);
-  o.y += __shfl_xor_sync(0xffffffffu, o.y, 16);
-  o.z += __shfl_xor_sync(0xffffffffu, o.z, 16);
-  o.w += __shfl_xor_sync(0xffffffffu, o.w, 16);
-  if ((threadIdx.x & 16) == 0) redo[warp][cg] = o;
-  __syncthreads();
+  o = decode_row_sum(o, redo, warp, cg);
   if (threadIdx.x < 16 && col_ok) {
-    const float4 r0 = redo[0][cg], r1 = redo[1][cg], r2 = redo[2][cg], r3 = redo[3][cg];
     const std::int64_t ix = tix(tok, h, H, col, V);
-    st<T>(p.o, ix, (r0.x + r1.x) + (r2.x + r3.x));
-    st<T>(p.o, ix + 1, (r0.y + r1.y) + (r2.y + r3.y));
-    st<T>(p.o, ix + 2, (r0.z + r1.z) + (r2.z + r3.z));
-    st<T>(p.o, ix + 3, (r0.w + r1.w) + (r2.w + r3.w));
+    st<T>(p.o, ix, o.x);
+    st<T>(p.o, ix + 1, o.y);
+    st<T>(p.o, ix + 2, o.z);
+    st<T>(p.o, ix + 3, o.w);
   }
 }
 
