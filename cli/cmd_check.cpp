@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "cli/commands.hpp"
 #include "cli/report_options.hpp"
@@ -23,29 +24,36 @@ std::string summary_of(const CaseResult& c) {
     if (t.metrics.floor) worst_floor = std::max(worst_floor, t.metrics.floor->ratio);
     worst_rel = std::max(worst_rel, t.metrics.rel_rmse);
   }
+  double worst_local = 0.0, worst_elem = 0.0;
+  for (const auto& t : c.comparison.tensors) {
+    if (t.metrics.locality) worst_local = std::max(worst_local, t.metrics.locality->worst_block.local_ratio);
+    if (t.metrics.elem_unit > 0.0) worst_elem = std::max(worst_elem, t.metrics.max_elem.error);
+  }
   std::string text;
+  if (c.error) text = "error: " + *c.error;
   if (!c.comparison.tensors.empty())
-    text = fmt::format("rel RMSE <= {:.2e}, floor ratio <= {:.2f}", worst_rel, worst_floor);
+    text = fmt::format("rel RMSE <= {:.2e}, floor ratio <= {:.2f}, worst block <= {:.2f}, worst element <= {:.3g} u",
+                       worst_rel, worst_floor, worst_local, worst_elem);
   if (c.stages) text += fmt::format(", first diverging stage: {}", c.stages->first_diverging_stage.value_or("none"));
   for (const auto& note : c.notes) text += (text.empty() ? "" : "; ") + note;
   return text;
 }
 
 int run_check(const CheckOptions& o) {
-  const TolerancePolicy policy = build_policy(o.report);
-  Report report = start_report("check", policy);
-  fmt::print("dplr check: {} sweep; GPU kernels judged by policy '{}'\n", o.sweep.quick ? "quick" : "default",
-             policy.preset_name());
-  const SweepOutcome outcome = run_sweep(o.sweep, policy, report, [](const CaseResult& c) {
-    const Verdict verdict = c.verdict();
-    fmt::print("[{:<5}] {}\n        {}\n", verdict_name(verdict), c.id, summary_of(c));
-    if (verdict != Verdict::Pass) fmt::print("{}", format_table(c));
+  return run_reported("check", o.report, [&](Report& report, const TolerancePolicy& policy) {
+    fmt::print("dplr check: {} sweep; GPU kernels judged by policy '{}' (floors of the {} dtype)\n",
+               o.sweep.quick ? "quick" : "default", policy.preset_name(), floor_basis_name(policy.floor_basis()));
+    const SweepOutcome outcome = run_sweep(o.sweep, policy, report, [](const CaseResult& c) {
+      const Verdict verdict = c.verdict();
+      fmt::print("[{:<5}] {}\n        {}\n", verdict_name(verdict), c.id, summary_of(c));
+      if (verdict != Verdict::Pass) fmt::print("{}", format_table(c));
+      std::fflush(stdout);
+    });
+    for (const auto& skipped : outcome.skipped) fmt::print("skipped: {}\n", skipped);
+    if (outcome.skipped.empty()) fmt::print("skipped: nothing\n");
+    for (const auto& c : report.cases)
+      for (const auto& failure : c.failures) fmt::print("failed: {}: {}\n", c.id, failure);
   });
-  for (const auto& skipped : outcome.skipped) fmt::print("skipped: {}\n", skipped);
-  if (outcome.skipped.empty()) fmt::print("skipped: nothing\n");
-  const int code = finish_report(report, o.report);
-  for (const auto& failure : outcome.failures) fmt::print("failed: {}\n", failure);
-  return outcome.failures.empty() ? code : std::max(code, 1);
 }
 
 }  // namespace
@@ -56,8 +64,7 @@ void add_check_command(CLI::App& app, Command& selected) {
   command->add_flag("--quick", options->sweep.quick, "Fewer, smaller cases");
   command->add_flag("--cpu-only", options->sweep.cpu_only, "Skip the GPU kernels even where a device is present");
   command->add_option("--threads", options->sweep.threads, "Worker threads (0: all cores)");
-  add_report_options(*command, options->report, "out/check-report.json");
-  options->report.preset = "strict";
+  add_report_options(*command, options->report, "out/check-report.json", "strict");
   command->callback([options, &selected] { selected = [options] { return run_check(*options); }; });
 }
 

@@ -14,13 +14,10 @@ namespace {
 struct DiffCommandOptions {
   std::string a, b;
   std::vector<std::string> maps;  // "nameA=nameB"
-  bool floor_ratio = false;
   ReportOptions report;
 };
 
-int run_diff(const DiffCommandOptions& o) {
-  const TolerancePolicy policy = build_policy(o.report);
-  Report report = start_report("diff", policy);
+void diff_files(const DiffCommandOptions& o, Report& report, const TolerancePolicy& policy) {
   TensorFile a = read_tensor_file(o.a);
   const TensorFile b = read_tensor_file(o.b);
   for (const auto& map : o.maps) {
@@ -33,7 +30,6 @@ int run_diff(const DiffCommandOptions& o) {
     a.tensors.insert(std::move(node));
   }
   DiffOptions options;
-  options.floor_ratio = o.floor_ratio;
   CaseResult c;
   c.id = fmt::format("{} vs {}", o.a, o.b);
   c.baseline = "file";
@@ -42,9 +38,14 @@ int run_diff(const DiffCommandOptions& o) {
   c.source.files.push_back({"expected", o.b, sha256_file(o.b)});
   c.comparison = compare_diff(a.tensors, b.tensors, policy, options);
   c.working_dtype = working_dtype_of(a.tensors);
-  fmt::print("dplr diff: {} (actual) against {} (expected)\n{}", o.a, o.b, format_table(c));
+  fmt::print("dplr diff: {} (actual) against {} (expected), policy '{}'\n{}", o.a, o.b, policy.preset_name(),
+             format_table(c));
   report.cases.push_back(std::move(c));
-  return finish_report(report, o.report);
+}
+
+int run_diff(const DiffCommandOptions& o) {
+  return run_reported("diff", o.report,
+                      [&](Report& report, const TolerancePolicy& policy) { diff_files(o, report, policy); });
 }
 
 }  // namespace
@@ -55,9 +56,9 @@ void add_diff_command(CLI::App& app, Command& selected) {
   command->add_option("a", options->a, "Actual tensors")->required();
   command->add_option("b", options->b, "Expected tensors")->required();
   command->add_option("--map", options->maps, "Compare A's tensor NAME_A with B's NAME_B: NAME_A=NAME_B");
-  command->add_flag("--floor-ratio", options->floor_ratio, "Compute floor ratios from B (when B is more precise)");
-  add_report_options(*command, options->report, "out/diff-report.json");
-  options->report.preset = "report-only";
+  // B is the expected side, judged by the same policies as verify: floors are measured from B where B is
+  // more precise than the judged dtype, else nominal (verify/compare.hpp).
+  add_report_options(*command, options->report, "out/diff-report.json", "default");
   command->callback([options, &selected] { selected = [options] { return run_diff(*options); }; });
 }
 

@@ -25,7 +25,8 @@ struct StagesOptions {
   ReportOptions report;
 };
 
-int run_stages(const StagesOptions& o) {
+// Computes and writes the exact stages; with `report`, also compares the kernel's stage tensors into it.
+void compute_stages(const StagesOptions& o, Report* report, const TolerancePolicy* policy) {
   std::string description;
   const DplrProblem problem = load_case(o.input, &description);
   ChunkOptions options;
@@ -47,23 +48,22 @@ int run_stages(const StagesOptions& o) {
     if (!names.empty()) fmt::print("  {:<11} {}\n", stage.stage, names);
   }
   fmt::print("stage tensors (float64): {}\n", out);
-  if (o.compare_file.empty()) return 0;
+  if (!report) return;
 
   // Stage-by-stage comparison of a kernel's intermediates.
-  const TolerancePolicy policy = build_policy(o.report);
-  Report report = start_report("stages", policy);
   const TensorFile kernel = read_tensor_file(o.compare_file);
   CaseResult c = describe_case(problem, fmt::format("{} chunk {}", description, o.chunk_size));
   c.source.files.push_back({"stages", o.compare_file, sha256_file(o.compare_file)});
   if (!o.input.file.empty()) c.source.files.push_back({"case", o.input.file, sha256_file(o.input.file)});
   CompareOptions compare_options;
   compare_options.working_dtype = problem.q.dtype;
+  compare_options.block_tokens = o.chunk_size;
   StageSection section;
   for (const auto& stage : chunk_stage_table()) {
     ExactTensorMap exact;
     for (const auto& t : stage.tensors)
       if (auto it = stages.tensors.find(t); it != stages.tensors.end()) exact[t] = it->second;
-    for (auto& r : compare_stage(stage.stage, kernel.tensors, exact, policy, compare_options))
+    for (auto& r : compare_stage(stage.stage, kernel.tensors, exact, *policy, compare_options))
       section.results.push_back(std::move(r));
   }
   if (section.results.empty())
@@ -74,8 +74,17 @@ int run_stages(const StagesOptions& o) {
   c.stages = section;
   fmt::print("{}", format_table(c));
   fmt::print("first diverging stage: {}\n", section.first_diverging_stage.value_or("none"));
-  report.cases.push_back(std::move(c));
-  return finish_report(report, o.report);
+  report->cases.push_back(std::move(c));
+}
+
+int run_stages(const StagesOptions& o) {
+  if (o.compare_file.empty()) {
+    compute_stages(o, nullptr, nullptr);
+    return 0;
+  }
+  return run_reported("stages", o.report, [&](Report& report, const TolerancePolicy& policy) {
+    compute_stages(o, &report, &policy);
+  });
 }
 
 }  // namespace
@@ -89,8 +98,7 @@ void add_stages_command(CLI::App& app, Command& selected) {
   command->add_option("-o,--out", options->out, "Where the exact stage tensors go")->capture_default_str();
   command->add_option("--compare", options->compare_file, "A kernel's stage tensors to check stage by stage");
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
-  add_report_options(*command, options->report, "out/stages-report.json");
-  options->report.preset = "strict";
+  add_report_options(*command, options->report, "out/stages-report.json", "strict");
   command->callback([options, &selected] { selected = [options] { return run_stages(*options); }; });
 }
 

@@ -18,9 +18,7 @@ struct VerifyOptions {
   ReportOptions report;
 };
 
-int run_verify(const VerifyOptions& o) {
-  const TolerancePolicy policy = build_policy(o.report);
-  Report report = start_report("verify", policy);
+void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& policy) {
   const TensorFile file = read_tensor_file(o.input.file);
   const DplrProblem problem = load_case(o.input);
 
@@ -52,7 +50,11 @@ int run_verify(const VerifyOptions& o) {
   if (o.certify)
     fmt::print("reference certified to {:.1f} bits (worst tensor), {:.2f} s\n", exact.min_certified_bits(), exact.seconds);
   report.cases.push_back(std::move(c));
-  return finish_report(report, o.report);
+}
+
+int run_verify(const VerifyOptions& o) {
+  return run_reported("verify", o.report,
+                      [&](Report& report, const TolerancePolicy& policy) { verify_file(o, report, policy); });
 }
 
 }  // namespace
@@ -65,7 +67,7 @@ void add_verify_command(CLI::App& app, Command& selected) {
       ->capture_default_str();
   command->add_flag("!--no-certify", options->certify, "Skip the reference's self-certification");
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
-  add_report_options(*command, options->report, "out/verify-report.json");
+  add_report_options(*command, options->report, "out/verify-report.json", "default");
   command->callback([options, &selected] { selected = [options] { return run_verify(*options); }; });
 }
 

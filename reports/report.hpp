@@ -89,8 +89,30 @@ struct CaseResult {
   ComparisonResult comparison;
   std::optional<StageSection> stages;
   std::vector<std::string> notes;          // e.g. "gk > 0 in 12 elements: growth, outside the intended domain"
+  // The kernel refused the case or failed while running it (the message); the case's verdict is then error,
+  // and a sweep goes on with the next case.
+  std::optional<std::string> error;
+  // Gates outside the tensor comparisons that did not hold (e.g. "the reference is certified to 70 bits,
+  // below the 80 required"); any makes the case fail.
+  std::vector<std::string> failures;
 
-  Verdict verdict() const;  // the worst of the tensors and stages
+  // error when `error` is set, fail when `failures` is not empty, else the worst of the tensors and stages
+  Verdict verdict() const;
+};
+
+// One gated figure that grew past its margin against a stored report (verify/baseline.hpp).
+struct Regression {
+  std::string case_id, tensor, stage;  // stage empty for a case's own tensors
+  std::string figure;                  // "floor_ratio", "rel_rmse", "max_elem", "local_ratio", "misrounded"
+  double baseline = 0.0, current = 0.0, allowed = 0.0;
+};
+
+struct BaselineComparison {
+  std::string path;                         // the stored report
+  std::int64_t cases_compared = 0, figures_compared = 0;
+  std::vector<Regression> regressions;      // empty: no regression
+  std::vector<std::string> missing_cases;   // in the baseline, not in this run
+  std::vector<std::string> new_cases;       // in this run, not in the baseline
 };
 
 struct Report {
@@ -100,21 +122,31 @@ struct Report {
   HostInfo host;
   std::string policy_preset;
   std::vector<std::string> policy_sources;  // TolerancePolicy::sources()
+  FloorBasis floor_basis = FloorBasis::Working;
   std::chrono::system_clock::time_point start_time;
   double duration_seconds = 0.0;
   std::vector<CaseResult> cases;
-  std::optional<std::string> input_error;  // the InputError that stopped the run (exit code 2)
+  std::optional<std::string> input_error;     // the InputError that stopped the run (exit code 2)
+  std::optional<std::string> internal_error;  // any other exception that stopped the run (exit code 3)
+  std::optional<BaselineComparison> baseline;  // --baseline: regressions fail the run
 
-  Verdict verdict() const;  // error on input_error, else the worst case verdict (pass for no cases)
-  int exit_code() const;    // 0 pass, 1 fail or error (an accuracy failure: NaN included), 2 input_error
+  // error on input_error or internal_error, else the worst case verdict (pass for no cases), fail when a
+  // baseline comparison found a regression.
+  Verdict verdict() const;
+  // 0 pass, 1 fail or error (an accuracy failure: NaN or a kernel's refusal included), 2 input_error,
+  // 3 internal_error.
+  int exit_code() const;
 };
+
+nlohmann::json to_json(const BaselineComparison& baseline);
 
 nlohmann::json to_json(const TensorMetrics& metrics);
 nlohmann::json to_json(const TensorResult& result);
 nlohmann::json to_json(const CaseResult& result);
 nlohmann::json to_json(const Report& report);
-// Writes to_json(report), indented, to `path` (creating its folder); throws InputError when it cannot.
-void write_report(const std::filesystem::path& path, const Report& report);
+// Writes to_json(report) to `path` (creating its folder), indented or, for stored baselines, compact (a
+// quarter of the size); throws InputError when it cannot.
+void write_report(const std::filesystem::path& path, const Report& report, bool compact = false);
 
 // The terminal table of one case: tensor, dtype (storage/judged), rel RMSE, floor ratio, max ulp, max abs err
 // @ index, verdict; then the reason of every tensor that did not pass.

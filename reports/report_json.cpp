@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "reports/baseline.hpp"
 #include "reports/build_info.hpp"
 #include "reports/report.hpp"
 
@@ -42,7 +43,39 @@ json to_json(const Tolerance& tolerance) {
           {"rel_rmse", limit(l.rel_rmse)},
           {"max_ulp", limit(l.max_ulp)},
           {"max_rel", limit(l.max_rel)},
-          {"max_abs", limit(l.max_abs)}};
+          {"max_abs", limit(l.max_abs)},
+          {"max_elem", limit(l.max_elem)},
+          {"local_ratio", limit(l.local_ratio)},
+          {"misrounded", limit(l.misrounded)}};
+}
+
+json to_json(const BlockMetrics& b) {
+  return {{"sequence", b.sequence},     {"head", b.head},         {"token_begin", b.token_begin},
+          {"token_end", b.token_end},   {"elements", b.elements}, {"rel_rmse", real(b.rel_rmse)},
+          {"local_ratio", real(b.local_ratio)}};
+}
+
+json to_json(const LocalityMetrics& l) {
+  json groups = json::array();
+  for (const auto& g : l.groups)
+    groups.push_back({{"sequence", g.sequence}, {"head", g.head}, {"rel_rmse", real(g.rel_rmse)},
+                      {"worst_block", to_json(g.worst_block)}});
+  json grid = nullptr;
+  if (!l.grid.empty()) {
+    grid = json::array();
+    for (const auto& row : l.grid) {
+      json r = json::array();
+      for (double x : row) r.push_back(real(x));
+      grid.push_back(std::move(r));
+    }
+  }
+  return {{"layout", std::string(layout_kind_name(l.layout))},
+          {"block_tokens", l.block_tokens},
+          {"floor", real(l.floor)},
+          {"worst_block", to_json(l.worst_block)},
+          {"groups_total", l.groups_total},
+          {"groups", groups},
+          {"grid", grid}};
 }
 
 json to_json(const StageResult& stage) {
@@ -68,6 +101,7 @@ json to_json(const TensorMetrics& m) {
              {"measured_rel_rmse", real(m.floor->measured_rel_rmse)},
              {"used_rel_rmse", real(m.floor->used_rel_rmse)},
              {"substituted", m.floor->substituted},
+             {"nominal", m.floor->nominal},
              {"ratio", real(m.floor->ratio)}};
   return {{"elements", m.elements},
           {"compared", m.compared},
@@ -78,7 +112,11 @@ json to_json(const TensorMetrics& m) {
           {"relative_floor", real(m.relative_floor)},
           {"max_rel_error", to_json(m.max_rel)},
           {"ulp", {{"dtype", dtype_string(m.dtype)}, {"max", to_json(m.max_ulp)}, {"p99", real(m.p99_ulp)}}},
+          {"max_elem_error", m.elem_unit > 0.0 && !m.max_elem.index.empty() ? to_json(m.max_elem) : json(nullptr)},
+          {"elem_unit", real(m.elem_unit)},
+          {"misrounded_fraction", m.misrounded_fraction ? real(*m.misrounded_fraction) : json(nullptr)},
           {"floor", floor},
+          {"locality", m.locality ? to_json(*m.locality) : json(nullptr)},
           {"histogram",
            {{"exact_equal", m.histogram.exact_equal},
             {"min_log2", kHistogramMinLog2},
@@ -147,6 +185,8 @@ json to_json(const CaseResult& c) {
                             {"only_in_expected", c.comparison.only_in_expected}}},
           {"stages", stages},
           {"notes", c.notes},
+          {"error", optional_or_null(c.error)},
+          {"failures", c.failures},
           {"verdict", verdict_name(c.verdict())}};
 }
 
@@ -163,40 +203,48 @@ json to_json(const Report& r) {
             {"cpu_model", r.host.cpu_model},
             {"cpu_cores", r.host.cpu_cores},
             {"gpu", optional_or_null(r.host.gpu)}}},
-          {"policy", {{"preset", r.policy_preset}, {"sources", r.policy_sources}}},
+          {"policy", {{"preset", r.policy_preset},
+                      {"floor_basis", std::string(floor_basis_name(r.floor_basis))},
+                      {"sources", r.policy_sources}}},
           {"start_time", iso8601_utc(r.start_time)},
           {"duration_seconds", real(r.duration_seconds)},
           {"cases", cases},
           {"input_error", optional_or_null(r.input_error)},
+          {"internal_error", optional_or_null(r.internal_error)},
+          {"baseline", r.baseline ? to_json(*r.baseline) : json(nullptr)},
           {"verdict", verdict_name(r.verdict())},
           {"exit_code", r.exit_code()}};
 }
 
-void write_report(const std::filesystem::path& path, const Report& report) {
+void write_report(const std::filesystem::path& path, const Report& report, bool compact) {
   std::error_code ec;
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) throw InputError(fmt::format("report {}: cannot be written", path.string()));
   // Paths and host names may hold bytes that are not UTF-8; replace them rather than fail the run.
-  out << to_json(report).dump(2, ' ', false, json::error_handler_t::replace) << '\n';
+  out << to_json(report).dump(compact ? -1 : 2, ' ', false, json::error_handler_t::replace) << '\n';
   if (!out) throw InputError(fmt::format("report {}: write failed", path.string()));
 }
 
 Verdict CaseResult::verdict() const {
+  if (error) return Verdict::Error;
   Verdict v = comparison.verdict;
+  if (!failures.empty()) v = worst_verdict(v, Verdict::Fail);
   if (stages)
     for (const auto& s : stages->results) v = worst_verdict(v, s.result.verdict);
   return v;
 }
 
 Verdict Report::verdict() const {
-  if (input_error) return Verdict::Error;
+  if (input_error || internal_error) return Verdict::Error;
   Verdict v = Verdict::Pass;
   for (const auto& c : cases) v = worst_verdict(v, c.verdict());
+  if (baseline && !baseline->regressions.empty()) v = worst_verdict(v, Verdict::Fail);
   return v;
 }
 
 int Report::exit_code() const {
+  if (internal_error) return 3;
   if (input_error) return 2;
   return verdict() == Verdict::Pass ? 0 : 1;
 }

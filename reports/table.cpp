@@ -1,4 +1,7 @@
-// The short human table a run prints to the terminal, one case at a time.
+// The short human table a run prints to the terminal, one case at a time. Columns: the tensor, its storage
+// dtype, the floor it is judged against, rel RMSE, floor ratio, the worst block (local ratio, sequence,
+// head, tokens), the worst element (in units of u of the judged dtype, and its index), the misrounded
+// fraction (16-bit storage), the verdict.
 #include <algorithm>
 #include <cmath>
 
@@ -22,23 +25,44 @@ std::string verdict_upper(Verdict v) {
   return out;
 }
 
+// "F32" (the storage dtype's own floor), "BF16 (working)" (a lower working dtype's), "BF16 nominal" (diff
+// against a file no more precise than the judged dtype).
+std::string floor_label(const TensorResult& r) {
+  const auto& m = r.metrics;
+  std::string label(dtype_name(r.judged_as));
+  if (r.judged_as != r.dtype) label += " (working)";
+  if (m.floor && m.floor->nominal) label += " nominal";
+  return label;
+}
+
+// "3.10 s0 h1 t32-47": the worst block's local ratio and where it is.
+std::string worst_block_label(const TensorMetrics& m) {
+  if (!m.locality) return "-";
+  const auto& l = *m.locality;
+  const auto& b = l.worst_block;
+  std::string where = fmt::format("s{} h{}", b.sequence, b.head);
+  if (l.layout == TensorLayout::Kind::Tokens) where += fmt::format(" t{}-{}", b.token_begin, b.token_end - 1);
+  else if (l.layout == TensorLayout::Kind::ChunkStates) where += fmt::format(" c{}", b.token_begin);
+  return fmt::format("{} {}", number(b.local_ratio, "{:.2f}"), where);
+}
+
 std::vector<std::string> row_of(const std::string& label, const TensorResult& r) {
   const auto& m = r.metrics;
-  std::string dtype(dtype_name(r.dtype));
-  if (r.judged_as != r.dtype) dtype += fmt::format(" as {}", dtype_name(r.judged_as));
   const std::string floor_ratio = m.floor ? number(m.floor->ratio, "{:.2f}") : "-";
-  std::string max_abs = m.compared > 0
-                            ? fmt::format("{} @ [{}]", number(m.max_abs.error, "{:.2e}"), fmt::join(m.max_abs.index, ", "))
-                            : "-";
+  std::string worst_elem = m.compared > 0 && !m.max_elem.index.empty()
+                               ? fmt::format("{} @ [{}]", number(m.max_elem.error, "{:.3g}"), fmt::join(m.max_elem.index, ", "))
+                               : "-";
   std::string nonfinite;
   if (m.nonfinite.actual_nan > 0) nonfinite += fmt::format(" {} NaN", m.nonfinite.actual_nan);
   if (m.nonfinite.actual_inf > 0) nonfinite += fmt::format(" {} Inf", m.nonfinite.actual_inf);
   return {label,
-          dtype,
+          std::string(dtype_name(r.dtype)),
+          floor_label(r),
           number(m.rel_rmse, "{:.2e}"),
           floor_ratio,
-          m.compared > 0 ? number(m.max_ulp.error, "{:.4g}") : "-",
-          max_abs,
+          worst_block_label(m),
+          worst_elem,
+          m.misrounded_fraction ? number(100.0 * *m.misrounded_fraction, "{:.2f}%") : "-",
           verdict_upper(r.verdict) + nonfinite};
 }
 
@@ -52,7 +76,7 @@ std::string render(const std::vector<std::vector<std::string>>& rows) {
     for (std::size_t c = 0; c < row.size(); ++c) {
       // Names and dtypes left-aligned, numbers right-aligned, the verdict last and unpadded.
       if (c + 1 == row.size()) line += row[c];
-      else if (c < 2) line += fmt::format("{:<{}}  ", row[c], widths[c]);
+      else if (c < 3) line += fmt::format("{:<{}}  ", row[c], widths[c]);
       else line += fmt::format("{:>{}}  ", row[c], widths[c]);
     }
     out += line + '\n';
@@ -60,8 +84,8 @@ std::string render(const std::vector<std::vector<std::string>>& rows) {
   return out;
 }
 
-const std::vector<std::string> kHeader = {"tensor", "dtype", "rel RMSE", "floor ratio", "max ulp", "max abs err @ index",
-                                          "verdict"};
+const std::vector<std::string> kHeader = {"tensor",      "dtype",       "floor",  "rel RMSE",  "floor ratio",
+                                          "worst block", "worst elem (u) @ index", "misround", "verdict"};
 
 }  // namespace
 
@@ -93,6 +117,7 @@ std::string format_table(const CaseResult& result) {
   }
   for (const auto& [label, t] : not_passed) out += fmt::format("  {} {}: {}\n", label, verdict_name(t->verdict), t->reason);
   for (const auto& note : result.notes) out += fmt::format("  note: {}\n", note);
+  if (result.error) out += fmt::format("  error: {}\n", *result.error);
   return out;
 }
 

@@ -49,8 +49,19 @@ std::vector<double> rounded_values(const std::string& name, const ExactTensor& e
   return values;
 }
 
-DType judged_dtype(DType storage, const std::optional<DType>& working) {
-  return working ? lower_precision(storage, *working) : storage;
+DType judged_dtype(DType storage, const std::optional<DType>& working, FloorBasis basis) {
+  if (basis == FloorBasis::Storage || !working) return storage;
+  return lower_precision(storage, *working);
+}
+
+std::vector<std::int64_t> cu_seqlens_of(const std::optional<std::vector<std::int64_t>>& given,
+                                        const TensorMap& tensors) {
+  if (given) return *given;
+  const auto it = tensors.find("cu_seqlens");
+  if (it == tensors.end()) return {};
+  std::vector<std::int64_t> cu;
+  for (double x : it->second.values) cu.push_back(static_cast<std::int64_t>(x));
+  return cu;
 }
 
 TensorResult judge_tensor(const std::string& name, const Tensor& actual, TensorMetrics metrics, DType judged_as,
@@ -101,13 +112,16 @@ ComparisonResult compare_names(const TensorMap& actual, const ExpectedMap& expec
 ComparisonResult compare_exact(const TensorMap& actual, const ExactTensorMap& exact, const TolerancePolicy& policy,
                                const CompareOptions& options, bool require_shared) {
   const auto working = options.working_dtype ? options.working_dtype : working_dtype_of(actual);
+  const auto cu_seqlens = cu_seqlens_of(options.cu_seqlens, actual);
   return compare_names(actual, exact, "exact", require_shared, [&](const std::string& name) {
     const Tensor& a = actual.at(name);
     const ExactTensor& e = exact.at(name);
     check_actual(name, a);
     check_shapes(name, a.shape, e.shape, "exact");
-    const DType judged_as = judged_dtype(a.dtype, working);
-    auto metrics = compute_metrics(a.values, rounded_values(name, e), a.dtype, a.shape, {.floor_dtype = judged_as});
+    const DType judged_as = judged_dtype(a.dtype, working, policy.floor_basis());
+    auto metrics = compute_metrics(a.values, rounded_values(name, e), a.dtype, a.shape,
+                                   {.floor_dtype = judged_as,
+                                    .layout = layout_for(name, a.shape, cu_seqlens, options.block_tokens)});
     return judge_tensor(name, a, std::move(metrics), judged_as, policy, "exact");
   });
 }
@@ -122,15 +136,24 @@ ComparisonResult compare(const TensorMap& actual, const ExactTensorMap& exact, c
 ComparisonResult compare_diff(const TensorMap& a, const TensorMap& b, const TolerancePolicy& policy,
                               const DiffOptions& options) {
   const auto working = options.working_dtype ? options.working_dtype : working_dtype_of(a);
+  const auto cu_seqlens = cu_seqlens_of(options.cu_seqlens, a);
   return compare_names(a, b, "B", /*require_shared=*/true, [&](const std::string& name) {
     const Tensor& actual = a.at(name);
     const Tensor& expected = b.at(name);
     check_actual(name, actual);
     check_actual(name, expected);
     check_shapes(name, actual.shape, expected.shape, "B");
-    const DType judged_as = judged_dtype(actual.dtype, working);
-    auto metrics = compute_diff_metrics(actual.values, expected.values, actual.dtype, actual.shape,
-                                        {.floor_dtype = judged_as, .compute_floor = options.floor_ratio});
+    const DType judged_as = judged_dtype(actual.dtype, working, policy.floor_basis());
+    // Rounding B to the judged dtype measures a floor only where B holds more bits than that dtype.
+    const bool b_more_precise = dtype_is_float(expected.dtype) && dtype_is_float(judged_as) &&
+                                dtype_significand_bits(expected.dtype) > dtype_significand_bits(judged_as);
+    auto metrics = compute_diff_metrics(
+        actual.values, expected.values, actual.dtype, actual.shape,
+        {.floor_dtype = judged_as,
+         .compute_floor = true,
+         .floor_source = b_more_precise ? FloorSource::Measured : FloorSource::Nominal,
+         .layout = layout_for(name, actual.shape, cu_seqlens, options.block_tokens),
+         .expected_is_exact = false});
     return judge_tensor(name, actual, std::move(metrics), judged_as, policy, "B");
   });
 }
@@ -160,6 +183,26 @@ std::optional<DType> working_dtype_of(const TensorMap& tensors) {
   if (lowest) return lowest;
   for (const auto& [name, tensor] : tensors) consider(tensor);
   return lowest;
+}
+
+std::optional<TensorLayout> layout_for(std::string_view name, const std::vector<std::int64_t>& shape,
+                                       const std::vector<std::int64_t>& cu_seqlens, std::int64_t block_tokens) {
+  TensorLayout layout;
+  layout.block_tokens = block_tokens;
+  for (std::string_view state : {"h0", "ht", "dht", "dh0"})
+    if (name == state) {
+      if (shape.size() != 4) return std::nullopt;
+      layout.kind = TensorLayout::Kind::States;
+      return layout;
+    }
+  if (name == "h" || name == "dh") {
+    if (shape.size() != 5) return std::nullopt;
+    layout.kind = TensorLayout::Kind::ChunkStates;
+    return layout;
+  }
+  if (shape.size() != 4) return std::nullopt;
+  if (!cu_seqlens.empty() && shape[0] == 1 && cu_seqlens.back() == shape[1]) layout.cu_seqlens = cu_seqlens;
+  return layout;
 }
 
 std::vector<std::string> contract_order(std::vector<std::string> names) {

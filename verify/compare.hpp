@@ -37,11 +37,17 @@ struct ComparisonResult {
 
 struct CompareOptions {
   std::optional<DType> working_dtype{};  // empty: working_dtype_of(actual), else the tensor's own dtype
+  // Varlen packing for the locality figures; empty: the actual side's cu_seqlens tensor, if any.
+  std::optional<std::vector<std::int64_t>> cu_seqlens{};
+  std::int64_t block_tokens = kDefaultBlockTokens;  // tokens per block of the locality figures
 };
 
+// `dplr diff`: B is the expected side. Floors: measured from B where B's dtype is more precise than the
+// judged dtype (an fp64 recording), else the nominal floor of the judged dtype (FloorSource::Nominal).
 struct DiffOptions {
   std::optional<DType> working_dtype{};  // empty: working_dtype_of(A)
-  bool floor_ratio = false;            // compute a floor from B (meaningful when B is more precise than A)
+  std::optional<std::vector<std::int64_t>> cu_seqlens{};
+  std::int64_t block_tokens = kDefaultBlockTokens;
 };
 
 // Every name present in both maps, compared under the policy. Throws InputError when no name is shared
@@ -49,9 +55,8 @@ struct DiffOptions {
 ComparisonResult compare(const TensorMap& actual, const ExactTensorMap& exact, const TolerancePolicy& policy,
                          const CompareOptions& options = {});
 
-// `dplr diff A B`: B plays "expected" (metrics.hpp, compute_diff_metrics). Without a floor, floor-ratio
-// limits cannot be evaluated; a tensor gated only by them passes with a "not gated" reason, so choose
-// limits in rel_rmse/max_ulp/max_rel/max_abs for diff, or ask for the floor ratio.
+// `dplr diff A B`: B plays "expected" (metrics.hpp, compute_diff_metrics), judged by the same policies as
+// verify; floors as DiffOptions says.
 ComparisonResult compare_diff(const TensorMap& a, const TensorMap& b, const TolerancePolicy& policy,
                               const DiffOptions& options = {});
 
@@ -70,6 +75,13 @@ std::optional<std::string> first_diverging_stage(const std::vector<StageResult>&
 // The lowest-precision float dtype among the main inputs q, k, v, a, b (gk and h0 are often fp32 while the
 // rest is 16-bit, as fla allows); if none is present, among all float tensors; empty when there is none.
 std::optional<DType> working_dtype_of(const TensorMap& tensors);
+
+// Where a tensor's elements sit (metrics.hpp TensorLayout), from its contract or stage name and shape:
+// h0, ht, dht, dh0 are states [N, H, K, V]; h, dh chunk states [B', NT, H, K, V]; any other rank-4 tensor
+// is [B, T, H, X]. cu_seqlens apply to token tensors whose shape packs them ([1, cu.back(), H, X]).
+// Empty for other ranks (no locality figures).
+std::optional<TensorLayout> layout_for(std::string_view name, const std::vector<std::int64_t>& shape,
+                                       const std::vector<std::int64_t>& cu_seqlens, std::int64_t block_tokens);
 
 // o, ht, dq, dk, dv, da, db, dgk, dh0 first in that order, then the other names alphabetically.
 std::vector<std::string> contract_order(std::vector<std::string> names);

@@ -5,7 +5,18 @@
 //                  in that dtype can do: the correctly rounded answer)
 //   floor ratio  = rel RMSE / floor                                           (1.0: as good as correctly rounded)
 //   rel error_i  = |a_i - e_i| / max(|e_i|, kRelativeFloor * RMS(expected))
-//   ulp error_i  = |a_i - e_i| / dtype_ulp(e_i, storage dtype)
+//   ulp error_i  = |a_i - e_i| / dtype_ulp(max(|e_i|, kRelativeFloor * RMS(expected)), storage dtype)
+//   elem error_i = |a_i - e_i| / (u (|e_i| + RMS(expected)))    u: the judged dtype's unit roundoff
+//   local ratio  = per block of tokens of one (sequence, head): RMS_block(a - e) /
+//                  (floor x max(RMS_block(e), kLocalScaleFloor x RMS(expected)))
+//   misrounded   = fraction of elements with a_i != round(e_i, storage dtype)   (16-bit storage, exact e)
+//
+// Why elementwise and local figures beside the RMSE: a whole-tensor RMSE dilutes a defect confined to one
+// element, one head or one chunk by the number of elements it misses (one bad element of 500,000 moves the
+// RMSE by 1/700 of its own error). The elementwise bound is the mixed absolute/relative test that
+// torch.testing.assert_close makes (|err| <= atol + rtol |e|, here atol = k u RMS, rtol = k u): a correctly
+// rounded element has elem error <= 1 (|err| <= u |e|), and an element near zero is held to the tensor's
+// scale, not its own. The local ratio is the floor ratio of one block of tokens of one head.
 //
 // "expected" is the exact reference rounded to double (ExactTensor::rounded(), for `dplr verify`) or a
 // second file's tensor (`dplr diff A B`, where B plays the expected side and nothing is exact).
@@ -13,6 +24,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "core/dtype.hpp"
@@ -37,6 +49,20 @@ double nominal_rounding_floor(DType dtype);
 // (or of one stray rounding) would make the ratio infinite or meaningless; with the substitute, a result
 // equal to the expected values still has ratio 0 and one a few ulps off gets a ratio of a few.
 inline constexpr double kMinimumFloorFraction = 0.5;
+
+// The local ratio judges a block at its own scale, but never at less than kLocalScaleFloor x the tensor's
+// RMS: a block of a strongly decayed head can be 10^-6 of the tensor, where a kernel whose absolute errors
+// sit at the tensor's scale would read as 10^6 x "off". At 2^-4, a block must be 16x below the tensor's RMS
+// before its errors are measured against the tensor's scale instead of its own.
+inline constexpr double kLocalScaleFloor = 0x1p-4;
+
+// Tokens per block of the local figures: fla's and our fast chunk size, so a defect of one chunk fills one.
+inline constexpr std::int64_t kDefaultBlockTokens = 16;
+
+// The per-block grid of local ratios (for the HTML report's heatmap) is kept up to this many blocks; the
+// per-(sequence, head) summaries up to kMaxLocalGroups (beyond: the worst ones).
+inline constexpr std::int64_t kMaxLocalGridBlocks = 8192;
+inline constexpr std::int64_t kMaxLocalGroups = 2048;
 
 // log2 relative-error histogram: bin i counts elements with floor(log2(rel error)) == kHistogramMinLog2 + i,
 // the first bin also everything below (rel < 2^-59), the last also everything above (rel >= 1).
@@ -72,6 +98,48 @@ struct FloorRatio {
   double used_rel_rmse = 0.0;       // the floor divided by: measured, or the substitute (see above)
   bool substituted = false;         // true when used_rel_rmse is kMinimumFloorFraction x nominal
   double ratio = 0.0;               // rel RMSE / used_rel_rmse
+  bool nominal = false;             // FloorSource::Nominal: used_rel_rmse is the nominal floor, nothing measured
+};
+
+// Where a tensor's elements sit in the case, so errors can be located by (sequence, head) and tokens.
+struct TensorLayout {
+  enum class Kind {
+    Tokens,       // [B, T, H, X]: q, k, v, a, b, gk, o and their gradients, stage tensors such as A_qk, w, u
+    States,       // [N, H, K, V]: h0, ht, dht, dh0 (one block per (sequence, head))
+    ChunkStates,  // [B', NT, H, K, V]: h, dh (one block per chunk of a (row, head))
+  };
+  Kind kind = Kind::Tokens;
+  std::vector<std::int64_t> cu_seqlens;  // Tokens with varlen packing (B = 1); empty: sequences = batch rows
+  std::int64_t block_tokens = kDefaultBlockTokens;
+};
+std::string_view layout_kind_name(TensorLayout::Kind kind);  // "tokens", "states", "chunk-states"
+
+// One block: tokens [token_begin, token_end) of (sequence, head) in Tokens layouts (token positions are
+// along T, i.e. packed positions under varlen); chunks [token_begin, token_end) for ChunkStates; the whole
+// K x V state for States (token range [0, 0)).
+struct BlockMetrics {
+  std::int64_t sequence = 0, head = 0, token_begin = 0, token_end = 0;
+  std::int64_t elements = 0;
+  double rel_rmse = 0.0;     // ||a - e|| / ||e|| over the block
+  double local_ratio = 0.0;  // see the top of this file
+};
+
+struct GroupMetrics {  // one (sequence, head)
+  std::int64_t sequence = 0, head = 0;
+  double rel_rmse = 0.0;
+  BlockMetrics worst_block;  // the block of this group with the largest local ratio
+};
+
+struct LocalityMetrics {
+  TensorLayout::Kind layout = TensorLayout::Kind::Tokens;
+  std::int64_t block_tokens = 0;  // 0 for States
+  double floor = 0.0;             // the relative floor the local ratios divide by
+  BlockMetrics worst_block;
+  std::int64_t groups_total = 0;
+  std::vector<GroupMetrics> groups;  // (sequence, head) order; the kMaxLocalGroups worst when more
+  // local_ratio per block, grid[g][j] for group g (in groups' order, complete) and its j-th block; empty
+  // when the tensor has more than kMaxLocalGridBlocks blocks or groups were cut.
+  std::vector<std::vector<double>> grid;
 };
 
 struct TensorMetrics {
@@ -86,17 +154,30 @@ struct TensorMetrics {
   double expected_rms = 0.0;    // RMS of the compared expected values
   double relative_floor = 0.0;  // kRelativeFloor x expected_rms
   ErrorLocation max_rel;        // |a - e| / max(|e|, relative_floor)
-  ErrorLocation max_ulp;        // |a - e| / dtype_ulp(e, dtype)
+  ErrorLocation max_ulp;        // |a - e| / dtype_ulp(max(|e|, relative_floor), dtype)
   double p99_ulp = 0.0;         // 99th percentile of the ulp errors (nearest rank)
-  std::optional<FloorRatio> floor;  // absent in `diff` unless asked for
+  ErrorLocation max_elem;       // |a - e| / (elem_unit (|e| + expected_rms)), in units of elem_unit
+  double elem_unit = 0.0;       // the judged dtype's unit roundoff (0 for integer dtypes: no elem figure)
+  std::optional<double> misrounded_fraction;  // 16-bit storage against exact values only
+  std::optional<FloorRatio> floor;  // absent when not computed
+  std::optional<LocalityMetrics> locality;  // absent when the layout is unknown or nothing was compared
   ErrorHistogram histogram;
 };
+
+// How the floor is obtained. Measured: round(expected, floor dtype) against expected, with the substitute
+// above where rounding is (nearly) exact; right when expected is more precise than the floor dtype (the
+// exact reference, or an fp64 recording). Nominal: 0.4247 u of the floor dtype; for `diff` against a file B
+// stored no more precisely than the judged dtype, where rounding B changes nothing.
+enum class FloorSource { Measured, Nominal };
 
 struct MetricsOptions {
   // The dtype whose correctly rounded answer is the floor. Empty: the actual tensor's dtype. Comparisons
   // pass the lower precision of the storage dtype and the case's working dtype (compare.hpp says why).
   std::optional<DType> floor_dtype{};
   bool compute_floor = true;
+  FloorSource floor_source = FloorSource::Measured;
+  std::optional<TensorLayout> layout{};  // empty: no locality figures
+  bool expected_is_exact = true;         // false for diff: no misrounded fraction
 };
 
 // actual and expected hold one tensor's values in row-major order, both of length prod(shape); `expected`
@@ -104,13 +185,12 @@ struct MetricsOptions {
 TensorMetrics compute_metrics(std::span<const double> actual, std::span<const double> exact, DType actual_dtype,
                               const std::vector<std::int64_t>& shape, const MetricsOptions& options = {});
 
-// `dplr diff A B`: B plays the expected side. Nothing is exact, so by default there is no floor ratio
-// (a floor needs expected values more precise than the floor dtype); set options.compute_floor to get one
-// anyway, against B rounded to the floor dtype (meaningful when B is more precise than A, e.g. an fp64
-// recording). ulps are of A's dtype, measured at B's values.
+// `dplr diff A B`: B plays the expected side; nothing is exact (no misrounded fraction). The caller picks the
+// floor source (compare.cpp: measured from B when B is more precise than the judged dtype, else nominal).
+// ulps are of A's dtype, measured at B's values.
 TensorMetrics compute_diff_metrics(std::span<const double> actual, std::span<const double> expected,
                                    DType actual_dtype, const std::vector<std::int64_t>& shape,
-                                   MetricsOptions options = {.floor_dtype = std::nullopt, .compute_floor = false});
+                                   MetricsOptions options);
 
 // Multi-index of flat (row-major) element `flat` of a tensor of `shape`.
 std::vector<std::int64_t> unravel_index(std::int64_t flat, const std::vector<std::int64_t>& shape);

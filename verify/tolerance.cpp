@@ -22,6 +22,24 @@ constexpr std::array<std::string_view, 2> kForward = {"o", "ht"};
 constexpr std::array<std::string_view, 7> kGradients = {"dq", "dk", "dv", "da", "db", "dgk", "dh0"};
 constexpr std::array<DType, 2> kSixteenBit = {DType::BF16, DType::F16};
 
+// The "default" preset's elementwise (u of the judged dtype) and worst-block (floors) limits, from fla's
+// recordings judged at their working dtype (`dplr verify --policy report-only`, worst of bf16 and fp16):
+//   o, ht:      worst element 3.66 u (fp16 o), worst block 2.45 floors (fp16 o)     -> 6 u, 4.0 (1.6x margin)
+//   gradients:  worst element 18.8 u (fp16 dgk; bf16 dgk 16.1), worst block 7.60 (fp16 dgk; bf16 6.18)
+//                                                                                  -> 32 u, 12.0 (1.6x)
+//   other names (stage tensors): no foreign recording; between the two             -> 8 u, 6.0
+// The worst block of 12 floors fails the defect it is for: a 3% error in one head and one 16-token
+// window of a bf16 dq is ~18 floors there, while the whole tensor is only 2.7x (tests/verify).
+constexpr double kDefaultElem16 = 6.0, kDefaultLocal16 = 4.0;
+constexpr double kDefaultElemGrad16 = 32.0, kDefaultLocalGrad16 = 12.0;
+constexpr double kDefaultElemOther16 = 8.0, kDefaultLocalOther16 = 6.0;
+// fp32 judged: rel RMSE 1e-5 is ~400 floors (fp32 floor ~2.5e-8). The float chunk form of reference/
+// (`dplr check`'s chunk-float cases, 5 distributions) has its worst element at 0.6-2x its floor ratio
+// (in u) and its worst block at 1.1-2.4x its floor ratio, so a kernel at the rel RMSE limit would reach
+// ~800 u and ~1000 floors: 2048 u and 1024 floors. One element of dgk off by 1e-3 of its value (|e| >=
+// RMS/2) is >= 5600 u and fails.
+constexpr double kDefaultElem32 = 2048.0, kDefaultLocal32 = 1024.0;
+
 std::string lowercase(std::string_view text) {
   std::string out(text);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -42,6 +60,9 @@ bool set_limit(ToleranceLimits& limits, std::string_view unit, double value) {
   else if (u == "max_ulp" || u == "ulp") limits.max_ulp = value;
   else if (u == "max_rel") limits.max_rel = value;
   else if (u == "max_abs") limits.max_abs = value;
+  else if (u == "elem" || u == "max_elem") limits.max_elem = value;
+  else if (u == "local" || u == "local_ratio") limits.local_ratio = value;
+  else if (u == "misrounded") limits.misrounded = value;
   else return false;
   return true;
 }
@@ -86,6 +107,23 @@ std::string_view verdict_name(Verdict verdict) {
 
 Verdict worst_verdict(Verdict a, Verdict b) { return static_cast<int>(a) >= static_cast<int>(b) ? a : b; }
 
+std::string_view floor_basis_name(FloorBasis basis) { return basis == FloorBasis::Storage ? "storage" : "working"; }
+
+namespace {
+std::string index_text(const std::vector<std::int64_t>& index) { return fmt::format("[{}]", fmt::join(index, ", ")); }
+
+// "sequence 0, head 1, tokens 32..47" (or "chunk 3", or the whole state).
+std::string block_text(const LocalityMetrics& locality) {
+  const BlockMetrics& b = locality.worst_block;
+  std::string where = fmt::format("sequence {}, head {}", b.sequence, b.head);
+  if (locality.layout == TensorLayout::Kind::Tokens)
+    where += fmt::format(", tokens {}..{}", b.token_begin, b.token_end - 1);
+  else if (locality.layout == TensorLayout::Kind::ChunkStates)
+    where += fmt::format(", chunk {}", b.token_begin);
+  return where;
+}
+}  // namespace
+
 std::optional<DType> parse_dtype_selector(std::string_view text) {
   const std::string t = lowercase(trim(text));
   if (t == "f64" || t == "fp64" || t == "float64" || t == "double") return DType::F64;
@@ -114,30 +152,56 @@ Judgement judge(const TensorMetrics& m, const Tolerance& tolerance, std::string_
 
   const ToleranceLimits& limits = tolerance.limits;
   std::vector<std::string> exceeded, held, not_evaluated;
-  auto check = [&](const std::optional<double>& limit, double value, std::string_view label) {
+  auto check = [&](const std::optional<double>& limit, double value, std::string_view label,
+                   std::string where = {}) {
     if (!limit) return;
-    const std::string text = fmt::format("{} {} {} {}", label, format_number(value), value <= *limit ? "<=" : ">",
-                                         format_number(*limit));
-    (value <= *limit ? held : exceeded).push_back(text);
+    const bool ok = value <= *limit;
+    std::string text = fmt::format("{} {} {} {}", label, format_number(value), ok ? "<=" : ">", format_number(*limit));
+    if (!ok && !where.empty()) text += " " + where;
+    (ok ? held : exceeded).push_back(text);
   };
   if (limits.floor_ratio) {
     if (m.floor)
       check(limits.floor_ratio, m.floor->ratio, "floor ratio");
     else
-      not_evaluated.push_back(fmt::format("floor ratio <= {} (no floor computed: {} is not exact)",
-                                          format_number(*limits.floor_ratio), expected_name));
+      not_evaluated.push_back(fmt::format("floor ratio <= {} (no floor computed)", format_number(*limits.floor_ratio)));
   }
   check(limits.rel_rmse, m.rel_rmse, "rel RMSE");
   check(limits.max_ulp, m.max_ulp.error, "max ulp");
   check(limits.max_rel, m.max_rel.error, "max rel err");
   check(limits.max_abs, m.max_abs.error, "max abs err");
+  if (limits.max_elem) {
+    if (m.elem_unit > 0.0 && !m.max_elem.index.empty())
+      check(limits.max_elem, m.max_elem.error, "worst element",
+            fmt::format("u at {} (actual {}, {} {}; |err| <= k u (|{}| + RMS) with u = {})", index_text(m.max_elem.index),
+                        format_number(m.max_elem.actual), expected_name, format_number(m.max_elem.expected),
+                        expected_name, format_number(m.elem_unit)));
+    else if (m.elem_unit == 0.0)
+      not_evaluated.push_back("worst element (integer dtype)");
+  }
+  if (limits.local_ratio) {
+    if (m.locality)
+      check(limits.local_ratio, m.locality->worst_block.local_ratio, "worst block",
+            fmt::format("floors at {} (block rel RMSE {})", block_text(*m.locality),
+                        format_number(m.locality->worst_block.rel_rmse)));
+    else
+      not_evaluated.push_back("worst block (layout unknown)");
+  }
+  if (limits.misrounded) {
+    if (m.misrounded_fraction)
+      check(limits.misrounded, *m.misrounded_fraction, "misrounded fraction");
+    else
+      not_evaluated.push_back("misrounded fraction (16-bit storage against exact values only)");
+  }
 
   if (!exceeded.empty()) {
     std::string context = fmt::format("rel RMSE {}", format_number(m.rel_rmse));
     if (m.floor)
-      context += fmt::format(", floor {} in {}", format_number(m.floor->used_rel_rmse), dtype_name(m.floor->dtype));
-    context += fmt::format("; max abs err {} at [{}] (actual {}, {} {})", format_number(m.max_abs.error),
-                           fmt::join(m.max_abs.index, ", "), m.max_abs.actual, expected_name, m.max_abs.expected);
+      context += fmt::format(", floor {} in {}{}", format_number(m.floor->used_rel_rmse), dtype_name(m.floor->dtype),
+                             m.floor->nominal ? " (nominal)" : "");
+    context += fmt::format("; max abs err {} at {} (actual {}, {} {})", format_number(m.max_abs.error),
+                           index_text(m.max_abs.index), format_number(m.max_abs.actual), expected_name,
+                           format_number(m.max_abs.expected));
     return {Verdict::Fail, fmt::format("{} ({}; {})", fmt::join(exceeded, "; "), context, tolerance.rule)};
   }
   if (held.empty()) {
@@ -155,56 +219,70 @@ TolerancePolicy TolerancePolicy::preset(std::string_view name) {
   TolerancePolicy policy;
   policy.preset_name_ = std::string(name);
   Layer layer{fmt::format("preset {}", name), fmt::format("preset {}", name), {}};
-  auto floor_rule = [&](std::optional<DType> dtype, std::string_view tensor, double ratio) {
-    ToleranceLimits limits;
-    limits.floor_ratio = ratio;
+  auto rule = [&](std::optional<DType> dtype, std::string_view tensor, ToleranceLimits limits) {
     policy.add_rule(layer, {dtype, std::string(tensor), limits});
-  };
-  auto rel_rmse_rule = [&](DType dtype, double rel_rmse) {
-    ToleranceLimits limits;
-    limits.rel_rmse = rel_rmse;
-    policy.add_rule(layer, {dtype, "*", limits});
   };
   auto exact_integers = [&] {
     // Integer tensors (cu_seqlens echoed back, say) must be equal.
-    for (DType dtype : {DType::I32, DType::I64}) {
-      ToleranceLimits limits;
-      limits.max_abs = 0.0;
-      policy.add_rule(layer, {dtype, "*", limits});
-    }
+    for (DType dtype : {DType::I32, DType::I64}) rule(dtype, "*", {.max_abs = 0.0});
   };
 
+  // Every preset but report-only gates three ways: in aggregate (floor ratio or rel RMSE), elementwise
+  // (max_elem, in units of u of the judged dtype) and locally (local_ratio, the worst block of tokens of one
+  // head, in floors). Measured margins are in the comments; kLocal* / kElem* below are the numbers.
   if (name == "strict") {
-    // Issue 5's targets for our GPU kernels: o and ht within 1.3x the correctly rounded floor in bf16 and
-    // fp16, rel RMSE <= 1e-6 for fp32 inputs. Stage tensors feed o, so they are held to the same 1.3x.
-    // Gradients: no backward-kernel issue sets a target yet; 2.0x is provisional (fla reaches 1.1x-2.7x
-    // in bf16, and our kernels are meant to beat it). fp64: the double path agrees with >= 128 bits to
-    // ~1e-12 on benign cases (issue 2).
+    // Our kernels (gpu/), judged at their storage dtype (FloorBasis::Storage): an fp32 ht or stage tensor
+    // of a 16-bit run is held to the fp32 floor.
+    // 16-bit storage: o at 1.00x the correctly rounded floor on every case of the committed H200 check
+    // (reports/baselines/h200), so 1.3x; elementwise 2 u (a correctly rounded element is <= 1 u; the
+    // kernels' internal error, ~1e-6 relative, adds ~3e-4 u); the worst block 2.0 floors (a correctly
+    // rounded block is ~1.0). Misrounded elements: an internal relative error of 1e-6 misrounds ~0.01% of
+    // bf16 and ~0.1% of fp16 elements, a TF32-grade one (3e-4) 4.4% of bf16 and 35% of fp16 ones
+    // (simulated: 10^6 normal values, Gaussian relative error, then rounded), which the floor ratio cannot
+    // see (1.016x); so bf16 <= 1%, fp16 <= 5%. Per-block and misrounded figures of our kernels were not in
+    // the committed H200 report: these four are provisional until a device run measures them.
+    // Gradients: no backward kernel yet; 2.0x, elementwise 4 u, worst block 3.0 provisional.
     for (DType dtype : kSixteenBit) {
-      floor_rule(dtype, "*", 1.3);
-      for (auto tensor : kForward) floor_rule(dtype, tensor, 1.3);
-      for (auto tensor : kGradients) floor_rule(dtype, tensor, 2.0);
+      const double misrounded = dtype == DType::BF16 ? 0.01 : 0.05;
+      rule(dtype, "*", {.floor_ratio = 1.3, .max_elem = 2.0, .local_ratio = 2.0, .misrounded = misrounded});
+      for (auto tensor : kGradients) rule(dtype, tensor, {.floor_ratio = 2.0, .max_elem = 4.0, .local_ratio = 3.0});
     }
-    rel_rmse_rule(DType::F32, 1e-6);
-    rel_rmse_rule(DType::F64, 1e-12);
+    // fp32 storage: the committed H200 check measured rel RMSE <= 4.0e-7 on every fp32 tensor of our
+    // kernels (v_new; o 2.7e-7, ht 1.9e-7, A_* 2.3e-7, h 6.2e-8, gi/ge 2.6e-8) against a measured fp32
+    // floor of ~2.5e-8: 16 floors at most, so 32 floors (~8e-7, inside issue 5's 1e-6). Tighter where the
+    // tensor is more accurate, so a 10x regression of it fails too: ht 7.6 floors at most -> 16, h 2.5 -> 8,
+    // the cumsums gi, ge 1.03 -> 4. Elementwise: max abs err / RMS <= 1.1e-5 there (A_qb), i.e. <= 190 u;
+    // 512 u. The worst block: 64 floors, provisional (per-block figures were not in that report; the float
+    // chunk form's worst block is 1.1-2.4x its floor ratio). fp32 gradients: issue 12's target, 1e-6.
+    rule(DType::F32, "*", {.floor_ratio = 32.0, .max_elem = 512.0, .local_ratio = 64.0});
+    rule(DType::F32, "ht", {.floor_ratio = 16.0, .max_elem = 512.0, .local_ratio = 32.0});
+    rule(DType::F32, "h", {.floor_ratio = 8.0, .max_elem = 512.0, .local_ratio = 16.0});
+    for (auto tensor : {"gi", "ge"}) rule(DType::F32, tensor, {.floor_ratio = 4.0, .max_elem = 64.0, .local_ratio = 8.0});
+    for (auto tensor : kGradients) rule(DType::F32, tensor, {.rel_rmse = 1e-6, .max_elem = 512.0, .local_ratio = 128.0});
+    // fp64: the double path agrees with >= 128 bits to ~1e-12 on benign cases (issue 2); 2^13 u = 9e-13.
+    rule(DType::F64, "*", {.rel_rmse = 1e-12, .max_elem = 8192.0});
     exact_integers();
+    policy.floor_basis_ = FloorBasis::Storage;
   } else if (name == "default") {
-    // Foreign kernels (fla and others): loose enough that fla's recordings on the standard distribution
-    // pass with about 1.5x margin, tight enough that a real defect (a wrong head stride, a bf16 state,
-    // fla's dgk under strong decay at 1e3x) fails. fla's floor ratios on its recordings (seed 11,
-    // T=256, judged at the working dtype): bf16 o 1.74, ht 0.58, dq 1.08, dk 1.28, dv 1.93, da 2.33,
-    // db 2.55, dgk 2.73, dh0 0.97; fp16 o 2.03, ht 1.21, dq 1.38, dk 1.55, dv 2.14, da 3.41, db 3.12,
-    // dgk 3.79, dh0 1.93. Hence forward 3.0x (worst 2.03), gradients 6.0x (worst 3.79), other names
-    // (stage tensors) 4.0x. fp32 inputs: rel RMSE 1e-5, 10x looser than our target and ~400x the fp32
-    // floor; a TF32 kernel (fla fp32 chunk: 7.7e-4) fails it on purpose, as TF32 is not fp32 accuracy
-    // (judge one with `f32:*:rel_rmse=3e-3`). fp64: 1e-10.
+    // Foreign kernels (fla and others), judged at the working dtype: loose enough that fla's recordings on
+    // the standard distribution pass with about 1.5x margin, tight enough that a real defect (a wrong head
+    // stride, a bf16 state, fla's dgk under strong decay at rel RMSE 1.6) fails. fla's floor ratios on its
+    // recordings (seed 11, T=256): bf16 o 1.74, ht 0.58, dq 1.08, dk 1.28, dv 1.93, da 2.33, db 2.55,
+    // dgk 2.73, dh0 0.97; fp16 o 2.03, ht 1.21, dq 1.38, dk 1.55, dv 2.14, da 3.41, db 3.12, dgk 3.79,
+    // dh0 1.93. Hence forward 3.0x (worst 2.03), gradients 6.0x (worst 3.79), other names (stage tensors)
+    // 4.0x. Elementwise and worst block: see kDefault* below.
     for (DType dtype : kSixteenBit) {
-      floor_rule(dtype, "*", 4.0);
-      for (auto tensor : kForward) floor_rule(dtype, tensor, 3.0);
-      for (auto tensor : kGradients) floor_rule(dtype, tensor, 6.0);
+      rule(dtype, "*", {.floor_ratio = 4.0, .max_elem = kDefaultElemOther16, .local_ratio = kDefaultLocalOther16});
+      for (auto tensor : kForward)
+        rule(dtype, tensor, {.floor_ratio = 3.0, .max_elem = kDefaultElem16, .local_ratio = kDefaultLocal16});
+      for (auto tensor : kGradients)
+        rule(dtype, tensor, {.floor_ratio = 6.0, .max_elem = kDefaultElemGrad16, .local_ratio = kDefaultLocalGrad16});
     }
-    rel_rmse_rule(DType::F32, 1e-5);
-    rel_rmse_rule(DType::F64, 1e-10);
+    // fp32 inputs: rel RMSE 1e-5, 10x looser than our target and ~400x the fp32 floor; a TF32 kernel (fla
+    // fp32 chunk: 7.7e-4) fails it on purpose, as TF32 is not fp32 accuracy (judge one with
+    // `f32:*:rel_rmse=3e-3`). Elementwise and worst block: kDefault*32.
+    rule(DType::F32, "*", {.rel_rmse = 1e-5, .max_elem = kDefaultElem32, .local_ratio = kDefaultLocal32});
+    rule(DType::F64, "*", {.rel_rmse = 1e-10, .max_elem = 1048576.0});
     exact_integers();
   } else if (name == "report-only") {
     policy.add_rule(layer, {std::nullopt, "*", {}});
@@ -231,6 +309,9 @@ void TolerancePolicy::add_rule(Layer& layer, Rule rule) {
     merge(existing.limits.max_ulp, rule.limits.max_ulp);
     merge(existing.limits.max_rel, rule.limits.max_rel);
     merge(existing.limits.max_abs, rule.limits.max_abs);
+    merge(existing.limits.max_elem, rule.limits.max_elem);
+    merge(existing.limits.local_ratio, rule.limits.local_ratio);
+    merge(existing.limits.misrounded, rule.limits.misrounded);
     return;
   }
   layer.rules.push_back(std::move(rule));
@@ -275,7 +356,7 @@ void TolerancePolicy::add_overrides(std::string_view text, std::string_view orig
     } else if (parts.size() == 2) {
       rule.dtype = parse_dtype_selector(parts[0]);
       if (!rule.dtype) throw bad(fmt::format("'{}' is neither a dtype nor a unit: expected DTYPE:TENSOR or "
-                                             "TENSOR:UNIT (units: floor_ratio, rel_rmse, max_ulp, max_rel, max_abs)",
+                                             "TENSOR:UNIT (units: floor_ratio, rel_rmse, max_ulp, max_rel, max_abs, max_elem, local_ratio, misrounded)",
                                              key));
       rule.tensor = std::string(parts[1]);
     } else if (parts.size() == 3) {
@@ -284,7 +365,7 @@ void TolerancePolicy::add_overrides(std::string_view text, std::string_view orig
       rule.tensor = std::string(parts[1]);
       unit = parts[2];
       if (!is_unit(unit)) throw bad(fmt::format("unknown unit '{}': expected floor_ratio, rel_rmse, max_ulp, "
-                                                "max_rel or max_abs", unit));
+                                                "max_rel, max_abs, max_elem, local_ratio or misrounded", unit));
     } else {
       throw bad("too many ':' in the selector: expected [DTYPE:]TENSOR[:UNIT]");
     }
@@ -311,11 +392,17 @@ void TolerancePolicy::add_json(const nlohmann::json& policy, std::string_view or
   auto bad = [&](std::string_view why) { return InputError(fmt::format("policy {}: {}", origin, why)); };
   if (!policy.is_object()) throw bad("expected a JSON object with \"dplr_policy\": 1 and \"rules\"");
   for (const auto& [key, value] : policy.items())
-    if (key != "dplr_policy" && key != "rules" && key != "description")
-      throw bad(fmt::format("unknown key \"{}\": expected dplr_policy, rules, description", key));
+    if (key != "dplr_policy" && key != "rules" && key != "description" && key != "floor_basis")
+      throw bad(fmt::format("unknown key \"{}\": expected dplr_policy, rules, description, floor_basis", key));
   if (!policy.contains("dplr_policy") || policy["dplr_policy"] != 1)
     throw bad("expected \"dplr_policy\": 1 (the policy format version)");
   if (!policy.contains("rules") || !policy["rules"].is_array()) throw bad("expected \"rules\": [ ... ]");
+  if (policy.contains("floor_basis")) {
+    const auto& basis = policy["floor_basis"];
+    if (basis == "storage") floor_basis_ = FloorBasis::Storage;
+    else if (basis == "working") floor_basis_ = FloorBasis::Working;
+    else throw bad(fmt::format("\"floor_basis\" is {}: expected \"storage\" or \"working\"", basis.dump()));
+  }
 
   Layer layer{std::string(origin), std::string(origin), {}};
   std::size_t index = 0;
@@ -340,13 +427,13 @@ void TolerancePolicy::add_json(const nlohmann::json& policy, std::string_view or
       } else if (key == "off") {
         if (!value.is_boolean()) throw bad(fmt::format("{}: \"off\" must be true or false", where));
         off = value.get<bool>();
-      } else if (is_unit(key) && key != "floor" && key != "ulp") {
+      } else if (is_unit(key) && key != "floor" && key != "ulp" && key != "elem" && key != "local") {
         if (!value.is_number() || !std::isfinite(value.get<double>()) || value.get<double>() < 0.0)
           throw bad(fmt::format("{}: \"{}\" must be a number >= 0", where, key));
         set_limit(rule.limits, key, value.get<double>());
       } else {
         throw bad(fmt::format("{}: unknown key \"{}\": expected tensor, dtype, off, floor_ratio, rel_rmse, "
-                              "max_ulp, max_rel, max_abs",
+                              "max_ulp, max_rel, max_abs, max_elem, local_ratio, misrounded",
                               where, key));
       }
     }

@@ -2,6 +2,7 @@
 """End-to-end tests of the dplr binary (one scenario per ctest entry; exit 77 means skipped)."""
 import argparse
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -15,6 +16,21 @@ RECORDED = {
     "fla_chunk_default_fp16.safetensors": {"o": 4.2e-4, "dgk": 7.8e-4},
     "fla_recurrent_default_bf16.safetensors": {"o": 1.7e-3, "ht": 4.5e-8},
 }
+
+
+# Checks that could not run (a missing Python package): the scenario then exits 77, which ctest reports as
+# skipped, instead of passing with less checked than it says.
+SKIPPED = []
+
+
+def skip(reason):
+    print(f"SKIP: {reason}")
+    SKIPPED.append(reason)
+
+
+def printed_half_unit(value, significant=2):
+    """Half a unit in the last place of `value` printed with `significant` digits: 4.5e-8 -> 0.5e-9."""
+    return 0.5 * 10.0 ** (math.floor(math.log10(abs(value))) - (significant - 1))
 
 
 def run(args, cmd, expect_code=None):
@@ -33,7 +49,7 @@ def validate(args, path):
     try:
         import jsonschema
     except ImportError:
-        print("jsonschema not installed: schema validation skipped")
+        skip("jsonschema not installed: schema validation not done")
         return
     schema = json.load(open(args.schema))
     report = json.load(open(path))
@@ -53,9 +69,12 @@ def test_recorded(args):
         tensors = tensors_of(report)
         for tensor, expected in figures.items():
             got = tensors[tensor]["metrics"]["rel_rmse"]
-            # The README gives two significant digits.
-            assert abs(got - expected) <= 0.051 * expected + 0.5e-4 * 10 ** (len(str(expected)) - 7), \
-                f"{name} {tensor}: rel RMSE {got:.3e}, recorded {expected:.1e}"
+            # The README gives two significant digits: the value recomputed now must round to the printed
+            # one, i.e. lie within half a unit of its last digit (plus 1e-6 relative: the reference here
+            # and the recording-time float64 recurrence differ in the last bits).
+            allowed = printed_half_unit(expected) + 1e-6 * expected
+            assert abs(got - expected) <= allowed, \
+                f"{name} {tensor}: rel RMSE {got:.4e}, recorded {expected:.1e} (allowed +-{allowed:.1e})"
             print(f"{name:42} {tensor:4} rel RMSE {got:.3e} (recorded {expected:.1e})")
         bits = report["cases"][0]["reference"]["certified_bits"]
         assert min(bits.values()) > 60, bits
@@ -77,9 +96,11 @@ def test_exit_codes(args):
         # An accuracy failure: fla's bf16 o is 1.74x the floor, the strict policy allows 1.3x.
         proc = run(args, ["verify", str(recorded), "--policy", "strict", "--report", "strict.json"], expect_code=1)
         assert "FAIL" in proc.stdout, proc.stdout
-        # A tolerance override that admits it passes again.
-        run(args, ["verify", str(recorded), "--policy", "strict", "--tol", "bf16:*=3", "--report", "loose.json"],
-            expect_code=0)
+        # Strict judges fla's fp32 ht, dgk, dh0 at the fp32 floor (our kernels' claim), where they fail too.
+        assert "preset strict: F32:ht" in proc.stdout, proc.stdout
+        # A tolerance override that admits both passes again.
+        run(args, ["verify", str(recorded), "--policy", "strict", "--tol", "bf16:*=3,f32:*=off", "--report",
+                   "loose.json"], expect_code=0)
 
 
 def test_reports(args):
@@ -102,7 +123,7 @@ def test_gen_ref_roundtrip(args):
     try:
         import numpy as np
     except ImportError:
-        print("numpy not installed: the f16 round trip is skipped")
+        skip("numpy not installed: the f16 round trip not done")
         return
     case = {k: v for k, v in np.load(os.path.join(args.workdir, "case.npz")).items() if not k.startswith("__metadata__")}
     from safetensors.numpy import load_file
@@ -173,6 +194,9 @@ def main():
     args.dplr = os.path.abspath(args.dplr)
     os.makedirs(args.workdir, exist_ok=True)
     globals()["test_" + args.scenario](args)
+    if SKIPPED:
+        print(f"cli.{args.scenario}: skipped in part: {'; '.join(SKIPPED)}")
+        sys.exit(77)
     print(f"cli.{args.scenario}: passed")
 
 

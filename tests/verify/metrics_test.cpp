@@ -62,11 +62,15 @@ TEST(Metrics, UlpErrorsInBf16) {
 
 TEST(Metrics, UlpErrorsInFp16) {
   // fp16 has 11 significand bits: spacing 0.5 in [512, 1024), 2^-10 in [1, 2), 2^-24 for subnormals.
+  // Ulps are counted at max(|e|, relative floor): with RMS ~577 the floor is ~9.0, whose spacing is 2^-7,
+  // so the tiny third element's error of 7 subnormal spacings is 7 * 2^-24 / 2^-7 ulps, not 7.
   const std::vector<double> exact = {1000.0, 1.0, 0x1p-20};
   const std::vector<double> actual = {1001.5, 1.0 - 0x1p-11, 0x1p-20 + 7 * 0x1p-24};
   const auto m = compute_metrics(actual, exact, DType::F16, {3});
-  EXPECT_EQ(m.max_ulp.error, 7.0);  // in the subnormal range the spacing is fixed
-  EXPECT_EQ(m.max_ulp.index, (std::vector<std::int64_t>{2}));
+  EXPECT_EQ(m.max_ulp.error, 3.0);
+  EXPECT_EQ(m.max_ulp.index, (std::vector<std::int64_t>{0}));
+  EXPECT_EQ(compute_metrics(std::vector<double>{actual[2]}, std::vector<double>{exact[2]}, DType::F16, {1}).max_ulp.error,
+            7.0);  // alone, the element is its own scale: the subnormal spacing is fixed
   // 1 - 2^-11 is half an fp16 spacing below 1, measured with the spacing at 1.
   EXPECT_EQ(compute_metrics(std::vector<double>{actual[1]}, std::vector<double>{1.0}, DType::F16, {1}).max_ulp.error,
             0.5);
@@ -208,15 +212,22 @@ TEST(Metrics, HistogramClampsBelow) {
   EXPECT_EQ(m.histogram.counts.front(), 1);  // 2^-52 / (1e30 * 2^-6 / sqrt 2) ~ 2^-142
 }
 
-TEST(Metrics, DiffHasNoFloorUnlessAsked) {
+TEST(Metrics, DiffFloorsAreMeasuredOrNominal) {
   const auto b = normal_values(64, 4);
   const auto a = rounded(b, DType::BF16);
-  auto m = compute_diff_metrics(a, b, DType::BF16, {64});
-  EXPECT_FALSE(m.floor.has_value());
-  EXPECT_GT(m.rel_rmse, 0.0);
-  m = compute_diff_metrics(a, b, DType::BF16, {64}, {.floor_dtype = DType::BF16, .compute_floor = true});
+  // B more precise than the judged dtype: the floor is measured from B, and A = round(B) sits at 1.0.
+  auto m = compute_diff_metrics(a, b, DType::BF16, {64}, {.floor_dtype = DType::BF16, .expected_is_exact = false});
   ASSERT_TRUE(m.floor.has_value());
   EXPECT_EQ(m.floor->ratio, 1.0);
+  EXPECT_FALSE(m.floor->nominal);
+  EXPECT_FALSE(m.misrounded_fraction.has_value());  // B is not exact: no misrounding to count
+  // Nominal: the floor is 0.4247 u, nothing measured.
+  m = compute_diff_metrics(a, b, DType::BF16, {64},
+                           {.floor_dtype = DType::BF16, .floor_source = FloorSource::Nominal, .expected_is_exact = false});
+  ASSERT_TRUE(m.floor.has_value());
+  EXPECT_TRUE(m.floor->nominal);
+  EXPECT_EQ(m.floor->used_rel_rmse, nominal_rounding_floor(DType::BF16));
+  EXPECT_NEAR(m.floor->ratio, m.rel_rmse / nominal_rounding_floor(DType::BF16), 1e-15);
 }
 
 TEST(Metrics, LengthsMustMatchTheShape) {

@@ -113,6 +113,11 @@ TEST(Report, VerdictsAndExitCodes) {
   EXPECT_EQ(sample("input_error").exit_code(), 2);
   EXPECT_EQ(sample("input_error").verdict(), Verdict::Error);
   EXPECT_EQ(sample("no_cases").exit_code(), 0);
+  EXPECT_EQ(sample("internal_error").exit_code(), 3);
+  EXPECT_EQ(sample("internal_error").verdict(), Verdict::Error);
+  EXPECT_EQ(sample("check_baseline").exit_code(), 1);  // a failed gate and a regression
+  EXPECT_EQ(sample("check_baseline").cases[0].verdict(), Verdict::Fail);
+  EXPECT_EQ(full.cases[2].verdict(), Verdict::Error);  // the kernel refused the case
 
   const auto& stages = full.cases[0].stages.value();
   EXPECT_EQ(stages.first_diverging_stage, "h");
@@ -153,7 +158,23 @@ TEST(Report, JsonCarriesEverything) {
   const auto diff = to_json(sample("diff"));
   EXPECT_EQ(diff["cases"][0]["baseline"], "file");
   EXPECT_TRUE(diff["cases"][0]["reference"].is_null());
-  EXPECT_TRUE(diff["cases"][0]["tensors"][0]["metrics"]["floor"].is_null());
+  EXPECT_FALSE(diff["cases"][0]["tensors"][0]["metrics"]["floor"]["nominal"]);  // B (fp64) is more precise
+  EXPECT_TRUE(diff["cases"][0]["tensors"][0]["metrics"]["misrounded_fraction"].is_null());  // B is not exact
+  const auto& o = c["tensors"][0]["metrics"];
+  EXPECT_EQ(o["locality"]["layout"], "tokens");
+  EXPECT_EQ(o["locality"]["block_tokens"], 16);
+  EXPECT_EQ(o["locality"]["groups"].size(), 2u);  // one sequence, two heads
+  EXPECT_EQ(o["locality"]["grid"].size(), 2u);
+  EXPECT_EQ(c["tensors"][1]["metrics"]["locality"]["layout"], "states");
+  EXPECT_FALSE(o["max_elem_error"].is_null());
+  EXPECT_EQ(j["cases"][2]["error"], "gpu chunk: K = 300 exceeds the largest supported head size 128");
+  const auto internal = to_json(sample("internal_error"));
+  EXPECT_EQ(internal["internal_error"], "std::bad_alloc");
+  EXPECT_EQ(internal["exit_code"], 3);
+  EXPECT_EQ(internal["policy"]["floor_basis"], "storage");
+  const auto regressed = to_json(sample("check_baseline"));
+  EXPECT_EQ(regressed["baseline"]["regressions"][0]["figure"], "floor_ratio");
+  EXPECT_EQ(regressed["cases"][0]["failures"].size(), 1u);
   EXPECT_TRUE(diff["cases"][0]["options"]["scale"].is_null());
 }
 
@@ -184,8 +205,9 @@ TEST(Report, TableShowsTheNumbersAndTheReasons) {
   const auto table = format_table(sample("verify_full").cases[0]);
   EXPECT_TRUE(contains(table, "case fla-default-B1-T16-H2-K4-V4-bf16-seed11: ERROR")) << table;
   EXPECT_TRUE(contains(table, "tensor")) << table;
-  EXPECT_TRUE(contains(table, "max abs err @ index")) << table;
-  EXPECT_TRUE(contains(table, "F32 as BF16")) << table;
+  EXPECT_TRUE(contains(table, "worst elem (u) @ index")) << table;
+  EXPECT_TRUE(contains(table, "worst block")) << table;
+  EXPECT_TRUE(contains(table, "BF16 (working)")) << table;  // ht: fp32 storage, judged at the bf16 floor
   EXPECT_TRUE(contains(table, "1 NaN")) << table;
   EXPECT_TRUE(contains(table, "first diverging: h")) << table;
   EXPECT_TRUE(contains(table, "h/A_qk")) << table;
@@ -197,7 +219,7 @@ TEST(Report, TableShowsTheNumbersAndTheReasons) {
   EXPECT_LT(table.find("\nht "), table.find("\ndq "));
   const auto diff = format_table(sample("diff").cases[0]);
   EXPECT_TRUE(contains(diff, "against file B")) << diff;
-  EXPECT_TRUE(contains(diff, " - ")) << diff;  // no floor ratio in a diff
+  EXPECT_TRUE(contains(diff, " - ")) << diff;  // no misrounded fraction in a diff
 }
 
 TEST(Report, JunitCountsAndEscapes) {

@@ -130,13 +130,20 @@ CaseResult diff_case(const TolerancePolicy& policy) {
 std::vector<std::pair<std::string, Report>> sample_reports() {
   std::vector<std::pair<std::string, Report>> out;
 
-  auto strict = TolerancePolicy::preset("strict");
-  strict.add_overrides("dgk:rel_rmse=1e-2");
+  // Judged at the working dtype, 1.3 floors for every bf16 tensor (synthetic values off the bf16 grid
+  // would all count as misrounded under strict).
+  auto strict = TolerancePolicy::preset("default");
+  strict.add_overrides("bf16:*=1.3,dgk:rel_rmse=1e-2");
   Report full = base_report("verify", std::string("NVIDIA H100 80GB HBM3 (sm_90)"));
   full.policy_preset = strict.preset_name();
   full.policy_sources = strict.sources();
   full.cases.push_back(full_case(strict));
   full.cases.push_back(minimal_case(strict));
+  CaseResult refused = minimal_case(strict);
+  refused.id = "refused";
+  refused.comparison = {};
+  refused.error = "gpu chunk: K = 300 exceeds the largest supported head size 128";
+  full.cases.push_back(std::move(refused));
   out.emplace_back("verify_full", std::move(full));
 
   const auto loose = TolerancePolicy::preset("default");
@@ -173,6 +180,29 @@ std::vector<std::pair<std::string, Report>> sample_reports() {
   input_error.input_error = "case.safetensors: tensor 'q': expected shape [B, T, H, K], got [4] <&>";
   input_error.duration_seconds = 0.0;
   out.emplace_back("input_error", std::move(input_error));
+
+  Report internal_error = base_report("check", std::nullopt);
+  internal_error.policy_preset = "strict";
+  internal_error.floor_basis = FloorBasis::Storage;
+  internal_error.internal_error = "std::bad_alloc";
+  out.emplace_back("internal_error", std::move(internal_error));
+
+  // A check against a stored baseline: a case with a failed gate outside the tensors, one regression.
+  Report regressed = base_report("check", std::nullopt);
+  regressed.policy_preset = "strict";
+  regressed.floor_basis = FloorBasis::Storage;
+  CaseResult gated = minimal_case(loose);
+  gated.failures.push_back("the reference is certified to 70.0 bits, below the 80 required");
+  regressed.cases.push_back(std::move(gated));
+  BaselineComparison comparison;
+  comparison.path = "reports/baselines/cpu/check-quick.json";
+  comparison.cases_compared = 1;
+  comparison.figures_compared = 5;
+  comparison.regressions.push_back({"minimal", "o", "", "floor_ratio", 1.0, 2.5, 1.3});
+  comparison.missing_cases = {"gone"};
+  comparison.new_cases = {"minimal"};
+  regressed.baseline = comparison;
+  out.emplace_back("check_baseline", std::move(regressed));
 
   Report no_cases = base_report("check", std::nullopt);
   no_cases.policy_preset = "strict";

@@ -46,12 +46,20 @@ TEST(TolerancePresets, StrictHoldsOurKernelTargets) {
   EXPECT_EQ(strict.resolve("ht", DType::F16).limits.floor_ratio, 1.3);
   EXPECT_EQ(strict.resolve("A_qk", DType::BF16).limits.floor_ratio, 1.3);
   EXPECT_EQ(strict.resolve("dgk", DType::F16).limits.floor_ratio, 2.0);
-  const auto fp32 = strict.resolve("o", DType::F32);
-  EXPECT_FALSE(fp32.limits.floor_ratio.has_value());
-  EXPECT_EQ(fp32.limits.rel_rmse, 1e-6);
+  // fp32 storage (our fp32 ht of a 16-bit run too: strict judges at the storage dtype) in fp32 floors.
+  EXPECT_EQ(strict.floor_basis(), FloorBasis::Storage);
+  EXPECT_EQ(strict.resolve("o", DType::F32).limits.floor_ratio, 32.0);
+  EXPECT_EQ(strict.resolve("ht", DType::F32).limits.floor_ratio, 16.0);
+  EXPECT_EQ(strict.resolve("dgk", DType::F32).limits.rel_rmse, 1e-6);
   EXPECT_EQ(strict.resolve("o", DType::F64).limits.rel_rmse, 1e-12);
   EXPECT_EQ(strict.resolve("cu_seqlens", DType::I64).limits.max_abs, 0.0);
-  EXPECT_EQ(strict.resolve("o", DType::BF16).rule, "preset strict: BF16:o");
+  EXPECT_EQ(strict.resolve("o", DType::BF16).rule, "preset strict: BF16:*");
+  // Every float rule gates elementwise; the 16-bit and fp32 ones also the worst block; 16-bit misrounding.
+  for (DType dtype : {DType::BF16, DType::F16, DType::F32, DType::F64})
+    for (const char* tensor : {"o", "ht", "dq", "dgk", "A_qk"})
+      EXPECT_TRUE(strict.resolve(tensor, dtype).limits.max_elem.has_value()) << tensor;
+  EXPECT_EQ(strict.resolve("o", DType::BF16).limits.misrounded, 0.01);
+  EXPECT_EQ(TolerancePolicy::preset("default").floor_basis(), FloorBasis::Working);
 }
 
 // The floor ratios of fla's recordings in ../shared/data/recorded (seed 11, B1 T256 H2 K=V=64, against a

@@ -26,7 +26,7 @@ except ImportError:
     print("validate_reports: the Python package jsonschema is missing (scripts/install-deps.sh installs it)")
     sys.exit(77)
 
-EXPECTED_SAMPLES = ["verify_full", "verify_minimal", "diff", "input_error", "no_cases"]
+EXPECTED_SAMPLES = ["verify_full", "verify_minimal", "diff", "input_error", "no_cases", "internal_error", "check_baseline"]
 failures = []
 
 
@@ -55,19 +55,24 @@ def check_coverage(reports):
     for report in reports.values():
         note("host.gpu", report["host"]["gpu"] is not None)
         note("input_error", report["input_error"] is not None)
+        note("internal_error", report["internal_error"] is not None)
+        note("baseline", report["baseline"] is not None)
         note("cases", len(report["cases"]) > 0)
         for case in report["cases"]:
             for key in ["shape", "working_dtype", "options", "reference", "stages"]:
                 note(key, case[key] is not None)
             note("source.generator", case["source"]["generator"] is not None)
             note("notes", len(case["notes"]) > 0)
+            note("case.error", case["error"] is not None)
+            note("case.failures", len(case["failures"]) > 0)
             if case["stages"] is not None:
                 note("first_diverging_stage", case["stages"]["first_diverging_stage"] is not None)
             if case["reference"] is not None:
                 note("certified_against", case["reference"]["certified_against"] is not None)
             for tensor in case["tensors"]:
                 metrics = tensor["metrics"]
-                note("floor", metrics["floor"] is not None)
+                note("locality", metrics["locality"] is not None)
+                note("misrounded_fraction", metrics["misrounded_fraction"] is not None)
                 note("first_actual_nan_index", metrics["nonfinite"]["first_actual_nan_index"] is not None)
                 for limit in ["floor_ratio", "rel_rmse"]:
                     note("tolerance." + limit, tensor["tolerance"][limit] is not None)
@@ -99,6 +104,9 @@ def mutations(report):
     yield mutated("verdict outside the enum", lambda r: tensor(r).update(verdict="maybe"))
     yield mutated("exit code contradicting the verdict", lambda r: r.update(verdict="fail", exit_code=0))
     yield mutated("input error with exit code 1", lambda r: r.update(input_error="x", verdict="error", exit_code=1))
+    yield mutated("internal error with exit code 2", lambda r: r.update(internal_error="x", verdict="error", exit_code=2))
+    yield mutated("unknown floor basis", lambda r: r["policy"].update(floor_basis="mixed"))
+    yield mutated("locality of an unknown layout", lambda r: tensor(r)["metrics"]["locality"].update(layout="rows"))
     yield mutated("histogram of 60 bins", lambda r: tensor(r)["metrics"]["histogram"]["counts"].pop())
     yield mutated("upper-case sha256", lambda r: r["cases"][0]["source"]["files"][0].update(
         sha256=r["cases"][0]["source"]["files"][0]["sha256"].upper()))
