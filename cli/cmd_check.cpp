@@ -32,7 +32,7 @@ std::string summary_of(const CaseResult& c) {
   std::string text;
   if (c.error) text = "error: " + *c.error;
   if (!c.comparison.tensors.empty())
-    text = fmt::format("rel RMSE <= {:.2e}, floor ratio <= {:.2f}, worst block <= {:.2f}, worst element <= {:.3g} u",
+    text = fmt::format("rel RMSE <= {:.2e}, floor ratio <= {:.3g}, worst block <= {:.3g}, worst element <= {:.3g} u",
                        worst_rel, worst_floor, worst_local, worst_elem);
   if (c.stages) text += fmt::format(", first diverging stage: {}", c.stages->first_diverging_stage.value_or("none"));
   for (const auto& note : c.notes) text += (text.empty() ? "" : "; ") + note;

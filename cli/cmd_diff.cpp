@@ -14,6 +14,7 @@ namespace {
 struct DiffCommandOptions {
   std::string a, b;
   std::vector<std::string> maps;  // "nameA=nameB"
+  std::int64_t block_tokens = kDefaultBlockTokens;
   ReportOptions report;
 };
 
@@ -30,6 +31,7 @@ void diff_files(const DiffCommandOptions& o, Report& report, const TolerancePoli
     a.tensors.insert(std::move(node));
   }
   DiffOptions options;
+  options.block_tokens = o.block_tokens;
   CaseResult c;
   c.id = fmt::format("{} vs {}", o.a, o.b);
   c.baseline = "file";
@@ -56,6 +58,9 @@ void add_diff_command(CLI::App& app, Command& selected) {
   command->add_option("a", options->a, "Actual tensors")->required();
   command->add_option("b", options->b, "Expected tensors")->required();
   command->add_option("--map", options->maps, "Compare A's tensor NAME_A with B's NAME_B: NAME_A=NAME_B");
+  command->add_option("--block-tokens", options->block_tokens, "Tokens per block of the local gate")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   // B is the expected side, judged by the same policies as verify: floors are measured from B where B is
   // more precise than the judged dtype, else nominal (verify/compare.hpp).
   add_report_options(*command, options->report, "out/diff-report.json", "default");

@@ -15,6 +15,7 @@ struct VerifyOptions {
   std::string precision = "dd";
   bool certify = true;
   int threads = 0;
+  std::int64_t block_tokens = kDefaultBlockTokens;
   ReportOptions report;
 };
 
@@ -44,7 +45,7 @@ void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& 
   c.source.files.push_back({"case", o.input.file, sha256_file(o.input.file)});
   if (auto it = file.metadata.find("producer"); it != file.metadata.end()) c.notes.push_back("producer: " + it->second);
   c.reference = reference_info(exact);
-  c.comparison = compare(file.tensors, exact.tensors, policy);
+  c.comparison = compare(file.tensors, exact.tensors, policy, {.block_tokens = o.block_tokens});
   c.working_dtype = working_dtype_of(file.tensors);
   fmt::print("{}", format_table(c));
   if (o.certify)
@@ -67,6 +68,10 @@ void add_verify_command(CLI::App& app, Command& selected) {
       ->capture_default_str();
   command->add_flag("!--no-certify", options->certify, "Skip the reference's self-certification");
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
+  command->add_option("--block-tokens", options->block_tokens,
+                      "Tokens per block of the local gate (the kernel's chunk size; blocks start at each sequence)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   add_report_options(*command, options->report, "out/verify-report.json", "default");
   command->callback([options, &selected] { selected = [options] { return run_verify(*options); }; });
 }

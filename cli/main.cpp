@@ -1,5 +1,6 @@
 // dplr: how far a DPLR delta-rule kernel is from the exact answer.
-// Exit codes: 0 everything within tolerance, 1 an accuracy failure, 2 bad usage or bad input.
+// Exit codes: 0 everything within tolerance, 1 an accuracy failure (or a regression against --baseline),
+// 2 bad usage or bad input, 3 an internal error. Report-writing commands write their report on every exit.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>

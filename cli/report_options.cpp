@@ -35,12 +35,11 @@ Report start_report(const std::string& command) {
 // Stamps the duration, compares with the baseline, writes the JSON report (and JUnit XML if asked), prints
 // the verdict; returns the exit code.
 int finish_report(Report& report, const ReportOptions& o) {
-  if (!o.baseline_path.empty() && !report.input_error && !report.internal_error) {
+  // --update-baseline accepts this run's figures: it writes them, and compares nothing.
+  if (!o.baseline_path.empty() && !o.update_baseline && !report.input_error && !report.internal_error) {
     try {
-      if (!o.update_baseline || std::filesystem::exists(o.baseline_path)) {
-        report.baseline = compare_with_baseline(report, read_report_file(o.baseline_path), o.baseline_path);
-        fmt::print("{}", format_baseline(*report.baseline));
-      }
+      report.baseline = compare_with_baseline(report, read_report_file(o.baseline_path), o.baseline_path);
+      fmt::print("{}", format_baseline(*report.baseline));
     } catch (const InputError& e) {
       report.input_error = e.what();
       fmt::print(stderr, "dplr: error: {}\n", e.what());
@@ -84,7 +83,8 @@ void add_report_options(CLI::App& command, ReportOptions& o, const std::string& 
   command.add_option("--junit", o.junit_path, "Also write JUnit XML here");
   command.add_option("--baseline", o.baseline_path,
                      "A stored report of the same cases: fail (exit 1) when a gated figure grew past its margin");
-  command.add_flag("--update-baseline", o.update_baseline, "Write this run's report to the --baseline path");
+  command.add_flag("--update-baseline", o.update_baseline,
+                   "Write this run's report to the --baseline path (accepting its figures: no comparison)");
 }
 
 TolerancePolicy build_policy(const ReportOptions& o) {

@@ -13,9 +13,12 @@
 namespace dplr {
 namespace {
 
+// Non-finite figures as inf / nan; fixed-point figures of 1e5 and more in 3 significant digits, so a
+// ratio of 1e42 prints as 1e+42, not as 43 digits.
 std::string number(double x, std::string_view spec) {
   if (std::isnan(x)) return "nan";
   if (std::isinf(x)) return x > 0 ? "inf" : "-inf";
+  if (std::fabs(x) >= 1e5 && spec.find('f') != std::string_view::npos) return fmt::format("{:.3g}", x);
   return fmt::format(fmt::runtime(spec), x);
 }
 

@@ -148,29 +148,31 @@ def test_report_on_every_exit(args):
 
 def test_baseline(args):
     source = recorded(args)
-    run(args, ["verify", str(source), "--baseline", "base.json", "--update-baseline", "--report", "r0.json"], 0)
-    proc = run(args, ["verify", str(source), "--baseline", "base.json", "--report", "r1.json"], 0)
+    for stale in pathlib.Path(args.workdir).glob("base*.json"):
+        stale.unlink()
+    # The case id is the file's name: the same name before and after the change.
+    save_like(args, source, "case.safetensors", lambda t: None)
+    run(args, ["verify", "case.safetensors", "--baseline", "base.json", "--update-baseline", "--report", "r0.json"], 0)
+    proc = run(args, ["verify", "case.safetensors", "--baseline", "base.json", "--report", "r1.json"], 0)
     assert "no regression" in proc.stdout, proc.stdout
     assert report(args, "r1.json")["baseline"]["regressions"] == []
 
     # dv twice as far from the exact answer: still inside the default policy's 6 floors, but a regression.
+    run(args, ["ref", str(source), "-o", "exact.safetensors"], 0)
+    exact = load_file(os.path.join(args.workdir, "exact.safetensors"))["dv"]
+
     def worse(t):
         dv = t["dv"].astype(np.float64)
-        exact = load_file(os.path.join(args.workdir, "exact.safetensors"))["dv"]
         t["dv"] = (exact + 2.0 * (dv - exact)).astype(t["dv"].dtype)
-    run(args, ["ref", str(source), "-o", "exact.safetensors"], 0)
-    path = save_like(args, source, "worse.safetensors", worse)
-    # The case id is the file name: give the worse file the baseline's name.
-    os.replace(path, os.path.join(args.workdir, "same-name.safetensors"))
-    run(args, ["verify", "same-name.safetensors", "--baseline", "base2.json", "--update-baseline"], 0)
-    save_like(args, source, "same-name.safetensors", lambda t: None)
-    run(args, ["verify", "same-name.safetensors", "--baseline", "base2.json", "--update-baseline"], 0)
-    path = save_like(args, source, "same-name.safetensors", worse)
-    proc = run(args, ["verify", "same-name.safetensors", "--baseline", "base2.json", "--report", "r2.json"], 1)
+    save_like(args, source, "case.safetensors", worse)
+    proc = run(args, ["verify", "case.safetensors", "--baseline", "base.json", "--report", "r2.json"], 1)
     assert "REGRESSED dv" in proc.stdout, proc.stdout
     regressions = report(args, "r2.json")["baseline"]["regressions"]
     assert {r["tensor"] for r in regressions} == {"dv"}, regressions
     assert tensor(report(args, "r2.json"), "dv")["verdict"] == "pass", "the policy alone passes it"
+    # Accepting the new figures: --update-baseline writes them, and the next run compares against them.
+    run(args, ["verify", "case.safetensors", "--baseline", "base.json", "--update-baseline"], 0)
+    run(args, ["verify", "case.safetensors", "--baseline", "base.json"], 0)
 
 
 def test_check_baseline(args):

@@ -268,3 +268,95 @@ TEST(Metrics, HugeValuesDoNotOverflowTheNorms) {
 
 }  // namespace
 }  // namespace dplr
+
+namespace dplr {
+namespace {
+
+// Locality: blocks follow sequences and heads; one planted block is found where it is.
+std::vector<double> planted(const std::vector<double>& exact, const std::vector<std::int64_t>& flat_indices, double by) {
+  std::vector<double> actual = exact;
+  for (auto i : flat_indices) actual[static_cast<std::size_t>(i)] *= 1.0 + by;
+  return actual;
+}
+
+TEST(Locality, TokenBlocksStartAtEachPackedSequence) {
+  // [1, T=40, H=2, X=3], sequences [0, 5), [5, 5) (empty), [5, 40), blocks of 16 tokens.
+  const std::vector<std::int64_t> shape = {1, 40, 2, 3};
+  const auto exact = testing::normal_values(240, 21);
+  // Token 22 of head 1 sits in the third sequence at local position 17: its second block, tokens 21..36.
+  std::vector<std::int64_t> bad;
+  for (std::int64_t x = 0; x < 3; ++x) bad.push_back((22 * 2 + 1) * 3 + x);
+  const auto actual = planted(exact, bad, 1e-3);
+  TensorLayout layout;
+  layout.cu_seqlens = {0, 5, 5, 40};
+  const auto m = compute_metrics(actual, exact, DType::F64, shape, {.layout = layout});
+  ASSERT_TRUE(m.locality.has_value());
+  const auto& l = *m.locality;
+  EXPECT_EQ(l.groups_total, 6);  // 3 sequences x 2 heads
+  const auto& worst = l.worst_block;
+  EXPECT_EQ(worst.sequence, 2);
+  EXPECT_EQ(worst.head, 1);
+  EXPECT_EQ(worst.token_begin, 21);
+  EXPECT_EQ(worst.token_end, 37);
+  EXPECT_EQ(worst.elements, 16 * 3);
+  // The grid: per group its blocks (1, 0 and 3 blocks for the three sequences).
+  ASSERT_EQ(l.grid.size(), 6u);
+  EXPECT_EQ(l.grid[0].size(), 1u);
+  EXPECT_EQ(l.grid[2].size(), 0u);
+  EXPECT_EQ(l.grid[5].size(), 3u);
+  EXPECT_EQ(l.grid[5][1], worst.local_ratio);
+  EXPECT_EQ(l.grid[4][1], 0.0);  // head 0 of the same block is exact
+  // Bad packings are input errors.
+  layout.cu_seqlens = {0, 5, 39};
+  EXPECT_THROW(compute_metrics(actual, exact, DType::F64, shape, {.layout = layout}), InputError);
+}
+
+TEST(Locality, StatesAreOneBlockPerSequenceAndHead) {
+  const std::vector<std::int64_t> shape = {3, 2, 4, 4};  // [N, H, K, V]
+  const auto exact = testing::normal_values(96, 22);
+  const auto actual = planted(exact, {(2 * 2 + 0) * 16 + 5}, 1e-2);  // sequence 2, head 0
+  TensorLayout layout;
+  layout.kind = TensorLayout::Kind::States;
+  const auto m = compute_metrics(actual, exact, DType::F64, shape, {.layout = layout});
+  EXPECT_EQ(m.locality->groups_total, 6);
+  EXPECT_EQ(m.locality->worst_block.sequence, 2);
+  EXPECT_EQ(m.locality->worst_block.head, 0);
+  EXPECT_EQ(m.locality->worst_block.elements, 16);
+  EXPECT_EQ(m.locality->block_tokens, 0);
+}
+
+TEST(Locality, LocalRatioIsTheBlocksFloorRatioAtItsScale) {
+  // Two heads of very different scales, both correctly rounded to bf16 except head 1, twice the rounding
+  // error: each block is judged at its own scale (not diluted by head 0's large values).
+  const std::vector<std::int64_t> shape = {1, 16, 2, 64};
+  auto exact = testing::normal_values(16 * 2 * 64, 23);
+  for (std::size_t i = 0; i < exact.size(); ++i)
+    if ((i / 64) % 2 == 0) exact[i] *= 8.0;  // head 0 is 8x larger, within the 16x scale floor
+  std::vector<double> actual(exact.size());
+  for (std::size_t i = 0; i < exact.size(); ++i) {
+    const double r = round_to_dtype(exact[i], DType::BF16);
+    actual[i] = (i / 64) % 2 == 1 ? exact[i] + 2.0 * (r - exact[i]) : r;
+  }
+  const auto m = compute_metrics(actual, exact, DType::BF16, shape, {.layout = TensorLayout{}});
+  EXPECT_EQ(m.locality->worst_block.head, 1);
+  EXPECT_NEAR(m.locality->worst_block.local_ratio, 2.0, 0.25);
+  EXPECT_LT(m.floor->ratio, 1.2);  // head 1 is 1/65 of the tensor's squared norm
+}
+
+TEST(Metrics, ElementwiseErrorIsInUnitsOfTheJudgedDtype) {
+  const std::vector<double> exact = {1.0, -1.0, 0.0, 2.0};  // RMS = sqrt(6 / 4)
+  std::vector<double> actual = exact;
+  actual[2] = 0x1p-8;  // 1 u of bf16 at zero: measured against u x RMS
+  const auto m = compute_metrics(actual, exact, DType::BF16, {4});
+  EXPECT_EQ(m.elem_unit, 0x1p-8);
+  EXPECT_NEAR(m.max_elem.error, 1.0 / std::sqrt(1.5), 1e-12);
+  EXPECT_EQ(m.max_elem.index, (std::vector<std::int64_t>{2}));
+  // Judged at fp32 (a floor dtype other than the storage one), the same error is 2^16 times larger.
+  const auto f = compute_metrics(actual, exact, DType::BF16, {4}, {.floor_dtype = DType::F32});
+  EXPECT_NEAR(f.max_elem.error, 65536.0 / std::sqrt(1.5), 1e-6);
+  // Misrounding: 0x1p-8 is not round(0) in bf16: one of four elements.
+  EXPECT_EQ(m.misrounded_fraction, 0.25);
+}
+
+}  // namespace
+}  // namespace dplr
