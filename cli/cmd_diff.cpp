@@ -58,6 +58,8 @@ void add_diff_command(CLI::App& app, Command& selected) {
   command->add_flag("--floor-ratio", options->floor_ratio, "Compute floor ratios from B (when B is more precise)");
   add_report_options(*command, options->report, "out/diff-report.json");
   options->report.preset = "report-only";
+  // The help shows the preset this command really starts from.
+  command->get_option("--policy")->default_str(options->report.preset);
   command->callback([options, &selected] { selected = [options] { return run_diff(*options); }; });
 }
 

@@ -54,6 +54,7 @@ int run_gradcheck(const GradcheckOptions& o) {
     ReferenceOptions options;
     options.precision = precision;
     options.threads = o.threads;
+    options.origin = description;
     ours = run_reference(problem, options).tensors;
   }
   auto finite_difference = [&](const InputDirection& d) {
@@ -157,14 +158,19 @@ void add_gradcheck_command(CLI::App& app, Command& selected) {
   add_case_options(*command, options->input, true);
   command->add_option("--precision", options->precision, "qd or MPFR bits (>= 200 for 30-digit checks)")
       ->capture_default_str();
-  command->add_option("--directions", options->directions, "Random directions per input")->capture_default_str();
+  command->add_option("--directions", options->directions, "Random directions per input")
+      ->check(at_least(1))
+      ->capture_default_str();
   command->add_flag("--per-element", options->per_element, "Check every element (small cases)");
   command->add_flag("--recorded", options->recorded, "Check the gradients FILE holds instead of ours");
   command->add_option("--tolerance", options->tolerance,
                       fmt::format("Largest relative difference (default 2^(-bits/2) for ours, {} recorded)",
-                                  kRecordedTolerance));
-  command->add_option("--max-elements", options->max_elements, "Per-element limit per input")->capture_default_str();
-  command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
+                                  kRecordedTolerance))
+      ->check(finite_positive());
+  command->add_option("--max-elements", options->max_elements, "Per-element limit per input")
+      ->check(at_least(1))
+      ->capture_default_str();
+  command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
   command->callback([options, &selected] { selected = [options] { return run_gradcheck(*options); }; });
 }
 

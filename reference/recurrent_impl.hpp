@@ -3,6 +3,7 @@
 // Inner loops update in place (`acc += a * b`, `x *= c`): for mp_real each is one MPFR call with no
 // temporary, which is what keeps the multiprecision path within a small factor of its op count.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -166,8 +167,9 @@ S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const R
   // G = dL/dS, walked back segment by segment; states of a segment are recomputed from its checkpoint.
   std::vector<S> G(K * V, S(0.0));
   if (p.grad_ht) reader.read("dht", *p.grad_ht, pair.state_offset(), K * V, G);
-  std::vector<std::vector<S>> segment_states(interval + 1, std::vector<S>(K * V));
-  std::vector<std::vector<S>> segment_decays(interval, std::vector<S>(K));
+  const std::int64_t segment = std::min(interval, std::max<std::int64_t>(L, 1));  // no segment is longer than L
+  std::vector<std::vector<S>> segment_states(segment + 1, std::vector<S>(K * V));
+  std::vector<std::vector<S>> segment_decays(segment, std::vector<S>(K));
   std::vector<S> scaled_q(K), x(V), y(V), dv(V), dq(K), dk(K), da(K), db(K), dgk(K);
   for (std::int64_t c = static_cast<std::int64_t>(checkpoints.size()) - 1; c >= 0; --c) {
     const std::int64_t first = c * interval, last = std::min(L, first + interval);
@@ -239,7 +241,8 @@ ExactTensorMap recurrent_reference(const DplrProblem& p, const RecurrentOptions&
   const bool want_loss = loss != nullptr;
   if (want_loss && !p.grad_o) throw std::invalid_argument("recurrent_reference: the loss needs do");
 
-  Outputs out{ExactTensor(value, limbs), ExactTensor(state, limbs)};
+  Outputs out;
+  out.o = ExactTensor(value, limbs), out.ht = ExactTensor(state, limbs);
   if (backward) {
     for (auto* t : {&out.dq, &out.dk, &out.da, &out.db, &out.dgk}) *t = ExactTensor(key, limbs);
     out.dv = ExactTensor(value, limbs);

@@ -26,7 +26,7 @@ common=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fno-sanitize-recover=undefine
 mkdir -p "$out/obj"
 
 # The library sources, compiled once with coverage instrumentation (fuzzer-no-link), in parallel.
-sources=("$root"/io/*.cpp "$root/core/dtype.cpp" "$root/core/tensor.cpp")
+sources=("$root"/io/*.cpp "$root/core/dtype.cpp" "$root/core/tensor.cpp" "$root/core/memory.cpp")
 objects=()
 for src in "${sources[@]}"; do
   objects+=("$out/obj/$(basename "$(dirname "$src")")_$(basename "${src%.cpp}").o")
