@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "cli/commands.hpp"
 #include "cli/report_options.hpp"
@@ -40,6 +41,7 @@ int run_check(const CheckOptions& o) {
     const Verdict verdict = c.verdict();
     fmt::print("[{:<5}] {}\n        {}\n", verdict_name(verdict), c.id, summary_of(c));
     if (verdict != Verdict::Pass) fmt::print("{}", format_table(c));
+    std::fflush(stdout);  // a line per case as it finishes, also into a pipe or a log
   });
   for (const auto& skipped : outcome.skipped) fmt::print("skipped: {}\n", skipped);
   if (outcome.skipped.empty()) fmt::print("skipped: nothing\n");

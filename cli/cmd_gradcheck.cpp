@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "cli/commands.hpp"
@@ -68,6 +69,7 @@ int run_gradcheck(const GradcheckOptions& o) {
              o.per_element ? "per-element" : "directional", tolerance);
   fmt::print("{:<5} {:>12} {:>24} {:>24} {:>12}  {}\n", "grad", "checks", "finite difference", "backward",
              "rel error", "verdict");
+  std::fflush(stdout);
   bool all_pass = true;
   int checked = 0;
   for (auto input : kDifferentiableInputs) {
@@ -144,6 +146,7 @@ int run_gradcheck(const GradcheckOptions& o) {
     all_pass = all_pass && pass;
     fmt::print("{:<5} {:>12} {:>24.16e} {:>24.16e} {:>12.2e}  {}\n", grad, checks, shown_fd, shown_backward, error,
                pass ? "pass" : "FAIL");
+    std::fflush(stdout);  // one line per gradient as it is done, also into a pipe
   }
   if (checked == 0) throw InputError(fmt::format("{}: no gradient to check", description));
   fmt::print("{}\n", all_pass ? "all gradients within tolerance" : "some gradients exceed the tolerance");

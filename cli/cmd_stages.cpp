@@ -33,7 +33,15 @@ int run_stages(const StagesOptions& o) {
   std::vector<FileSource> sources;
   if (!o.compare_file.empty()) {
     kernel = read_tensor_file(o.compare_file);
-    for (const auto& [name, tensor] : kernel.tensors) require_float_tensor(name, tensor, o.compare_file, "a stage tensor");
+    for (const auto& [name, tensor] : kernel.tensors) {
+      require_float_tensor(name, tensor, o.compare_file, "a stage tensor");
+      // The stage oracles are not self-certified: their precision must be finer than every tensor judged.
+      // A tensor is judged at the coarser of its storage dtype and the case's working dtype (q's).
+      const DType judged =
+          dtype_significand_bits(tensor.dtype) < dtype_significand_bits(problem.q.dtype) ? tensor.dtype : problem.q.dtype;
+      require_reference_finer_than(Precision::parse(o.precision).significand_bits(), judged, o.compare_file,
+                                   "computed (uncertified)");
+    }
     sources.push_back({"stages", o.compare_file, sha256_file(o.compare_file)});
     if (!o.input.file.empty()) sources.push_back({"case", o.input.file, sha256_file(o.input.file)});
   }

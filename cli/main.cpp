@@ -8,7 +8,7 @@
 #include "cli/report_options.hpp"
 #include "core/error.hpp"
 #include "core/memory.hpp"
-#include "reference/parallel.hpp"
+#include "cli/progress.hpp"
 
 #ifndef DPLR_VERSION
 #define DPLR_VERSION "unknown"
@@ -44,12 +44,6 @@ int main(int argc, char** argv) {
       "Metadata keys: scale (a finite number; default K^-1/2), reverse (true/false/True/False/1/0).\n"
       "Exit codes: 0 within tolerance, 1 an accuracy failure, 2 bad usage or bad input, 3 internal error.");
   set_command_line(argc, argv);
-  if (stderr_is_terminal()) {
-    // Progress of the reference and stage oracles over (sequence, head) pairs, redrawn in place.
-    dplr::progress_hook() = [](std::int64_t finished, std::int64_t total) {
-      fmt::print(stderr, "\r  {} / {} (sequence, head) pairs{}", finished, total, finished == total ? "\r\033[K" : "");
-    };
-  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -58,6 +52,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (!max_memory.empty()) dplr::set_memory_limit(dplr::parse_memory_size(max_memory));
+    const ProgressReporter progress(stderr_is_terminal());
     return selected ? selected() : 2;
   } catch (const dplr::InputError& e) {
     fmt::print(stderr, "dplr: error: {}\n", e.what());

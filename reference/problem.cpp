@@ -30,7 +30,11 @@ Tensor* find_input(DplrProblem& p, std::string_view name) {
   return nullptr;
 }
 
-std::string gradient_name(std::string_view input) { return "d" + std::string(input); }
+std::string gradient_name(std::string_view input) {
+  std::string name = "d";  // appended rather than "d" + std::string(input), which GCC 12 flags (-Wrestrict, a false positive)
+  name += input;
+  return name;
+}
 
 namespace {
 

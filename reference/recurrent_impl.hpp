@@ -151,6 +151,7 @@ S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const R
     pair.advance(state);
     const auto& o = pair.output(state);
     store(out.o, pair.value_offset(step), o, V);
+    token_progress().done.fetch_add(1, std::memory_order_relaxed);
     if (want_loss) {
       reader.read("do", *p.grad_o, pair.value_offset(step), V, grad_o);
       for (std::int64_t j = 0; j < V; ++j) loss += o[j] * grad_o[j];
@@ -221,6 +222,7 @@ S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const R
       store(out.dq, ko, dq, K), store(out.dk, ko, dk, K), store(out.da, ko, da, K);
       store(out.db, ko, db, K), store(out.dgk, ko, dgk, K);
       store(out.dv, pair.value_offset(step), dv, V);
+      token_progress().done.fetch_add(1, std::memory_order_relaxed);
     }
   }
   store(out.dh0, pair.state_offset(), G, K * V);
@@ -250,6 +252,9 @@ ExactTensorMap recurrent_reference(const DplrProblem& p, const RecurrentOptions&
   }
   InputReader<S> reader(p, direction, epsilon);
   const std::int64_t pairs = N * s.H;
+  std::int64_t steps = 0;
+  for (std::int64_t n = 0; n < N; ++n) steps += p.sequence(n).length() * s.H * (backward ? 2 : 1);
+  token_progress().total.fetch_add(steps, std::memory_order_relaxed);
   std::vector<S> pair_loss(want_loss ? pairs : 0);
   parallel_for(pairs, options.threads, [&](std::int64_t pair) {
     S l = run_pair(reader, pair / s.H, pair % s.H, options, want_loss, out);

@@ -258,6 +258,8 @@ def test_bad_input(args):
                           (["ref", "--scale", "nan"], "--scale")):
         refused(args, cmd, fragment)
     refused(args, ["verify", "folder", "--precision", "24"], "folder", "coarser than the F32 data", "34 bits")
+    refused(args, ["stages", "folder", "-C", "8", "--precision", "24", "--compare", "stages_folder"], "stages_folder",
+            "coarser than the F32 data")
 
     # 9. Help says what is really used.
     proc = run(args, ["--help"], expect_code=0)
