@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <span>
 #include <sstream>
 
 #include "core/error.hpp"
@@ -32,6 +33,28 @@ std::vector<std::int64_t> parse_int_list(const std::string& text, std::string_vi
 }
 }  // namespace
 
+CLI::Validator finite_positive() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double x = 0.0;
+        if (!CLI::detail::lexical_cast(text, x) || !std::isfinite(x) || x <= 0.0)
+          return fmt::format("expected a finite number > 0, got '{}'", text);
+        return "";
+      },
+      "POSITIVE");
+}
+
+CLI::Validator at_least(long long minimum) {
+  return CLI::Validator(
+      [minimum](std::string& text) -> std::string {
+        long long x = 0;
+        if (!CLI::detail::lexical_cast(text, x) || x < minimum)
+          return fmt::format("expected an integer >= {}, got '{}'", minimum, text);
+        return "";
+      },
+      fmt::format("INT>={}", minimum));
+}
+
 DType parse_dtype(const std::string& text) {
   std::string upper = text;
   std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
@@ -48,18 +71,31 @@ DType parse_dtype(const std::string& text) {
 void add_case_options(CLI::App& command, CaseOptions& o, bool positional_file) {
   if (positional_file)
     command.add_option("file", o.file, "Case file (.safetensors, .npz, .npy folder); omit to generate a case");
-  command.add_option("--dist", o.spec.distribution, "Input distribution for a generated case")
-      ->check(CLI::IsMember(distribution_names()))
-      ->capture_default_str();
-  command.add_option("--shape", o.shape, "B,T,H,K,V of a generated case")->capture_default_str();
-  command.add_option("--dtype", o.dtype, "dtype of q, k, v, a, b, do of a generated case")->capture_default_str();
-  command.add_option("--gk-dtype", o.gk_dtype, "dtype of gk, h0, dht of a generated case")->capture_default_str();
-  command.add_option("--seed", o.spec.seed, "Seed of a generated case")->capture_default_str();
-  command.add_option("--varlen", o.varlen, "cu_seqlens of a generated case, e.g. 0,100,256 (B must be 1)");
-  command.add_flag("!--no-h0", o.spec.with_h0, "Generate no initial state");
-  command.add_flag("--reverse", o.spec.reverse, "Process tokens last to first (forward only in fla)");
-  command.add_option("--scale", o.spec.scale, "Scale (default K^-1/2)");
-  command.add_option("--gate-normalizer", o.spec.gate_normalizer, "fla's gate_logit_normalizer")->capture_default_str();
+  o.generator_only = {
+      command.add_option("--dist", o.spec.distribution, "Input distribution for a generated case")
+          ->check(CLI::IsMember(distribution_names()))
+          ->capture_default_str(),
+      command.add_option("--shape", o.shape, "B,T,H,K,V of a generated case")->capture_default_str(),
+      command.add_option("--dtype", o.dtype, "dtype of q, k, v, a, b, do of a generated case (default: bf16, or "
+                         "f32 where the output format cannot hold bf16)"),
+      command.add_option("--gk-dtype", o.gk_dtype, "dtype of gk, h0, dht of a generated case")->capture_default_str(),
+      command.add_option("--seed", o.spec.seed, "Seed of a generated case (0 to 2^64 - 1)")
+          ->check(CLI::Validator(
+              [](std::string& text) {
+                return text.starts_with('-') ? fmt::format("expected an integer from 0 to 2^64 - 1, got '{}'", text)
+                                             : std::string();
+              },
+              "UINT64"))
+          ->capture_default_str(),
+      command.add_option("--varlen", o.varlen, "cu_seqlens of a generated case, e.g. 0,100,256 (B must be 1)"),
+      command.add_flag_callback("--no-h0", [&o] { o.spec.with_h0 = false; }, "Generate no initial state"),
+      command.add_flag("--reverse", o.spec.reverse, "Process tokens last to first (forward only in fla)"),
+      command.add_option("--scale", o.spec.scale, "Scale of a generated case (default K^-1/2)")
+          ->check(finite_positive()),
+      command.add_option("--gate-normalizer", o.spec.gate_normalizer, "fla's gate_logit_normalizer")
+          ->check(finite_positive())
+          ->capture_default_str(),
+  };
 }
 
 CaseSpec resolve_spec(const CaseOptions& o) {
@@ -67,11 +103,41 @@ CaseSpec resolve_spec(const CaseOptions& o) {
   const auto shape = parse_int_list(o.shape, "--shape");
   if (shape.size() != 5) throw InputError(fmt::format("--shape '{}' must be B,T,H,K,V (5 integers)", o.shape));
   spec.shape = {shape[0], shape[1], shape[2], shape[3], shape[4]};
-  spec.dtype = parse_dtype(o.dtype);
+  spec.dtype = parse_dtype(o.dtype.empty() ? std::string(kDefaultDtype) : o.dtype);
   spec.gk_dtype = parse_dtype(o.gk_dtype);
   if (!o.varlen.empty()) spec.cu_seqlens = parse_int_list(o.varlen, "--varlen");
   return spec;
 }
+
+namespace {
+
+// Metadata values are strings; each must parse whole, or the case is refused (no silent default).
+double metadata_scale(const TensorFile& file, const std::string& origin) {
+  auto it = file.metadata.find("scale");
+  if (it == file.metadata.end()) return std::numeric_limits<double>::quiet_NaN();
+  const std::string& text = it->second;
+  double scale = 0.0;
+  std::size_t used = 0;
+  try {
+    scale = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || !std::isfinite(scale))
+    throw InputError(fmt::format("{}: metadata 'scale' = '{}', expected a finite number (e.g. 0.125)", origin, text));
+  return scale;
+}
+
+bool metadata_reverse(const TensorFile& file, const std::string& origin) {
+  auto it = file.metadata.find("reverse");
+  if (it == file.metadata.end()) return false;
+  const std::string& text = it->second;
+  if (text == "true" || text == "True" || text == "1") return true;
+  if (text == "false" || text == "False" || text == "0") return false;
+  throw InputError(fmt::format("{}: metadata 'reverse' = '{}', expected true, false, True, False, 1 or 0", origin, text));
+}
+
+}  // namespace
 
 DplrProblem load_case(const CaseOptions& o, std::string* description) {
   if (o.file.empty()) {
@@ -79,20 +145,53 @@ DplrProblem load_case(const CaseOptions& o, std::string* description) {
     if (description) *description = describe(spec);
     return generate_case(spec);
   }
-  const TensorFile file = read_tensor_file(o.file);
-  double scale = std::numeric_limits<double>::quiet_NaN();
-  bool reverse = false;
-  if (auto it = file.metadata.find("scale"); it != file.metadata.end()) {
-    try {
-      scale = std::stod(it->second);
-    } catch (const std::exception&) {
-      throw InputError(fmt::format("{}: metadata 'scale' = '{}' is not a number", o.file, it->second));
-    }
-  }
-  if (auto it = file.metadata.find("reverse"); it != file.metadata.end())
-    reverse = it->second == "true" || it->second == "1" || it->second == "True";
+  return case_from_file(read_tensor_file(o.file), o, description);
+}
+
+DplrProblem case_from_file(const TensorFile& file, const CaseOptions& o, std::string* description) {
+  refuse_generator_options(o);
   if (description) *description = o.file;
-  return problem_from_tensors(file.tensors, scale, reverse, o.file);
+  return problem_from_tensors(file.tensors, metadata_scale(file, o.file), metadata_reverse(file, o.file), o.file);
+}
+
+void refuse_generator_options(const CaseOptions& o) {
+  // A file's case is what the file holds; an option that would change it is refused, not ignored.
+  for (const CLI::Option* option : o.generator_only)
+    if (option->count() > 0)
+      throw InputError(fmt::format("{}: {} applies to a generated case, but a FILE was given; a file's {} come from "
+                                   "its tensors and metadata (scale, reverse)",
+                                   o.file, option->get_name(), "shape, dtypes and options"));
+}
+
+void require_float_tensor(const std::string& name, const Tensor& tensor, const std::string& origin,
+                          std::string_view role) {
+  if (!dtype_is_float(tensor.dtype))
+    throw InputError(fmt::format("{}: tensor '{}' has dtype {}, expected a floating dtype (F64, F32, F16, BF16): {} "
+                                 "judged for accuracy",
+                                 origin, name, dtype_name(tensor.dtype), role));
+}
+
+std::optional<DType> require_float_results(const TensorMap& tensors, const std::string& origin) {
+  std::optional<DType> finest;
+  for (const auto& group : {std::span<const std::string_view>(kOutputNames), std::span<const std::string_view>(kGradientNames)})
+    for (auto name : group) {
+      auto it = tensors.find(std::string(name));
+      if (it == tensors.end()) continue;
+      const DType dtype = it->second.dtype;
+      require_float_tensor(it->first, it->second, origin, "an output or gradient");
+      if (!finest || dtype_significand_bits(dtype) > dtype_significand_bits(*finest)) finest = dtype;
+    }
+  return finest;
+}
+
+void require_reference_finer_than(double reference_bits, DType judged, const std::string& origin,
+                                  std::string_view how) {
+  const int needed = dtype_significand_bits(judged) + kReferenceMarginBits;
+  if (reference_bits < needed)
+    throw InputError(fmt::format("{}: the reference is {} to {:.1f} bits, coarser than the {} data it would judge; "
+                                 "expected at least {} bits ({}'s {} plus a {}-bit margin): use a higher --precision",
+                                 origin, how, reference_bits, dtype_name(judged), needed, dtype_name(judged),
+                                 dtype_significand_bits(judged), kReferenceMarginBits));
 }
 
 std::string write_output(const std::string& path, const TensorFile& file) {

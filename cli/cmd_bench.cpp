@@ -86,7 +86,7 @@ void add_bench_command(CLI::App& app, Command& selected) {
   add_case_options(*command, options->input, true);
   command->add_option("--precision", options->precisions, "Precisions to time")->capture_default_str();
   command->add_option("--repeats", options->repeats, "Timed repeats (median reported)")->capture_default_str();
-  command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
+  command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
   command->add_flag("--gpu", options->gpu, "Time our CUDA kernels");
   command->add_flag("--reference", options->reference, "Time the exact reference (fwd+bwd) on the CPU");
   command->add_option("--json", options->json, "GPU benchmark JSON output")->capture_default_str();

@@ -63,7 +63,7 @@ void add_check_command(CLI::App& app, Command& selected) {
   auto* command = app.add_subcommand("check", "The default accuracy sweep: kernels against the exact reference");
   command->add_flag("--quick", options->sweep.quick, "Fewer, smaller cases");
   command->add_flag("--cpu-only", options->sweep.cpu_only, "Skip the GPU kernels even where a device is present");
-  command->add_option("--threads", options->sweep.threads, "Worker threads (0: all cores)");
+  command->add_option("--threads", options->sweep.threads, "Worker threads (0: all cores)")->check(at_least(0));
   add_report_options(*command, options->report, "out/check-report.json", "strict");
   command->callback([options, &selected] { selected = [options] { return run_check(*options); }; });
 }

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "cli/commands.hpp"
+#include "core/error.hpp"
 #include "io/tensor_io.hpp"
 
 namespace dplr::cli {
@@ -15,8 +16,31 @@ struct GenOptions {
   std::string out;
 };
 
+// What the output format can hold, checked before anything is generated: npy (and so npz and folders) has
+// no bf16, and a single .npy holds one tensor.
+CaseOptions input_for_format(const GenOptions& o) {
+  CaseOptions input = o.input;
+  const TensorFileFormat format = tensor_file_format(o.out);
+  if (format == TensorFileFormat::Npy)
+    throw InputError(fmt::format("{}: a case is several tensors, but an .npy file holds one; write .safetensors, "
+                                 ".npz or a folder",
+                                 o.out));
+  if (format == TensorFileFormat::Safetensors) return input;
+  if (input.dtype.empty()) {
+    input.dtype = "f32";
+    fmt::print("dplr gen: --dtype f32 (the default, {}, has no numpy dtype, so {} cannot hold it)\n", kDefaultDtype,
+               o.out);
+  }
+  for (const auto& [option, value] : {std::pair{"--dtype", input.dtype}, std::pair{"--gk-dtype", input.gk_dtype}})
+    if (parse_dtype(value) == DType::BF16)
+      throw InputError(fmt::format("{}: {} bf16 cannot be stored in .npy members (numpy has no bfloat16); expected "
+                                   "f64, f32 or f16, or a .safetensors output",
+                                   o.out, option));
+  return input;
+}
+
 int run_gen(const GenOptions& o) {
-  CaseSpec spec = resolve_spec(o.input);
+  CaseSpec spec = resolve_spec(input_for_format(o));
   spec.with_backward = o.backward;
   const DplrProblem problem = generate_case(spec);
   TensorFile file{problem_to_tensors(problem), {}};
@@ -36,7 +60,7 @@ void add_gen_command(CLI::App& app, Command& selected) {
   auto options = std::make_shared<GenOptions>();
   auto* command = app.add_subcommand("gen", "Write a case file from a named distribution");
   add_case_options(*command, options->input, false);
-  command->add_flag("!--no-grad", options->backward, "Write no do and dht");
+  command->add_flag_callback("--no-grad", [o = options.get()] { o->backward = false; }, "Write no do and dht");
   command->add_option("-o,--out", options->out, "Output file (.safetensors, .npz, or a folder for .npy files)")
       ->required();
   command->callback([options, &selected] { selected = [options] { return run_gen(*options); }; });

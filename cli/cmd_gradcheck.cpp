@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "cli/commands.hpp"
@@ -54,6 +55,7 @@ int run_gradcheck(const GradcheckOptions& o) {
     ReferenceOptions options;
     options.precision = precision;
     options.threads = o.threads;
+    options.origin = description;
     ours = run_reference(problem, options).tensors;
   }
   auto finite_difference = [&](const InputDirection& d) {
@@ -67,6 +69,7 @@ int run_gradcheck(const GradcheckOptions& o) {
              o.per_element ? "per-element" : "directional", tolerance);
   fmt::print("{:<5} {:>12} {:>24} {:>24} {:>12}  {}\n", "grad", "checks", "finite difference", "backward",
              "rel error", "verdict");
+  std::fflush(stdout);
   bool all_pass = true;
   int checked = 0;
   for (auto input : kDifferentiableInputs) {
@@ -143,6 +146,7 @@ int run_gradcheck(const GradcheckOptions& o) {
     all_pass = all_pass && pass;
     fmt::print("{:<5} {:>12} {:>24.16e} {:>24.16e} {:>12.2e}  {}\n", grad, checks, shown_fd, shown_backward, error,
                pass ? "pass" : "FAIL");
+    std::fflush(stdout);  // one line per gradient as it is done, also into a pipe
   }
   if (checked == 0) throw InputError(fmt::format("{}: no gradient to check", description));
   fmt::print("{}\n", all_pass ? "all gradients within tolerance" : "some gradients exceed the tolerance");
@@ -157,14 +161,19 @@ void add_gradcheck_command(CLI::App& app, Command& selected) {
   add_case_options(*command, options->input, true);
   command->add_option("--precision", options->precision, "qd or MPFR bits (>= 200 for 30-digit checks)")
       ->capture_default_str();
-  command->add_option("--directions", options->directions, "Random directions per input")->capture_default_str();
+  command->add_option("--directions", options->directions, "Random directions per input")
+      ->check(at_least(1))
+      ->capture_default_str();
   command->add_flag("--per-element", options->per_element, "Check every element (small cases)");
   command->add_flag("--recorded", options->recorded, "Check the gradients FILE holds instead of ours");
   command->add_option("--tolerance", options->tolerance,
                       fmt::format("Largest relative difference (default 2^(-bits/2) for ours, {} recorded)",
-                                  kRecordedTolerance));
-  command->add_option("--max-elements", options->max_elements, "Per-element limit per input")->capture_default_str();
-  command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
+                                  kRecordedTolerance))
+      ->check(finite_positive());
+  command->add_option("--max-elements", options->max_elements, "Per-element limit per input")
+      ->check(at_least(1))
+      ->capture_default_str();
+  command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
   command->callback([options, &selected] { selected = [options] { return run_gradcheck(*options); }; });
 }
 

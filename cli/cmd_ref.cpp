@@ -29,11 +29,13 @@ int run_ref(const RefOptions& o) {
   options.precision = Precision::parse(o.precision);
   options.checkpoint_interval = o.checkpoint_interval;
   options.threads = o.threads;
+  options.origin = description;
   fmt::print("dplr ref: {} at {} ({} bits){}\n", description, options.precision.name(),
              options.precision.significand_bits(),
              o.certify ? fmt::format(", certified against {}", options.precision.certifier().name()) : "");
   const ReferenceResult result = o.certify ? run_certified_reference(problem, options) : run_reference(problem, options);
 
+  for (const auto& note : result.notes) fmt::print("note: {}\n", note);
   TensorFile file;
   nlohmann::json bits = nlohmann::json::object();
   fmt::print("{:<6} {:<20} {:>15}\n", "tensor", "shape", "certified bits");
@@ -66,10 +68,11 @@ void add_ref_command(CLI::App& app, Command& selected) {
   auto* command = app.add_subcommand("ref", "Exact outputs and gradients of a case, with certified bits");
   add_case_options(*command, options->input, true);
   command->add_option("--precision", options->precision, "double, dd, qd, or MPFR bits (e.g. 256)")->capture_default_str();
-  command->add_flag("!--no-certify", options->certify, "Skip the self-certifying repeat at higher precision");
+  command->add_flag_callback("--no-certify", [o = options.get()] { o->certify = false; }, "Skip the self-certifying repeat at higher precision");
   command->add_option("-o,--out", options->out, "Output tensor file")->capture_default_str();
-  command->add_option("--checkpoint-interval", options->checkpoint_interval, "Backward checkpoint interval (0: sqrt(T))");
-  command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
+  command->add_option("--checkpoint-interval", options->checkpoint_interval, "Backward checkpoint interval (0: sqrt(T))")
+      ->check(at_least(0));
+  command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
   command->callback([options, &selected] { selected = [options] { return run_ref(*options); }; });
 }
 

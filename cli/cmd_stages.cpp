@@ -29,11 +29,30 @@ struct StagesOptions {
 void compute_stages(const StagesOptions& o, Report* report, const TolerancePolicy* policy) {
   std::string description;
   const DplrProblem problem = load_case(o.input, &description);
+  // The kernel's file is read and hashed before the stages are computed, so a bad one fails at once.
+  TensorFile kernel;
+  std::vector<FileSource> sources;
+  if (!o.compare_file.empty()) {
+    kernel = read_tensor_file(o.compare_file);
+    for (const auto& [name, tensor] : kernel.tensors) {
+      require_float_tensor(name, tensor, o.compare_file, "a stage tensor");
+      // The stage oracles are not self-certified: their precision must be finer than every tensor judged.
+      // A tensor is judged at the coarser of its storage dtype and the case's working dtype (q's).
+      const DType judged =
+          dtype_significand_bits(tensor.dtype) < dtype_significand_bits(problem.q.dtype) ? tensor.dtype : problem.q.dtype;
+      require_reference_finer_than(Precision::parse(o.precision).significand_bits(), judged, o.compare_file,
+                                   "computed (uncertified)");
+    }
+    sources.push_back({"stages", o.compare_file, sha256_file(o.compare_file)});
+    if (!o.input.file.empty()) sources.push_back({"case", o.input.file, sha256_file(o.input.file)});
+  }
   ChunkOptions options;
   options.threads = o.threads;
+  options.origin = description;
   const ChunkStages stages = run_chunk_stages(problem, o.chunk_size, Precision::parse(o.precision), options);
   fmt::print("dplr stages: {} chunk {} at {} ({:.2f} s)\n", description, o.chunk_size, stages.arithmetic, stages.seconds);
 
+  for (const auto& note : stages.notes) fmt::print("note: {}\n", note);
   TensorFile file;
   for (const auto& [name, tensor] : stages.tensors) file.tensors[name] = tensor.to_tensor(DType::F64);
   file.metadata["producer"] = "dplr stages";
@@ -51,10 +70,9 @@ void compute_stages(const StagesOptions& o, Report* report, const TolerancePolic
   if (!report) return;
 
   // Stage-by-stage comparison of a kernel's intermediates.
-  const TensorFile kernel = read_tensor_file(o.compare_file);
   CaseResult c = describe_case(problem, fmt::format("{} chunk {}", description, o.chunk_size));
-  c.source.files.push_back({"stages", o.compare_file, sha256_file(o.compare_file)});
-  if (!o.input.file.empty()) c.source.files.push_back({"case", o.input.file, sha256_file(o.input.file)});
+  c.notes.insert(c.notes.end(), stages.notes.begin(), stages.notes.end());
+  c.source.files = sources;
   CompareOptions compare_options;
   compare_options.working_dtype = problem.q.dtype;
   compare_options.block_tokens = o.chunk_size;
@@ -93,11 +111,13 @@ void add_stages_command(CLI::App& app, Command& selected) {
   auto options = std::make_shared<StagesOptions>();
   auto* command = app.add_subcommand("stages", "Exact chunk-form stage tensors of a case; compare a kernel's");
   add_case_options(*command, options->input, true);
-  command->add_option("-C,--chunk-size", options->chunk_size, "Chunk size (16, 32, 64, ...)")->capture_default_str();
+  command->add_option("-C,--chunk-size", options->chunk_size, "Chunk size (16, 32, 64, ...)")
+      ->check(at_least(1))
+      ->capture_default_str();
   command->add_option("--precision", options->precision, "double, dd, qd, or MPFR bits")->capture_default_str();
   command->add_option("-o,--out", options->out, "Where the exact stage tensors go")->capture_default_str();
   command->add_option("--compare", options->compare_file, "A kernel's stage tensors to check stage by stage");
-  command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
+  command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
   add_report_options(*command, options->report, "out/stages-report.json", "strict");
   command->callback([options, &selected] { selected = [options] { return run_stages(*options); }; });
 }

@@ -8,7 +8,8 @@
 #include "cli/commands.hpp"
 #include "cli/report_options.hpp"
 #include "core/error.hpp"
-#include "reference/parallel.hpp"
+#include "core/memory.hpp"
+#include "cli/progress.hpp"
 
 #ifndef DPLR_VERSION
 #define DPLR_VERSION "unknown"
@@ -19,6 +20,13 @@ int main(int argc, char** argv) {
   CLI::App app{"dplr: measures how far a DPLR delta-rule kernel is from the exact answer"};
   app.set_version_flag("--version", DPLR_VERSION);
   app.require_subcommand(1);
+  // --max-memory may follow the command (dplr verify FILE --max-memory 8G): subcommands pass it up.
+  app.fallthrough();
+  std::string max_memory;
+  app.add_option("--max-memory", max_memory,
+                 fmt::format("Memory the command may use, e.g. 8G, 512M, 50% (default {:.0f}% of physical memory, {}); "
+                             "larger cases are refused before they are allocated",
+                             100 * dplr::kDefaultMemoryFraction, dplr::format_bytes(dplr::memory_limit())));
   Command selected;
   add_check_command(app, selected);
   add_verify_command(app, selected);
@@ -28,13 +36,15 @@ int main(int argc, char** argv) {
   add_gradcheck_command(app, selected);
   add_stages_command(app, selected);
   add_bench_command(app, selected);
+  app.footer(
+      "Case files: .safetensors, .npy, .npz, or a folder of NAME.npy, holding the contract's tensors:\n"
+      "  inputs     q k a b gk [B, T, H, K]; v [B, T, H, V]; h0 [N, H, K, V] (optional);\n"
+      "             cu_seqlens int64 [N+1] (optional, B = 1); do [B, T, H, V], dht [N, H, K, V] (optional)\n"
+      "  outputs    o [B, T, H, V]; ht [N, H, K, V]\n"
+      "  gradients  dq dk dv da db dgk dh0 (as their inputs)\n"
+      "Metadata keys: scale (a finite number; default K^-1/2), reverse (true/false/True/False/1/0).\n"
+      "Exit codes: 0 within tolerance, 1 an accuracy failure, 2 bad usage or bad input, 3 internal error.");
   set_command_line(argc, argv);
-  if (stderr_is_terminal()) {
-    // Progress of the reference and stage oracles over (sequence, head) pairs, redrawn in place.
-    dplr::progress_hook() = [](std::int64_t finished, std::int64_t total) {
-      fmt::print(stderr, "\r  {} / {} (sequence, head) pairs{}", finished, total, finished == total ? "\r\033[K" : "");
-    };
-  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -42,6 +52,8 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   try {
+    if (!max_memory.empty()) dplr::set_memory_limit(dplr::parse_memory_size(max_memory));
+    const ProgressReporter progress(stderr_is_terminal());
     return selected ? selected() : 2;
   } catch (const dplr::InputError& e) {
     fmt::print(stderr, "dplr: error: {}\n", e.what());

@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include "core/error.hpp"
+#include "core/memory.hpp"
 
 namespace dplr {
 
@@ -68,6 +69,15 @@ DplrProblem generate_case(const CaseSpec& spec) {
   const std::vector<std::int64_t> key{s.B, s.T, s.H, s.K}, value{s.B, s.T, s.H, s.V};
   const std::int64_t N = spec.cu_seqlens.empty() ? s.B : std::int64_t(spec.cu_seqlens.size()) - 1;
   const std::vector<std::int64_t> state{N, s.H, s.K, s.V};
+  {
+    using U = std::uint64_t;
+    const U tokens = saturating_product({U(s.B), U(s.T), U(s.H)});
+    const U doubles = saturating_sum({saturating_product({tokens, U(s.K), 5}), saturating_product({tokens, U(s.V), 2}),
+                                      saturating_product({U(N), U(s.H), U(s.K), U(s.V), 2})});
+    require_memory(saturating_product({doubles, sizeof(double)}),
+                   fmt::format("generated case B={} T={} H={} K={} V={}", s.B, s.T, s.H, s.K, s.V),
+                   "holding its inputs and upstream gradients as doubles");
+  }
 
   RandomStream random(spec.seed);
   const std::string& d = spec.distribution;

@@ -9,6 +9,7 @@
 
 #include <fmt/ranges.h>
 
+#include "core/memory.hpp"
 #include "io/detail/io_common.hpp"
 #include "io/tensor_io.hpp"
 
@@ -143,7 +144,7 @@ std::string shape_repr(const std::vector<std::int64_t>& shape) {  // Python's re
 
 }  // namespace
 
-Tensor parse_npy(std::span<const std::byte> bytes, std::string_view origin) {
+io_detail::NpyHeader io_detail::parse_npy_header(std::span<const std::byte> bytes, std::string_view origin) {
   if (bytes.size() < 10 || std::string_view(reinterpret_cast<const char*>(bytes.data()), 6) != kMagic)
     fail(origin, "not an .npy file: it does not start with the magic \\x93NUMPY");
   const int major = std::to_integer<int>(bytes[6]), minor = std::to_integer<int>(bytes[7]);
@@ -152,32 +153,40 @@ Tensor parse_npy(std::span<const std::byte> bytes, std::string_view origin) {
   const std::size_t length_bytes = major == 1 ? 2 : 4;
   if (bytes.size() < 8 + length_bytes) fail(origin, "truncated .npy file: {} bytes, header length missing", bytes.size());
   const std::uint64_t header_length = io_detail::load_le(bytes.data() + 8, static_cast<int>(length_bytes));
-  const std::size_t data_start = 8 + length_bytes + header_length;
   if (header_length > bytes.size() - 8 - length_bytes)
     fail(origin, "truncated .npy file: header length says {} bytes, but only {} follow", header_length,
          bytes.size() - 8 - length_bytes);
   const std::string_view header(reinterpret_cast<const char*>(bytes.data()) + 8 + length_bytes, header_length);
 
-  std::string descr;
-  bool fortran_order = false;
-  std::vector<std::int64_t> shape;
-  HeaderParser(header, origin).parse(descr, fortran_order, shape);
-  const Descr d = parse_descr(descr, origin);
-
-  const auto numel = io_detail::checked_numel(shape);
+  io_detail::NpyHeader h;
+  h.data_start = 8 + length_bytes + header_length;
+  HeaderParser(header, origin).parse(h.descr, h.fortran_order, h.shape);
+  const Descr d = parse_descr(h.descr, origin);
+  h.dtype = d.dtype;
+  h.big_endian = d.big_endian;
+  const auto numel = io_detail::checked_numel(h.shape);
   const std::uint64_t width = dtype_size(d.dtype);
   if (!numel || *numel > std::numeric_limits<std::uint64_t>::max() / width)
-    fail(origin, "shape {} has too many elements", shape_string(shape));
-  const std::uint64_t data_size = bytes.size() - data_start;
-  if (data_size != *numel * width)
-    fail(origin, "holds {} data bytes, but '{}' x shape {} needs {} x {} = {} bytes{}", data_size, descr,
-         shape_string(shape), *numel, width, *numel * width, data_size < *numel * width ? " (truncated file?)" : "");
+    fail(origin, "shape {} has too many elements", shape_string(h.shape));
+  h.numel = *numel;
+  return h;
+}
+
+Tensor parse_npy(std::span<const std::byte> bytes, std::string_view origin) {
+  io_detail::NpyHeader h = io_detail::parse_npy_header(bytes, origin);
+  const std::uint64_t width = dtype_size(h.dtype);
+  const std::uint64_t data_size = bytes.size() - h.data_start;
+  if (data_size != h.numel * width)
+    fail(origin, "holds {} data bytes, but '{}' x shape {} needs {} x {} = {} bytes{}", data_size, h.descr,
+         shape_string(h.shape), h.numel, width, h.numel * width, data_size < h.numel * width ? " (truncated file?)" : "");
+  require_memory(saturating_sum({bytes.size(), saturating_product({h.numel, sizeof(double)})}), origin,
+                 "widening the array to double");
 
   Tensor t;
-  t.dtype = d.dtype;
-  t.values = io_detail::decode_values(bytes.subspan(data_start), d.dtype, d.big_endian, origin, "array");
-  if (fortran_order) t.values = io_detail::fortran_to_c(t.values, shape);
-  t.shape = std::move(shape);
+  t.dtype = h.dtype;
+  t.values = io_detail::decode_values(bytes.subspan(h.data_start), h.dtype, h.big_endian, origin, "array");
+  if (h.fortran_order) t.values = io_detail::fortran_to_c(t.values, h.shape);
+  t.shape = std::move(h.shape);
   return t;
 }
 

@@ -14,6 +14,7 @@
 
 #include <zlib.h>
 
+#include "core/memory.hpp"
 #include "io/detail/io_common.hpp"
 #include "io/tensor_io.hpp"
 
@@ -77,7 +78,10 @@ std::uint32_t crc_of(std::span<const std::byte> data) {
   return static_cast<std::uint32_t>(crc);
 }
 
-std::vector<std::byte> inflate_member(std::span<const std::byte> in, std::uint64_t declared, std::string_view where) {
+// Inflates a member; with `prefix` below `declared`, stops once that many bytes are out (at least), for a
+// look at the npy header before the whole member is inflated.
+std::vector<std::byte> inflate_member(std::span<const std::byte> in, std::uint64_t declared, std::string_view where,
+                                      std::uint64_t prefix = UINT64_MAX) {
   if (declared > kNpzMaxMemberBytes)
     fail(where, "declares {} bytes uncompressed, above the {}-byte limit for a member", declared, kNpzMaxMemberBytes);
   if (declared > in.size() * kDeflateMaxRatio + 1024)
@@ -118,6 +122,10 @@ std::vector<std::byte> inflate_member(std::span<const std::byte> in, std::uint64
     const std::size_t got = room - zs.avail_out;
     if (probing && got > 0) fail(where, "inflates to more than the {} bytes it declares", declared);
     if (!probing) produced += got;
+    if (produced >= prefix && prefix < declared) {
+      out.resize(produced);
+      return out;
+    }
     if (ret == Z_STREAM_END) break;
     if (ret == Z_BUF_ERROR && zs.avail_in == 0 && fed == in.size())
       fail(where, "deflate data ends before its stream does, after {} of {} declared bytes (truncated member?)",
@@ -247,10 +255,32 @@ std::vector<Member> read_directory(std::span<const std::byte> bytes, std::string
   return members;
 }
 
+// numpy itself refuses npy headers over 10000 bytes by default (max_header_size); this is far above.
+constexpr std::uint64_t kNpzMaxNpyHeaderBytes = std::uint64_t{1} << 20;
+
+// The npy header of a member, from its first bytes (inflating only those), so its size can be checked
+// against the memory limit before the member is inflated and widened.
+io_detail::NpyHeader member_header(std::span<const std::byte> stored, const Member& m, std::string_view where) {
+  const std::uint64_t look = std::min(m.uncompressed, kNpzMaxNpyHeaderBytes);
+  const std::vector<std::byte> inflated = m.method == 8 ? inflate_member(stored, m.uncompressed, where, look)
+                                                        : std::vector<std::byte>();
+  std::span<const std::byte> prefix = m.method == 8 ? std::span<const std::byte>(inflated) : stored;
+  prefix = prefix.first(std::min<std::size_t>(prefix.size(), look));
+  try {
+    return io_detail::parse_npy_header(prefix, where);
+  } catch (const InputError&) {
+    if (look == kNpzMaxNpyHeaderBytes)
+      fail(where, "its npy header does not end within its first {} bytes (expected a header of a few hundred "
+           "bytes, as numpy writes)", kNpzMaxNpyHeaderBytes);
+    throw;
+  }
+}
+
 }  // namespace
 
 TensorFile parse_npz(std::span<const std::byte> bytes, std::string_view origin) {
   TensorFile file;
+  std::uint64_t widened = 0;  // bytes of the doubles of the members read so far
   for (const Member& m : read_directory(bytes, origin)) {
     const bool is_metadata = m.name == io_detail::kMetadataMember;
     const bool is_npy = m.name.size() > 4 && m.name.ends_with(".npy");
@@ -261,6 +291,18 @@ TensorFile parse_npz(std::span<const std::byte> bytes, std::string_view origin) 
     const std::string where = is_npy ? fmt::format("{}: tensor '{}' (member {})", origin, tensor, m.name)
                                      : fmt::format("{}: member '{}'", origin, m.name);
     const auto stored = bytes.subspan(m.data_begin, m.compressed);
+    if (is_npy) {
+      const io_detail::NpyHeader header = member_header(stored, m, where);
+      const std::uint64_t data_bytes = saturating_product({header.numel, dtype_size(header.dtype)});
+      if (saturating_sum({header.data_start, data_bytes}) != m.uncompressed)
+        fail(where, "declares {} bytes, but its npy header ('{}' x shape {}) needs {} + {} bytes", m.uncompressed,
+             header.descr, shape_string(header.shape), header.data_start, data_bytes);
+      const std::uint64_t doubles = saturating_product({header.numel, sizeof(double)});
+      require_memory(saturating_sum({bytes.size(), widened, m.method == 8 ? m.uncompressed : 0, doubles}), where,
+                     fmt::format("inflating and widening to double its {} x {}", header.descr,
+                                 shape_string(header.shape)));
+      widened = saturating_sum({widened, doubles});
+    }
     std::vector<std::byte> inflated;
     if (m.method == 8) inflated = inflate_member(stored, m.uncompressed, where);
     const std::span<const std::byte> content = m.method == 8 ? std::span<const std::byte>(inflated) : stored;

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/memory.hpp"
 #include "io/detail/io_common.hpp"
 #include "io/tensor_io.hpp"
 
@@ -88,17 +89,23 @@ Entry parse_entry(const std::string& name, const nlohmann::json& info, std::stri
 
 }  // namespace
 
-TensorFile parse_safetensors(std::span<const std::byte> bytes, std::string_view origin) {
-  if (bytes.size() < 8)
-    fail(origin, "{} bytes is too short for a safetensors file (it starts with an 8-byte header length)",
-         bytes.size());
-  const std::uint64_t header_size = io_detail::load_le(bytes.data(), 8);
+std::uint64_t io_detail::check_safetensors_prefix(std::span<const std::byte> prefix, std::uint64_t file_size,
+                                                  std::string_view origin) {
+  if (file_size < 8 || prefix.size() < 8)
+    fail(origin, "{} bytes is too short for a safetensors file (it starts with an 8-byte header length)", file_size);
+  const std::uint64_t header_size = io_detail::load_le(prefix.data(), 8);
   if (header_size > kSafetensorsMaxHeaderBytes)
     fail(origin, "header length field says {} bytes, above the {}-byte limit (not a safetensors file, or corrupt)",
          header_size, kSafetensorsMaxHeaderBytes);
-  if (header_size > bytes.size() - 8)
+  if (header_size > file_size - 8)
     fail(origin, "header length field says {} bytes, but only {} bytes follow it (truncated file?)", header_size,
-         bytes.size() - 8);
+         file_size - 8);
+  return header_size;
+}
+
+TensorFile parse_safetensors(std::span<const std::byte> bytes, std::string_view origin) {
+  const std::uint64_t header_size = io_detail::check_safetensors_prefix(bytes.first(std::min<std::size_t>(8, bytes.size())),
+                                                                       bytes.size(), origin);
   const std::string_view header(reinterpret_cast<const char*>(bytes.data()) + 8, header_size);
   if (header.empty() || header.front() != '{')
     fail(origin, "header must be a JSON object starting with '{{' (not a safetensors file?)");
@@ -142,6 +149,10 @@ TensorFile parse_safetensors(std::span<const std::byte> bytes, std::string_view 
   if (expected != buffer_size)
     fail(origin, "the tensors cover {} bytes of data, but {} bytes follow the header", expected, buffer_size);
 
+  std::uint64_t values = 0;
+  for (const Entry& e : entries) values = saturating_sum({values, (e.end - e.begin) / dtype_size(e.dtype)});
+  require_memory(saturating_sum({bytes.size(), saturating_product({values, sizeof(double)})}), origin,
+                 "widening the tensors to double");
   const std::byte* data = bytes.data() + 8 + header_size;
   for (Entry& e : entries) {
     Tensor t;

@@ -2,13 +2,16 @@
 // file, and handles folders of NAME.npy (see io/tensor_io.hpp).
 #include "io/tensor_io.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <set>
 #include <system_error>
 
+#include "core/memory.hpp"
 #include "io/detail/io_common.hpp"
 
 namespace dplr {
@@ -60,20 +63,27 @@ void check_file_name(const std::string& name, const fs::path& folder) {
 
 }  // namespace
 
-std::vector<std::byte> read_file_bytes(const fs::path& path) {
+std::vector<std::byte> read_file_bytes(const fs::path& path) { return read_file_prefix(path, SIZE_MAX); }
+
+std::vector<std::byte> read_file_prefix(const fs::path& path, std::size_t limit) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) fail(path.string(), "is a directory, expected a file");
   File f(std::fopen(path.c_str(), "rb"));
   if (!f) fail(path.string(), "cannot open: {}", std::strerror(errno));
-  // Read in chunks rather than trust a size taken beforehand: the file may change, or be a pipe.
-  std::vector<std::byte> bytes;
+  // A device or a pipe (a symlink to /dev/zero) has no size to check and may never end.
+  if (!fs::is_regular_file(path, ec)) fail(path.string(), "is not a regular file (a device, pipe or socket?)");
   const auto size = fs::file_size(path, ec);
-  if (!ec) bytes.reserve(static_cast<std::size_t>(size));
+  if (ec) fail(path.string(), "cannot read its size: {}", ec.message());
+  if (limit == SIZE_MAX) require_memory(size, path.string(), "reading the file");
+  // Read in chunks rather than trust the size taken beforehand (the file may change), never past `limit`.
+  std::vector<std::byte> bytes;
+  bytes.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(size, limit)));
   std::byte buffer[1 << 16];
-  for (;;) {
-    const std::size_t n = std::fread(buffer, 1, sizeof buffer, f.get());
+  while (bytes.size() < limit) {
+    const std::size_t want = std::min(sizeof buffer, limit - bytes.size());
+    const std::size_t n = std::fread(buffer, 1, want, f.get());
     bytes.insert(bytes.end(), buffer, buffer + n);
-    if (n < sizeof buffer) break;
+    if (n < want) break;
   }
   if (std::ferror(f.get())) fail(path.string(), "cannot read: {}", std::strerror(errno));
   return bytes;
@@ -94,7 +104,12 @@ TensorFileFormat tensor_file_format(const fs::path& path) {
 TensorFile read_tensor_file(const fs::path& path) {
   const std::string origin = path.string();
   switch (tensor_file_format(path)) {
-    case TensorFileFormat::Safetensors: return parse_safetensors(read_file_bytes(path), origin);
+    case TensorFileFormat::Safetensors: {
+      std::error_code ec;
+      const auto prefix = read_file_prefix(path, 8);
+      io_detail::check_safetensors_prefix(prefix, fs::file_size(path, ec), origin);
+      return parse_safetensors(read_file_bytes(path), origin);
+    }
     case TensorFileFormat::Npz: return parse_npz(read_file_bytes(path), origin);
     case TensorFileFormat::NpyFolder: return read_npy_folder(path);
     case TensorFileFormat::Npy: {

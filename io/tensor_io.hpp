@@ -74,7 +74,10 @@ TensorFile read_npy_folder(const std::filesystem::path& folder);
 void write_npy_folder(const std::filesystem::path& folder, const TensorFile& file,
                       const TensorWriteOptions& options = {});
 
-// The whole file, or an InputError naming it.
+// The whole file, or an InputError naming it: also for a file that is not a regular file (a device, a pipe)
+// or larger than the memory limit (core/memory.hpp).
 std::vector<std::byte> read_file_bytes(const std::filesystem::path& path);
+// At most the first `limit` bytes of a regular file.
+std::vector<std::byte> read_file_prefix(const std::filesystem::path& path, std::size_t limit);
 
 }  // namespace dplr

@@ -131,6 +131,11 @@ std::vector<double> c_to_fortran(std::span<const double> values, std::span<const
 
 nlohmann::json parse_json_strict(std::string_view text, int max_depth, std::string_view origin,
                                  std::string_view what) {
+  // nlohmann stops reading at a NUL byte, which would let anything after one pass unread; no valid JSON
+  // text holds one (control characters in strings must be escaped).
+  if (const auto nul = text.find('\0'); nul != std::string_view::npos)
+    fail(origin, "{} holds a NUL byte at offset {} of {}; expected only JSON, then nothing but whitespace", what, nul,
+         text.size());
   // The callback sees events in document order, so a stack of key sets mirrors the open objects.
   std::vector<std::set<std::string>> keys;
   int depth = 0;

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "core/memory.hpp"
 #include "reference/dispatch.hpp"
 
 namespace dplr {
@@ -36,6 +37,19 @@ ChunkStages run_chunk_stages(const DplrProblem& problem, int chunk_size, const P
     throw InputError("reverse: the chunk form processes tokens first to last; expected reverse = false");
   const auto start = std::chrono::steady_clock::now();
   const ChunkGrid grid = ChunkGrid::of(problem, chunk_size);
+  {
+    // The stage tensors (chunk_stages.hpp lists them): 9 of width C, 9 of width K, 5 of width V, h and dh.
+    using U = std::uint64_t;
+    const auto& s = problem.shape;
+    const U tokens = saturating_product({U(s.B), U(s.T), U(s.H)});
+    const U elements = saturating_sum({saturating_product({tokens, U(chunk_size), 9}), saturating_product({tokens, U(s.K), 9}),
+                                       saturating_product({tokens, U(s.V), 5}),
+                                       saturating_product({U(grid.rows), U(grid.NT), U(s.H), U(s.K), U(s.V), 2}),
+                                       saturating_product({U(problem.num_sequences()), U(s.H), U(s.K), U(s.V), 2})});
+    const int limbs = options.single_precision ? 1 : expansion_limbs(precision);
+    require_memory(saturating_product({elements, U(limbs), sizeof(double)}), options.origin,
+                   fmt::format("the exact chunk-form stages at chunk size {} (9 tensors of [B, T, H, C])", chunk_size));
+  }
   ChunkStages result;
   result.chunk_size = chunk_size;
   result.decay = options.decay;
@@ -44,10 +58,21 @@ ChunkStages run_chunk_stages(const DplrProblem& problem, int chunk_size, const P
     result.arithmetic = "float";
     result.tensors = chunk_stages_as<float>(problem, grid, options);
   } else {
-    result.arithmetic = precision.name();
-    result.tensors = with_scalar(precision, [&]<class S>(std::type_identity<S>) {
-      return chunk_stages_as<S>(problem, grid, options);
-    });
+    auto run_at = [&](const Precision& at) {
+      result.arithmetic = at.name();
+      result.tensors = with_scalar(at, [&]<class S>(std::type_identity<S>) {
+        return chunk_stages_as<S>(problem, grid, options);
+      });
+    };
+    run_at(precision);
+    const bool reference = options.decay == DecayEvaluation::Difference;
+    auto overflow = reference ? first_non_finite(result.tensors) : std::nullopt;
+    if (overflow && precision.arithmetic != Arithmetic::Mpfr) {
+      run_at(precision.with_wide_exponent());
+      result.notes.push_back(overflow_note(precision.name(), result.arithmetic, *overflow));
+      overflow = first_non_finite(result.tensors);
+    }
+    if (overflow) refuse_beyond_double_range(options.origin, "exact stage tensor", *overflow);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

@@ -51,6 +51,7 @@ struct ChunkOptions {
   // what float arithmetic does to the chunk form; never a reference.
   bool single_precision = false;
   int threads = 0;  // 0: all cores
+  std::string origin = "case";  // names the case (a file) in error messages
 };
 
 struct ChunkStages {
@@ -60,11 +61,15 @@ struct ChunkStages {
   GateGradient gate_gradient = GateGradient::Direct;
   ExactTensorMap tensors;  // every stage's tensors by the names below
   double seconds = 0.0;
+  std::vector<std::string> notes;  // e.g. why the run moved to MPFR
 };
 
 // Runs every stage of the chunk form over all (sequence, head) pairs, on all cores. Throws InputError
 // for chunk_size < 1 or a problem with `reverse` (the chunk form runs forward only). The problem should
-// have passed validate_problem.
+// have passed validate_problem. As run_reference does (reference/reference.hpp), a reference run (not
+// single_precision, decay Difference) that overflows double's exponent range is repeated in MPFR at the
+// same bits, and refused with an InputError where an exact stage tensor itself lies beyond double's range.
+// Studies (float, Factored) keep their overflows: showing them is their purpose.
 ChunkStages run_chunk_stages(const DplrProblem& problem, int chunk_size, const Precision& precision,
                              const ChunkOptions& options = {});
 

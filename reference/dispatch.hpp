@@ -21,4 +21,9 @@ decltype(auto) with_scalar(const Precision& precision, F&& f) {
   return f(std::type_identity<mp_real>{});
 }
 
+// Doubles per element of an ExactTensor computed at `precision`.
+inline int expansion_limbs(const Precision& precision) {
+  return with_scalar(precision, []<class S>(std::type_identity<S>) { return ScalarTraits<S>::limbs(); });
+}
+
 }  // namespace dplr

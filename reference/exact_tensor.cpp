@@ -5,7 +5,10 @@
 #include <limits>
 #include <stdexcept>
 
+#include <fmt/format.h>
 #include <qd/qd_real.h>
+
+#include "core/error.hpp"
 
 namespace dplr {
 
@@ -49,13 +52,16 @@ double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bit
   if (x.shape != y.shape) throw std::invalid_argument("agreement_bits: tensors differ in shape");
   const auto n = static_cast<std::size_t>(y.numel());
   if (n == 0) return cap_bits;
-  double sum_squares = 0.0;
-  for (std::size_t i = 0; i < n; ++i) sum_squares += y.value(i) * y.value(i);
-  const double floor = kAgreementFloor * std::sqrt(sum_squares / static_cast<double>(n));
+  for (const ExactTensor* t : {&x, &y})
+    if (!std::ranges::all_of(t->parts, [](double part) { return std::isfinite(part); })) return 0.0;
+  // The RMS scaled by the largest magnitude, so that squares of values near double's range do not overflow.
+  double largest = 0.0, sum_squares = 0.0;
+  for (std::size_t i = 0; i < n; ++i) largest = std::max(largest, std::fabs(y.value(i)));
+  if (largest > 0.0)
+    for (std::size_t i = 0; i < n; ++i) sum_squares += (y.value(i) / largest) * (y.value(i) / largest);
+  const double floor = kAgreementFloor * largest * std::sqrt(sum_squares / static_cast<double>(n));
   double bits = cap_bits;
   for (std::size_t i = 0; i < n; ++i) {
-    if (std::isnan(x.value(i)) != std::isnan(y.value(i)) || std::isinf(x.value(i)) != std::isinf(y.value(i))) return 0.0;
-    if (!std::isfinite(y.value(i))) continue;
     const double difference = std::fabs(expansion_difference(x, y, i));
     if (difference == 0.0) continue;
     const double magnitude = std::max(std::fabs(y.value(i)), floor);
@@ -63,6 +69,29 @@ double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bit
     bits = std::min(bits, -std::log2(difference / magnitude));
   }
   return std::max(0.0, bits);
+}
+
+std::optional<NonFiniteElement> first_non_finite(const ExactTensorMap& tensors) {
+  for (const auto& [name, tensor] : tensors)
+    for (std::size_t p = 0; p < tensor.parts.size(); ++p)
+      if (!std::isfinite(tensor.parts[p])) {
+        const std::size_t element = p / static_cast<std::size_t>(tensor.limbs);
+        return NonFiniteElement{name, static_cast<std::int64_t>(element), tensor.parts[element * tensor.limbs]};
+      }
+  return std::nullopt;
+}
+
+std::string overflow_note(std::string_view first_at, std::string_view repeated_at, const NonFiniteElement& overflow) {
+  return fmt::format("the run at {} overflowed double's exponent range ('{}' element {} was {}); repeated at {}, "
+                     "whose exponent range holds",
+                     first_at, overflow.tensor, overflow.index, overflow.value, repeated_at);
+}
+
+void refuse_beyond_double_range(std::string_view origin, std::string_view what, const NonFiniteElement& overflow) {
+  throw InputError(fmt::format("{}: the {} '{}' (element {} at flat index {}) lies beyond double's range "
+                               "(|x| > 1.8e308), so it cannot be stored or compared; expected inputs whose results "
+                               "fit in float64 (growth, gk > 0, compounds as exp of the summed gk)",
+                               origin, what, overflow.tensor, overflow.value, overflow.index));
 }
 
 }  // namespace dplr

@@ -4,7 +4,9 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/tensor.hpp"
@@ -38,5 +40,19 @@ using ExactTensorMap = std::map<std::string, ExactTensor>;
 // (the same errors: the worst elements are the smallest ones).
 inline constexpr double kAgreementFloor = 0x1p-16;
 double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bits);
+
+// The first element, in name order, with a non-finite part (an overflow past double's exponent range).
+struct NonFiniteElement {
+  std::string tensor;
+  std::int64_t index = 0;
+  double value = 0.0;  // the element's leading part
+};
+std::optional<NonFiniteElement> first_non_finite(const ExactTensorMap& tensors);
+// The note of a run repeated at `repeated_at` after overflowing at `first_at`.
+std::string overflow_note(std::string_view first_at, std::string_view repeated_at, const NonFiniteElement& overflow);
+// Throws the InputError of an exact result beyond double's range: `origin` names the case, `what` the kind
+// of tensor ("exact", "exact stage tensor").
+[[noreturn]] void refuse_beyond_double_range(std::string_view origin, std::string_view what,
+                                             const NonFiniteElement& overflow);
 
 }  // namespace dplr

@@ -18,10 +18,21 @@ inline int resolve_thread_count(int requested, std::int64_t items) {
 }
 
 // Called after each finished item with (finished, total), from worker threads under a lock; the CLI sets
-// it to draw progress on stderr when that is a terminal. Empty by default.
+// it to show progress on stderr. Empty by default.
 inline std::function<void(std::int64_t, std::int64_t)>& progress_hook() {
   static std::function<void(std::int64_t, std::int64_t)> hook;
   return hook;
+}
+
+// Steps of the recurrence taken and to take (a token forward, and again backward, each count one), summed
+// over every reference run of the process, so progress shows within one long (sequence, head) pair. Workers
+// add with relaxed atomics; the CLI's progress line reads them from its own thread.
+struct TokenProgress {
+  std::atomic<std::int64_t> done{0}, total{0};
+};
+inline TokenProgress& token_progress() {
+  static TokenProgress progress;
+  return progress;
 }
 
 template <class Body>

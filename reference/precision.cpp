@@ -57,4 +57,12 @@ Precision Precision::certifier() const {
   return *this;
 }
 
+Precision Precision::with_wide_exponent() const {
+  if (arithmetic == Arithmetic::Mpfr) return *this;
+  // Boost asks MPFR for decimal digits, which can round the bits down: ask for more until they suffice.
+  Precision wide{Arithmetic::Mpfr, significand_bits()};
+  while (wide.significand_bits() < significand_bits()) ++wide.mpfr_bits;
+  return wide;
+}
+
 }  // namespace dplr

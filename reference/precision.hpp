@@ -17,6 +17,8 @@ struct Precision {
   int significand_bits() const;                   // 53, 106, 212, or the bits MPFR really uses
   // The precision a self-certifying run repeats itself at: clearly above this one.
   Precision certifier() const;
+  // MPFR at this precision's significand bits: the same accuracy without double's exponent range.
+  Precision with_wide_exponent() const;
 };
 
 }  // namespace dplr

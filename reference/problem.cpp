@@ -30,7 +30,11 @@ Tensor* find_input(DplrProblem& p, std::string_view name) {
   return nullptr;
 }
 
-std::string gradient_name(std::string_view input) { return "d" + std::string(input); }
+std::string gradient_name(std::string_view input) {
+  std::string name = "d";  // appended rather than "d" + std::string(input), which GCC 12 flags (-Wrestrict, a false positive)
+  name += input;
+  return name;
+}
 
 namespace {
 
@@ -120,6 +124,11 @@ DplrProblem problem_from_tensors(const TensorMap& tensors, double scale, bool re
                                    dtype_name(cu->dtype)));
     if (cu->shape.size() != 1)
       throw InputError(fmt::format("{}: tensor 'cu_seqlens' has shape {}, expected [N+1]", origin, shape_string(cu->shape)));
+    // An empty cu_seqlens would read as "no packing": refused, as the contract needs N + 1 >= 2 entries.
+    if (cu->values.size() < 2)
+      throw InputError(fmt::format("{}: tensor 'cu_seqlens' has shape {}, expected [N+1] with N >= 1 (0, then the end "
+                                   "of each sequence)",
+                                   origin, shape_string(cu->shape)));
     for (double x : cu->values) p.cu_seqlens.push_back(static_cast<std::int64_t>(x));
   }
   p.scale = std::isnan(scale) ? 1.0 / std::sqrt(static_cast<double>(p.shape.K)) : scale;

@@ -3,6 +3,7 @@
 // Inner loops update in place (`acc += a * b`, `x *= c`): for mp_real each is one MPFR call with no
 // temporary, which is what keeps the multiprecision path within a small factor of its op count.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -150,6 +151,7 @@ S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const R
     pair.advance(state);
     const auto& o = pair.output(state);
     store(out.o, pair.value_offset(step), o, V);
+    token_progress().done.fetch_add(1, std::memory_order_relaxed);
     if (want_loss) {
       reader.read("do", *p.grad_o, pair.value_offset(step), V, grad_o);
       for (std::int64_t j = 0; j < V; ++j) loss += o[j] * grad_o[j];
@@ -166,8 +168,9 @@ S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const R
   // G = dL/dS, walked back segment by segment; states of a segment are recomputed from its checkpoint.
   std::vector<S> G(K * V, S(0.0));
   if (p.grad_ht) reader.read("dht", *p.grad_ht, pair.state_offset(), K * V, G);
-  std::vector<std::vector<S>> segment_states(interval + 1, std::vector<S>(K * V));
-  std::vector<std::vector<S>> segment_decays(interval, std::vector<S>(K));
+  const std::int64_t segment = std::min(interval, std::max<std::int64_t>(L, 1));  // no segment is longer than L
+  std::vector<std::vector<S>> segment_states(segment + 1, std::vector<S>(K * V));
+  std::vector<std::vector<S>> segment_decays(segment, std::vector<S>(K));
   std::vector<S> scaled_q(K), x(V), y(V), dv(V), dq(K), dk(K), da(K), db(K), dgk(K);
   for (std::int64_t c = static_cast<std::int64_t>(checkpoints.size()) - 1; c >= 0; --c) {
     const std::int64_t first = c * interval, last = std::min(L, first + interval);
@@ -219,6 +222,7 @@ S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const R
       store(out.dq, ko, dq, K), store(out.dk, ko, dk, K), store(out.da, ko, da, K);
       store(out.db, ko, db, K), store(out.dgk, ko, dgk, K);
       store(out.dv, pair.value_offset(step), dv, V);
+      token_progress().done.fetch_add(1, std::memory_order_relaxed);
     }
   }
   store(out.dh0, pair.state_offset(), G, K * V);
@@ -239,7 +243,8 @@ ExactTensorMap recurrent_reference(const DplrProblem& p, const RecurrentOptions&
   const bool want_loss = loss != nullptr;
   if (want_loss && !p.grad_o) throw std::invalid_argument("recurrent_reference: the loss needs do");
 
-  Outputs out{ExactTensor(value, limbs), ExactTensor(state, limbs)};
+  Outputs out;
+  out.o = ExactTensor(value, limbs), out.ht = ExactTensor(state, limbs);
   if (backward) {
     for (auto* t : {&out.dq, &out.dk, &out.da, &out.db, &out.dgk}) *t = ExactTensor(key, limbs);
     out.dv = ExactTensor(value, limbs);
@@ -247,6 +252,9 @@ ExactTensorMap recurrent_reference(const DplrProblem& p, const RecurrentOptions&
   }
   InputReader<S> reader(p, direction, epsilon);
   const std::int64_t pairs = N * s.H;
+  std::int64_t steps = 0;
+  for (std::int64_t n = 0; n < N; ++n) steps += p.sequence(n).length() * s.H * (backward ? 2 : 1);
+  token_progress().total.fetch_add(steps, std::memory_order_relaxed);
   std::vector<S> pair_loss(want_loss ? pairs : 0);
   parallel_for(pairs, options.threads, [&](std::int64_t pair) {
     S l = run_pair(reader, pair / s.H, pair % s.H, options, want_loss, out);

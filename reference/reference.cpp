@@ -2,9 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <limits>
 
+#include <fmt/format.h>
+
+#include "core/memory.hpp"
 #include "reference/dispatch.hpp"
+#include "reference/parallel.hpp"
 #include "reference/recurrent.hpp"
 
 namespace dplr {
@@ -15,7 +20,40 @@ double ReferenceResult::min_certified_bits() const {
   return certified_bits.empty() ? 0.0 : bits;
 }
 
-ReferenceResult run_reference(const DplrProblem& problem, const ReferenceOptions& options) {
+namespace {
+
+// Bytes of a run's output expansions.
+std::uint64_t output_bytes(const DplrProblem& p, const ReferenceOptions& options, int limbs) {
+  using U = std::uint64_t;
+  const auto& s = p.shape;
+  const U tokens = saturating_product({U(s.B), U(s.T), U(s.H)}), states = saturating_product({U(p.num_sequences()), U(s.H), U(s.K), U(s.V)});
+  const bool backward = options.backward && p.has_backward();
+  const U elements = saturating_sum({saturating_product({tokens, U(s.V), backward ? 2u : 1u}),
+                                     saturating_product({states, backward ? 2u : 1u}),
+                                     backward ? saturating_product({tokens, U(s.K), 5}) : 0});
+  return saturating_product({elements, U(limbs), sizeof(double)});
+}
+
+// Bytes of the workers' states: the backward's checkpoints and one segment's recomputed states (and the
+// forward's one state), per worker, in the scalar type (MPFR: its limbs plus the mpfr_t header).
+std::uint64_t working_bytes(const DplrProblem& p, const ReferenceOptions& options, int limbs) {
+  using U = std::uint64_t;
+  std::int64_t longest = 0;
+  for (std::int64_t n = 0; n < p.num_sequences(); ++n) longest = std::max(longest, p.sequence(n).length());
+  const std::int64_t pairs = p.num_sequences() * p.shape.H;
+  const U scalar = options.precision.arithmetic == Arithmetic::Mpfr ? U(limbs) * 8 + 32 : U(limbs) * 8;
+  std::int64_t interval = options.checkpoint_interval;
+  if (interval <= 0) interval = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(std::sqrt(double(longest)))));
+  const std::int64_t segment = std::min(interval, std::max<std::int64_t>(longest, 1));
+  const U states = options.backward && p.has_backward() ? U((longest + interval - 1) / interval + segment + 2) : 1;
+  return saturating_product({U(resolve_thread_count(options.threads, pairs)), states, U(p.shape.K), U(p.shape.V), scalar});
+}
+
+std::string memory_purpose(const ReferenceOptions& options) {
+  return fmt::format("the exact reference at {} (outputs, gradients and working states)", options.precision.name());
+}
+
+ReferenceResult run_at(const DplrProblem& problem, const ReferenceOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   RecurrentOptions recurrent{options.backward, options.checkpoint_interval, options.threads};
   ReferenceResult result;
@@ -24,6 +62,27 @@ ReferenceResult run_reference(const DplrProblem& problem, const ReferenceOptions
     return recurrent_reference<S>(problem, recurrent);
   });
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace
+
+ReferenceResult run_reference(const DplrProblem& problem, const ReferenceOptions& options) {
+  const int limbs = expansion_limbs(options.precision);
+  require_memory(saturating_sum({output_bytes(problem, options, limbs), working_bytes(problem, options, limbs)}),
+                 options.origin, memory_purpose(options));
+  ReferenceResult result = run_at(problem, options);
+  auto overflow = first_non_finite(result.tensors);
+  if (!overflow) return result;
+  const Precision first = options.precision;
+  if (first.arithmetic != Arithmetic::Mpfr) {
+    ReferenceOptions wide = options;
+    wide.precision = first.with_wide_exponent();
+    result = run_at(problem, wide);
+    result.notes.push_back(overflow_note(first.name(), wide.precision.name(), *overflow));
+    overflow = first_non_finite(result.tensors);
+  }
+  if (overflow) refuse_beyond_double_range(options.origin, "exact", *overflow);
   return result;
 }
 
@@ -38,9 +97,15 @@ std::map<std::string, double> certify(const ReferenceResult& result, const Refer
 }
 
 ReferenceResult run_certified_reference(const DplrProblem& problem, const ReferenceOptions& options) {
-  ReferenceResult result = run_reference(problem, options);
   ReferenceOptions check = options;
   check.precision = options.precision.certifier();
+  // The certifying run's tensors are held beside the first run's.
+  const int limbs = expansion_limbs(check.precision);
+  require_memory(saturating_sum({output_bytes(problem, options, expansion_limbs(options.precision)),
+                                 output_bytes(problem, check, limbs), working_bytes(problem, check, limbs)}),
+                 options.origin, memory_purpose(options) + fmt::format(" certified at {}", check.precision.name()));
+  ReferenceResult result = run_reference(problem, options);
+  check.precision = result.precision.certifier();  // of the precision really used (MPFR after an overflow)
   const ReferenceResult more_precise = run_reference(problem, check);
   result.certified_bits = certify(result, more_precise);
   result.certified_against = check.precision;

@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "reference/exact_tensor.hpp"
 #include "reference/precision.hpp"
@@ -17,6 +18,7 @@ struct ReferenceOptions {
   bool backward = true;              // computed when the problem has `do`
   std::int64_t checkpoint_interval = 0;  // states kept every this many tokens; 0: about sqrt(T)
   int threads = 0;                   // 0: all cores
+  std::string origin = "case";       // names the case (a file) in error messages
 };
 
 struct ReferenceResult {
@@ -25,9 +27,14 @@ struct ReferenceResult {
   double seconds = 0.0;
   std::optional<Precision> certified_against;
   std::map<std::string, double> certified_bits;  // per tensor, when certified
+  std::vector<std::string> notes;  // e.g. why the run moved to MPFR
   double min_certified_bits() const;
 };
 
+// Double, double-double and quad-double have double's exponent range (about 2^1024): where a run in one
+// of them overflows (a non-finite part in any tensor), it is repeated in MPFR at the same significand bits,
+// whose exponent range holds, and a note says so. Where the exact result itself lies beyond double's range
+// (it could not be stored or compared), the run is refused with an InputError naming origin and tensor.
 ReferenceResult run_reference(const DplrProblem& problem, const ReferenceOptions& options);
 
 // Runs at options.precision and again at its certifier(); returns the first run's tensors with the bits

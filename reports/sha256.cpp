@@ -1,6 +1,7 @@
 // SHA-256 as FIPS 180-4 section 6.2 states it: 64-byte blocks, a 64-entry message schedule, 64 rounds.
 #include "reports/sha256.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <fstream>
@@ -124,6 +125,24 @@ std::string sha256_hex(std::string_view data) {
 }
 
 std::string sha256_file(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    // A folder of NAME.npy: the digest of its manifest, the files a reader takes from it in name order.
+    std::vector<fs::path> files;
+    for (const fs::directory_entry& entry : fs::directory_iterator(path, ec))
+      if (entry.is_regular_file() &&
+          (entry.path().extension() == ".npy" || entry.path().filename() == "__metadata__.json"))
+        files.push_back(entry.path());
+    if (ec) throw InputError(fmt::format("{}: cannot list the folder to compute its SHA-256: {}", path.string(), ec.message()));
+    std::sort(files.begin(), files.end());
+    std::string manifest;
+    for (const auto& file : files) manifest += sha256_file(file) + "  " + file.filename().string() + "\n";
+    return sha256_hex(manifest);
+  }
+  if (!fs::is_regular_file(path, ec))
+    throw InputError(fmt::format("{}: is not a regular file (a device or pipe?); expected a tensor file or a folder",
+                                 path.string()));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError(fmt::format("{}: cannot be opened to compute its SHA-256", path.string()));
   Sha256 hash;

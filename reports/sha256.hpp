@@ -31,7 +31,9 @@ class Sha256 {
 
 std::string to_hex(std::span<const std::uint8_t> bytes);
 std::string sha256_hex(std::string_view data);
-// Streams the file; throws InputError naming it when it cannot be read.
+// Streams the file; throws InputError naming it when it cannot be read or is not a regular file. A folder
+// (of NAME.npy) hashes to the SHA-256 of its manifest: one line "<sha256 of the file>  <file name>\n" per
+// .npy file and __metadata__.json in it, in name order (sha256sum's format).
 std::string sha256_file(const std::filesystem::path& path);
 
 }  // namespace dplr

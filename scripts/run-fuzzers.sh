@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets for the tensor-file parsers (fuzz/fuzz_*.cpp) with clang++
+# Builds the libFuzzer targets for the tensor-file parsers, the case checks and the policy parsers (fuzz/fuzz_*.cpp) with clang++
 # -fsanitize=fuzzer,address,undefined into build-fuzz/, then runs each for SECONDS (default 20) starting
 # from its committed seed corpus fuzz/corpus/<target>/ (read only; new inputs go to build-fuzz/corpus/).
 # Prints a summary; exits non-zero if any target found a crash, a sanitizer report, an escaped exception
@@ -13,7 +13,7 @@ seconds="${1:-20}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$root/build-fuzz"
 cxx="${CXX_FUZZ:-clang++}"
-targets=(safetensors npy npz)
+targets=(safetensors npy npz case policy)
 
 if ! command -v "$cxx" >/dev/null; then
   echo "run-fuzzers: $cxx not found (scripts/install-deps.sh installs clang and libclang-rt-dev)" >&2
@@ -26,7 +26,9 @@ common=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fno-sanitize-recover=undefine
 mkdir -p "$out/obj"
 
 # The library sources, compiled once with coverage instrumentation (fuzzer-no-link), in parallel.
-sources=("$root"/io/*.cpp "$root/core/dtype.cpp" "$root/core/tensor.cpp")
+# fuzz_case needs the case checks (reference/problem.cpp), fuzz_policy the policy parsers (verify/tolerance.cpp).
+sources=("$root"/io/*.cpp "$root"/core/*.cpp "$root/reference/problem.cpp" "$root/verify/tolerance.cpp"
+         "$root/verify/metrics.cpp")
 objects=()
 for src in "${sources[@]}"; do
   objects+=("$out/obj/$(basename "$(dirname "$src")")_$(basename "${src%.cpp}").o")

@@ -89,6 +89,8 @@ Tensor decode(const std::vector<std::byte>& bytes, DType dtype, std::vector<std:
 class DeviceProblem {
  public:
   explicit DeviceProblem(const DplrProblem& p) : problem_(p) {
+    // On the host, before anything is uploaded: the kernels read cu_seqlens without checking it (gpu/dplr_gpu.hpp).
+    validate_problem(p, "GPU run");
     dtype_ = p.q.dtype;
     gk_dtype_ = p.gk.dtype == DType::F32 ? DType::F32 : dtype_;
     in_.B = p.shape.B, in_.T = p.shape.T, in_.H = p.shape.H, in_.K = p.shape.K, in_.V = p.shape.V;

@@ -74,4 +74,21 @@ std::string metadata_json(const std::map<std::string, std::string>& metadata, st
 std::string dump_json(const nlohmann::json& j, std::string_view origin);
 inline constexpr std::string_view kMetadataMember = "__metadata__.json";
 
+// The checks of a safetensors file's 8-byte header length against the file's size; returns the length.
+// The file reader makes them before it reads the rest, so a bad prefix costs 8 bytes of reading.
+std::uint64_t check_safetensors_prefix(std::span<const std::byte> prefix, std::uint64_t file_size,
+                                       std::string_view origin);
+
+// An .npy header: what the data that follows must hold. parse_npy_header needs only the bytes up to
+// data_start, so a reader can check a tensor's size before it reads or inflates the data.
+struct NpyHeader {
+  std::string descr;
+  DType dtype = DType::F64;
+  bool big_endian = false, fortran_order = false;
+  std::vector<std::int64_t> shape;
+  std::uint64_t numel = 0;
+  std::size_t data_start = 0;  // bytes before the data
+};
+NpyHeader parse_npy_header(std::span<const std::byte> bytes, std::string_view origin);
+
 }  // namespace dplr::io_detail

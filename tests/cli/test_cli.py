@@ -183,6 +183,116 @@ def test_check_quick(args):
     validate(args, os.path.join(args.workdir, "check.json"))
 
 
+def refused(args, cmd, *expected):
+    """`dplr cmd` must exit 2 with an error naming each expected fragment (file, tensor, expectation)."""
+    proc = run(args, cmd, expect_code=2)
+    for fragment in expected:
+        assert fragment in proc.stderr, f"dplr {' '.join(cmd)}: {fragment!r} not in stderr:\n{proc.stderr}"
+    return proc
+
+
+def test_bad_input(args):
+    """Issue 11: every bad input a clear refusal (exit 2 naming file, tensor and expectation), or a correct answer."""
+    import resource
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+    import shutil
+    work = pathlib.Path(args.workdir)
+    shutil.rmtree(work)  # files of an earlier run (a folder case, a symlink) would change what is tested
+    work.mkdir()
+
+    # 4. An honest 64 MiB npz member in a small file, under a 100 MiB limit: refused from its header, before
+    # it is inflated (the process stays far below the member's size).
+    np.savez_compressed(work / "big.npz", q=np.zeros((1, 1 << 22, 1, 4), np.float32))
+    assert (work / "big.npz").stat().st_size < 1 << 20
+    refused(args, ["verify", "big.npz", "--max-memory", "100M"], "big.npz", "tensor 'q'", "above the memory limit")
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert peak_kib < 48 * 1024, f"refusing a 64 MiB member took {peak_kib} KiB"
+    # A 2 GiB-claiming safetensors header length is refused from its first 8 bytes.
+    (work / "badlen.safetensors").write_bytes((1 << 31).to_bytes(8, "little") + b"{}" * 8)
+    refused(args, ["ref", "badlen.safetensors"], "badlen.safetensors", "header length field")
+    refused(args, ["ref", "--max-memory", "12", "--shape", "1,8,1,2,2"], "memory limit")
+    refused(args, ["ref", "--max-memory", "lots"], "--max-memory 'lots'")
+
+    # 1. Growth past double's range: refused naming the file and tensor, never "certified".
+    run(args, ["gen", "--shape", "1,32,2,8,8", "--dtype", "f32", "-o", "g.safetensors"], expect_code=0)
+    case = load_file(work / "g.safetensors")
+    grown = dict(case, gk=np.full_like(case["gk"], 50.0))
+    save_file(grown, work / "g50.safetensors")
+    for cmd in (["ref", "g50.safetensors"], ["stages", "g50.safetensors", "-C", "16"]):
+        refused(args, cmd, "g50.safetensors", "beyond double's range")
+    # An overflow of double-double alone (exp(800) with a zero initial state) moves to MPFR and is certified.
+    first = {k: v for k, v in case.items() if k not in ("h0", "do", "dht")}
+    first["gk"] = first["gk"].copy()
+    first["gk"][0, 0] = 800.0
+    save_file(first, work / "g800.safetensors")
+    proc = run(args, ["ref", "g800.safetensors", "-o", "r800.safetensors"], expect_code=0)
+    assert "overflowed" in proc.stdout and "repeated at mpfr" in proc.stdout, proc.stdout
+    assert "nan" not in proc.stdout.split("certified bits")[1], proc.stdout
+
+    # 2. A folder of .npy in verify, diff and stages --compare.
+    run(args, ["gen", "--shape", "1,16,1,4,4", "--dtype", "f32", "-o", "folder"], expect_code=0)
+    run(args, ["ref", "folder", "-o", "folder_ref.safetensors"], expect_code=0)
+    for name, value in load_file(work / "folder_ref.safetensors").items():
+        np.save(work / "folder" / f"{name}.npy", value.astype(np.float32))
+    run(args, ["verify", "folder", "--report", "folder.json"], expect_code=0)
+    report = json.load(open(work / "folder.json"))
+    assert len(report["cases"][0]["source"]["files"][0]["sha256"]) == 64, report["cases"][0]["source"]
+    run(args, ["diff", "folder", "folder", "--report", "folder-diff.json"], expect_code=0)
+    run(args, ["stages", "folder", "-C", "8", "-o", "stages_folder"], expect_code=0)
+    run(args, ["stages", "folder", "-C", "8", "-o", "stages2.safetensors", "--compare", "stages_folder",
+               "--report", "stages-folder.json"], expect_code=0)
+
+    # 5. Sizes checked before allocating.
+    refused(args, ["gen", "--shape", "1000000,1000000,1,1,1", "-o", "huge.safetensors"], "memory limit")
+    run(args, ["gen", "--shape", "1,256,2,64,64", "-o", "default.safetensors"], expect_code=0)
+    refused(args, ["stages", "default.safetensors", "-C", "300000"], "default.safetensors", "chunk size 300000")
+    os.symlink("/dev/zero", work / "zero.safetensors")
+    refused(args, ["ref", "zero.safetensors"], "zero.safetensors", "not a regular file")
+
+    # 6. Silent misreads.
+    small = load_file(work / "g.safetensors")
+    for key, value, fragment in (("reverse", "yes", "metadata 'reverse' = 'yes'"),
+                                 ("scale", "0.5abc", "metadata 'scale' = '0.5abc'"),
+                                 ("scale", "nan", "metadata 'scale' = 'nan'")):
+        save_file(small, work / "meta.safetensors", metadata={key: value})
+        refused(args, ["ref", "meta.safetensors"], "meta.safetensors", fragment)
+    header = json.dumps({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode() + b"\0junk"
+    (work / "tail.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+    refused(args, ["diff", "tail.safetensors", "tail.safetensors"], "tail.safetensors", "NUL byte")
+    save_file(dict(small, cu_seqlens=np.zeros((0,), np.int64)), work / "cu0.safetensors")
+    refused(args, ["ref", "cu0.safetensors"], "cu0.safetensors", "'cu_seqlens'", "N >= 1")
+    exact = load_file(work / "folder_ref.safetensors")
+    inputs = {k: np.load(work / "folder" / f"{k}.npy") for k in ("q", "k", "v", "a", "b", "gk", "h0", "do", "dht")}
+    save_file(dict(inputs, o=exact["o"].astype(np.int32)), work / "int_o.safetensors")
+    refused(args, ["verify", "int_o.safetensors"], "int_o.safetensors", "tensor 'o'", "floating dtype")
+    for option in (["--scale", "2"], ["--reverse"], ["--shape", "1,8,1,2,2"]):
+        for command in ("ref", "gradcheck", "stages"):
+            refused(args, [command, "g.safetensors"] + option, "g.safetensors", option[0], "a FILE was given")
+
+    # 7. Checks that check nothing.
+    for cmd, fragment in ((["gradcheck", "g.safetensors", "--directions", "0"], "--directions"),
+                          (["gradcheck", "g.safetensors", "--directions", "-2"], "--directions"),
+                          (["ref", "g.safetensors", "--threads", "-1"], "--threads"),
+                          (["ref", "g.safetensors", "--checkpoint-interval", "-5"], "--checkpoint-interval"),
+                          (["ref", "--seed", "-1"], "--seed"),
+                          (["ref", "--scale", "nan"], "--scale")):
+        refused(args, cmd, fragment)
+    refused(args, ["verify", "folder", "--precision", "24"], "folder", "coarser than the F32 data", "34 bits")
+    refused(args, ["stages", "folder", "-C", "8", "--precision", "24", "--compare", "stages_folder"], "stages_folder",
+            "coarser than the F32 data")
+
+    # 9. Help says what is really used.
+    proc = run(args, ["--help"], expect_code=0)
+    for fragment in ("cu_seqlens", "dh0", "reverse", "Exit codes", "3 internal error"):
+        assert fragment in proc.stdout, proc.stdout
+    for command, preset in (("check", "strict"), ("stages", "strict"), ("verify", "default")):
+        help_text = run(args, [command, "--help"], expect_code=0).stdout
+        policy_line = next(line for line in help_text.splitlines() if "--policy " in line)
+        assert f"={preset}" in policy_line, policy_line
+    assert "{false}" not in run(args, ["ref", "--help"], expect_code=0).stdout
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario")

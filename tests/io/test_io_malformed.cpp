@@ -5,6 +5,7 @@
 
 #include <zlib.h>
 
+#include "core/memory.hpp"
 #include "io/tensor_io.hpp"
 #include "tests/io/io_test_util.hpp"
 
@@ -49,6 +50,8 @@ TEST(MalformedSafetensors, HeaderJson) {
   EXPECT_TRUE(throws_input_error(parse_st(st(R"({"x": 3})")), {"tensor 'x'", "must be an object"}));
   // Padding with spaces after the object is what the writer does, so it is fine.
   EXPECT_TRUE(parse_safetensors(st("{}      "), "ok").tensors.empty());
+  // Issue 11: nlohmann stops at a NUL, so bytes after one went unread; the safetensors crate refuses them.
+  EXPECT_TRUE(throws_input_error(parse_st(st(std::string("{}\0junk", 7))), {"bad.safetensors", "NUL byte at offset 2"}));
 }
 
 TEST(MalformedSafetensors, Entries) {
@@ -434,6 +437,36 @@ TEST(MalformedNpz, Deflate) {
     z.add("__metadata__.json", R"({"scale": 1})");
     EXPECT_TRUE(throws_input_error(parse_z(z.finish()), {"member '__metadata__.json'", "must be a string"}));
   }
+}
+
+// Issue 11: an honest member too large for the memory limit is refused from its npy header, before it is
+// inflated; a member whose header disagrees with its declared size likewise.
+TEST(MalformedNpz, SizesCheckedBeforeInflating) {
+  const std::vector<std::byte> npy = serialize_npy(Tensor{DType::F32, {1 << 20}, std::vector<double>(1 << 20, 0.0)});
+  const std::string content(reinterpret_cast<const char*>(npy.data()), npy.size());
+  {
+    Zip z;
+    z.add("q.npy", content, true);
+    const std::vector<std::byte> archive = z.finish();
+    set_memory_limit(std::uint64_t{4} << 20);  // the member needs 4 MiB inflated and 8 MiB as doubles
+    const bool refused = throws_input_error(parse_z(archive), {"tensor 'q'", "above the memory limit", "[1048576]"});
+    set_memory_limit(0);  // back to the default
+    EXPECT_TRUE(refused);
+    EXPECT_EQ(parse_npz(archive, "ok").tensors.at("q").values.size(), std::size_t{1} << 20);
+  }
+  {
+    Zip z;  // a header for 1 << 20 floats in a member that declares 100 bytes fewer
+    auto& e = z.add("q.npy", content, true);
+    e.uncompressed -= 100;
+    z.bytes.clear();
+    z.local(e);
+    z.bytes += Zip::deflate_raw(content);
+    EXPECT_TRUE(throws_input_error(parse_z(z.finish()), {"tensor 'q'", "its npy header", "needs"}));
+  }
+}
+
+TEST(MalformedFiles, DevicesAreRefusedNotRead) {
+  EXPECT_TRUE(throws_input_error([] { read_file_bytes("/dev/zero"); }, {"/dev/zero", "not a regular file"}));
 }
 
 // ---------------------------------------------------------------- writing

@@ -56,7 +56,9 @@ TEST(Precision, CertifiedBitsTellTheTruth) {
         EXPECT_GE(bits, 0.0);
         EXPECT_LE(bits, options.precision.significand_bits());
       }
-      if (distribution == "fla") EXPECT_GE(certified.min_certified_bits(), std::string(precision) == "dd" ? 90 : 35);
+      if (distribution == "fla") {
+        EXPECT_GE(certified.min_certified_bits(), std::string(precision) == "dd" ? 90 : 35);
+      }
       std::printf("%-18s %-6s certified %.1f bits (worst tensor)\n", distribution.c_str(), precision,
                   certified.min_certified_bits());
     }
