@@ -3,7 +3,7 @@
 //   chunk fwd B8 T4096 H16 D64 bf16 (C = 16, 32, 64), chunk fwd B4 T4096 H8 D128 bf16,
 //   decode T=1 B64 H16 D64 bf16 (h0 in, ht out), fused recurrent T4096 B8 H16 D64 bf16 (and D128 B4 H8).
 // Each chunk shape is timed on the staged path (chunk_forward) and the fused one (chunk_forward_fused), with the
-// fused stages (A+WY, h+o) alone and their variants (DPLR_GPU_A_FACTOR, DPLR_GPU_HO_COLS).
+// fused stages (A+WY, h+o) alone and their kernel variants (ForwardInputs::variant: AVariant, HOVariant).
 // Usage: dplr_bench_gpu [out.json], or `dplr bench --gpu [--json out.json]`
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -176,21 +176,21 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
                  g::chunk_A_WY(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated, ws.w, ws.u);
                }), 0, 0);
       if (C == 16)
-        for (const char* fac : {"1", "0"}) {  // the staged A kernel: factored (C = 16's default) and direct
-          setenv("DPLR_GPU_A_FACTOR", fac, 1);
-          record(std::string("  stage A") + (fac[0] == '1' ? " factored" : " direct"), shape, time_it(2, 2, 10, [&](int s) {
-                   g::chunk_A(sets[s].in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, ws.gated);
+        for (g::AVariant av : {g::AVariant::Factored, g::AVariant::Direct}) {  // the staged A kernel (factored: C16's default)
+          record(std::string("  stage A ") + g::variant_name(av), shape, time_it(2, 2, 10, [&](int s) {
+                   g::ForwardInputs in = sets[s].in;
+                   in.variant.a = av;
+                   g::chunk_A(in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, ws.gated);
                  }), 0, 0);
-          unsetenv("DPLR_GPU_A_FACTOR");
         }
-      if (fused)
-        for (const char* cols : {"m", "2", "1"}) {  // default (tensor cores where they apply), FMA 2 / 1 columns
-          setenv("DPLR_GPU_HO_COLS", cols, 1);
-          record(std::string("  stage h+o cols") + cols, shape, time_it(2, 2, 10, [&](int s) {
-                   g::chunk_h_o(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated.qg, ws.gated.kg, ws.gated.bg,
-                                ws.gated.eg_last, ws.w, ws.u, o, ht);
+      if (fused)  // default (tensor cores where they apply), FMA 2 / 1 columns a thread
+        for (g::HOVariant hv : {g::HOVariant::Default, g::HOVariant::Fma2, g::HOVariant::Fma1}) {
+          record(std::string("  stage h+o ") + g::variant_name(hv), shape, time_it(2, 2, 10, [&](int s) {
+                   g::ForwardInputs in = sets[s].in;
+                   in.variant.ho = hv;
+                   g::chunk_h_o(in, C, ws.A_qk, ws.A_qb, ws.gated.qg, ws.gated.kg, ws.gated.bg, ws.gated.eg_last,
+                                ws.w, ws.u, o, ht);
                  }), 0, 0);
-          unsetenv("DPLR_GPU_HO_COLS");
         }
     }
     // Per stage, same workspace.

@@ -12,7 +12,6 @@
 // One block (256 threads) per (32 columns of V, head, sequence: batch row, or cu_seqlens' sequence). Needs V
 // even when v is 16-bit.
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <type_traits>
 
@@ -573,23 +572,19 @@ void launch_ho_tc(const HOArgs& p, dim3 grid, bool vec, cudaStream_t stream) {
     chunk_ho_kernel<T, C, KMAX, false, TC><<<grid, kThreads, bytes, stream>>>(p);
   }
 }
-// 16-bit inputs at C = 16 with 16-byte copies: the tensor-core kernel (chunk_ho_mma_kernel) by default;
-// else two columns a thread (TC = 2). The environment variable DPLR_GPU_HO_COLS=2 / =1 selects the FMA kernel
-// with two / one column a thread (=m, or unset: the default), a tuning knob for the benchmark and the tests.
+// The kernel of a variant (chunk_h_o resolved HOVariant::Default and checked that TensorCores applies).
 template <typename T, int C, int KMAX>
-void launch_ho(const HOArgs& p, dim3 grid, bool vec, cudaStream_t stream) {
+void launch_ho(const HOArgs& p, dim3 grid, bool vec, HOVariant variant, cudaStream_t stream) {
   if constexpr (ho_fits<C, KMAX>()) {
     static_assert(C >= 2 * kThreads / kVT, "TC = 2 needs C >= 16");
-    const char* env = std::getenv("DPLR_GPU_HO_COLS");
     if constexpr (C == 16 && !std::is_same_v<T, float>) {
-      // tensor cores (3xTF32): the default for 16-bit inputs
-      if (vec && reinterpret_cast<std::uintptr_t>(p.o) % 4 == 0 && !(env && (env[0] == '1' || env[0] == '2'))) {
+      if (variant == HOVariant::TensorCores) {
         set_smem(chunk_ho_mma_kernel<T, KMAX>, HOM<KMAX>::bytes);
         chunk_ho_mma_kernel<T, KMAX><<<grid, kThreads, HOM<KMAX>::bytes, stream>>>(p);
         return;
       }
     }
-    if (env && env[0] == '1') launch_ho_tc<T, C, KMAX, 1>(p, grid, vec, stream);
+    if (variant == HOVariant::Fma1) launch_ho_tc<T, C, KMAX, 1>(p, grid, vec, stream);
     else launch_ho_tc<T, C, KMAX, 2>(p, grid, vec, stream);
   }
 }
@@ -621,12 +616,21 @@ void chunk_h_o(const ForwardInputs& in, int C, const float* A_qk, const float* A
   auto a16 = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
   const bool vec = in.K % 4 == 0 && in.V % (16 / static_cast<std::int64_t>(elem_size(in.dtype))) == 0 && a16(in.v) &&
                    a16(kg) && a16(bg) && a16(eg_last) && a16(w) && a16(u) && a16(qg);
+  // The tensor-core kernel: 16-bit inputs at C = 16 with 16-byte copies and 4-byte aligned o (bf16x2 stores).
+  const bool tensor_cores = C == 16 && in.dtype != ElemType::F32 && vec && reinterpret_cast<std::uintptr_t>(o) % 4 == 0;
+  HOVariant variant = in.variant.ho;
+  if (variant == HOVariant::Default) variant = tensor_cores ? HOVariant::TensorCores : HOVariant::Fma2;
+  if (variant == HOVariant::TensorCores && !tensor_cores)
+    throw Unsupported("dplr::gpu: chunk_h_o's tensor-core variant needs 16-bit inputs, C = 16, K a multiple of 4, V a "
+                      "multiple of 8, 16-byte aligned v, kg, bg, eg_last, w, u, qg and 4-byte aligned o (got " +
+                      std::string(elem_type_name(in.dtype)) + ", C = " + std::to_string(C) + ", K = " +
+                      std::to_string(in.K) + ", V = " + std::to_string(in.V) + ")");
   dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto) {
     using T = decltype(t);
     auto go = [&](auto cst) {
       constexpr int CC = decltype(cst)::value;
-      if (in.K <= 64) launch_ho<T, CC, 64>(p, grid, vec, stream);
-      else launch_ho<T, CC, 128>(p, grid, vec, stream);
+      if (in.K <= 64) launch_ho<T, CC, 64>(p, grid, vec, variant, stream);
+      else launch_ho<T, CC, 128>(p, grid, vec, variant, stream);
     };
     if (C == 16) go(std::integral_constant<int, 16>{});
     else if (C == 32) go(std::integral_constant<int, 32>{});

@@ -61,6 +61,29 @@ class CudaError : public std::runtime_error {
 // The largest K and V any kernel takes.
 inline constexpr int kMaxHeadDim = 128;
 
+// Which kernel runs a chunk stage that more than one kernel implements. The defaults are the fastest measured
+// (gpu/NOTES.md); the others are there so that the tests check and the benchmark times every kernel. An explicit
+// choice the request cannot take (Factored at C != 16; TensorCores outside 16-bit inputs at C = 16 with V a multiple of 8 and 16-byte
+// aligned operands) throws
+// Unsupported, and so does a value outside the enum: never a silent fallback to the default.
+enum class AVariant {
+  Default,   // Factored at C = 16, Direct otherwise
+  Factored,  // stage A with 4 x 4 sub-blocks factored through a reference token (C = 16 only)
+  Direct,    // stage A with one exponential per (row, column, k)
+};
+enum class HOVariant {
+  Default,      // TensorCores where it applies, else Fma2
+  TensorCores,  // chunk_ho_mma_kernel: 3xTF32 mma.sync (16-bit inputs, C = 16, 16-byte aligned operands)
+  Fma2,         // chunk_ho_kernel, fp32 FMA, two columns of V a thread
+  Fma1,         // chunk_ho_kernel, fp32 FMA, one column of V a thread
+};
+struct ChunkVariant {
+  AVariant a = AVariant::Default;    // chunk_A (staged; also the fused path where chunk_A_WY does not apply)
+  HOVariant ho = HOVariant::Default; // chunk_h_o (the fused path)
+};
+const char* variant_name(AVariant v);   // "default", "factored", "direct"
+const char* variant_name(HOVariant v);  // "default", "tensor-cores", "fma2", "fma1"
+
 // The forward inputs. All pointers are device pointers.
 struct ForwardInputs {
   std::int64_t B = 1, T = 1, H = 1, K = 64, V = 64;
@@ -76,6 +99,7 @@ struct ForwardInputs {
   // chunk_forward / chunk_forward_fused fill it themselves (in their workspace); unused without cu_seqlens.
   const std::int32_t* chunk_offsets = nullptr;
   int chunk_offsets_C = 0;
+  ChunkVariant variant;  // the chunk stages' kernel choice (check_inputs refuses a value outside the enums)
 
   std::int64_t N() const { return cu_seqlens ? num_sequences : B; }
   float resolved_scale() const;

@@ -9,8 +9,8 @@
 // stage oracles (reference/chunk_stages.hpp, double), and stage A's gated operands (ours alone) against an
 // fp64 loop of the chunk form (this file's chunk_oracle), so that a bad stage is named. The fused chunk path
 // (chunk_forward_fused: chunk_A_WY, tensor cores, where it applies, then chunk_h_o) is held to the same bar, with
-// both variants of the staged A kernel (DPLR_GPU_A_FACTOR) and of the h+o kernel (DPLR_GPU_HO_COLS: m, the
-// default, tensor cores where they apply; 2 and 1, the FMA kernel); chunk_A_WY alone against the stage oracles.
+// both variants of the staged A kernel (AVariant) and of the h+o kernel (HOVariant: the default, tensor cores
+// where they apply; Fma2 and Fma1, the FMA kernel); chunk_A_WY alone against the stage oracles.
 // Skips with a message when no CUDA device is present (or when built without CUDA).
 #include <gtest/gtest.h>
 
@@ -461,16 +461,16 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       expect_stage("WY", "u", u, X("u"), tol);
       expect_stage("h", "h", h, X("h"), tol);
       expect_stage("h", "v_new", vnew, X("v_new"), tol);
-      {  // the direct (unfactored) A kernel too (DPLR_GPU_A_FACTOR=0; the factored one is C = 16's default)
+      {  // the direct (unfactored) A kernel too (AVariant::Direct; the factored one is C = 16's default)
         DevBuf Aqk3(sz.A * 4), Aqb3(sz.A * 4), Aak3(sz.A * 4), Aab3(sz.A * 4), qg3(sz.kdim * 4), kg3(sz.kdim * 4),
             bg3(sz.kdim * 4), ag3(sz.kdim * 4), egl3(sz.eg_last * 4);
         for (DevBuf* b : {&Aqk3, &Aqb3, &Aak3, &Aab3, &qg3, &kg3, &bg3, &ag3, &egl3}) b->poison();
         g::GatedOperands g3;
         g3.qg = qg3.f(), g3.kg = kg3.f(), g3.bg = bg3.f(), g3.ag = ag3.f(), g3.eg_last = egl3.f();
-        setenv("DPLR_GPU_A_FACTOR", "0", 1);
-        g::chunk_A(in, C, Aqk3.f(), Aqb3.f(), Aak3.f(), Aab3.f(), g3);
+        g::ForwardInputs direct = in;
+        direct.variant.a = g::AVariant::Direct;
+        g::chunk_A(direct, C, Aqk3.f(), Aqb3.f(), Aak3.f(), Aab3.f(), g3);
         ck(cudaDeviceSynchronize(), "chunk_A direct");
-        unsetenv("DPLR_GPU_A_FACTOR");
         expect_stage("Adirect", "A_qk", Aqk3, X("A_qk"), tol);
         expect_stage("Adirect", "A_qb", Aqb3, X("A_qb"), tol);
         expect_stage("Adirect", "A_ak", Aak3, X("A_ak"), tol);
@@ -512,18 +512,20 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       g::ChunkWorkspace wsf = g::carve_chunk_workspace(d.in, C, buf.f());
       const bool fused = g::chunk_fused_ho(d.in, C);
       if (fused) wsf.h = wsf.v_new = nullptr;
-      for (const char* cols : {"m", "2", "1"}) {  // h+o: default (tensor cores for 16-bit C16 K<=64), FMA 2 / 1 columns
-        setenv("DPLR_GPU_HO_COLS", cols, 1);
+      // h+o: default (tensor cores for 16-bit inputs at C16), FMA 2 / 1 columns a thread
+      for (g::HOVariant hv : {g::HOVariant::Default, g::HOVariant::Fma2, g::HOVariant::Fma1}) {
+        const char* cols = g::variant_name(hv);
+        g::ForwardInputs vin = d.in;
+        vin.variant.ho = hv;
         buf.poison();
         o.poison();
         ht.poison();
-        g::chunk_forward_fused(d.in, C, wsf, o.p, ht.f());
+        g::chunk_forward_fused(vin, C, wsf, o.p, ht.f());
         ck(cudaDeviceSynchronize(), "chunk_forward_fused");
-        unsetenv("DPLR_GPU_HO_COLS");
         const std::vector<double> of = download(o, c.B * c.T * c.H * c.V, c.dt);
         const std::vector<double> htf = download(ht, N * c.H * c.K * c.V, g::ElemType::F32);
-        expect_accurate(std::string(fused ? "fusedho" : "fusedfb") + std::to_string(C) + "c" + cols, of, htf, e, c);
-        std::printf("    fused path %s cols %s; o bitwise equal to the staged o: %s, ht: %s\n",
+        expect_accurate(std::string(fused ? "fusedho" : "fusedfb") + std::to_string(C) + "-" + cols, of, htf, e, c);
+        std::printf("    fused path %s, h+o %s; o bitwise equal to the staged o: %s, ht: %s\n",
                     fused ? "h+o kernel" : "staged fallback", cols, of == o1 ? "yes" : "no", htf == ht1 ? "yes" : "no");
         if (!fused) break;
       }
@@ -622,6 +624,26 @@ TEST(GpuRefusal, UnsupportedInputsThrowBeforeLaunch) {
   x.num_sequences = 1;
   bad(x, "cu_seqlens with B > 1");
   EXPECT_THROW(g::check_chunk(in, 48), g::Unsupported);
+  // Kernel variants: a value outside the enums is refused, never taken as the default; an explicit variant the
+  // request cannot take is refused too.
+  x = in;
+  x.variant.a = static_cast<g::AVariant>(7);
+  bad(x, "AVariant 7");
+  x = in;
+  x.variant.ho = static_cast<g::HOVariant>(-1);
+  bad(x, "HOVariant -1");
+  {
+    float* f = reinterpret_cast<float*>(&dummy);
+    g::GatedOperands gated;
+    gated.qg = gated.kg = gated.bg = gated.ag = gated.eg_last = f;
+    x = in;
+    x.variant.a = g::AVariant::Factored;
+    EXPECT_THROW(g::chunk_A(x, 32, f, f, f, f, gated), g::Unsupported) << "factored A at C = 32";
+    x = in;
+    x.dtype = x.gk_dtype = g::ElemType::F32;
+    x.variant.ho = g::HOVariant::TensorCores;
+    EXPECT_THROW(g::chunk_h_o(x, 16, f, f, f, f, f, f, f, f, f, f), g::Unsupported) << "tensor-core h+o with fp32";
+  }
   // cu_seqlens: the stages need the chunk numbering for their chunk size; the workspace and the drivers' checks do not.
   x = in;
   x.cu_seqlens = reinterpret_cast<const std::int64_t*>(&dummy);
