@@ -37,9 +37,8 @@ float ForwardInputs::resolved_scale() const {
   return scale < 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(K))) : scale;
 }
 
-namespace {
-[[noreturn]] void refuse(const std::string& what) { throw Unsupported("dplr::gpu: " + what); }
-}  // namespace
+void detail::refuse(const std::string& what) { throw Unsupported("dplr::gpu: " + what); }
+using detail::refuse;
 
 void check_inputs(const ForwardInputs& in) {
   std::ostringstream shape;

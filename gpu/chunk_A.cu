@@ -273,12 +273,8 @@ void chunk_A(const ForwardInputs& in, int C, float* A_qk, float* A_qb, float* A_
   AArgs p{in.q, in.k, in.a, in.b, in.gk, chunk_geom(in, C), in.H, static_cast<int>(in.K),
           in.resolved_scale(), A_qk, A_qb, A_ak, A_ab, gated};
   const dim3 grid = chunk_grid(in, C);
-  dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto g) {
-    using T = decltype(t);
-    using G = decltype(g);
-    if (C == 16) launch_A<T, G, 16>(p, grid, factored, stream);
-    else if (C == 32) launch_A<T, G, 32>(p, grid, factored, stream);
-    else launch_A<T, G, 64>(p, grid, factored, stream);
+  dispatch_types_and_chunk(in.dtype, in.gk_dtype, C, [&](auto t, auto g, auto c) {
+    launch_A<decltype(t), decltype(g), decltype(c)::value>(p, grid, factored, stream);
   });
 }
 
