@@ -33,6 +33,7 @@ TEST(Gpu, Skipped) { GTEST_SKIP() << "built without CUDA (DPLR_ENABLE_CUDA=OFF):
 #include <cuda_runtime_api.h>
 
 #include "gpu/dplr_gpu.hpp"
+#include "verify/gpu_harness.hpp"
 
 namespace {
 using dplr::DType;
@@ -57,67 +58,12 @@ bool have_device(std::string* why) {
     if (!have_device(&why)) GTEST_SKIP() << why; \
   } while (0)
 
-void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
-
-DType to_core(g::ElemType t) { return t == g::ElemType::F32 ? DType::F32 : t == g::ElemType::F16 ? DType::F16 : DType::BF16; }
-
-// A device buffer holding a tensor in a dtype.
-struct DevBuf {
-  void* p = nullptr;
-  std::size_t bytes = 0;
-  DevBuf() = default;
-  explicit DevBuf(std::size_t n) : bytes(n) { ck(cudaMalloc(&p, n ? n : 1), "cudaMalloc"); }
-  ~DevBuf() { if (p) cudaFree(p); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  DevBuf(DevBuf&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
-  DevBuf& operator=(DevBuf&& o) noexcept {
-    if (this != &o) {
-      if (p) cudaFree(p);
-      p = o.p;
-      bytes = o.bytes;
-      o.p = nullptr;
-    }
-    return *this;
-  }
-  float* f() const { return static_cast<float*>(p); }
-  void poison() { ck(cudaMemset(p, 0xFF, bytes), "cudaMemset"); }  // NaN in fp32, fp16 and bf16
-};
-
-DevBuf upload(const std::vector<double>& x, g::ElemType t) {
-  DevBuf d(x.size() * g::elem_size(t));
-  std::vector<unsigned char> host(d.bytes);
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    if (t == g::ElemType::F32) {
-      float f = static_cast<float>(x[i]);
-      std::memcpy(&host[4 * i], &f, 4);
-    } else {
-      std::uint16_t u = t == g::ElemType::F16 ? dplr::double_to_fp16_bits(x[i]) : dplr::double_to_bf16_bits(x[i]);
-      std::memcpy(&host[2 * i], &u, 2);
-    }
-  }
-  ck(cudaMemcpy(d.p, host.data(), d.bytes, cudaMemcpyHostToDevice), "upload");
-  return d;
-}
-std::vector<double> download(const DevBuf& d, std::size_t n, g::ElemType t) {
-  std::vector<unsigned char> host(n * g::elem_size(t));
-  ck(cudaMemcpy(host.data(), d.p, host.size(), cudaMemcpyDeviceToHost), "download");
-  std::vector<double> x(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (t == g::ElemType::F32) {
-      float f;
-      std::memcpy(&f, &host[4 * i], 4);
-      x[i] = f;
-    } else {
-      std::uint16_t u;
-      std::memcpy(&u, &host[2 * i], 2);
-      x[i] = t == g::ElemType::F16 ? dplr::fp16_bits_to_double(u) : dplr::bf16_bits_to_double(u);
-    }
-  }
-  return x;
-}
+using dplr::core_dtype;
+using DevBuf = dplr::DeviceBuffer;
+void ck(cudaError_t e, const char* what) { dplr::check_cuda(e, what); }
+DType to_core(g::ElemType t) { return core_dtype(t); }
+DevBuf upload(const std::vector<double>& x, g::ElemType t) { return dplr::upload_values(x, t); }
+std::vector<double> download(const DevBuf& d, std::size_t n, g::ElemType t) { return dplr::download_values(d.get(), n, t); }
 
 enum class Gate { Fla, Strong, Pinned30 };
 const char* gate_name(Gate g) { return g == Gate::Fla ? "logsigmoid" : g == Gate::Strong ? "U[-30,0]" : "-30"; }
@@ -190,47 +136,18 @@ dplr::DplrProblem make_problem(const Case& c, std::uint64_t seed) {
   return p;
 }
 
-double rel_rmse(const std::vector<double>& x, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    num += (x[i] - ref[i]) * (x[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using dplr::rel_rmse;
 std::int64_t count_bad(const std::vector<double>& x) {
   std::int64_t n = 0;
   for (double v : x) n += !std::isfinite(v);
   return n;
 }
 
-// Device copies of a problem's inputs and the ForwardInputs that point at them.
+// Device copies of a problem's inputs (the harness's DeviceProblem) and the ForwardInputs that point at them.
 struct DevProblem {
-  DevBuf q, k, v, a, b, gk, h0, cu;
-  g::ForwardInputs in;
-  DevProblem(const dplr::DplrProblem& p, const Case& c) {
-    q = upload(p.q.values, c.dt);
-    k = upload(p.k.values, c.dt);
-    v = upload(p.v.values, c.dt);
-    a = upload(p.a.values, c.dt);
-    b = upload(p.b.values, c.dt);
-    const g::ElemType gdt = c.gk_f32 ? g::ElemType::F32 : c.dt;
-    gk = upload(p.gk.values, gdt);
-    in.B = c.B, in.T = c.T, in.H = c.H, in.K = c.K, in.V = c.V;
-    in.dtype = c.dt;
-    in.gk_dtype = gdt;
-    in.q = q.p, in.k = k.p, in.v = v.p, in.a = a.p, in.b = b.p, in.gk = gk.p;
-    if (p.h0) {
-      h0 = upload(p.h0->values, g::ElemType::F32);
-      in.h0 = h0.f();
-    }
-    if (!c.cu.empty()) {
-      cu = DevBuf(c.cu.size() * 8);
-      ck(cudaMemcpy(cu.p, c.cu.data(), cu.bytes, cudaMemcpyHostToDevice), "cu");
-      in.cu_seqlens = static_cast<const std::int64_t*>(cu.p);
-      in.num_sequences = static_cast<std::int64_t>(c.cu.size()) - 1;
-    }
-  }
+  dplr::DeviceProblem device;
+  const g::ForwardInputs& in;
+  DevProblem(const dplr::DplrProblem& p, const Case&) : device(p), in(device.inputs()) {}
 };
 
 struct Exact {
@@ -335,7 +252,7 @@ TEST(GpuRecurrent, MatchesExactReference) {
     DevBuf o(c.B * c.T * c.H * c.V * g::elem_size(c.dt)), ht(N * c.H * c.K * c.V * 4);
     o.poison();
     ht.poison();
-    g::fused_recurrent_forward(d.in, o.p, ht.f(), c.reverse);
+    g::fused_recurrent_forward(d.in, o.get(), ht.f(), c.reverse);
     ck(cudaDeviceSynchronize(), "recurrent");
     expect_accurate("recurrent", download(o, c.B * c.T * c.H * c.V, c.dt), download(ht, N * c.H * c.K * c.V, g::ElemType::F32),
                     e, c);
@@ -401,13 +318,13 @@ g::ForwardInputs stage_inputs(const DevProblem& d, const dplr::DplrProblem& p, i
   const std::int64_t N = in.N();
   offsets = DevBuf((N + 1) * 4);
   offsets.poison();
-  g::prepare_chunk_offsets(in, C, static_cast<std::int32_t*>(offsets.p));
+  g::prepare_chunk_offsets(in, C, static_cast<std::int32_t*>(offsets.get()));
   std::vector<std::int32_t> got(N + 1);
-  ck(cudaMemcpy(got.data(), offsets.p, got.size() * 4, cudaMemcpyDeviceToHost), "chunk_offsets");
+  ck(cudaMemcpy(got.data(), offsets.get(), got.size() * 4, cudaMemcpyDeviceToHost), "chunk_offsets");
   const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, C);
   for (std::int64_t n = 0; n <= N; ++n)
     EXPECT_EQ(got[n], n < N ? grid.first_chunk[n] : grid.NT) << "chunk_offsets[" << n << "], C " << C;
-  in.chunk_offsets = static_cast<const std::int32_t*>(offsets.p);
+  in.chunk_offsets = static_cast<const std::int32_t*>(offsets.get());
   in.chunk_offsets_C = C;
   return in;
 }
@@ -442,7 +359,7 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       g::chunk_A(in, C, Aqk.f(), Aqb.f(), Aak.f(), Aab.f(), gated);
       g::chunk_WY(in, C, Aab.f(), Aak.f(), ag.f(), Ainv.f(), w.f(), u.f());
       g::chunk_h(in, C, kg.f(), bg.f(), egl.f(), w.f(), u.f(), h.f(), vnew.f(), ht.f());
-      g::chunk_o(in, C, Aqk.f(), Aqb.f(), qg.f(), vnew.f(), h.f(), o.p);
+      g::chunk_o(in, C, Aqk.f(), Aqb.f(), qg.f(), vnew.f(), h.f(), o.get());
       ck(cudaDeviceSynchronize(), "chunk stages");
       const double tol = 1e-5;
       expect_stage("cumsum", "gi", gi, X("gi"), 1e-6);
@@ -501,7 +418,7 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       buf.poison();
       o.poison();
       ht.poison();
-      g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.p, ht.f());
+      g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.get(), ht.f());
       ck(cudaDeviceSynchronize(), "chunk_forward");
       EXPECT_EQ(download(o, c.B * c.T * c.H * c.V, c.dt), o1) << "chunk_forward differs from the stages run alone";
       const std::vector<double> ht1 = download(ht, N * c.H * c.K * c.V, g::ElemType::F32);
@@ -520,11 +437,13 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
         buf.poison();
         o.poison();
         ht.poison();
-        g::chunk_forward_fused(vin, C, wsf, o.p, ht.f());
+        g::chunk_forward_fused(vin, C, wsf, o.get(), ht.f());
         ck(cudaDeviceSynchronize(), "chunk_forward_fused");
         const std::vector<double> of = download(o, c.B * c.T * c.H * c.V, c.dt);
         const std::vector<double> htf = download(ht, N * c.H * c.K * c.V, g::ElemType::F32);
         expect_accurate(std::string(fused ? "fusedho" : "fusedfb") + std::to_string(C) + "-" + cols, of, htf, e, c);
+        // Printed, not asserted: the fused path sums in other orders (chunk_A_WY, the h+o kernels), so its o differs
+        // from the staged o in the last bit in most runs; what holds is the accuracy bar above.
         std::printf("    fused path %s, h+o %s; o bitwise equal to the staged o: %s, ht: %s\n",
                     fused ? "h+o kernel" : "staged fallback", cols, of == o1 ? "yes" : "no", htf == ht1 ? "yes" : "no");
         if (!fused) break;
@@ -557,8 +476,8 @@ TEST(GpuChunk, ManyShortSequences) {
       o.poison();
       ht.poison();
       const g::ChunkWorkspace ws = g::carve_chunk_workspace(d.in, C, buf.f());
-      if (fused) g::chunk_forward_fused(d.in, C, ws, o.p, ht.f());
-      else g::chunk_forward(d.in, C, ws, o.p, ht.f());
+      if (fused) g::chunk_forward_fused(d.in, C, ws, o.get(), ht.f());
+      else g::chunk_forward(d.in, C, ws, o.get(), ht.f());
       ck(cudaDeviceSynchronize(), "chunk forward, many sequences");
       expect_accurate((fused ? "fused" : "chunk") + std::to_string(C), download(o, c.T * c.V, c.dt),
                       download(ht, N * c.K * c.V, g::ElemType::F32), e, c);
@@ -566,7 +485,8 @@ TEST(GpuChunk, ManyShortSequences) {
   }
 }
 
-// Every kernel once on small shapes (for compute-sanitizer racecheck/memcheck runs, which are slow).
+// Every kernel once on small shapes (for compute-sanitizer racecheck/memcheck runs, which are slow). Asserts that
+// every launch is accepted and that o and ht come back fully written and finite; accuracy is the other tests' job.
 TEST(GpuSanitize, EveryKernelOnce) {
   REQUIRE_DEVICE();
   using E = g::ElemType;
@@ -582,17 +502,32 @@ TEST(GpuSanitize, EveryKernelOnce) {
     c.name = describe(c);
     const dplr::DplrProblem p = make_problem(c, ++seed);
     DevProblem d(p, c);
-    DevBuf o(c.B * c.T * c.H * c.V * g::elem_size(c.dt)), ht(d.in.N() * c.H * c.K * c.V * 4);
-    g::fused_recurrent_forward(d.in, o.p, ht.f(), c.reverse);
+    const std::int64_t no = c.B * c.T * c.H * c.V, nht = d.in.N() * c.H * c.K * c.V;
+    DevBuf o(no * g::elem_size(c.dt)), ht(nht * 4);
+    auto expect_written = [&](const std::string& what) {
+      EXPECT_EQ(count_bad(download(o, no, c.dt)), 0) << what << " " << c.name << ": o has unwritten or non-finite elements";
+      EXPECT_EQ(count_bad(download(ht, nht, g::ElemType::F32)), 0) << what << " " << c.name << ": ht has unwritten or non-finite elements";
+    };
+    o.poison();
+    ht.poison();
+    ASSERT_NO_THROW(g::fused_recurrent_forward(d.in, o.get(), ht.f(), c.reverse));
     ck(cudaDeviceSynchronize(), "recurrent");
+    expect_written("recurrent");
     for (int C : {16, 32, 64}) {
+      SCOPED_TRACE("C" + std::to_string(C));
       DevBuf buf(g::chunk_workspace_floats(d.in, C).total() * 4);
-      g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.p, ht.f());
+      o.poison();
+      ht.poison();
+      ASSERT_NO_THROW(g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.get(), ht.f()));
       ck(cudaDeviceSynchronize(), "chunk_forward");
+      expect_written("chunk_forward");
       g::ChunkWorkspace wsf = g::carve_chunk_workspace(d.in, C, buf.f());
       if (g::chunk_fused_ho(d.in, C)) wsf.h = wsf.v_new = nullptr;
-      g::chunk_forward_fused(d.in, C, wsf, o.p, ht.f());
+      o.poison();
+      ht.poison();
+      ASSERT_NO_THROW(g::chunk_forward_fused(d.in, C, wsf, o.get(), ht.f()));
       ck(cudaDeviceSynchronize(), "chunk_forward_fused");
+      expect_written("chunk_forward_fused");
     }
   }
 }
@@ -687,6 +622,7 @@ TEST(GpuRefusal, UnsupportedInputsThrowBeforeLaunch) {
   EXPECT_NO_THROW(g::check_chunk(in, 32));
   try {
     g::check_chunk(in, 48);
+    ADD_FAILURE() << "check_chunk took chunk size 48";
   } catch (const g::Unsupported& e) {
     EXPECT_NE(std::string(e.what()).find("16, 32 or 64"), std::string::npos) << e.what();
   }
