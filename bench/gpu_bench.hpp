@@ -1,5 +1,6 @@
-// The GPU kernel benchmarks (bench/bench_gpu.cu): prints a table, writes JSON to json_path when given.
-// Returns 0, or throws dplr::gpu::CudaError.
+// The GPU kernel benchmarks (bench/bench_gpu.cpp): validates each shape against the exact reference, then
+// prints a table, writes JSON to json_path when given.
+// Returns 0; throws dplr::gpu::CudaError (a CUDA call failed) or std::runtime_error (a wrong result: no time printed).
 #pragma once
 
 namespace dplr {

@@ -1,6 +1,7 @@
-// `dplr bench`: speed figures. `--gpu` times our CUDA kernels (bench/bench_gpu.cu: CUDA events, warm-up,
-// median over rotated input sets); `--reference` times the exact reference's fwd+bwd on this machine's
-// CPUs. With neither, the GPU kernels where a device is present, else the reference.
+// `dplr bench`: speed figures. `--gpu` times our CUDA kernels (bench/bench_gpu.cpp: each shape validated against
+// the exact reference first, then CUDA events, warm-up, median over rotated input sets); `--reference` times
+// the exact reference's fwd+bwd on this machine's CPUs. With neither, the GPU kernels where a device is
+// present, else the reference.
 #include <fmt/format.h>
 
 #include <algorithm>

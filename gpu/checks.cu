@@ -15,13 +15,30 @@ const char* elem_type_name(ElemType t) {
 }
 std::size_t elem_size(ElemType t) { return t == ElemType::F32 ? 4 : 2; }
 
+const char* variant_name(AVariant v) {
+  switch (v) {
+    case AVariant::Default: return "default";
+    case AVariant::Factored: return "factored";
+    case AVariant::Direct: return "direct";
+  }
+  return "unknown";
+}
+const char* variant_name(HOVariant v) {
+  switch (v) {
+    case HOVariant::Default: return "default";
+    case HOVariant::TensorCores: return "tensor-cores";
+    case HOVariant::Fma2: return "fma2";
+    case HOVariant::Fma1: return "fma1";
+  }
+  return "unknown";
+}
+
 float ForwardInputs::resolved_scale() const {
   return scale < 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(K))) : scale;
 }
 
-namespace {
-[[noreturn]] void refuse(const std::string& what) { throw Unsupported("dplr::gpu: " + what); }
-}  // namespace
+void detail::refuse(const std::string& what) { throw Unsupported("dplr::gpu: " + what); }
+using detail::refuse;
 
 void check_inputs(const ForwardInputs& in) {
   std::ostringstream shape;
@@ -39,6 +56,12 @@ void check_inputs(const ForwardInputs& in) {
     if (in.num_sequences < 1) refuse("cu_seqlens needs num_sequences >= 1");
   }
   if (!(in.scale < 0.0f) && !std::isfinite(in.scale)) refuse("scale must be finite");
+  if (std::string(variant_name(in.variant.a)) == "unknown")
+    refuse("variant.a must be AVariant::Default, Factored or Direct (got " +
+           std::to_string(static_cast<int>(in.variant.a)) + ")");
+  if (std::string(variant_name(in.variant.ho)) == "unknown")
+    refuse("variant.ho must be HOVariant::Default, TensorCores, Fma2 or Fma1 (got " +
+           std::to_string(static_cast<int>(in.variant.ho)) + ")");
 }
 
 namespace detail {

@@ -11,9 +11,8 @@
 // exp2f's range-checked sequence (A C16 0.84 -> 0.73 ms, C64 4.13 -> 3.38 ms, run 2). At C = 16 the
 // default (FAC) splits the chunk into 4 x 4 blocks and forms the off-diagonal blocks from pre-scaled operands
 // (sub-block factoring with both factors <= 1, see FAC below), warps 0-1 on the diagonal blocks, 2-4 on the
-// off-diagonal ones; DPLR_GPU_A_FACTOR=0 selects the direct kernel. The fused path's A + WY for 16-bit inputs
+// off-diagonal ones; AVariant::Direct (ForwardInputs::variant.a) selects the direct kernel. The fused path's A + WY for 16-bit inputs
 // is chunk_A_WY.cu (tensor cores); this kernel is the staged stage and the fused path's fp32 / K > 64 fallback.
-#include <cstdlib>
 
 #include "gpu/common.cuh"
 
@@ -243,17 +242,11 @@ __global__ void __launch_bounds__(256, C == 16 ? 6 : 1) chunk_A_kernel(AArgs p) 
   }
 }
 
-// The factored kernel (FAC) is on by default for C = 16; DPLR_GPU_A_FACTOR=0 selects the direct one (a tuning
-// knob for the benchmark and the tests).
-bool a_factored() {
-  const char* env = std::getenv("DPLR_GPU_A_FACTOR");
-  return !(env && env[0] == '0');
-}
-
+// factored: the sub-block kernel (C = 16 only; chunk_A checked the request).
 template <typename T, typename G, int C>
-void launch_A(const AArgs& p, dim3 grid, cudaStream_t stream) {
+void launch_A(const AArgs& p, dim3 grid, bool factored, cudaStream_t stream) {
   if constexpr (C == 16) {
-    if (a_factored()) {
+    if (factored) {
       constexpr std::size_t bytes = a_any_smem<C, true>();
       set_smem(chunk_A_kernel<T, G, C, true>, bytes);
       chunk_A_kernel<T, G, C, true><<<grid, 256, bytes, stream>>>(p);
@@ -273,15 +266,15 @@ void chunk_A(const ForwardInputs& in, int C, float* A_qk, float* A_qb, float* A_
   if (!A_qk || !A_qb || !A_ak || !A_ab) throw Unsupported("dplr::gpu: chunk_A needs A_qk, A_qb, A_ak and A_ab");
   if (!gated.qg || !gated.kg || !gated.bg || !gated.ag || !gated.eg_last)
     throw Unsupported("dplr::gpu: chunk_A needs every gated operand buffer (qg, kg, bg, ag, eg_last)");
+  if (in.variant.a == AVariant::Factored && C != 16)
+    throw Unsupported("dplr::gpu: chunk_A's factored variant needs chunk size 16 (got " + std::to_string(C) +
+                      "); AVariant::Default picks the direct kernel there");
+  const bool factored = in.variant.a == AVariant::Factored || (in.variant.a == AVariant::Default && C == 16);
   AArgs p{in.q, in.k, in.a, in.b, in.gk, chunk_geom(in, C), in.H, static_cast<int>(in.K),
           in.resolved_scale(), A_qk, A_qb, A_ak, A_ab, gated};
   const dim3 grid = chunk_grid(in, C);
-  dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto g) {
-    using T = decltype(t);
-    using G = decltype(g);
-    if (C == 16) launch_A<T, G, 16>(p, grid, stream);
-    else if (C == 32) launch_A<T, G, 32>(p, grid, stream);
-    else launch_A<T, G, 64>(p, grid, stream);
+  dispatch_types_and_chunk(in.dtype, in.gk_dtype, C, [&](auto t, auto g, auto c) {
+    launch_A<decltype(t), decltype(g), decltype(c)::value>(p, grid, factored, stream);
   });
 }
 

@@ -156,11 +156,8 @@ __device__ __forceinline__ void level(const LevelArgs& la, const unsigned (&rq)[
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {  // B (k = column d, n = the level's column index), KB stored n-major
       unsigned bh0, bl0, bh1, bl1;
-      split_tf32(KB[(8 * nt + g) * KP + k0 + t], bh0, bl0);
-      split_tf32(KB[(8 * nt + g) * KP + k0 + t + 4], bh1, bl1);
-      mma_tf32(cor[nt], ah, bl0, bl1);
-      mma_tf32(cor[nt], al, bh0, bh1);
-      mma_tf32(acc[nt], ah, bh0, bh1);
+      load_bt_split(KB, KP, k0, 8 * nt, g, t, bh0, bl0, bh1, bl1);
+      mma_3xtf32(acc[nt], cor[nt], cor[nt], ah, al, bh0, bl0, bh1, bl1);
     }
   }
 #pragma unroll
@@ -315,9 +312,7 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
     for (int ks = 0; ks < 2; ++ks) {
       unsigned bh0, bl0, bh1, bl1;
       load_b_split(Aak, BAP, 8 * ks, 8 * nt, g, t, bh0, bl0, bh1, bl1);
-      mma_tf32(cor, ih[ks], bl0, bl1);
-      mma_tf32(cor, il[ks], bh0, bh1);
-      mma_tf32(acc, ih[ks], bh0, bh1);
+      mma_3xtf32(acc, cor, cor, ih[ks], il[ks], bh0, bl0, bh1, bl1);
     }
     st2f(M + g * AP + 8 * nt + 2 * t, make_float2(acc[0] + cor[0], acc[1] + cor[1]));
     st2f(M + (g + 8) * AP + 8 * nt + 2 * t, make_float2(acc[2] + cor[2], acc[3] + cor[3]));
@@ -336,9 +331,7 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
       for (int ks = 0; ks < 2; ++ks) {
         unsigned bh0, bl0, bh1, bl1;
         load_b_split(AG, BP, 8 * ks, n0, g, t, bh0, bl0, bh1, bl1);
-        mma_tf32(cor, ih[ks], bl0, bl1);
-        mma_tf32(cor, il[ks], bh0, bh1);
-        mma_tf32(acc, ih[ks], bh0, bh1);
+        mma_3xtf32(acc, cor, cor, ih[ks], il[ks], bh0, bl0, bh1, bl1);
       }
       if (col < p.K) {
         if (r0ok) st2f(p.w + tix(ch.bos + g, h, H, col, p.K), make_float2(acc[0] + cor[0], acc[1] + cor[1]));
@@ -351,8 +344,7 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
       for (int ks = 0; ks < 2; ++ks) {
         const unsigned b0 = elem_bits<T>(VS + (8 * ks + t) * VW, n0 + g);
         const unsigned b1 = elem_bits<T>(VS + (8 * ks + t + 4) * VW, n0 + g);
-        mma_tf32(cor, ml[ks], b0, b1);
-        mma_tf32(acc, mh[ks], b0, b1);
+        mma_2xtf32(acc, cor, mh[ks], ml[ks], b0, b1);
       }
       if (col < p.V) {
         if (r0ok) st2f(p.u + tix(ch.bos + g, h, H, col, p.V), make_float2(acc[0] + cor[0], acc[1] + cor[1]));

@@ -107,11 +107,8 @@ void chunk_WY(const ForwardInputs& in, int C, const float* A_ab, const float* A_
     throw Unsupported("dplr::gpu: chunk_WY needs A_ab, A_ak, ag, A_ab_inv, w and u");
   WYArgs p{in.v, ag, chunk_geom(in, C), in.H, static_cast<int>(in.K), static_cast<int>(in.V), A_ab, A_ak, A_ab_inv, w, u};
   const dim3 grid = chunk_grid(in, C);
-  dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto) {
-    using T = decltype(t);
-    if (C == 16) launch_wy<T, 16>(p, grid, stream);
-    else if (C == 32) launch_wy<T, 32>(p, grid, stream);
-    else launch_wy<T, 64>(p, grid, stream);
+  dispatch_types_and_chunk(in.dtype, in.gk_dtype, C, [&](auto t, auto, auto c) {
+    launch_wy<decltype(t), decltype(c)::value>(p, grid, stream);
   });
   DPLR_LAUNCHED("chunk_WY_kernel");
 }

@@ -187,11 +187,8 @@ void chunk_h(const ForwardInputs& in, int C, const float* kg, const float* bg, c
   HArgs p{in.v, kg, bg, eg_last, in.h0, w, u, h, v_new, ht, chunk_geom(in, C), in.H, static_cast<int>(in.K),
           static_cast<int>(in.V)};
   const dim3 grid = sequential_grid(in, (in.V + kVT - 1) / kVT);
-  dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto) {
-    using T = decltype(t);
-    if (C == 16) launch_h<T, 16>(p, grid, stream);
-    else if (C == 32) launch_h<T, 32>(p, grid, stream);
-    else launch_h<T, 64>(p, grid, stream);
+  dispatch_types_and_chunk(in.dtype, in.gk_dtype, C, [&](auto t, auto, auto c) {
+    launch_h<decltype(t), decltype(c)::value>(p, grid, stream);
   });
   DPLR_LAUNCHED("chunk_h_kernel");
 }

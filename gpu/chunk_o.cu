@@ -126,11 +126,8 @@ void chunk_o(const ForwardInputs& in, int C, const float* A_qk, const float* A_q
     throw Unsupported("dplr::gpu: chunk_o needs A_qk, A_qb, qg, v_new, h and o");
   OArgs p{in.v, qg, A_qk, A_qb, v_new, h, o, chunk_geom(in, C), in.H, static_cast<int>(in.K), static_cast<int>(in.V)};
   const dim3 grid = chunk_grid(in, C);
-  dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto) {
-    using T = decltype(t);
-    if (C == 16) launch_o<T, 16>(p, grid, stream);
-    else if (C == 32) launch_o<T, 32>(p, grid, stream);
-    else launch_o<T, 64>(p, grid, stream);
+  dispatch_types_and_chunk(in.dtype, in.gk_dtype, C, [&](auto t, auto, auto c) {
+    launch_o<decltype(t), decltype(c)::value>(p, grid, stream);
   });
   DPLR_LAUNCHED("chunk_o_kernel");
 }

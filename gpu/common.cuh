@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "gpu/dplr_gpu.hpp"
 
@@ -21,6 +22,9 @@ void throw_cuda(cudaError_t err, const char* what, const char* file, int line);
     if (_e != cudaSuccess) ::dplr::gpu::detail::throw_cuda(_e, #call, __FILE__, __LINE__);   \
   } while (0)
 #define DPLR_LAUNCHED(name) DPLR_CUDA(cudaGetLastError())
+
+// Throws Unsupported("dplr::gpu: " + what): a request refused before anything is launched.
+[[noreturn]] void refuse(const std::string& what);
 
 // Typed loads/stores: the kernels are templates over the input type T and the gk type G, so loads are plain
 // (no per-element dtype branch) and the compiler can keep several in flight.
@@ -50,6 +54,17 @@ void dispatch_types(ElemType dt, ElemType gdt, Fn&& fn) {
   }
 }
 
+// Calls fn(T{}, G{}, std::integral_constant<int, C>{}) with the input types (dispatch_types) and the chunk size
+// C as a constant (16, 32 or 64; check_chunk_shape refused any other).
+template <typename Fn>
+void dispatch_types_and_chunk(ElemType dt, ElemType gdt, int C, Fn&& fn) {
+  dispatch_types(dt, gdt, [&](auto t, auto g) {
+    if (C == 16) fn(t, g, std::integral_constant<int, 16>{});
+    else if (C == 32) fn(t, g, std::integral_constant<int, 32>{});
+    else fn(t, g, std::integral_constant<int, 64>{});
+  });
+}
+
 // log2(e), and ln(2).
 constexpr double kLog2e = 1.4426950408889634;
 constexpr float kLn2f = 0.69314718055994531f;
@@ -75,6 +90,43 @@ __device__ __forceinline__ float ex2_ftz(float x) {
   return y;
 }
 __device__ __forceinline__ float exp2_split(float2 r) { return exp2f(r.x) * (1.0f + r.y * kLn2f); }
+
+// ---- cp.async (sm_80+): global -> shared copies that bypass registers, zero-filled where !ok --------------------
+__device__ __forceinline__ void cp4(void* smem, const void* gmem, bool ok) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 4 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp16(void* smem, const void* gmem, bool ok) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+// An NS-deep ring of shared-memory stages filled by cp.async NS - 1 chunks ahead, for the kernels that walk the
+// chunks c = 0 .. count - 1 of one sequence (h+o); load(c, slot) issues chunk c's copies into stage `slot`, one
+// commit group a chunk (empty past the end, so that the wait counts stay fixed).
+// Before the loop: chunks 0 .. NS - 2 in flight.
+template <int NS, typename Load>
+__device__ __forceinline__ void ring_start(std::int64_t count, Load& load) {
+#pragma unroll
+  for (int s = 0; s < NS - 1; ++s) {
+    if (s < count) load(s, s);
+    cp_commit();
+  }
+}
+// At the top of chunk c: waits until chunk c's stage has landed for every thread (the barrier also means that chunk
+// c - 1, whose slot chunk c + NS - 1 reuses, is done), then puts chunk c + NS - 1 in flight. Chunk c's stage is
+// slot c % NS.
+template <int NS, typename Load>
+__device__ __forceinline__ void ring_advance(std::int64_t c, std::int64_t count, Load& load) {
+  cp_wait<NS - 2>();
+  __syncthreads();
+  const std::int64_t nc = c + NS - 1;
+  if (nc < count) load(nc, static_cast<int>(nc % NS));
+  cp_commit();
+}
 
 // ---- Chunk geometry, with and without cu_seqlens ------------------------------------------------------------
 // Without cu_seqlens batch row b is sequence n = b, with NT = ceil(T / C) chunks at global indices b NT + c.

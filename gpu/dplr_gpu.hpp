@@ -28,12 +28,15 @@
 //   o          [B, T, H, V] input dtype                                                            (o)
 // q in the chunk form is already multiplied by scale (so A_qk and A_qb include it).
 //
-// Decay range: the kernels never factor exp(gi_r - gi_s) as exp(gi_r) * exp(-gi_s); every exponent is a
-// difference over tokens s <= r of one chunk, so for gk <= 0 every exponential is <= 1 and any gk <= 0
-// (-30 and far below) is finite. Cumulative sums are formed in fp64 and split into two fp32 words, so the
-// difference keeps full fp32 accuracy however large |gi| grows. Not checked (no device-side input scan yet):
-// gk > 0 (growth) is computed as given and overflows to inf/NaN where the summed growth inside one chunk
-// passes ~88 (or the state itself grows past fp32); non-finite inputs give non-finite outputs.
+// Decay range: no kernel factors exp(gi_r - gi_s) as exp(gi_r) * exp(-gi_s) over a whole chunk; for gk <= 0
+// every decay factor is <= 1, so any gk <= 0 (-30 and far below) is finite. The staged kernels (chunk_A) form
+// the in-chunk cumulative sums in fp64, split into two fp32 words, and take each factor as the exponential of a
+// difference of two such sums (full fp32 accuracy however large |gi| grows). The tensor-core chunk_A_WY instead
+// multiplies per-token decays exp(gk_j) through a reference token m with s <= m <= r (each factor a running product
+// of at most 16 of them, <= 1; relative error ~n/2 ulp, measured: every stage tensor within 1.2e-7 of the exact
+// stage oracles). Not checked (no device-side input scan yet): gk > 0 (growth) is computed as given and overflows
+// to inf/NaN where the summed growth inside one chunk passes ~88 (or the state itself grows past fp32);
+// non-finite inputs give non-finite outputs.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -61,6 +64,29 @@ class CudaError : public std::runtime_error {
 // The largest K and V any kernel takes.
 inline constexpr int kMaxHeadDim = 128;
 
+// Which kernel runs a chunk stage that more than one kernel implements. The defaults are the fastest measured
+// (gpu/NOTES.md); the others are there so that the tests check and the benchmark times every kernel. An explicit
+// choice the request cannot take (Factored at C != 16; TensorCores outside 16-bit inputs at C = 16 with V a multiple of 8 and 16-byte
+// aligned operands) throws
+// Unsupported, and so does a value outside the enum: never a silent fallback to the default.
+enum class AVariant {
+  Default,   // Factored at C = 16, Direct otherwise
+  Factored,  // stage A with 4 x 4 sub-blocks factored through a reference token (C = 16 only)
+  Direct,    // stage A with one exponential per (row, column, k)
+};
+enum class HOVariant {
+  Default,      // TensorCores where it applies, else Fma2
+  TensorCores,  // chunk_ho_mma_kernel: 3xTF32 mma.sync (16-bit inputs, C = 16, 16-byte aligned operands)
+  Fma2,         // chunk_ho_kernel, fp32 FMA, two columns of V a thread
+  Fma1,         // chunk_ho_kernel, fp32 FMA, one column of V a thread
+};
+struct ChunkVariant {
+  AVariant a = AVariant::Default;    // chunk_A (staged; also the fused path where chunk_A_WY does not apply)
+  HOVariant ho = HOVariant::Default; // chunk_h_o (the fused path)
+};
+const char* variant_name(AVariant v);   // "default", "factored", "direct"
+const char* variant_name(HOVariant v);  // "default", "tensor-cores", "fma2", "fma1"
+
 // The forward inputs. All pointers are device pointers.
 struct ForwardInputs {
   std::int64_t B = 1, T = 1, H = 1, K = 64, V = 64;
@@ -76,6 +102,7 @@ struct ForwardInputs {
   // chunk_forward / chunk_forward_fused fill it themselves (in their workspace); unused without cu_seqlens.
   const std::int32_t* chunk_offsets = nullptr;
   int chunk_offsets_C = 0;
+  ChunkVariant variant;  // the chunk stages' kernel choice (check_inputs refuses a value outside the enums)
 
   std::int64_t N() const { return cu_seqlens ? num_sequences : B; }
   float resolved_scale() const;
@@ -154,11 +181,14 @@ ChunkWorkspace carve_chunk_workspace(const ForwardInputs& in, int chunk_size, fl
 void chunk_forward(const ForwardInputs& in, int chunk_size, const ChunkWorkspace& ws, void* o, float* ht,
                    cudaStream_t stream = 0);
 
-// The fused chunk forward: A and WY as staged, then h and o in one kernel (the state of each chunk stays in
-// shared memory; neither h nor v_new is written, so ws.h and ws.v_new may be nullptr where
-// chunk_fused_ho(in, C) is true; elsewhere it runs the staged h and o and needs them). Same o and ht
-// arithmetic as chunk_forward (fp32 FMA, the same summation order). cu_seqlens as chunk_forward.
-// chunk_fused_ho does not need in.chunk_offsets.
+// The fused chunk forward: A and WY (chunk_A_WY where chunk_A_WY_supported, else chunk_A then chunk_WY), then h
+// and o in one kernel (chunk_h_o: the state of each chunk stays in shared memory; neither h nor v_new is written,
+// so ws.h and ws.v_new may be nullptr where chunk_fused_ho(in, C) is true; elsewhere it runs the staged h and o
+// and needs them). Not bitwise the staged path: chunk_A_WY and the tensor-core h+o kernel (3xTF32) sum in other
+// orders, and even the FMA h+o kernel sums o's qg S first; the fused o differs from the staged o in the last bit
+// in most runs, at the same accuracy (1.00x the correctly rounded floor for 16-bit o in every tested case, ht
+// within 1.5e-7 relative RMSE of the exact one). cu_seqlens as chunk_forward. chunk_fused_ho does not need
+// in.chunk_offsets.
 bool chunk_fused_ho(const ForwardInputs& in, int chunk_size);
 // Stages A and WY fused in one kernel (chunk_A_WY.cu: tensor cores, 3xTF32; 16-bit inputs, chunk size 16, K and
 // V even and <= 128, 4-byte aligned inputs, cu_seqlens allowed: chunk_A_WY_supported): writes A_qk, A_qb, the

@@ -7,6 +7,8 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include "gpu/common.cuh"
+
 namespace dplr::gpu::detail {
 
 // Round to TF32 (nearest, ties away; low 13 bits zero) as a bit pattern; x - hi is exact in fp32 and is passed
@@ -38,6 +40,46 @@ __device__ __forceinline__ void load_b_split(const float* m, int ld, int k0, int
                                              unsigned& lo0, unsigned& hi1, unsigned& lo1) {
   split_tf32(m[(k0 + t) * ld + n0 + g], hi0, lo0);
   split_tf32(m[(k0 + t + 4) * ld + n0 + g], hi1, lo1);
+}
+
+// An A fragment of the transpose of a k-major matrix (element (k, m) at m[k * ld + m]): rows m0 .. m0 + 15 of
+// A = M^T, columns k0 .. k0 + 7, split.
+__device__ __forceinline__ void load_at_split(const float* m, int ld, int k0, int m0, int g, int t, unsigned (&hi)[4],
+                                              unsigned (&lo)[4]) {
+  split_tf32(m[(k0 + t) * ld + m0 + g], hi[0], lo[0]);
+  split_tf32(m[(k0 + t) * ld + m0 + g + 8], hi[1], lo[1]);
+  split_tf32(m[(k0 + t + 4) * ld + m0 + g], hi[2], lo[2]);
+  split_tf32(m[(k0 + t + 4) * ld + m0 + g + 8], hi[3], lo[3]);
+}
+// A B fragment of a matrix stored n-major (element (k, n) at m[n * ld + k]), columns n0 .. n0 + 7, split.
+__device__ __forceinline__ void load_bt_split(const float* m, int ld, int k0, int n0, int g, int t, unsigned& hi0,
+                                              unsigned& lo0, unsigned& hi1, unsigned& lo1) {
+  split_tf32(m[(n0 + g) * ld + k0 + t], hi0, lo0);
+  split_tf32(m[(n0 + g) * ld + k0 + t + 4], hi1, lo1);
+}
+// A B fragment of a k-major matrix of 16-bit values (exact in TF32: no split), as fp32 bits.
+template <typename T>
+__device__ __forceinline__ void load_b_exact(const T* m, int ld, int k0, int n0, int g, int t, unsigned& b0,
+                                             unsigned& b1) {
+  b0 = __float_as_uint(to_f(m[(k0 + t) * ld + n0 + g]));
+  b1 = __float_as_uint(to_f(m[(k0 + t + 4) * ld + n0 + g]));
+}
+
+// The 3xTF32 product of split fragments, each term into its own accumulator (they may be the same array):
+// hl += a_hi b_lo, lh += a_lo b_hi, hh += a_hi b_hi (in this order; lo*lo dropped). Separate accumulators keep
+// the dependent MMA chains short; the caller adds them, (hh + ...) + (hl + lh), once at the end.
+__device__ __forceinline__ void mma_3xtf32(float (&hh)[4], float (&hl)[4], float (&lh)[4], const unsigned (&ah)[4],
+                                           const unsigned (&al)[4], unsigned bh0, unsigned bl0, unsigned bh1,
+                                           unsigned bl1) {
+  mma_tf32(hl, ah, bl0, bl1);
+  mma_tf32(lh, al, bh0, bh1);
+  mma_tf32(hh, ah, bh0, bh1);
+}
+// The same product with an exact B (16-bit values, no lo part): lh += a_lo b, hh += a_hi b.
+__device__ __forceinline__ void mma_2xtf32(float (&hh)[4], float (&lh)[4], const unsigned (&ah)[4],
+                                           const unsigned (&al)[4], unsigned b0, unsigned b1) {
+  mma_tf32(lh, al, b0, b1);
+  mma_tf32(hh, ah, b0, b1);
 }
 
 }  // namespace dplr::gpu::detail

@@ -81,7 +81,7 @@ ChunkStages run_chunk_stages(const DplrProblem& problem, int chunk_size, const P
 const std::vector<ChunkStageTensors>& chunk_stage_table() {
   static const std::vector<ChunkStageTensors> table{
       {"cumsum", {"gi", "ge"}},
-      {"A", {"A_qk", "A_qb", "A_ak", "A_ab"}},
+      {"A", {"A_qk", "A_qb", "A_ak", "A_ab", "qg", "kg", "bg", "ag", "eg_last"}},
       {"WY", {"A_ab_inv", "w", "u"}},
       {"h", {"h", "v_new", "ht"}},
       {"o", {"o"}},

@@ -7,6 +7,9 @@
 //
 // Tensor layouts (fla's; natural-log gates, q already multiplied by scale inside A_qk and A_qb):
 //   gi, ge, w, dw, dq, dk, da, db, dgk    [B, T, H, K]
+//   qg, kg, bg, ag                        [B, T, H, K]   stage A's gated operands (the kernels' GatedOperands):
+//                                                        scale q exp(gi), k exp(gl - gi), b exp(gl - gi), a exp(ge)
+//   eg_last                               [B', NT, H, K]  exp(gl), gl = gi of the chunk's last token
 //   u, v_new, dv_new, o, dv               [B, T, H, V]
 //   A_qk, A_qb, A_ak, A_ab, A_ab_inv,     [B, T, H, C]   row r of a chunk's C x C matrix sits at the chunk's
 //   dA_qk, dA_qb, dA_ak, dA_ab                           token r; columns past a short last chunk are zero
@@ -78,7 +81,8 @@ struct ChunkStageTensors {
   std::vector<std::string> tensors;  // the tensors this stage completes
 };
 // Stages in the order they run, each with the tensors it completes (a gradient accumulated over several
-// stages is listed under the last): cumsum {gi, ge}, A {A_qk, A_qb, A_ak, A_ab}, WY {A_ab_inv, w, u},
+// stages is listed under the last): cumsum {gi, ge}, A {A_qk, A_qb, A_ak, A_ab, qg, kg, bg, ag,
+// eg_last}, WY {A_ab_inv, w, u},
 // h {h, v_new, ht}, o {o}, o_bwd {dA_qk, dA_qb}, h_bwd {dh, dv_new, dw, dh0}, WY_bwd {dA_ab, dA_ak, dv},
 // A_bwd {dq, dk, da, db}, cumsum_bwd {dgk}.
 const std::vector<ChunkStageTensors>& chunk_stage_table();

@@ -71,6 +71,13 @@ class PairLayout {
     for (std::int64_t i = 0; i < m.rows(); ++i)
       for (std::int64_t j = 0; j < m.cols(); ++j) put(out, p_.state_index(n_, h_, i, j), m(i, j));
   }
+  // A 1 x K row of chunk `chunk` into [B', NT, H, K] (eg_last).
+  template <class S>
+  void store_chunk_row(ExactTensor& out, const Mat<S>& row, std::int64_t chunk) const {
+    const std::int64_t K = p_.shape.K;
+    const std::int64_t base = ((grid_.row[n_] * grid_.NT + grid_.first_chunk[n_] + chunk) * p_.shape.H + h_) * K;
+    for (std::int64_t d = 0; d < K; ++d) put(out, base + d, row(0, d));
+  }
   template <class S>
   void store_chunk_state(ExactTensor& out, const Mat<S>& m, std::int64_t chunk) const {
     const std::int64_t K = p_.shape.K, V = p_.shape.V;
@@ -126,6 +133,15 @@ void run_pair(const DplrProblem& p, const PairLayout& layout, const ChunkOptions
     state = std::move(step.state_after);
 
     layout.store_rows(out.at("gi"), gi, c), layout.store_rows(out.at("ge"), ge, c);
+    {  // stage A's gated operands, what the kernels hand the later stages instead of cumulative sums:
+       // qg = scale q exp(gi), kg = k exp(gl - gi), bg = b exp(gl - gi), ag = a exp(ge), eg_last = exp(gl)
+      const Mat<S> to_end = decay_to_chunk_end<S>(gi);
+      layout.store_rows(out.at("qg"), Mat<S>(rec.q.cwiseProduct(exp_of<S>(gi))), c);
+      layout.store_rows(out.at("kg"), Mat<S>(rec.k.cwiseProduct(to_end)), c);
+      layout.store_rows(out.at("bg"), Mat<S>(rec.b.cwiseProduct(to_end)), c);
+      layout.store_rows(out.at("ag"), Mat<S>(rec.a.cwiseProduct(exp_of<S>(ge))), c);
+      layout.store_chunk_row(out.at("eg_last"), Mat<S>(exp_of<S>(Mat<S>(gi.row(gi.rows() - 1)))), c);
+    }
     layout.store_rows(out.at("A_qk"), rec.A.qk, c), layout.store_rows(out.at("A_qb"), rec.A.qb, c);
     layout.store_rows(out.at("A_ak"), rec.A.ak, c), layout.store_rows(out.at("A_ab"), rec.A.ab, c);
     layout.store_rows(out.at("A_ab_inv"), rec.wy.A_ab_inv, c);
@@ -178,7 +194,8 @@ ExactTensorMap chunk_stages_as(const DplrProblem& p, const ChunkGrid& grid, cons
   const bool backward = options.backward && p.grad_o.has_value();
 
   ExactTensorMap out;
-  for (const char* name : {"gi", "ge", "w"}) out[name] = ExactTensor(key, limbs);
+  for (const char* name : {"gi", "ge", "w", "qg", "kg", "bg", "ag"}) out[name] = ExactTensor(key, limbs);
+  out["eg_last"] = ExactTensor({grid.rows, grid.NT, s.H, s.K}, limbs);
   for (const char* name : {"u", "v_new", "o"}) out[name] = ExactTensor(value, limbs);
   for (const char* name : {"A_qk", "A_qb", "A_ak", "A_ab", "A_ab_inv"}) out[name] = ExactTensor(square, limbs);
   out["h"] = ExactTensor(chunk_state, limbs);

@@ -5,13 +5,9 @@
 #include "core/error.hpp"
 
 #ifdef DPLR_HAVE_CUDA
-#include <cuda_runtime_api.h>
-
-#include <cstring>
-#include <memory>
-
 #include "gpu/dplr_gpu.hpp"
 #include "reference/chunk_stages.hpp"
+#include "verify/gpu_harness.hpp"
 #endif
 
 namespace dplr {
@@ -25,127 +21,6 @@ TensorMap run_gpu_chunk_fused(const DplrProblem&, int) { throw InputError("GPU k
 
 #else
 
-namespace {
-
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) throw gpu::CudaError(fmt::format("{}: {}", what, cudaGetErrorString(status)));
-}
-
-struct DeviceFree {
-  void operator()(void* p) const { cudaFree(p); }
-};
-using DeviceBuffer = std::unique_ptr<void, DeviceFree>;
-
-DeviceBuffer device_alloc(std::size_t bytes) {
-  void* p = nullptr;
-  check(cudaMalloc(&p, std::max<std::size_t>(bytes, 1)), "cudaMalloc");
-  return DeviceBuffer(p);
-}
-
-gpu::ElemType elem_type(DType dtype, std::string_view tensor) {
-  switch (dtype) {
-    case DType::F32: return gpu::ElemType::F32;
-    case DType::F16: return gpu::ElemType::F16;
-    case DType::BF16: return gpu::ElemType::BF16;
-    default:
-      throw InputError(fmt::format("GPU kernels take f32, f16 or bf16; tensor '{}' is {}", tensor, dtype_name(dtype)));
-  }
-}
-
-// The tensor's values in `dtype`'s bytes; the values are exact in their own dtype, so converting to a
-// dtype at least as wide is exact and to a narrower one rounds to nearest even.
-std::vector<std::byte> encode(const Tensor& t, DType dtype) {
-  std::vector<std::byte> bytes(t.values.size() * dtype_size(dtype));
-  for (std::size_t i = 0; i < t.values.size(); ++i) {
-    if (dtype == DType::F32) {
-      const float f = static_cast<float>(round_to_dtype(t.values[i], DType::F32));
-      std::memcpy(&bytes[i * 4], &f, 4);
-    } else {
-      const std::uint16_t h = dtype == DType::F16 ? double_to_fp16_bits(t.values[i]) : double_to_bf16_bits(t.values[i]);
-      std::memcpy(&bytes[i * 2], &h, 2);
-    }
-  }
-  return bytes;
-}
-
-Tensor decode(const std::vector<std::byte>& bytes, DType dtype, std::vector<std::int64_t> shape) {
-  Tensor t{dtype, std::move(shape), {}};
-  t.values.resize(bytes.size() / dtype_size(dtype));
-  for (std::size_t i = 0; i < t.values.size(); ++i) {
-    if (dtype == DType::F32) {
-      float f;
-      std::memcpy(&f, &bytes[i * 4], 4);
-      t.values[i] = f;
-    } else {
-      std::uint16_t h;
-      std::memcpy(&h, &bytes[i * 2], 2);
-      t.values[i] = dtype == DType::F16 ? fp16_bits_to_double(h) : bf16_bits_to_double(h);
-    }
-  }
-  return t;
-}
-
-// The problem's inputs on the device, and the ForwardInputs pointing at them.
-class DeviceProblem {
- public:
-  explicit DeviceProblem(const DplrProblem& p) : problem_(p) {
-    // On the host, before anything is uploaded: the kernels read cu_seqlens without checking it (gpu/dplr_gpu.hpp).
-    validate_problem(p, "GPU run");
-    dtype_ = p.q.dtype;
-    gk_dtype_ = p.gk.dtype == DType::F32 ? DType::F32 : dtype_;
-    in_.B = p.shape.B, in_.T = p.shape.T, in_.H = p.shape.H, in_.K = p.shape.K, in_.V = p.shape.V;
-    in_.dtype = elem_type(dtype_, "q");
-    in_.gk_dtype = elem_type(gk_dtype_, "gk");
-    in_.scale = static_cast<float>(p.scale);
-    for (auto name : {"k", "v", "a", "b"})
-      if (find_input(p, name)->dtype != dtype_)
-        throw InputError(fmt::format("GPU kernels need q, k, v, a, b in one dtype; q is {}, {} is {}", dtype_name(dtype_),
-                                     name, dtype_name(find_input(p, name)->dtype)));
-    in_.q = upload(p.q, dtype_), in_.k = upload(p.k, dtype_), in_.v = upload(p.v, dtype_);
-    in_.a = upload(p.a, dtype_), in_.b = upload(p.b, dtype_), in_.gk = upload(p.gk, gk_dtype_);
-    if (p.h0) in_.h0 = static_cast<const float*>(upload(*p.h0, DType::F32));
-    if (!p.cu_seqlens.empty()) {
-      buffers_.push_back(device_alloc(p.cu_seqlens.size() * 8));
-      check(cudaMemcpy(buffers_.back().get(), p.cu_seqlens.data(), p.cu_seqlens.size() * 8, cudaMemcpyHostToDevice),
-            "cudaMemcpy cu_seqlens");
-      in_.cu_seqlens = static_cast<const std::int64_t*>(buffers_.back().get());
-      in_.num_sequences = p.num_sequences();
-    }
-  }
-  const gpu::ForwardInputs& inputs() const { return in_; }
-  DType dtype() const { return dtype_; }
-
-  // A device buffer of `count` elements of `dtype`, filled with NaN so unwritten elements show.
-  void* output(std::int64_t count, DType dtype) {
-    const std::size_t bytes = static_cast<std::size_t>(count) * dtype_size(dtype);
-    buffers_.push_back(device_alloc(bytes));
-    check(cudaMemset(buffers_.back().get(), 0xff, bytes), "cudaMemset");  // all-ones bits: NaN in every float dtype
-    return buffers_.back().get();
-  }
-  Tensor download(const void* device, DType dtype, std::vector<std::int64_t> shape) {
-    std::int64_t n = 1;
-    for (auto d : shape) n *= d;
-    std::vector<std::byte> bytes(static_cast<std::size_t>(n) * dtype_size(dtype));
-    check(cudaDeviceSynchronize(), "kernel execution");
-    check(cudaMemcpy(bytes.data(), device, bytes.size(), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
-    return decode(bytes, dtype, std::move(shape));
-  }
-
- private:
-  const void* upload(const Tensor& t, DType dtype) {
-    const auto bytes = encode(t, dtype);
-    buffers_.push_back(device_alloc(bytes.size()));
-    check(cudaMemcpy(buffers_.back().get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), "cudaMemcpy to device");
-    return buffers_.back().get();
-  }
-  const DplrProblem& problem_;
-  DType dtype_, gk_dtype_;
-  gpu::ForwardInputs in_;
-  std::vector<DeviceBuffer> buffers_;
-};
-
-}  // namespace
-
 GpuDevice gpu_device() {
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
@@ -153,7 +28,7 @@ GpuDevice gpu_device() {
     return {false, "", fmt::format("no usable CUDA device (cudaGetDeviceCount: {})", cudaGetErrorString(status))};
   if (count == 0) return {false, "", "no CUDA device"};
   cudaDeviceProp prop{};
-  check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
   return {true, fmt::format("{} (sm_{}{}, {} SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount), ""};
 }
 

@@ -6,11 +6,11 @@
 // Outputs are poisoned (NaN) before every run and every element must come back finite. Accuracy is the
 // relative RMSE against the reference; the bar for 16-bit inputs is 1.3x the correctly-rounded floor (the
 // reference rounded once to the dtype), 1e-6 for fp32. Each chunk stage is also checked against the exact
-// stage oracles (reference/chunk_stages.hpp, double), and stage A's gated operands (ours alone) against an
-// fp64 loop of the chunk form (this file's chunk_oracle), so that a bad stage is named. The fused chunk path
+// stage oracles (reference/chunk_stages.hpp, double; stage A's gated operands qg, kg, bg, ag, eg_last included), so
+// that a bad stage is named. The fused chunk path
 // (chunk_forward_fused: chunk_A_WY, tensor cores, where it applies, then chunk_h_o) is held to the same bar, with
-// both variants of the staged A kernel (DPLR_GPU_A_FACTOR) and of the h+o kernel (DPLR_GPU_HO_COLS: m, the
-// default, tensor cores where they apply; 2 and 1, the FMA kernel); chunk_A_WY alone against the stage oracles.
+// both variants of the staged A kernel (AVariant) and of the h+o kernel (HOVariant: the default, tensor cores
+// where they apply; Fma2 and Fma1, the FMA kernel); chunk_A_WY alone against the stage oracles.
 // Skips with a message when no CUDA device is present (or when built without CUDA).
 #include <gtest/gtest.h>
 
@@ -33,6 +33,7 @@ TEST(Gpu, Skipped) { GTEST_SKIP() << "built without CUDA (DPLR_ENABLE_CUDA=OFF):
 #include <cuda_runtime_api.h>
 
 #include "gpu/dplr_gpu.hpp"
+#include "verify/gpu_harness.hpp"
 
 namespace {
 using dplr::DType;
@@ -57,67 +58,12 @@ bool have_device(std::string* why) {
     if (!have_device(&why)) GTEST_SKIP() << why; \
   } while (0)
 
-void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
-
-DType to_core(g::ElemType t) { return t == g::ElemType::F32 ? DType::F32 : t == g::ElemType::F16 ? DType::F16 : DType::BF16; }
-
-// A device buffer holding a tensor in a dtype.
-struct DevBuf {
-  void* p = nullptr;
-  std::size_t bytes = 0;
-  DevBuf() = default;
-  explicit DevBuf(std::size_t n) : bytes(n) { ck(cudaMalloc(&p, n ? n : 1), "cudaMalloc"); }
-  ~DevBuf() { if (p) cudaFree(p); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  DevBuf(DevBuf&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
-  DevBuf& operator=(DevBuf&& o) noexcept {
-    if (this != &o) {
-      if (p) cudaFree(p);
-      p = o.p;
-      bytes = o.bytes;
-      o.p = nullptr;
-    }
-    return *this;
-  }
-  float* f() const { return static_cast<float*>(p); }
-  void poison() { ck(cudaMemset(p, 0xFF, bytes), "cudaMemset"); }  // NaN in fp32, fp16 and bf16
-};
-
-DevBuf upload(const std::vector<double>& x, g::ElemType t) {
-  DevBuf d(x.size() * g::elem_size(t));
-  std::vector<unsigned char> host(d.bytes);
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    if (t == g::ElemType::F32) {
-      float f = static_cast<float>(x[i]);
-      std::memcpy(&host[4 * i], &f, 4);
-    } else {
-      std::uint16_t u = t == g::ElemType::F16 ? dplr::double_to_fp16_bits(x[i]) : dplr::double_to_bf16_bits(x[i]);
-      std::memcpy(&host[2 * i], &u, 2);
-    }
-  }
-  ck(cudaMemcpy(d.p, host.data(), d.bytes, cudaMemcpyHostToDevice), "upload");
-  return d;
-}
-std::vector<double> download(const DevBuf& d, std::size_t n, g::ElemType t) {
-  std::vector<unsigned char> host(n * g::elem_size(t));
-  ck(cudaMemcpy(host.data(), d.p, host.size(), cudaMemcpyDeviceToHost), "download");
-  std::vector<double> x(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (t == g::ElemType::F32) {
-      float f;
-      std::memcpy(&f, &host[4 * i], 4);
-      x[i] = f;
-    } else {
-      std::uint16_t u;
-      std::memcpy(&u, &host[2 * i], 2);
-      x[i] = t == g::ElemType::F16 ? dplr::fp16_bits_to_double(u) : dplr::bf16_bits_to_double(u);
-    }
-  }
-  return x;
-}
+using dplr::core_dtype;
+using DevBuf = dplr::DeviceBuffer;
+void ck(cudaError_t e, const char* what) { dplr::check_cuda(e, what); }
+DType to_core(g::ElemType t) { return core_dtype(t); }
+DevBuf upload(const std::vector<double>& x, g::ElemType t) { return dplr::upload_values(x, t); }
+std::vector<double> download(const DevBuf& d, std::size_t n, g::ElemType t) { return dplr::download_values(d.get(), n, t); }
 
 enum class Gate { Fla, Strong, Pinned30 };
 const char* gate_name(Gate g) { return g == Gate::Fla ? "logsigmoid" : g == Gate::Strong ? "U[-30,0]" : "-30"; }
@@ -190,47 +136,18 @@ dplr::DplrProblem make_problem(const Case& c, std::uint64_t seed) {
   return p;
 }
 
-double rel_rmse(const std::vector<double>& x, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    num += (x[i] - ref[i]) * (x[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using dplr::rel_rmse;
 std::int64_t count_bad(const std::vector<double>& x) {
   std::int64_t n = 0;
   for (double v : x) n += !std::isfinite(v);
   return n;
 }
 
-// Device copies of a problem's inputs and the ForwardInputs that point at them.
+// Device copies of a problem's inputs (the harness's DeviceProblem) and the ForwardInputs that point at them.
 struct DevProblem {
-  DevBuf q, k, v, a, b, gk, h0, cu;
-  g::ForwardInputs in;
-  DevProblem(const dplr::DplrProblem& p, const Case& c) {
-    q = upload(p.q.values, c.dt);
-    k = upload(p.k.values, c.dt);
-    v = upload(p.v.values, c.dt);
-    a = upload(p.a.values, c.dt);
-    b = upload(p.b.values, c.dt);
-    const g::ElemType gdt = c.gk_f32 ? g::ElemType::F32 : c.dt;
-    gk = upload(p.gk.values, gdt);
-    in.B = c.B, in.T = c.T, in.H = c.H, in.K = c.K, in.V = c.V;
-    in.dtype = c.dt;
-    in.gk_dtype = gdt;
-    in.q = q.p, in.k = k.p, in.v = v.p, in.a = a.p, in.b = b.p, in.gk = gk.p;
-    if (p.h0) {
-      h0 = upload(p.h0->values, g::ElemType::F32);
-      in.h0 = h0.f();
-    }
-    if (!c.cu.empty()) {
-      cu = DevBuf(c.cu.size() * 8);
-      ck(cudaMemcpy(cu.p, c.cu.data(), cu.bytes, cudaMemcpyHostToDevice), "cu");
-      in.cu_seqlens = static_cast<const std::int64_t*>(cu.p);
-      in.num_sequences = static_cast<std::int64_t>(c.cu.size()) - 1;
-    }
-  }
+  dplr::DeviceProblem device;
+  const g::ForwardInputs& in;
+  DevProblem(const dplr::DplrProblem& p, const Case&) : device(p), in(device.inputs()) {}
 };
 
 struct Exact {
@@ -335,49 +252,11 @@ TEST(GpuRecurrent, MatchesExactReference) {
     DevBuf o(c.B * c.T * c.H * c.V * g::elem_size(c.dt)), ht(N * c.H * c.K * c.V * 4);
     o.poison();
     ht.poison();
-    g::fused_recurrent_forward(d.in, o.p, ht.f(), c.reverse);
+    g::fused_recurrent_forward(d.in, o.get(), ht.f(), c.reverse);
     ck(cudaDeviceSynchronize(), "recurrent");
     expect_accurate("recurrent", download(o, c.B * c.T * c.H * c.V, c.dt), download(ht, N * c.H * c.K * c.V, g::ElemType::F32),
                     e, c);
   }
-}
-
-// ---- stage A's gated operands in fp64 (ours alone; the exact stage oracles do not have them) ------------
-struct ChunkOracle {
-  std::vector<double> qg, kg, bg, ag, egl;
-};
-// Chunks numbered as the stage oracles' ChunkGrid numbers them (with cu_seqlens: each sequence from its own start,
-// global chunk first_chunk[n] + c), which is the kernels' numbering too.
-ChunkOracle chunk_oracle(const dplr::DplrProblem& p, int C) {
-  const auto [B, T, H, K] = std::tuple(p.shape.B, p.shape.T, p.shape.H, p.shape.K);
-  const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, C);
-  ChunkOracle r;
-  r.qg.assign(B * T * H * K, 0);
-  r.kg = r.bg = r.ag = r.qg;
-  r.egl.assign(grid.rows * grid.NT * H * K, 0);
-  for (std::int64_t n = 0; n < p.num_sequences(); ++n)
-    for (std::int64_t h = 0; h < H; ++h)
-      for (std::int64_t c = 0; c < grid.chunks[n]; ++c) {
-        const dplr::SequenceSpan span = p.sequence(n);
-        const std::int64_t t0 = span.begin + c * C, L = std::min<std::int64_t>(C, span.end - t0), bos = span.batch * T + t0;
-        const std::int64_t chunk = grid.row[n] * grid.NT + grid.first_chunk[n] + c;
-        for (std::int64_t d = 0; d < K; ++d) {
-          std::vector<double> gi(L);
-          double acc = 0;
-          for (std::int64_t i = 0; i < L; ++i) gi[i] = acc += p.gk.values[((bos + i) * H + h) * K + d];
-          const double gl = gi[L - 1];
-          for (std::int64_t i = 0; i < L; ++i) {
-            const std::int64_t ix = ((bos + i) * H + h) * K + d;
-            const double ge = gi[i] - p.gk.values[ix];
-            r.qg[ix] = p.q.values[ix] * p.scale * std::exp(gi[i]);
-            r.kg[ix] = p.k.values[ix] * std::exp(gl - gi[i]);
-            r.bg[ix] = p.b.values[ix] * std::exp(gl - gi[i]);
-            r.ag[ix] = p.a.values[ix] * std::exp(ge);
-          }
-          r.egl[(chunk * H + h) * K + d] = std::exp(gl);
-        }
-      }
-  return r;
 }
 
 // Stage tensors are fp32: compared with the fp64 oracle rounded once to fp32 (values below fp32's range, such
@@ -401,13 +280,13 @@ g::ForwardInputs stage_inputs(const DevProblem& d, const dplr::DplrProblem& p, i
   const std::int64_t N = in.N();
   offsets = DevBuf((N + 1) * 4);
   offsets.poison();
-  g::prepare_chunk_offsets(in, C, static_cast<std::int32_t*>(offsets.p));
+  g::prepare_chunk_offsets(in, C, static_cast<std::int32_t*>(offsets.get()));
   std::vector<std::int32_t> got(N + 1);
-  ck(cudaMemcpy(got.data(), offsets.p, got.size() * 4, cudaMemcpyDeviceToHost), "chunk_offsets");
+  ck(cudaMemcpy(got.data(), offsets.get(), got.size() * 4, cudaMemcpyDeviceToHost), "chunk_offsets");
   const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, C);
   for (std::int64_t n = 0; n <= N; ++n)
     EXPECT_EQ(got[n], n < N ? grid.first_chunk[n] : grid.NT) << "chunk_offsets[" << n << "], C " << C;
-  in.chunk_offsets = static_cast<const std::int32_t*>(offsets.p);
+  in.chunk_offsets = static_cast<const std::int32_t*>(offsets.get());
   in.chunk_offsets_C = C;
   return in;
 }
@@ -420,7 +299,6 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       SCOPED_TRACE(c.name + " C" + std::to_string(C));
       const dplr::DplrProblem p = make_problem(c, ++seed);
       const Exact e = exact(p, c);
-      const ChunkOracle orc = chunk_oracle(p, C);
       dplr::ChunkOptions copts;
       copts.backward = false;
       const dplr::ChunkStages ex = dplr::run_chunk_stages(p, C, dplr::Precision{dplr::Arithmetic::Double, 0}, copts);
@@ -442,7 +320,7 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       g::chunk_A(in, C, Aqk.f(), Aqb.f(), Aak.f(), Aab.f(), gated);
       g::chunk_WY(in, C, Aab.f(), Aak.f(), ag.f(), Ainv.f(), w.f(), u.f());
       g::chunk_h(in, C, kg.f(), bg.f(), egl.f(), w.f(), u.f(), h.f(), vnew.f(), ht.f());
-      g::chunk_o(in, C, Aqk.f(), Aqb.f(), qg.f(), vnew.f(), h.f(), o.p);
+      g::chunk_o(in, C, Aqk.f(), Aqb.f(), qg.f(), vnew.f(), h.f(), o.get());
       ck(cudaDeviceSynchronize(), "chunk stages");
       const double tol = 1e-5;
       expect_stage("cumsum", "gi", gi, X("gi"), 1e-6);
@@ -451,31 +329,31 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       expect_stage("A", "A_qb", Aqb, X("A_qb"), tol);
       expect_stage("A", "A_ak", Aak, X("A_ak"), tol);
       expect_stage("A", "A_ab", Aab, X("A_ab"), tol);
-      expect_stage("A", "qg", qg, orc.qg, tol);
-      expect_stage("A", "kg", kg, orc.kg, tol);
-      expect_stage("A", "bg", bg, orc.bg, tol);
-      expect_stage("A", "ag", ag, orc.ag, tol);
-      expect_stage("A", "eg_last", egl, orc.egl, tol);
+      expect_stage("A", "qg", qg, X("qg"), tol);
+      expect_stage("A", "kg", kg, X("kg"), tol);
+      expect_stage("A", "bg", bg, X("bg"), tol);
+      expect_stage("A", "ag", ag, X("ag"), tol);
+      expect_stage("A", "eg_last", egl, X("eg_last"), tol);
       expect_stage("WY", "A_abinv", Ainv, X("A_ab_inv"), tol);
       expect_stage("WY", "w", w, X("w"), tol);
       expect_stage("WY", "u", u, X("u"), tol);
       expect_stage("h", "h", h, X("h"), tol);
       expect_stage("h", "v_new", vnew, X("v_new"), tol);
-      {  // the direct (unfactored) A kernel too (DPLR_GPU_A_FACTOR=0; the factored one is C = 16's default)
+      {  // the direct (unfactored) A kernel too (AVariant::Direct; the factored one is C = 16's default)
         DevBuf Aqk3(sz.A * 4), Aqb3(sz.A * 4), Aak3(sz.A * 4), Aab3(sz.A * 4), qg3(sz.kdim * 4), kg3(sz.kdim * 4),
             bg3(sz.kdim * 4), ag3(sz.kdim * 4), egl3(sz.eg_last * 4);
         for (DevBuf* b : {&Aqk3, &Aqb3, &Aak3, &Aab3, &qg3, &kg3, &bg3, &ag3, &egl3}) b->poison();
         g::GatedOperands g3;
         g3.qg = qg3.f(), g3.kg = kg3.f(), g3.bg = bg3.f(), g3.ag = ag3.f(), g3.eg_last = egl3.f();
-        setenv("DPLR_GPU_A_FACTOR", "0", 1);
-        g::chunk_A(in, C, Aqk3.f(), Aqb3.f(), Aak3.f(), Aab3.f(), g3);
+        g::ForwardInputs direct = in;
+        direct.variant.a = g::AVariant::Direct;
+        g::chunk_A(direct, C, Aqk3.f(), Aqb3.f(), Aak3.f(), Aab3.f(), g3);
         ck(cudaDeviceSynchronize(), "chunk_A direct");
-        unsetenv("DPLR_GPU_A_FACTOR");
         expect_stage("Adirect", "A_qk", Aqk3, X("A_qk"), tol);
         expect_stage("Adirect", "A_qb", Aqb3, X("A_qb"), tol);
         expect_stage("Adirect", "A_ak", Aak3, X("A_ak"), tol);
         expect_stage("Adirect", "A_ab", Aab3, X("A_ab"), tol);
-        expect_stage("Adirect", "ag", ag3, orc.ag, tol);
+        expect_stage("Adirect", "ag", ag3, X("ag"), tol);
       }
       if (g::chunk_A_WY_supported(in, C)) {  // stages A and WY fused (tensor cores), alone, on fresh (poisoned) buffers
         DevBuf qg2(sz.kdim * 4), kg2(sz.kdim * 4), bg2(sz.kdim * 4), egl2(sz.eg_last * 4), Aqk2(sz.A * 4), Aqb2(sz.A * 4),
@@ -487,10 +365,10 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
         ck(cudaDeviceSynchronize(), "chunk_A_WY");
         expect_stage("A+WY", "A_qk", Aqk2, X("A_qk"), tol);
         expect_stage("A+WY", "A_qb", Aqb2, X("A_qb"), tol);
-        expect_stage("A+WY", "qg", qg2, orc.qg, tol);
-        expect_stage("A+WY", "kg", kg2, orc.kg, tol);
-        expect_stage("A+WY", "bg", bg2, orc.bg, tol);
-        expect_stage("A+WY", "eg_last", egl2, orc.egl, tol);
+        expect_stage("A+WY", "qg", qg2, X("qg"), tol);
+        expect_stage("A+WY", "kg", kg2, X("kg"), tol);
+        expect_stage("A+WY", "bg", bg2, X("bg"), tol);
+        expect_stage("A+WY", "eg_last", egl2, X("eg_last"), tol);
         expect_stage("A+WY", "w", w2, X("w"), tol);
         expect_stage("A+WY", "u", u2, X("u"), tol);
       }
@@ -501,7 +379,7 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       buf.poison();
       o.poison();
       ht.poison();
-      g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.p, ht.f());
+      g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.get(), ht.f());
       ck(cudaDeviceSynchronize(), "chunk_forward");
       EXPECT_EQ(download(o, c.B * c.T * c.H * c.V, c.dt), o1) << "chunk_forward differs from the stages run alone";
       const std::vector<double> ht1 = download(ht, N * c.H * c.K * c.V, g::ElemType::F32);
@@ -512,18 +390,22 @@ TEST(GpuChunk, StagesAndOutputMatchExact) {
       g::ChunkWorkspace wsf = g::carve_chunk_workspace(d.in, C, buf.f());
       const bool fused = g::chunk_fused_ho(d.in, C);
       if (fused) wsf.h = wsf.v_new = nullptr;
-      for (const char* cols : {"m", "2", "1"}) {  // h+o: default (tensor cores for 16-bit C16 K<=64), FMA 2 / 1 columns
-        setenv("DPLR_GPU_HO_COLS", cols, 1);
+      // h+o: default (tensor cores for 16-bit inputs at C16), FMA 2 / 1 columns a thread
+      for (g::HOVariant hv : {g::HOVariant::Default, g::HOVariant::Fma2, g::HOVariant::Fma1}) {
+        const char* cols = g::variant_name(hv);
+        g::ForwardInputs vin = d.in;
+        vin.variant.ho = hv;
         buf.poison();
         o.poison();
         ht.poison();
-        g::chunk_forward_fused(d.in, C, wsf, o.p, ht.f());
+        g::chunk_forward_fused(vin, C, wsf, o.get(), ht.f());
         ck(cudaDeviceSynchronize(), "chunk_forward_fused");
-        unsetenv("DPLR_GPU_HO_COLS");
         const std::vector<double> of = download(o, c.B * c.T * c.H * c.V, c.dt);
         const std::vector<double> htf = download(ht, N * c.H * c.K * c.V, g::ElemType::F32);
-        expect_accurate(std::string(fused ? "fusedho" : "fusedfb") + std::to_string(C) + "c" + cols, of, htf, e, c);
-        std::printf("    fused path %s cols %s; o bitwise equal to the staged o: %s, ht: %s\n",
+        expect_accurate(std::string(fused ? "fusedho" : "fusedfb") + std::to_string(C) + "-" + cols, of, htf, e, c);
+        // Printed, not asserted: the fused path sums in other orders (chunk_A_WY, the h+o kernels), so its o differs
+        // from the staged o in the last bit in most runs; what holds is the accuracy bar above.
+        std::printf("    fused path %s, h+o %s; o bitwise equal to the staged o: %s, ht: %s\n",
                     fused ? "h+o kernel" : "staged fallback", cols, of == o1 ? "yes" : "no", htf == ht1 ? "yes" : "no");
         if (!fused) break;
       }
@@ -555,8 +437,8 @@ TEST(GpuChunk, ManyShortSequences) {
       o.poison();
       ht.poison();
       const g::ChunkWorkspace ws = g::carve_chunk_workspace(d.in, C, buf.f());
-      if (fused) g::chunk_forward_fused(d.in, C, ws, o.p, ht.f());
-      else g::chunk_forward(d.in, C, ws, o.p, ht.f());
+      if (fused) g::chunk_forward_fused(d.in, C, ws, o.get(), ht.f());
+      else g::chunk_forward(d.in, C, ws, o.get(), ht.f());
       ck(cudaDeviceSynchronize(), "chunk forward, many sequences");
       expect_accurate((fused ? "fused" : "chunk") + std::to_string(C), download(o, c.T * c.V, c.dt),
                       download(ht, N * c.K * c.V, g::ElemType::F32), e, c);
@@ -564,7 +446,8 @@ TEST(GpuChunk, ManyShortSequences) {
   }
 }
 
-// Every kernel once on small shapes (for compute-sanitizer racecheck/memcheck runs, which are slow).
+// Every kernel once on small shapes (for compute-sanitizer racecheck/memcheck runs, which are slow). Asserts that
+// every launch is accepted and that o and ht come back fully written and finite; accuracy is the other tests' job.
 TEST(GpuSanitize, EveryKernelOnce) {
   REQUIRE_DEVICE();
   using E = g::ElemType;
@@ -580,17 +463,32 @@ TEST(GpuSanitize, EveryKernelOnce) {
     c.name = describe(c);
     const dplr::DplrProblem p = make_problem(c, ++seed);
     DevProblem d(p, c);
-    DevBuf o(c.B * c.T * c.H * c.V * g::elem_size(c.dt)), ht(d.in.N() * c.H * c.K * c.V * 4);
-    g::fused_recurrent_forward(d.in, o.p, ht.f(), c.reverse);
+    const std::int64_t no = c.B * c.T * c.H * c.V, nht = d.in.N() * c.H * c.K * c.V;
+    DevBuf o(no * g::elem_size(c.dt)), ht(nht * 4);
+    auto expect_written = [&](const std::string& what) {
+      EXPECT_EQ(count_bad(download(o, no, c.dt)), 0) << what << " " << c.name << ": o has unwritten or non-finite elements";
+      EXPECT_EQ(count_bad(download(ht, nht, g::ElemType::F32)), 0) << what << " " << c.name << ": ht has unwritten or non-finite elements";
+    };
+    o.poison();
+    ht.poison();
+    ASSERT_NO_THROW(g::fused_recurrent_forward(d.in, o.get(), ht.f(), c.reverse));
     ck(cudaDeviceSynchronize(), "recurrent");
+    expect_written("recurrent");
     for (int C : {16, 32, 64}) {
+      SCOPED_TRACE("C" + std::to_string(C));
       DevBuf buf(g::chunk_workspace_floats(d.in, C).total() * 4);
-      g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.p, ht.f());
+      o.poison();
+      ht.poison();
+      ASSERT_NO_THROW(g::chunk_forward(d.in, C, g::carve_chunk_workspace(d.in, C, buf.f()), o.get(), ht.f()));
       ck(cudaDeviceSynchronize(), "chunk_forward");
+      expect_written("chunk_forward");
       g::ChunkWorkspace wsf = g::carve_chunk_workspace(d.in, C, buf.f());
       if (g::chunk_fused_ho(d.in, C)) wsf.h = wsf.v_new = nullptr;
-      g::chunk_forward_fused(d.in, C, wsf, o.p, ht.f());
+      o.poison();
+      ht.poison();
+      ASSERT_NO_THROW(g::chunk_forward_fused(d.in, C, wsf, o.get(), ht.f()));
       ck(cudaDeviceSynchronize(), "chunk_forward_fused");
+      expect_written("chunk_forward_fused");
     }
   }
 }
@@ -622,6 +520,26 @@ TEST(GpuRefusal, UnsupportedInputsThrowBeforeLaunch) {
   x.num_sequences = 1;
   bad(x, "cu_seqlens with B > 1");
   EXPECT_THROW(g::check_chunk(in, 48), g::Unsupported);
+  // Kernel variants: a value outside the enums is refused, never taken as the default; an explicit variant the
+  // request cannot take is refused too.
+  x = in;
+  x.variant.a = static_cast<g::AVariant>(7);
+  bad(x, "AVariant 7");
+  x = in;
+  x.variant.ho = static_cast<g::HOVariant>(-1);
+  bad(x, "HOVariant -1");
+  {
+    float* f = reinterpret_cast<float*>(&dummy);
+    g::GatedOperands gated;
+    gated.qg = gated.kg = gated.bg = gated.ag = gated.eg_last = f;
+    x = in;
+    x.variant.a = g::AVariant::Factored;
+    EXPECT_THROW(g::chunk_A(x, 32, f, f, f, f, gated), g::Unsupported) << "factored A at C = 32";
+    x = in;
+    x.dtype = x.gk_dtype = g::ElemType::F32;
+    x.variant.ho = g::HOVariant::TensorCores;
+    EXPECT_THROW(g::chunk_h_o(x, 16, f, f, f, f, f, f, f, f, f, f), g::Unsupported) << "tensor-core h+o with fp32";
+  }
   // cu_seqlens: the stages need the chunk numbering for their chunk size; the workspace and the drivers' checks do not.
   x = in;
   x.cu_seqlens = reinterpret_cast<const std::int64_t*>(&dummy);
@@ -665,6 +583,7 @@ TEST(GpuRefusal, UnsupportedInputsThrowBeforeLaunch) {
   EXPECT_NO_THROW(g::check_chunk(in, 32));
   try {
     g::check_chunk(in, 48);
+    ADD_FAILURE() << "check_chunk took chunk size 48";
   } catch (const g::Unsupported& e) {
     EXPECT_NE(std::string(e.what()).find("16, 32 or 64"), std::string::npos) << e.what();
   }

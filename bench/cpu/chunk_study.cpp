@@ -5,13 +5,13 @@
 // arithmetic differs). "inf/nan" marks a tensor with a non-finite element. The last column is dgk formed
 // by fla's identity (GateGradient::Identity) instead of the direct sums.
 //
-//   build/tests/chunk/chunk_study [T] [K]        (defaults: T = 256, K = V = 32, H = 2)
+//   build/bench/cpu/chunk_study [T] [K]        (defaults: T = 256, K = V = 32, H = 2)
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
-#include "helpers.hpp"
+#include "tests/chunk/helpers.hpp"  // the case builders the chunk tests use
 
 using namespace dplr;
 

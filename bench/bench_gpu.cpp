@@ -3,56 +3,40 @@
 //   chunk fwd B8 T4096 H16 D64 bf16 (C = 16, 32, 64), chunk fwd B4 T4096 H8 D128 bf16,
 //   decode T=1 B64 H16 D64 bf16 (h0 in, ht out), fused recurrent T4096 B8 H16 D64 bf16 (and D128 B4 H8).
 // Each chunk shape is timed on the staged path (chunk_forward) and the fused one (chunk_forward_fused), with the
-// fused stages (A+WY, h+o) alone and their variants (DPLR_GPU_A_FACTOR, DPLR_GPU_HO_COLS).
+// fused stages (A+WY, h+o) alone and their kernel variants (ForwardInputs::variant: AVariant, HOVariant).
 // Usage: dplr_bench_gpu [out.json], or `dplr bench --gpu [--json out.json]`
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
+// Validates what it times (llm.c's dev/cuda habit): before timing a shape, the kernel runs once on input set 0 and
+// a sample of its heads is checked against the exact reference (double) on those heads alone; a wrong result
+// throws and no time is printed for it. Inputs are contractive as in fla's tests: k and a unit-norm per (token,
+// head), b = -a; q, v uniform in [-1, 1], gk logsigmoid of a uniform [-4, 4] (bench/bench_fill.cu).
+#include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "bench/bench_fill.hpp"
 #include "bench/gpu_bench.hpp"
+#include "core/dtype.hpp"
 #include "gpu/dplr_gpu.hpp"
+#include "reference/reference.hpp"
+#include "verify/gpu_harness.hpp"
 
 namespace g = dplr::gpu;
+namespace fill = dplr::bench;
+using dplr::DeviceBuffer;
 
 namespace {
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
-
-__device__ float hash01(unsigned long long i, unsigned seed) {
-  unsigned long long x = i * 0x9E3779B97F4A7C15ull + seed * 0xBF58476D1CE4E5B9ull;
-  x ^= x >> 31;
-  x *= 0x94D049BB133111EBull;
-  x ^= x >> 29;
-  return ((x >> 40) + 0.5f) / 16777216.0f;
-}
-// kind 0: uniform [-1, 1]; 1: logsigmoid of a uniform [-4, 4] (fla-like decay, in (-4.02, 0)).
-__global__ void fill_bf16(__nv_bfloat16* p, long long n, unsigned seed, int kind) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-    float u = hash01(i, seed);
-    float x = kind == 0 ? 2.f * u - 1.f : -log1pf(expf(-(8.f * u - 4.f)));
-    p[i] = __float2bfloat16(x);
-  }
-}
-__global__ void fill_f32(float* p, long long n, unsigned seed) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-    p[i] = 2.f * hash01(i, seed) - 1.f;
-}
+#define CK(call) DPLR_CHECK_CUDA(call)  // throws dplr::gpu::CudaError naming the call
 
 struct InputSet {
-  std::vector<void*> bufs;
+  std::vector<DeviceBuffer> bufs;
   g::ForwardInputs in;
 };
 
@@ -60,25 +44,79 @@ InputSet make_set(long long B, long long T, long long H, long long K, long long 
   InputSet s;
   s.in.B = B, s.in.T = T, s.in.H = H, s.in.K = K, s.in.V = V;
   s.in.dtype = s.in.gk_dtype = g::ElemType::BF16;
-  const void** ptrs[6] = {&s.in.q, &s.in.k, &s.in.v, &s.in.a, &s.in.b, &s.in.gk};
-  for (int t = 0; t < 6; ++t) {
-    long long n = B * T * H * (t == 2 ? V : K);
-    void* p;
-    CK(cudaMalloc(&p, n * 2));
-    fill_bf16<<<1024, 256>>>(static_cast<__nv_bfloat16*>(p), n, seed * 7 + t, t == 5 ? 1 : 0);
-    *ptrs[t] = p;
-    s.bufs.push_back(p);
-  }
+  const long long nk = B * T * H * K, nv = B * T * H * V;
+  auto take = [&](long long bytes) {
+    s.bufs.emplace_back(static_cast<std::size_t>(bytes));
+    return s.bufs.back().get();
+  };
+  void *q = take(nk * 2), *k = take(nk * 2), *v = take(nv * 2), *a = take(nk * 2), *b = take(nk * 2), *gk = take(nk * 2);
+  fill::fill_uniform_bf16(q, nk, seed * 7 + 0);
+  fill::fill_unit_rows_bf16(k, B * T * H, static_cast<int>(K), seed * 7 + 1);
+  fill::fill_uniform_bf16(v, nv, seed * 7 + 2);
+  fill::fill_unit_rows_bf16(a, B * T * H, static_cast<int>(K), seed * 7 + 3);
+  fill::negate_bf16(b, a, nk);
+  fill::fill_logsigmoid_bf16(gk, nk, seed * 7 + 5);
+  s.in.q = q, s.in.k = k, s.in.v = v, s.in.a = a, s.in.b = b, s.in.gk = gk;
   if (h0) {
-    long long n = B * H * K * V;
-    void* p;
-    CK(cudaMalloc(&p, n * 4));
-    fill_f32<<<1024, 256>>>(static_cast<float*>(p), n, seed * 7 + 6);
-    s.in.h0 = static_cast<float*>(p);
-    s.bufs.push_back(p);
+    auto* p = static_cast<float*>(take(B * H * K * V * 4));
+    fill::fill_uniform_f32(p, B * H * K * V, seed * 7 + 6);
+    s.in.h0 = p;
   }
-  CK(cudaGetLastError());
+  CK(cudaDeviceSynchronize());
   return s;
+}
+
+// ---- validation against the exact reference -----------------------------------------------------------------
+// Head h of batch row b of a [B, T, H, D] bf16 device tensor, as doubles.
+std::vector<double> head_rows(const void* p, const g::ForwardInputs& in, long long D, long long b, long long h) {
+  std::vector<std::uint16_t> host(static_cast<std::size_t>(in.T * D));
+  const auto* base = static_cast<const std::uint16_t*>(p) + ((b * in.T) * in.H + h) * D;
+  CK(cudaMemcpy2D(host.data(), D * 2, base, in.H * D * 2, D * 2, in.T, cudaMemcpyDeviceToHost));
+  std::vector<double> x(host.size());
+  for (std::size_t i = 0; i < host.size(); ++i) x[i] = dplr::bf16_bits_to_double(host[i]);
+  return x;
+}
+std::vector<double> state_of(const float* p, const g::ForwardInputs& in, long long b, long long h) {
+  std::vector<float> host(static_cast<std::size_t>(in.K * in.V));
+  CK(cudaMemcpy(host.data(), p + (b * in.H + h) * in.K * in.V, host.size() * 4, cudaMemcpyDeviceToHost));
+  return {host.begin(), host.end()};
+}
+using dplr::rel_rmse;
+
+// Runs `launch` once on set s, then checks o and ht of a few heads (first and last batch row and head, and one in
+// the middle) against the exact reference of each head alone: o within 1.3x the bf16 floor (the reference
+// rounded once to bf16), ht within 1e-5 relative RMSE. Throws std::runtime_error otherwise.
+void validate(const std::string& what, const InputSet& s, const void* o, const float* ht,
+              const std::function<void()>& launch) {
+  launch();
+  CK(cudaDeviceSynchronize());
+  const g::ForwardInputs& in = s.in;
+  const std::vector<std::pair<long long, long long>> heads = {{0, 0}, {in.B / 2, in.H / 2}, {in.B - 1, in.H - 1}};
+  for (const auto& [b, h] : heads) {
+    dplr::DplrProblem p;
+    p.shape = {1, in.T, 1, in.K, in.V};
+    p.scale = in.resolved_scale();
+    auto tensor = [&](const void* dev, long long D) {
+      return dplr::Tensor{dplr::DType::BF16, {1, in.T, 1, D}, head_rows(dev, in, D, b, h)};
+    };
+    p.q = tensor(in.q, in.K), p.k = tensor(in.k, in.K), p.v = tensor(in.v, in.V);
+    p.a = tensor(in.a, in.K), p.b = tensor(in.b, in.K), p.gk = tensor(in.gk, in.K);
+    if (in.h0) p.h0 = dplr::Tensor{dplr::DType::F32, {1, 1, in.K, in.V}, state_of(in.h0, in, b, h)};
+    dplr::ReferenceOptions opts{dplr::Precision{dplr::Arithmetic::Double, 0}};
+    opts.backward = false;
+    const dplr::ReferenceResult r = dplr::run_reference(p, opts);
+    const std::vector<double> eo = r.tensors.at("o").rounded(), eht = r.tensors.at("ht").rounded();
+    std::vector<double> floor = eo;
+    for (double& x : floor) x = dplr::round_to_dtype(x, dplr::DType::BF16);
+    const double err_o = rel_rmse(head_rows(o, in, in.V, b, h), eo), bar = 1.3 * rel_rmse(floor, eo);
+    const double err_ht = rel_rmse(state_of(ht, in, b, h), eht);
+    if (!(err_o <= bar) || !(err_ht <= 1e-5))
+      throw std::runtime_error("dplr bench --gpu: " + what + " gives a wrong result on head (b " + std::to_string(b) +
+                               ", h " + std::to_string(h) + "): o rel RMSE " + std::to_string(err_o) + " (bar " +
+                               std::to_string(bar) + "), ht rel RMSE " + std::to_string(err_ht) +
+                               " (bar 1e-5) against the exact reference; no time printed");
+  }
+  std::printf("  validated %-30s %zu heads against the exact reference\n", what.c_str(), heads.size());
 }
 
 struct Result {
@@ -153,22 +191,22 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
     std::vector<InputSet> sets;
     for (int i = 0; i < 2; ++i) sets.push_back(make_set(B, T, H, D, D, false, 11 + i));
     const g::ChunkWorkspaceSizes sz = g::chunk_workspace_floats(sets[0].in, C);
-    float* wsbuf;
-    CK(cudaMalloc(&wsbuf, sz.total() * 4));
-    g::ChunkWorkspace ws = g::carve_chunk_workspace(sets[0].in, C, wsbuf);
+    DeviceBuffer wsbuf(sz.total() * 4), obuf(B * T * H * D * 2), htbuf(B * H * D * D * 4);
+    g::ChunkWorkspace ws = g::carve_chunk_workspace(sets[0].in, C, wsbuf.f());
     ws.gi = ws.ge = nullptr;  // the forward does not need the cumsum stage
-    void* o;
-    float* ht;
-    CK(cudaMalloc(&o, B * T * H * D * 2));
-    CK(cudaMalloc(&ht, B * H * D * D * 4));
-    auto ts = time_it(2, 3, 20, [&](int s) { g::chunk_forward(sets[s].in, C, ws, o, ht); });
+    void* o = obuf.get();
+    float* ht = htbuf.f();
     char shape[96];
     std::snprintf(shape, sizeof shape, "B%lld T%lld H%lld D%lld C%d", B, T, H, D, C);
+    validate(std::string("chunk_fwd ") + shape, sets[0], o, ht, [&] { g::chunk_forward(sets[0].in, C, ws, o, ht); });
+    auto ts = time_it(2, 3, 20, [&](int s) { g::chunk_forward(sets[s].in, C, ws, o, ht); });
     record("chunk_fwd bf16", shape, ts, goal, fla);
     {  // the fused path (A, WY, then h and o in one kernel where chunk_fused_ho), same workspace
       g::ChunkWorkspace wsf = ws;
       const bool fused = g::chunk_fused_ho(sets[0].in, C);
       if (fused) wsf.h = wsf.v_new = nullptr;
+      validate(std::string("chunk_fwd_fused ") + shape, sets[0], o, ht,
+               [&] { g::chunk_forward_fused(sets[0].in, C, wsf, o, ht); });
       auto tf = time_it(2, 3, 20, [&](int s) { g::chunk_forward_fused(sets[s].in, C, wsf, o, ht); });
       record(fused ? "chunk_fwd_fused bf16" : "chunk_fwd_fused(fallback) bf16", shape, tf, goal, fla);
       if (g::chunk_A_WY_supported(sets[0].in, C))
@@ -176,21 +214,21 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
                  g::chunk_A_WY(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated, ws.w, ws.u);
                }), 0, 0);
       if (C == 16)
-        for (const char* fac : {"1", "0"}) {  // the staged A kernel: factored (C = 16's default) and direct
-          setenv("DPLR_GPU_A_FACTOR", fac, 1);
-          record(std::string("  stage A") + (fac[0] == '1' ? " factored" : " direct"), shape, time_it(2, 2, 10, [&](int s) {
-                   g::chunk_A(sets[s].in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, ws.gated);
+        for (g::AVariant av : {g::AVariant::Factored, g::AVariant::Direct}) {  // the staged A kernel (factored: C16's default)
+          record(std::string("  stage A ") + g::variant_name(av), shape, time_it(2, 2, 10, [&](int s) {
+                   g::ForwardInputs in = sets[s].in;
+                   in.variant.a = av;
+                   g::chunk_A(in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, ws.gated);
                  }), 0, 0);
-          unsetenv("DPLR_GPU_A_FACTOR");
         }
-      if (fused)
-        for (const char* cols : {"m", "2", "1"}) {  // default (tensor cores where they apply), FMA 2 / 1 columns
-          setenv("DPLR_GPU_HO_COLS", cols, 1);
-          record(std::string("  stage h+o cols") + cols, shape, time_it(2, 2, 10, [&](int s) {
-                   g::chunk_h_o(sets[s].in, C, ws.A_qk, ws.A_qb, ws.gated.qg, ws.gated.kg, ws.gated.bg,
-                                ws.gated.eg_last, ws.w, ws.u, o, ht);
+      if (fused)  // default (tensor cores where they apply), FMA 2 / 1 columns a thread
+        for (g::HOVariant hv : {g::HOVariant::Default, g::HOVariant::Fma2, g::HOVariant::Fma1}) {
+          record(std::string("  stage h+o ") + g::variant_name(hv), shape, time_it(2, 2, 10, [&](int s) {
+                   g::ForwardInputs in = sets[s].in;
+                   in.variant.ho = hv;
+                   g::chunk_h_o(in, C, ws.A_qk, ws.A_qb, ws.gated.qg, ws.gated.kg, ws.gated.bg, ws.gated.eg_last,
+                                ws.w, ws.u, o, ht);
                  }), 0, 0);
-          unsetenv("DPLR_GPU_HO_COLS");
         }
     }
     // Per stage, same workspace.
@@ -201,36 +239,28 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
     record("  stage h", shape, time_it(2, 2, 10, [&](int s) { g::chunk_h(sets[s].in, C, gt.kg, gt.bg, gt.eg_last, ws.w, ws.u, ws.h, ws.v_new, ht); }), 0, 0);
     record("  stage o", shape, time_it(2, 2, 10, [&](int s) { g::chunk_o(sets[s].in, C, ws.A_qk, ws.A_qb, gt.qg, ws.v_new, ws.h, o); }), 0, 0);
     (void)in;
-    CK(cudaFree(wsbuf));
-    CK(cudaFree(o));
-    CK(cudaFree(ht));
-    for (auto& s : sets)
-      for (void* p : s.bufs) CK(cudaFree(p));
   };
   // ---- recurrent ----
   auto bench_rec = [&](const char* name, long long B, long long T, long long H, long long D, int nsets, double goal, double fla) {
     std::vector<InputSet> sets;
     for (int i = 0; i < nsets; ++i) sets.push_back(make_set(B, T, H, D, D, true, 101 + i));
+    std::vector<DeviceBuffer> obufs, htbufs;
     std::vector<void*> os(nsets);
     std::vector<float*> hts(nsets);
     for (int i = 0; i < nsets; ++i) {
-      CK(cudaMalloc(&os[i], B * T * H * D * 2));
-      CK(cudaMalloc(&hts[i], B * H * D * D * 4));
+      os[i] = obufs.emplace_back(B * T * H * D * 2).get();
+      hts[i] = htbufs.emplace_back(B * H * D * D * 4).f();
     }
-    auto ts = time_it(nsets, 5, T == 1 ? 200 : 20, [&](int s) { g::fused_recurrent_forward(sets[s].in, os[s], hts[s], false); });
     char shape[96];
     std::snprintf(shape, sizeof shape, "B%lld T%lld H%lld D%lld", B, T, H, D);
+    validate(std::string(name) + " " + shape, sets[0], os[0], hts[0],
+             [&] { g::fused_recurrent_forward(sets[0].in, os[0], hts[0], false); });
+    auto ts = time_it(nsets, 5, T == 1 ? 200 : 20, [&](int s) { g::fused_recurrent_forward(sets[s].in, os[s], hts[s], false); });
     record(name, shape, ts, goal, fla);
     if (T == 1)  // decode is a ~10 us kernel: also without launch gaps (graph replay of 64 calls)
       record(std::string(name) + " (graph)", shape, time_graph(nsets, 64, 50, [&](int s, cudaStream_t st) {
                g::fused_recurrent_forward(sets[s].in, os[s], hts[s], false, st);
              }), goal, fla);
-    for (int i = 0; i < nsets; ++i) {
-      CK(cudaFree(os[i]));
-      CK(cudaFree(hts[i]));
-    }
-    for (auto& s : sets)
-      for (void* p : s.bufs) CK(cudaFree(p));
   };
 
   bench_rec("decode T=1 bf16", 64, 1, 16, 64, 16, 0.017, 0.050);

@@ -1,0 +1,246 @@
+// The tensor-core kernel of stages "h" and "o" fused (chunk_h_o, chunk_ho.cu; 16-bit inputs, C = 16, K <= 128,
+// 16-byte copies): the same four products as the FMA kernel (chunk_ho_fma.cu) on mma.sync m16n8k8 TF32 with the
+// fp32 operands split in two (x = hi + lo, hi rounded to TF32, lo truncated by the tensor core, see split_tf32;
+// "3xTF32": hi*hi + hi*lo + lo*hi, the lo*lo term below 2^-22 of the product dropped), each product to about
+// 2^-21 relative (fp32-like, not exact), fp32 accumulation; measured (H200): ht within 8.3e-8 relative RMSE of the
+// exact state, 16-bit o 1.00x its correctly rounded floor. v (16-bit) is exact in TF32 (<= 11
+// significant bits), so its products take 2 MMAs.
+// Why: the FMA kernel delivers ~557 KB of shared memory to registers per chunk and block (1 float per FMA;
+// LDS.128 broadcasts still cost 4 cycles of the 128 B/clk path), 8.7k cycles per chunk an SM = the measured
+// 8.4k; the fragments here deliver each operand element to one lane once (~100 KB per chunk and block).
+// Warps: phase 1, warp w: v_new (w < 4) or qg S (w >= 4) for columns 8 (w % 4) .. + 7, K in KM / 8 steps;
+// phase 2: warps 4-7 add A_qk v + A_qb v_new to their qg S and store o; every warp updates TPW = KM / 32 tiles
+// of 16 x 8 of the state (KM = 64: rows 16 (w / 2), columns 16 (w % 2) .. + 15; KM = 128: rows 16 w, all 32
+// columns), held in registers as MMA accumulators. KM = 64 fits two blocks an SM, KM = 128 one.
+#include <cstdint>
+#include <type_traits>
+
+#include "gpu/chunk_ho.cuh"
+#include "gpu/mma.cuh"
+
+namespace dplr::gpu::detail::ho {
+namespace {
+
+template <int KMAX>
+struct HOM {
+  static constexpr int C = 16, KM = KMAX, KP = KM + 4, AP = C + 4, LS = kVT + 8;  // padded rows: conflict-free fragments
+  static constexpr int W = 0, Kd = C * KP, Bd = 2 * C * KP, Qg = 3 * C * KP, U = 4 * C * KP;
+  static constexpr int Vv = U + C * kVT, Aqk = Vv + C * kVT, Aqb = Aqk + C * AP, E = Aqb + C * AP, stage = E + KM;
+  static constexpr int NS = 4;
+  static constexpr int TPW = KM / 32, WPR = 128 / KM;  // state tiles a warp; warps a 16-row tile
+  static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + C * LS) * sizeof(float);
+};
+static_assert(HOM<64>::bytes <= 110 * 1024, "chunk_ho mma: two blocks an SM at K <= 64");
+static_assert(HOM<128>::bytes <= 227 * 1024, "chunk_ho mma: one block an SM at K <= 128");
+
+// Two adjacent 16-bit outputs in one 4-byte store (each rounded to nearest, as st<T>).
+template <typename T>
+__device__ __forceinline__ void st2(void* o, std::int64_t i, float x, float y) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<T*>(o) + i) = __floats2bfloat162_rn(x, y);
+  else
+    *reinterpret_cast<__half2*>(static_cast<T*>(o) + i) = __floats2half2_rn(x, y);
+}
+
+template <typename T, int KMAX>
+__global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
+  using L = HOM<KMAX>;
+  constexpr int NS = L::NS, C = L::C, KP = L::KP, AP = L::AP, LS = L::LS, TPW = L::TPW;
+  static_assert(C * L::KM / 4 % kThreads == 0 && C * C == kThreads, "chunk_ho mma: whole copies a thread");
+  const int K = p.K, V = p.V;
+  extern __shared__ __align__(16) float sm[];
+  float* Ss = sm + NS * L::stage;  // [KM][LS], the state before the chunk
+  float* Vn = Ss + L::KM * LS;     // [C][LS]
+
+  const std::int64_t h = blockIdx.y, H = p.H;
+  const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
+  const int c0 = vtile_of_block(p.geo) * kVT;
+  const std::int64_t nh = seq.n * H + h;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+
+  auto load = [&](std::int64_t c, int slot) {
+    float* sg = sm + slot * L::stage;
+    const Chunk ch = chunk_in(seq, c, C);
+    const int e = threadIdx.x;
+    for (int x = e; x < C * L::KM / 4; x += kThreads) {
+      const int r = x / (L::KM / 4), d = (x % (L::KM / 4)) * 4;
+      const bool ok = r < ch.len && d < K;
+      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, d, K) : 0;
+      const int o = r * KP + d;
+      cp16(sg + L::W + o, p.w + ix, ok);
+      cp16(sg + L::Kd + o, p.kg + ix, ok);
+      cp16(sg + L::Bd + o, p.bg + ix, ok);
+      cp16(sg + L::Qg + o, p.qg + ix, ok);
+    }
+    if (e < C * kVT / 4) {
+      const int r = e / (kVT / 4), cx = (e % (kVT / 4)) * 4;
+      const bool ok = r < ch.len && c0 + cx < V;
+      cp16(sg + L::U + 4 * e, p.u + (ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0), ok);
+    }
+    constexpr int EPC = 16 / sizeof(T);
+    if (e < C * kVT / EPC) {
+      const int r = e / (kVT / EPC), cx = (e % (kVT / EPC)) * EPC;
+      const bool ok = r < ch.len && c0 + cx < V;
+      cp16(sg + L::Vv + 4 * e, static_cast<const T*>(p.v) + (ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0), ok);
+    }
+    if (e < L::KM / 4) {
+      const bool ok = 4 * e < K;
+      cp16(sg + L::E + 4 * e, p.egl + (ok ? (ch.g * H + h) * K + 4 * e : 0), ok);
+    }
+    {
+      const int r = e / C, s = e % C;
+      const bool ok = r < ch.len && s <= r;
+      const std::int64_t ix = ok ? ((ch.bos + r) * H + h) * C + s : 0;
+      cp4(sg + L::Aqk + r * AP + s, p.Aqk + ix, ok);
+      cp4(sg + L::Aqb + r * AP + s, p.Aqb + ix, ok);  // 4-byte: above the diagonal A may hold anything
+    }
+  };
+
+  const int mt = warp / L::WPR, nb0 = (warp % L::WPR) * TPW;  // state tiles: rows 16 mt .., columns 8 (nb0 + j) ..
+  float sa[TPW][4];
+#pragma unroll
+  for (int j = 0; j < TPW; ++j)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = 8 * (nb0 + j) + 2 * t + (q & 1);
+      sa[j][q] = (p.h0 && i < K && c0 + col < V) ? p.h0[(nh * K + i) * V + c0 + col] : 0.f;
+      Ss[i * LS + col] = sa[j][q];
+    }
+  ring_start<NS>(seq.count, load);
+  const int mat = warp >> 2, nt = warp & 3;  // phase 1: v_new (mat 0) or qg S (mat 1), columns 8 nt ..
+  for (std::int64_t c = 0; c < seq.count; ++c) {
+    ring_advance<NS>(c, seq.count, load);  // chunk c's stage landed; chunk c - 1 fully done (state written)
+    const Chunk ch = chunk_in(seq, c, C);
+    const float* sg = sm + static_cast<int>(c % NS) * L::stage;
+    const float* Kd = sg + L::Kd;
+    const float* Bd = sg + L::Bd;
+    const float* U = sg + L::U;
+    const T* Vv = reinterpret_cast<const T*>(sg + L::Vv);
+    const float* Aqk = sg + L::Aqk;
+    const float* Aqb = sg + L::Aqb;
+    const float* egl = sg + L::E;
+    // Four accumulators a tile (hi*hi of even / odd k-steps, hi*lo, lo*hi): dependent MMA chains of 4 and 8, not 24.
+    float acc[4], acc2[4] = {0.f, 0.f, 0.f, 0.f}, cor[4] = {0.f, 0.f, 0.f, 0.f}, cor2[4] = {0.f, 0.f, 0.f, 0.f};
+    {  // phase 1: v_new = u + w S (mat 0), qg S (mat 1)
+      const float* M = sg + (mat ? L::Qg : L::W);
+      const int cn = 8 * nt + 2 * t;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[q] = mat ? 0.f : U[(g + (q >= 2 ? 8 : 0)) * kVT + cn + (q & 1)];
+#pragma unroll
+      for (int k0 = 0; k0 < L::KM; k0 += 8) {
+        unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
+        load_a_split(M, KP, k0, g, t, ah, al);
+        load_b_split(Ss, LS, k0, 8 * nt, g, t, bh0, bl0, bh1, bl1);
+        if ((k0 / 8) % 2 == 0) mma_3xtf32(acc, cor, cor2, ah, al, bh0, bl0, bh1, bl1);
+        else mma_3xtf32(acc2, cor, cor2, ah, al, bh0, bl0, bh1, bl1);
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        acc[q] = (acc[q] + acc2[q]) + (cor[q] + cor2[q]);
+        acc2[q] = cor[q] = cor2[q] = 0.f;
+      }
+      if (mat == 0) {
+        *reinterpret_cast<float2*>(Vn + g * LS + cn) = make_float2(acc[0], acc[1]);
+        *reinterpret_cast<float2*>(Vn + (g + 8) * LS + cn) = make_float2(acc[2], acc[3]);
+      }
+    }
+    __syncthreads();
+    if (mat == 1) {  // o = qg S + A_qk v + A_qb v_new, columns 8 nt ..
+#pragma unroll
+      for (int k0 = 0; k0 < C; k0 += 8) {
+        unsigned ah[4], al[4], b0, b1;
+        load_a_split(Aqk, AP, k0, g, t, ah, al);
+        load_b_exact(Vv, kVT, k0, 8 * nt, g, t, b0, b1);
+        mma_2xtf32(acc2, cor, ah, al, b0, b1);
+      }
+#pragma unroll
+      for (int k0 = 0; k0 < C; k0 += 8) {
+        unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
+        load_a_split(Aqb, AP, k0, g, t, ah, al);
+        load_b_split(Vn, LS, k0, 8 * nt, g, t, bh0, bl0, bh1, bl1);
+        mma_3xtf32(acc, cor2, cor, ah, al, bh0, bl0, bh1, bl1);
+      }
+      const int col = c0 + 8 * nt + 2 * t;
+      if (col < V) {  // V even here (16-byte copies of v), so col + 1 < V too; o 4-byte aligned (checked)
+#pragma unroll
+        for (int q = 0; q < 4; q += 2) {
+          const int r = g + (q >= 2 ? 8 : 0);
+          if (r < ch.len)
+            st2<T>(p.o, tix(ch.bos + r, h, H, col, V), (acc[q] + acc2[q]) + (cor[q] + cor2[q]),
+                   (acc[q + 1] + acc2[q + 1]) + (cor[q + 1] + cor2[q + 1]));
+        }
+      }
+    }
+    {  // S' = diag(exp(gl)) S + kg^T v + bg^T v_new, TPW tiles of 16 x 8 a warp
+      const float e0 = egl[16 * mt + g], e1 = egl[16 * mt + g + 8];
+      float cs[TPW][4], cs2[TPW][4], hh[TPW][4];  // lo*hi, hi*lo and bg^T v_new's hi*hi apart: chains of 4, 2, 2, 2
+#pragma unroll
+      for (int j = 0; j < TPW; ++j) {
+        sa[j][0] *= e0;
+        sa[j][1] *= e0;
+        sa[j][2] *= e1;
+        sa[j][3] *= e1;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) cs[j][q] = cs2[j][q] = hh[j][q] = 0.f;
+      }
+#pragma unroll
+      for (int k0 = 0; k0 < C; k0 += 8) {
+        unsigned ah[4], al[4];
+        load_at_split(Kd, KP, k0, 16 * mt, g, t, ah, al);
+#pragma unroll
+        for (int j = 0; j < TPW; ++j) {
+          unsigned b0, b1;
+          load_b_exact(Vv, kVT, k0, 8 * (nb0 + j), g, t, b0, b1);
+          mma_2xtf32(sa[j], cs[j], ah, al, b0, b1);
+        }
+      }
+#pragma unroll
+      for (int k0 = 0; k0 < C; k0 += 8) {
+        unsigned ah[4], al[4];
+        load_at_split(Bd, KP, k0, 16 * mt, g, t, ah, al);
+#pragma unroll
+        for (int j = 0; j < TPW; ++j) {
+          unsigned bh0, bl0, bh1, bl1;
+          load_b_split(Vn, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
+          mma_3xtf32(hh[j], cs2[j], cs[j], ah, al, bh0, bl0, bh1, bl1);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < TPW; ++j) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) sa[j][q] = (sa[j][q] + hh[j][q]) + (cs[j][q] + cs2[j][q]);
+        const int cn = 8 * (nb0 + j) + 2 * t;
+        *reinterpret_cast<float2*>(Ss + (16 * mt + g) * LS + cn) = make_float2(sa[j][0], sa[j][1]);
+        *reinterpret_cast<float2*>(Ss + (16 * mt + g + 8) * LS + cn) = make_float2(sa[j][2], sa[j][3]);
+      }
+    }
+  }
+  cp_wait<0>();
+  if (p.ht)
+#pragma unroll
+    for (int j = 0; j < TPW; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = c0 + 8 * (nb0 + j) + 2 * t + (q & 1);
+        if (i < K && col < V) p.ht[(nh * K + i) * V + col] = sa[j][q];
+      }
+}
+
+}  // namespace
+
+void launch_mma(const HOArgs& p, ElemType dtype, dim3 grid, cudaStream_t stream) {
+  dispatch_types(dtype, dtype, [&](auto t, auto) {
+    using T = decltype(t);
+    if constexpr (!std::is_same_v<T, float>) {
+      auto go = [&](auto km) {
+        constexpr int KMAX = decltype(km)::value;
+        set_smem(chunk_ho_mma_kernel<T, KMAX>, HOM<KMAX>::bytes);
+        chunk_ho_mma_kernel<T, KMAX><<<grid, kThreads, HOM<KMAX>::bytes, stream>>>(p);
+      };
+      if (p.K <= 64) go(std::integral_constant<int, 64>{});
+      else go(std::integral_constant<int, 128>{});
+    }
+  });
+}
+
+}  // namespace dplr::gpu::detail::ho
