@@ -11,6 +11,7 @@
 
 #include "core/error.hpp"
 #include "io/tensor_io.hpp"
+#include "verify/verify_case.hpp"
 
 namespace dplr::cli {
 
@@ -80,19 +81,8 @@ DplrProblem load_case(const CaseOptions& o, std::string* description) {
     return generate_case(spec);
   }
   const TensorFile file = read_tensor_file(o.file);
-  double scale = std::numeric_limits<double>::quiet_NaN();
-  bool reverse = false;
-  if (auto it = file.metadata.find("scale"); it != file.metadata.end()) {
-    try {
-      scale = std::stod(it->second);
-    } catch (const std::exception&) {
-      throw InputError(fmt::format("{}: metadata 'scale' = '{}' is not a number", o.file, it->second));
-    }
-  }
-  if (auto it = file.metadata.find("reverse"); it != file.metadata.end())
-    reverse = it->second == "true" || it->second == "1" || it->second == "True";
   if (description) *description = o.file;
-  return problem_from_tensors(file.tensors, scale, reverse, o.file);
+  return problem_from_file(file, o.file);
 }
 
 std::string write_output(const std::string& path, const TensorFile& file) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "cli/commands.hpp"
+#include "cli/html_report.hpp"
 #include "cli/report_options.hpp"
 #include "verify/sweep.hpp"
 
@@ -15,6 +16,7 @@ namespace {
 struct CheckOptions {
   SweepOptions sweep;
   ReportOptions report;
+  HtmlOptions html;
 };
 
 std::string summary_of(const CaseResult& c) {
@@ -44,6 +46,10 @@ int run_check(const CheckOptions& o) {
   for (const auto& skipped : outcome.skipped) fmt::print("skipped: {}\n", skipped);
   if (outcome.skipped.empty()) fmt::print("skipped: nothing\n");
   const int code = finish_report(report, o.report);
+  if (!o.html.path.empty()) {
+    write_html_report(o.report.report_path, o.html);
+    fmt::print("html: {}\n", o.html.path);
+  }
   for (const auto& failure : outcome.failures) fmt::print("failed: {}\n", failure);
   return outcome.failures.empty() ? code : std::max(code, 1);
 }
@@ -57,6 +63,7 @@ void add_check_command(CLI::App& app, Command& selected) {
   command->add_flag("--cpu-only", options->sweep.cpu_only, "Skip the GPU kernels even where a device is present");
   command->add_option("--threads", options->sweep.threads, "Worker threads (0: all cores)");
   add_report_options(*command, options->report, "out/check-report.json");
+  add_html_options(*command, options->html);
   options->report.preset = "strict";
   command->callback([options, &selected] { selected = [options] { return run_check(*options); }; });
 }

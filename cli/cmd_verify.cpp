@@ -1,11 +1,15 @@
 // `dplr verify FILE`: the outputs and gradients a file holds, checked against the exact answer of the
-// inputs it holds. Exit 0: every tensor within tolerance; 1: an accuracy failure; 2: bad input.
+// inputs it holds, in the contract's names or the file's own (--convention, --layout, --map:
+// verify/conventions.hpp). Exit 0: every tensor within tolerance; 1: an accuracy failure; 2: bad input.
 #include <fmt/format.h>
 
 #include "cli/commands.hpp"
+#include "cli/html_report.hpp"
 #include "cli/report_options.hpp"
 #include "io/tensor_io.hpp"
 #include "reports/sha256.hpp"
+#include "verify/conventions.hpp"
+#include "verify/verify_case.hpp"
 
 namespace dplr::cli {
 namespace {
@@ -15,44 +19,42 @@ struct VerifyOptions {
   std::string precision = "dd";
   bool certify = true;
   int threads = 0;
+  std::string convention = "contract";
+  std::string decay;
+  std::string layout = "batch-first";
+  std::vector<std::string> maps;  // "NAME_IN_FILE=CONTRACT_NAME"
   ReportOptions report;
+  HtmlOptions html;
 };
 
 int run_verify(const VerifyOptions& o) {
   const TolerancePolicy policy = build_policy(o.report);
   Report report = start_report("verify", policy);
   const TensorFile file = read_tensor_file(o.input.file);
-  const DplrProblem problem = load_case(o.input);
 
-  bool has_gradients = false;
-  for (auto name : kGradientNames) has_gradients = has_gradients || file.tensors.count(std::string(name));
-  bool has_outputs = false;
-  for (auto name : kOutputNames) has_outputs = has_outputs || file.tensors.count(std::string(name));
-  if (!has_outputs && !has_gradients)
-    throw InputError(fmt::format("{}: holds no output (o, ht) or gradient (dq ... dh0) to verify", o.input.file));
-  if (has_gradients && !problem.grad_o)
-    throw InputError(fmt::format("{}: holds gradients but no 'do' to compute the exact ones from", o.input.file));
-
-  ReferenceOptions options;
+  VerifyCaseOptions options;
   options.precision = Precision::parse(o.precision);
-  options.backward = has_gradients;
+  options.certify = o.certify;
   options.threads = o.threads;
+  options.convention = parse_convention(o.convention);
+  if (!o.decay.empty()) options.convention.decay = parse_decay(o.decay);
+  options.convention.layout = parse_layout(o.layout);
+  for (const auto& map : o.maps) options.convention.map.push_back(parse_map(map));
   fmt::print("dplr verify: {} against the exact answer at {}{}\n", o.input.file, options.precision.name(),
              o.certify ? fmt::format(" (certified against {})", options.precision.certifier().name()) : "");
-  const ReferenceResult exact = o.certify ? run_certified_reference(problem, options) : run_reference(problem, options);
-
-  CaseResult c = describe_case(problem, o.input.file);
-  for (const auto& [name, tensor] : file.tensors) c.dtypes[name] = tensor.dtype;
+  ReferenceResult exact;
+  CaseResult c = verify_case(file, policy, options, o.input.file, &exact);
   c.source.files.push_back({"case", o.input.file, sha256_file(o.input.file)});
-  if (auto it = file.metadata.find("producer"); it != file.metadata.end()) c.notes.push_back("producer: " + it->second);
-  c.reference = reference_info(exact);
-  c.comparison = compare(file.tensors, exact.tensors, policy);
-  c.working_dtype = working_dtype_of(file.tensors);
   fmt::print("{}", format_table(c));
   if (o.certify)
     fmt::print("reference certified to {:.1f} bits (worst tensor), {:.2f} s\n", exact.min_certified_bits(), exact.seconds);
   report.cases.push_back(std::move(c));
-  return finish_report(report, o.report);
+  const int code = finish_report(report, o.report);
+  if (!o.html.path.empty()) {
+    write_html_report(o.report.report_path, o.html);
+    fmt::print("html: {}\n", o.html.path);
+  }
+  return code;
 }
 
 }  // namespace
@@ -65,7 +67,20 @@ void add_verify_command(CLI::App& app, Command& selected) {
       ->capture_default_str();
   command->add_flag("!--no-certify", options->certify, "Skip the reference's self-certification");
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)");
+  command->add_option("--convention", options->convention,
+                      "Tensor names: contract (fla's), or rwkv7 (r, w, k, v, a, b, y and dr, dw, ...)")
+      ->check(CLI::IsMember({"contract", "rwkv7"}))
+      ->capture_default_str();
+  command->add_option("--decay", options->decay,
+                      "rwkv7: how w becomes gk: clampw (-exp(-0.5) sigmoid(w)), exp (-exp(w)), log (w); "
+                      "default: the file's metadata 'decay'")
+      ->check(CLI::IsMember({"clampw", "exp", "log"}));
+  command->add_option("--layout", options->layout, "Token tensors as batch-first [B,T,H,D] or head-first [B,H,T,D]")
+      ->check(CLI::IsMember({"batch-first", "head-first"}))
+      ->capture_default_str();
+  command->add_option("--map", options->maps, "Read the file's tensor NAME as the contract's tensor: NAME=CONTRACT_NAME");
   add_report_options(*command, options->report, "out/verify-report.json");
+  add_html_options(*command, options->html);
   command->callback([options, &selected] { selected = [options] { return run_verify(*options); }; });
 }
 

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/html_report.hpp"
 #include "cli/report_options.hpp"
 #include "core/error.hpp"
 #include "reference/parallel.hpp"
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   add_gradcheck_command(app, selected);
   add_stages_command(app, selected);
   add_bench_command(app, selected);
+  add_report_command(app, selected);
   set_command_line(argc, argv);
   if (stderr_is_terminal()) {
     // Progress of the reference and stage oracles over (sequence, head) pairs, redrawn in place.

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # All tests on a fresh machine: install what is missing, build everything, run ctest (GPU tests skip with a
-# message where there is no device), then the fuzzers for a bounded time (DPLR_FUZZ_SECONDS, default 20 each).
+# message where there is no device; package.consumer builds a project against the installed tree), the
+# Python package's tests (scripts/test-python.sh), then the fuzzers for a bounded time (DPLR_FUZZ_SECONDS,
+# default 20 each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=$(bash scripts/configure.sh | tail -n 1)
 cmake --build "$build_dir" -j "$(nproc)"
 (cd "$build_dir" && ctest --output-on-failure -j "$(nproc)")
+bash scripts/test-python.sh "$build_dir"
 if [ -x scripts/run-fuzzers.sh ]; then
   bash scripts/run-fuzzers.sh "${DPLR_FUZZ_SECONDS:-20}"
 fi
