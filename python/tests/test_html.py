@@ -33,17 +33,41 @@ def failing_report():
     return dv.verify(recorded)
 
 
-def with_stages(report):
-    """The report with a stage comparison whose stage h diverges (built from its tensor results: the page reads
-    nothing but the JSON)."""
+@pytest.fixture(scope="module")
+def stage_report(dplr_binary, tmp_path_factory):
+    """A real `dplr stages --compare` report: a kernel's stage tensors, exact but for one element of v_new,
+    so stage h is the first to diverge."""
+    work = tmp_path_factory.mktemp("stages")
+    case = ["--dist", "fla", "--shape", "1,64,2,16,16", "--dtype", "bf16", "-C", "16"]
+    subprocess.run([dplr_binary, "stages", *case, "-o", "exact.safetensors", "--report", ""], cwd=work, check=True,
+                   capture_output=True)
+    stages = dv.read(work / "exact.safetensors")
+    stages.pop("metadata")
+    kernel = {name: values.astype(np.float32) for name, values in stages.items()}
+    v_new = kernel["v_new"].astype(np.float64)
+    v_new[0, 37, 1, 5] += 0.5 * np.abs(v_new).max()
+    kernel["v_new"] = v_new.astype(np.float32)
+    dv.record(work / "kernel.safetensors", **kernel)
+    proc = subprocess.run([dplr_binary, "stages", *case, "-o", "exact.safetensors", "--compare", "kernel.safetensors",
+                           "--report", "stages.json"], cwd=work, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    return json.loads((work / "stages.json").read_text())
+
+
+def with_locality(report):
+    """The report with metrics.locality on o as issue 10's report writes it (in progress on main: layout,
+    block_tokens, groups, grid of local ratios per (sequence, head) x block), a bad block at head 1, tokens
+    32-47; the page must draw it when present and do without it otherwise."""
     report = copy.deepcopy(dict(report))
-    case = report["cases"][0]
-    results = []
-    for stage, tensor in (("cumsum", "dgk"), ("A", "dq"), ("WY", "dk"), ("h", "o"), ("o", "dv")):
-        result = copy.deepcopy(next(t for t in case["tensors"] if t["name"] == tensor))
-        result["stage"] = stage
-        results.append(result)
-    case["stages"] = {"results": results, "first_diverging_stage": "h"}
+    o = next(t for t in report["cases"][0]["tensors"] if t["name"] == "o")
+    grid = [[0.9, 1.1, 1.0, 0.8], [1.0, 0.95, 40.0, 1.2]]
+    block = {"sequence": 0, "head": 1, "token_begin": 32, "token_end": 48, "elements": 256, "rel_rmse": 0.05,
+             "local_ratio": 40.0}
+    o["metrics"]["locality"] = {"layout": "tokens", "block_tokens": 16, "floor": 0.0017, "worst_block": block,
+                                "groups_total": 2, "grid": grid,
+                                "groups": [{"sequence": 0, "head": h, "rel_rmse": 0.01, "worst_block": block}
+                                           for h in (0, 1)]}
+    o["tolerance"]["local_ratio"] = 4.0
     return report
 
 
@@ -51,16 +75,23 @@ def plot_count(page):
     return len(re.findall(r'<img class="plot"', page))
 
 
-def test_page_is_self_contained_and_has_every_plot(report_schema):
-    report = with_stages(failing_report())
-    report_schema.validate(report)
-    page = dv_html.render(report)
-    assert plot_count(page) == 4  # floor ratios, error histograms, pipeline, stage floor ratios
+def test_page_is_self_contained_and_has_every_plot(stage_report, report_schema):
+    report_schema.validate(stage_report)
+    page = dv_html.render(stage_report)
+    # the pipeline; floor ratios and error histograms (the stage results are the case's tensors: one table)
+    assert plot_count(page) == 3 and page.count("<table>") == 1
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing outside the page
-    assert 'first diverging stage h' in page
+    assert 'alt="' in page and "first diverging stage h" in page
     assert '<span class="verdict fail">fail</span>' in page
-    assert "o[0, 40, 1, 3]" not in page and "[0, 40, 1, 3]" in page  # the worst element of o
-    assert "policy default" in page
+    assert "[0, 37, 1, 5]" in page  # the worst element of v_new
+    assert "policy strict" in page
+
+
+def test_locality_plots_when_the_report_has_them():
+    report = with_locality(failing_report())
+    page = dv_html.render(report)
+    assert plot_count(page) == 2 + 2  # floor ratios and histograms; o's local ratio by token and its heatmap
+    assert "heatmap of the local floor ratio" in page and "against token position per head" in page
 
 
 def test_missing_optional_fields_are_tolerated():
@@ -89,25 +120,27 @@ def browse(page_path, *options):
     return proc.stdout, console
 
 
-def test_browser_shows_every_plot_without_console_errors(tmp_path):
+@pytest.mark.parametrize("which", ["stages", "verify with locality"])
+def test_browser_shows_every_plot_without_console_errors(tmp_path, stage_report, which):
     page_path = tmp_path / "report.html"
-    page = dv_html.render(with_stages(failing_report()))
+    page = dv_html.render(stage_report if which == "stages" else with_locality(failing_report()))
     page_path.write_text(page)
     dom, console = browse(page_path, "--dump-dom")
     assert console == []
     shown = re.search(r'data-plots-shown="(\d+)"', dom)
-    assert shown and int(shown.group(1)) == plot_count(page) == 4
+    assert shown and int(shown.group(1)) == plot_count(page) == (3 if which == "stages" else 4)
 
     # The test's own eyes: a page with a console error is seen as one.
     broken = tmp_path / "broken.html"
     broken.write_text(page.replace("<script>", "<script>console.error('planted');", 1))
+    assert "planted" in broken.read_text()
     assert any("planted" in line for line in browse(broken, "--dump-dom")[1])
 
 
-def test_screenshot_of_a_failing_case(tmp_path):
+def test_screenshot_of_a_failing_case(tmp_path, stage_report):
     """Writes docs/img/failing-report.png (the README shows it) when DPLR_UPDATE_SCREENSHOT=1; else into tmp."""
     page_path = tmp_path / "report.html"
-    page_path.write_text(dv_html.render(with_stages(failing_report())))
+    page_path.write_text(dv_html.render(stage_report))
     target = SCREENSHOT if os.environ.get("DPLR_UPDATE_SCREENSHOT") == "1" else tmp_path / "shot.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     browse(page_path, f"--screenshot={target}", "--window-size=1100,1500", "--hide-scrollbars")

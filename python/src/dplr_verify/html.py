@@ -3,8 +3,9 @@
     python -m dplr_verify.html REPORT.json -o report.html      (what `dplr report html` runs)
 
 The page holds the verdict and policy, and per case: the table of tensors, the floor ratios against their
-gates, the histograms of log2 relative errors, and for stage comparisons the pipeline with the first
-diverging stage marked. Plots are matplotlib figures embedded as PNG (data: URIs), so the page needs no
+gates, the histograms of log2 relative errors, per tensor the local floor ratio against token position and
+as a (sequence, head) x block heatmap where the report carries the per-block grid (metrics.locality), and
+for stage comparisons the pipeline with the first diverging stage marked. Plots are matplotlib figures embedded as PNG (data: URIs), so the page needs no
 other file and no network. The JSON report is the only input; optional fields may be null or missing.
 """
 from __future__ import annotations
@@ -82,9 +83,12 @@ def floor_ratio_plot(tensors: list[dict], title: str) -> str | None:
 
 
 def error_histogram_plot(tensors: list[dict], title: str) -> str | None:
-    """The histogram of log2 relative errors of every tensor (metrics.histogram: 61 bins from 2^-60 to 1)."""
-    histograms = [(t["name"], t["metrics"].get("histogram")) for t in tensors]
-    histograms = [(name, h) for name, h in histograms if h and sum(h.get("counts", [])) > 0]
+    """The histograms of log2 relative errors (metrics.histogram: 61 bins from 2^-60 to 1) of up to ten tensors."""
+    # At most ten lines stay readable: the tensors that do not pass, then the worst floor ratios.
+    ranked = sorted(tensors, key=lambda t: (t["verdict"] == "pass",
+                                            -(_real((t["metrics"].get("floor") or {}).get("ratio")) or 0.0)))
+    histograms = [(t["name"], t["metrics"].get("histogram")) for t in ranked]
+    histograms = [(name, h) for name, h in histograms if h and sum(h.get("counts", [])) > 0][:10]
     if not histograms:
         return None
     plt = _pyplot()
@@ -99,6 +103,70 @@ def error_histogram_plot(tensors: list[dict], title: str) -> str | None:
     axes.set_title(title)
     axes.legend(fontsize="small", ncol=3)
     return _figure_html(figure, f"{title}: histogram of log2 relative errors")
+
+
+def _local_grid(tensor: dict):
+    """metrics.locality of a token tensor (issue 10's per-block figures), when the report carries its grid:
+    (rows of local ratios per block, a label per row, tokens per block, the local-ratio gate)."""
+    locality = tensor["metrics"].get("locality")
+    if not locality or locality.get("layout") != "tokens" or not locality.get("grid"):
+        return None
+    grid = [[_real(x) for x in row] for row in locality["grid"]]
+    groups = locality.get("groups") or []
+    labels = ([f"seq {g['sequence']} head {g['head']}" for g in groups] if len(groups) == len(grid)
+              else [f"group {i}" for i in range(len(grid))])
+    return grid, labels, locality.get("block_tokens") or 1, _real(tensor["tolerance"].get("local_ratio"))
+
+
+def locality_plots(tensor: dict, title: str) -> list[str]:
+    """The local floor ratio against token position, one line per (sequence, head), and as a heatmap of
+    (sequence, head) x block of tokens; both with the gate where the policy sets one."""
+    found = _local_grid(tensor)
+    if not found:
+        return []
+    grid, labels, block_tokens, gate = found
+    import numpy as np
+
+    width = max(len(row) for row in grid)
+    values = np.full((len(grid), width), np.nan)
+    for i, row in enumerate(grid):
+        values[i, :len(row)] = [np.nan if x is None else x for x in row]
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.5, 3.2))
+    starts = np.arange(width) * block_tokens
+    for i, label in enumerate(labels[:16]):  # more lines than this are unreadable; the heatmap has them all
+        axes.step(starts, values[i], where="post", label=label)
+    if gate is not None:
+        axes.axhline(gate, color="black", linestyle="--", linewidth=1, label="gate")
+    axes.set_yscale("log")
+    axes.set_xlabel(f"token (blocks of {block_tokens})")
+    axes.set_ylabel("local floor ratio")
+    axes.set_title(f"{title}: local floor ratio by token")
+    axes.legend(fontsize="x-small", ncol=2)
+    plots = [_figure_html(figure, f"{title}: local floor ratio against token position per head")]
+
+    figure, axes = plt.subplots(figsize=(6.5, max(2.0, 0.25 * len(grid) + 1.2)))
+    floor = np.nanmin(values[values > 0]) if np.any(values > 0) else 1e-3
+    image = axes.imshow(np.log10(np.maximum(values, floor)), aspect="auto", cmap="magma", interpolation="nearest",
+                        extent=(0, width * block_tokens, len(grid), 0))
+    colour_bar = figure.colorbar(image, ax=axes)
+    colour_bar.set_label("log10 local floor ratio" + (f" (gate {gate:g})" if gate is not None else ""))
+    axes.set_yticks(np.arange(len(grid)) + 0.5, labels if len(labels) <= 32 else [""] * len(labels))
+    axes.set_xlabel("token")
+    axes.set_title(f"{title}: local floor ratio, (sequence, head) x block")
+    plots.append(_figure_html(figure, f"{title}: heatmap of the local floor ratio, head x block of tokens"))
+    return plots
+
+
+def located_tensors(tensors: list[dict]) -> list[dict]:
+    """The tensors whose locality is plotted: those that do not pass, or when all pass the one with the worst
+    block (two plots a tensor; a case has up to nine tensors, a stage comparison dozens)."""
+    with_grid = [t for t in tensors if _local_grid(t)]
+    failing = [t for t in with_grid if t["verdict"] != "pass"]
+    if failing or not with_grid:
+        return failing
+    worst = max(with_grid, key=lambda t: _real(t["metrics"]["locality"]["worst_block"]["local_ratio"]) or 0.0)
+    return [worst]
 
 
 def pipeline_plot(stages: dict, title: str) -> str | None:
@@ -123,7 +191,8 @@ def pipeline_plot(stages: dict, title: str) -> str | None:
         diverging = stage == first
         axes.add_patch(plt.Rectangle((i * 1.5, 0), 1.1, 1, facecolor=VERDICT_COLOURS[worst[stage]], alpha=0.85,
                                      linewidth=3 if diverging else 0, edgecolor="black"))
-        axes.text(i * 1.5 + 0.55, 0.5, stage, ha="center", va="center", color="white", fontsize=12)
+        axes.text(i * 1.5 + 0.55, 0.5, stage, ha="center", va="center", color="white",
+                  fontsize=12 if len(stage) <= 6 else 8)
         if diverging:
             axes.text(i * 1.5 + 0.55, -0.3, "first diverging", ha="center", va="center", fontsize=9)
         if i + 1 < len(order):
@@ -177,22 +246,27 @@ def _case_section(case: dict) -> str:
     for note in case.get("notes") or []:
         parts.append(f'<p class="note">note: {html.escape(note)}</p>')
     tensors = case.get("tensors") or []
+    stages = case.get("stages") or {}
+    results = stages.get("results") or []
+    if results:  # the pipeline first: where it went wrong is the first question
+        plot = pipeline_plot(stages, f"{case_id}: pipeline")
+        if plot:
+            parts.append(plot)
     if tensors:
         parts.append(_tensor_table(tensors))
         for plot in (floor_ratio_plot(tensors, f"{case_id}: floor ratios"),
                      error_histogram_plot(tensors, f"{case_id}: relative errors")):
             if plot:
                 parts.append(plot)
-    stages = case.get("stages")
-    if stages and stages.get("results"):
+        for tensor in located_tensors(tensors):
+            parts.extend(locality_plots(tensor, f"{case_id}: {tensor['name']}"))
+    # `dplr stages` reports each stage tensor twice (the case's tensors and the stage results); one table then.
+    if results and sorted(r["name"] for r in results) != sorted(t["name"] for t in tensors):
         parts.append("<h3>Stages</h3>")
-        plot = pipeline_plot(stages, f"{case_id}: pipeline")
+        parts.append(_tensor_table(results))
+        plot = floor_ratio_plot(results, f"{case_id}: stage floor ratios")
         if plot:
             parts.append(plot)
-        parts.append(_tensor_table(stages["results"]))
-        for plot in (floor_ratio_plot(stages["results"], f"{case_id}: stage floor ratios"),):
-            if plot:
-                parts.append(plot)
     parts.append("</section>")
     return "\n".join(parts)
 
