@@ -82,7 +82,8 @@ def _typed(name: str, x: Any) -> tuple[str, np.ndarray]:
     else:
         array = np.asarray(x)
         dtype_name = _NUMPY_DTYPES.get(array.dtype)
-        if dtype_name is None and array.dtype == _bfloat16():
+        bfloat16 = _bfloat16()
+        if dtype_name is None and bfloat16 is not None and array.dtype == bfloat16:
             dtype_name = "BF16"
         if dtype_name is None:
             raise TypeError(f"tensor '{name}': numpy dtype {array.dtype} is not one of float64, float32, "
