@@ -12,6 +12,7 @@
 
 #include "core/error.hpp"
 #include "io/tensor_io.hpp"
+#include "verify/verify_case.hpp"
 
 namespace dplr::cli {
 
@@ -109,36 +110,6 @@ CaseSpec resolve_spec(const CaseOptions& o) {
   return spec;
 }
 
-namespace {
-
-// Metadata values are strings; each must parse whole, or the case is refused (no silent default).
-double metadata_scale(const TensorFile& file, const std::string& origin) {
-  auto it = file.metadata.find("scale");
-  if (it == file.metadata.end()) return std::numeric_limits<double>::quiet_NaN();
-  const std::string& text = it->second;
-  double scale = 0.0;
-  std::size_t used = 0;
-  try {
-    scale = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || !std::isfinite(scale))
-    throw InputError(fmt::format("{}: metadata 'scale' = '{}', expected a finite number (e.g. 0.125)", origin, text));
-  return scale;
-}
-
-bool metadata_reverse(const TensorFile& file, const std::string& origin) {
-  auto it = file.metadata.find("reverse");
-  if (it == file.metadata.end()) return false;
-  const std::string& text = it->second;
-  if (text == "true" || text == "True" || text == "1") return true;
-  if (text == "false" || text == "False" || text == "0") return false;
-  throw InputError(fmt::format("{}: metadata 'reverse' = '{}', expected true, false, True, False, 1 or 0", origin, text));
-}
-
-}  // namespace
-
 DplrProblem load_case(const CaseOptions& o, std::string* description) {
   if (o.file.empty()) {
     const CaseSpec spec = resolve_spec(o);
@@ -151,7 +122,7 @@ DplrProblem load_case(const CaseOptions& o, std::string* description) {
 DplrProblem case_from_file(const TensorFile& file, const CaseOptions& o, std::string* description) {
   refuse_generator_options(o);
   if (description) *description = o.file;
-  return problem_from_tensors(file.tensors, metadata_scale(file, o.file), metadata_reverse(file, o.file), o.file);
+  return problem_from_file(file, o.file);
 }
 
 void refuse_generator_options(const CaseOptions& o) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "cli/commands.hpp"
+#include "cli/html_report.hpp"
 #include "cli/report_options.hpp"
 #include "verify/sweep.hpp"
 
@@ -16,6 +17,7 @@ namespace {
 struct CheckOptions {
   SweepOptions sweep;
   ReportOptions report;
+  HtmlOptions html;
 };
 
 std::string summary_of(const CaseResult& c) {
@@ -40,7 +42,7 @@ std::string summary_of(const CaseResult& c) {
 }
 
 int run_check(const CheckOptions& o) {
-  return run_reported("check", o.report, [&](Report& report, const TolerancePolicy& policy) {
+  const int code = run_reported("check", o.report, [&](Report& report, const TolerancePolicy& policy) {
     fmt::print("dplr check: {} sweep; GPU kernels judged by policy '{}' (floors of the {} dtype)\n",
                o.sweep.quick ? "quick" : "default", policy.preset_name(), floor_basis_name(policy.floor_basis()));
     const SweepOutcome outcome = run_sweep(o.sweep, policy, report, [](const CaseResult& c) {
@@ -54,6 +56,11 @@ int run_check(const CheckOptions& o) {
     for (const auto& c : report.cases)
       for (const auto& failure : c.failures) fmt::print("failed: {}: {}\n", c.id, failure);
   });
+  if (!o.html.path.empty()) {
+    write_html_report(o.report.report_path, o.html);
+    fmt::print("html: {}\n", o.html.path);
+  }
+  return code;
 }
 
 }  // namespace
@@ -65,6 +72,7 @@ void add_check_command(CLI::App& app, Command& selected) {
   command->add_flag("--cpu-only", options->sweep.cpu_only, "Skip the GPU kernels even where a device is present");
   command->add_option("--threads", options->sweep.threads, "Worker threads (0: all cores)")->check(at_least(0));
   add_report_options(*command, options->report, "out/check-report.json", "strict");
+  add_html_options(*command, options->html);
   command->callback([options, &selected] { selected = [options] { return run_check(*options); }; });
 }
 

@@ -1,11 +1,15 @@
 // `dplr verify FILE`: the outputs and gradients a file holds, checked against the exact answer of the
-// inputs it holds. Exit 0: every tensor within tolerance; 1: an accuracy failure; 2: bad input.
+// inputs it holds, in the contract's names or the file's own (--convention, --layout, --map:
+// verify/conventions.hpp). Exit 0: every tensor within tolerance; 1: an accuracy failure; 2: bad input.
 #include <fmt/format.h>
 
 #include "cli/commands.hpp"
+#include "cli/html_report.hpp"
 #include "cli/report_options.hpp"
 #include "io/tensor_io.hpp"
 #include "reports/sha256.hpp"
+#include "verify/conventions.hpp"
+#include "verify/verify_case.hpp"
 
 namespace dplr::cli {
 namespace {
@@ -16,43 +20,36 @@ struct VerifyOptions {
   bool certify = true;
   int threads = 0;
   std::int64_t block_tokens = kDefaultBlockTokens;
+  std::string convention = "contract";
+  std::string decay;
+  std::string layout = "batch-first";
+  std::vector<std::string> maps;  // "NAME_IN_FILE=CONTRACT_NAME"
   ReportOptions report;
+  HtmlOptions html;
 };
 
 void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& policy) {
   const TensorFile file = read_tensor_file(o.input.file);  // read once: the case and what it is judged on
-  const DplrProblem problem = case_from_file(file, o.input);
+  refuse_generator_options(o.input);
   const std::optional<DType> judged = require_float_results(file.tensors, o.input.file);
 
-  bool has_gradients = false;
-  for (auto name : kGradientNames) has_gradients = has_gradients || file.tensors.count(std::string(name));
-  bool has_outputs = false;
-  for (auto name : kOutputNames) has_outputs = has_outputs || file.tensors.count(std::string(name));
-  if (!has_outputs && !has_gradients)
-    throw InputError(fmt::format("{}: holds no output (o, ht) or gradient (dq ... dh0) to verify", o.input.file));
-  if (has_gradients && !problem.grad_o)
-    throw InputError(fmt::format("{}: holds gradients but no 'do' to compute the exact ones from", o.input.file));
-
-  ReferenceOptions options;
+  VerifyCaseOptions options;
   options.precision = Precision::parse(o.precision);
-  options.backward = has_gradients;
+  options.certify = o.certify;
   options.threads = o.threads;
-  options.origin = o.input.file;
+  options.block_tokens = o.block_tokens;
+  options.convention = parse_convention(o.convention);
+  if (!o.decay.empty()) options.convention.decay = parse_decay(o.decay);
+  options.convention.layout = parse_layout(o.layout);
+  for (const auto& map : o.maps) options.convention.map.push_back(parse_map(map));
   fmt::print("dplr verify: {} against the exact answer at {}{}\n", o.input.file, options.precision.name(),
              o.certify ? fmt::format(" (certified against {})", options.precision.certifier().name()) : "");
-  const ReferenceResult exact = o.certify ? run_certified_reference(problem, options) : run_reference(problem, options);
+  ReferenceResult exact;
+  CaseResult c = verify_case(file, policy, options, o.input.file, &exact);
   if (judged)
     require_reference_finer_than(o.certify ? exact.min_certified_bits() : exact.precision.significand_bits(), *judged,
                                  o.input.file, o.certify ? "certified" : "uncertified (--no-certify)");
-
-  CaseResult c = describe_case(problem, o.input.file);
-  for (const auto& [name, tensor] : file.tensors) c.dtypes[name] = tensor.dtype;
   c.source.files.push_back({"case", o.input.file, sha256_file(o.input.file)});
-  if (auto it = file.metadata.find("producer"); it != file.metadata.end()) c.notes.push_back("producer: " + it->second);
-  c.notes.insert(c.notes.end(), exact.notes.begin(), exact.notes.end());
-  c.reference = reference_info(exact);
-  c.comparison = compare(file.tensors, exact.tensors, policy, {.block_tokens = o.block_tokens});
-  c.working_dtype = working_dtype_of(file.tensors);
   fmt::print("{}", format_table(c));
   if (o.certify)
     fmt::print("reference certified to {:.1f} bits (worst tensor), {:.2f} s\n", exact.min_certified_bits(), exact.seconds);
@@ -60,8 +57,13 @@ void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& 
 }
 
 int run_verify(const VerifyOptions& o) {
-  return run_reported("verify", o.report,
-                      [&](Report& report, const TolerancePolicy& policy) { verify_file(o, report, policy); });
+  const int code = run_reported("verify", o.report,
+                                [&](Report& report, const TolerancePolicy& policy) { verify_file(o, report, policy); });
+  if (!o.html.path.empty()) {
+    write_html_report(o.report.report_path, o.html);
+    fmt::print("html: {}\n", o.html.path);
+  }
+  return code;
 }
 
 }  // namespace
@@ -78,7 +80,20 @@ void add_verify_command(CLI::App& app, Command& selected) {
                       "Tokens per block of the local gate (the kernel's chunk size; blocks start at each sequence)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  command->add_option("--convention", options->convention,
+                      "Tensor names: contract (fla's), or rwkv7 (r, w, k, v, a, b, y and dr, dw, ...)")
+      ->check(CLI::IsMember({"contract", "rwkv7"}))
+      ->capture_default_str();
+  command->add_option("--decay", options->decay,
+                      "rwkv7: how w becomes gk: clampw (-exp(-0.5) sigmoid(w)), exp (-exp(w)), log (w); "
+                      "default: the file's metadata 'decay'")
+      ->check(CLI::IsMember({"clampw", "exp", "log"}));
+  command->add_option("--layout", options->layout, "Token tensors as batch-first [B,T,H,D] or head-first [B,H,T,D]")
+      ->check(CLI::IsMember({"batch-first", "head-first"}))
+      ->capture_default_str();
+  command->add_option("--map", options->maps, "Read the file's tensor NAME as the contract's tensor: NAME=CONTRACT_NAME");
   add_report_options(*command, options->report, "out/verify-report.json", "default");
+  add_html_options(*command, options->html);
   command->callback([options, &selected] { selected = [options] { return run_verify(*options); }; });
 }
 

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/html_report.hpp"
 #include "cli/report_options.hpp"
 #include "core/error.hpp"
 #include "core/memory.hpp"
@@ -43,7 +44,9 @@ int main(int argc, char** argv) {
       "  outputs    o [B, T, H, V]; ht [N, H, K, V]\n"
       "  gradients  dq dk dv da db dgk dh0 (as their inputs)\n"
       "Metadata keys: scale (a finite number; default K^-1/2), reverse (true/false/True/False/1/0).\n"
-      "Exit codes: 0 within tolerance, 1 an accuracy failure, 2 bad usage or bad input, 3 internal error.");
+      "Exit codes: 0 within tolerance, 1 an accuracy failure (or a regression against --baseline), 2 bad usage\n"
+      "or bad input, 3 internal error. Report-writing commands write their JSON report on every exit.");
+  add_report_command(app, selected);
   set_command_line(argc, argv);
   try {
     app.parse(argc, argv);

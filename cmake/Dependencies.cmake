@@ -12,17 +12,6 @@ find_package(ZLIB REQUIRED)
 # DPLR_STATIC_DEPS links MPFR, GMP and QD statically, so a binary built here runs on the device
 # machine, which has none of them.
 option(DPLR_STATIC_DEPS "Link MPFR, GMP and QD statically" OFF)
-set(_dplr_suffix "")
-if(DPLR_STATIC_DEPS)
-  set(_dplr_suffix ".a")
-endif()
-foreach(_lib mpfr gmp qd)
-  string(TOUPPER ${_lib} _LIB)
-  find_library(${_LIB}_LIBRARY NAMES lib${_lib}${_dplr_suffix} ${_lib} REQUIRED)
-  find_path(${_LIB}_INCLUDE_DIR NAMES ${_lib}.h qd/dd_real.h REQUIRED)
-endforeach()
+include(${CMAKE_CURRENT_LIST_DIR}/MultiprecisionLibraries.cmake)
 add_library(dplr_multiprecision INTERFACE)
-target_include_directories(dplr_multiprecision INTERFACE ${MPFR_INCLUDE_DIR} ${QD_INCLUDE_DIR})
-# Order matters for static archives: MPFR needs GMP.
-target_link_libraries(dplr_multiprecision INTERFACE ${QD_LIBRARY} ${MPFR_LIBRARY} ${GMP_LIBRARY}
-                      Eigen3::Eigen Boost::headers)
+target_link_libraries(dplr_multiprecision INTERFACE dplr::qd dplr::mpfr Eigen3::Eigen Boost::headers)

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what dplr-verify needs to build and test, only where it is missing (idempotent).
-# Debian packages for the C++ side; PyPI packages for the interoperability tests (numpy, safetensors, jsonschema).
+# Debian packages for the C++ side (and Python's headers, pip and venv for the Python package; chromium, the
+# headless browser the HTML report is tested in); PyPI packages
+# for the interoperability tests (numpy, safetensors, jsonschema) and the Python package (python/: built with
+# scikit-build-core and nanobind, tested with pytest, bf16 arrays through ml_dtypes).
 set -euo pipefail
 
 debian_packages=(
@@ -8,8 +11,12 @@ debian_packages=(
   libeigen3-dev libboost-dev libmpfr-dev libgmp-dev libqd-dev
   librapidcheck-dev nlohmann-json3-dev libfmt-dev libcli11-dev libgtest-dev zlib1g-dev
   clang libclang-rt-dev
+  python3-dev python3-pip python3-venv
+  chromium
 )
-python_packages=(numpy safetensors jsonschema)
+# module:PyPI name
+python_packages=(numpy:numpy safetensors:safetensors jsonschema:jsonschema nanobind:nanobind
+                 scikit_build_core:scikit-build-core ml_dtypes:ml_dtypes pytest:pytest matplotlib:matplotlib)
 
 missing=()
 for package in "${debian_packages[@]}"; do
@@ -25,12 +32,13 @@ fi
 
 if [ "${DPLR_SKIP_PYTHON:-0}" != "1" ] && command -v python3 >/dev/null; then
   missing_py=()
-  for module in "${python_packages[@]}"; do
-    python3 -c "import $module" 2>/dev/null || missing_py+=("$module")
+  for entry in "${python_packages[@]}"; do
+    python3 -c "import ${entry%%:*}" 2>/dev/null || missing_py+=("${entry#*:}")
   done
   if [ ${#missing_py[@]} -gt 0 ]; then
     echo "install-deps: installing Python packages: ${missing_py[*]}"
-    # The interop and schema tests skip (ctest exit 77) without them, so a failed install only warns.
+    # The interop and schema tests skip (ctest exit 77) without them, and scripts/test-python.sh says it
+    # cannot build the package, so a failed install only warns.
     python3 -m pip install -q "${missing_py[@]}" ||
       python3 -m pip install -q --break-system-packages "${missing_py[@]}" ||
       echo "install-deps: WARNING: could not install ${missing_py[*]}; the tests that need them will skip"

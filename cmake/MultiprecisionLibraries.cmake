@@ -1,0 +1,19 @@
+# MPFR, GMP and QD ship no CMake package on Debian: found by name as the imported targets dplr::mpfr,
+# dplr::gmp and dplr::qd. Used by Dependencies.cmake and by the installed package config, so a project
+# that calls find_package(dplr_verify) links the same libraries. DPLR_STATIC_DEPS picks the .a archives.
+foreach(_dplr_lib mpfr gmp qd)
+  if(NOT TARGET dplr::${_dplr_lib})
+    string(TOUPPER ${_dplr_lib} _DPLR_LIB)
+    set(_dplr_names ${_dplr_lib})
+    if(DPLR_STATIC_DEPS)
+      set(_dplr_names lib${_dplr_lib}.a ${_dplr_lib})
+    endif()
+    find_library(${_DPLR_LIB}_LIBRARY NAMES ${_dplr_names} REQUIRED)
+    find_path(${_DPLR_LIB}_INCLUDE_DIR NAMES ${_dplr_lib}.h qd/dd_real.h REQUIRED)
+    add_library(dplr::${_dplr_lib} UNKNOWN IMPORTED)
+    set_target_properties(dplr::${_dplr_lib} PROPERTIES IMPORTED_LOCATION "${${_DPLR_LIB}_LIBRARY}"
+                          INTERFACE_INCLUDE_DIRECTORIES "${${_DPLR_LIB}_INCLUDE_DIR}")
+  endif()
+endforeach()
+# Order matters for static archives: MPFR needs GMP.
+set_property(TARGET dplr::mpfr APPEND PROPERTY INTERFACE_LINK_LIBRARIES dplr::gmp)

@@ -1,0 +1,85 @@
+#include "verify/verify_case.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "core/error.hpp"
+
+#include "verify/case_info.hpp"
+#include "verify/compare.hpp"
+
+namespace dplr {
+
+namespace {
+
+// Metadata values are strings; each must parse whole, or the case is refused (no silent default).
+double metadata_scale(const TensorFile& file, std::string_view origin) {
+  auto it = file.metadata.find("scale");
+  if (it == file.metadata.end()) return std::numeric_limits<double>::quiet_NaN();
+  const std::string& text = it->second;
+  double scale = 0.0;
+  std::size_t used = 0;
+  try {
+    scale = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || !std::isfinite(scale))
+    throw InputError(fmt::format("{}: metadata 'scale' = '{}', expected a finite number (e.g. 0.125)", origin, text));
+  return scale;
+}
+
+bool metadata_reverse(const TensorFile& file, std::string_view origin) {
+  auto it = file.metadata.find("reverse");
+  if (it == file.metadata.end()) return false;
+  const std::string& text = it->second;
+  if (text == "true" || text == "True" || text == "1") return true;
+  if (text == "false" || text == "False" || text == "0") return false;
+  throw InputError(fmt::format("{}: metadata 'reverse' = '{}', expected true, false, True, False, 1 or 0", origin, text));
+}
+
+}  // namespace
+
+DplrProblem problem_from_file(const TensorFile& file, std::string_view origin) {
+  return problem_from_tensors(file.tensors, metadata_scale(file, origin), metadata_reverse(file, origin), origin);
+}
+
+CaseResult verify_case(const TensorFile& recorded, const TolerancePolicy& policy, const VerifyCaseOptions& o,
+                       std::string_view origin, ReferenceResult* exact_out) {
+  const ContractView view = to_contract(recorded, o.convention, origin);
+  const TensorFile& file = view.file;
+  const DplrProblem problem = problem_from_file(file, origin);
+  bool has_gradients = false;
+  for (auto name : kGradientNames) has_gradients = has_gradients || file.tensors.count(std::string(name));
+  bool has_outputs = false;
+  for (auto name : kOutputNames) has_outputs = has_outputs || file.tensors.count(std::string(name));
+  if (!has_outputs && !has_gradients)
+    throw InputError(fmt::format("{}: holds no output (o, ht) or gradient (dq ... dh0) to verify", origin));
+  if (has_gradients && !problem.grad_o)
+    throw InputError(fmt::format("{}: holds gradients but no 'do' to compute the exact ones from", origin));
+
+  ReferenceOptions options;
+  options.precision = o.precision;
+  options.backward = has_gradients;
+  options.threads = o.threads;
+  options.origin = std::string(origin);
+  ReferenceResult exact = o.certify ? run_certified_reference(problem, options) : run_reference(problem, options);
+
+  CaseResult c = describe_case(problem, std::string(origin));
+  for (const auto& [name, tensor] : file.tensors) c.dtypes[name] = tensor.dtype;
+  if (auto it = file.metadata.find("producer"); it != file.metadata.end()) c.notes.push_back("producer: " + it->second);
+  c.notes.insert(c.notes.end(), exact.notes.begin(), exact.notes.end());
+  c.reference = reference_info(exact);
+  ExactTensorMap expected = exact.tensors;
+  exact_to_file_convention(expected, view);
+  c.comparison = compare(file.tensors, expected, policy, {.block_tokens = o.block_tokens});
+  c.working_dtype = working_dtype_of(file.tensors);
+  name_as_file(c, view);
+  if (exact_out) *exact_out = std::move(exact);
+  return c;
+}
+
+}  // namespace dplr
