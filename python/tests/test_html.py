@@ -54,11 +54,20 @@ def stage_report(dplr_binary, tmp_path_factory):
     return json.loads((work / "stages.json").read_text())
 
 
+def without_locality(report):
+    """The report with every tensor's metrics.locality null: the pages the counts below are written for."""
+    report = copy.deepcopy(dict(report))
+    for case in report["cases"]:
+        for tensor in case["tensors"] + ((case.get("stages") or {}).get("results") or []):
+            tensor["metrics"]["locality"] = None
+    return report
+
+
 def with_locality(report):
     """The report with metrics.locality on o as issue 10's report writes it (in progress on main: layout,
     block_tokens, groups, grid of local ratios per (sequence, head) x block), a bad block at head 1, tokens
     32-47; the page must draw it when present and do without it otherwise."""
-    report = copy.deepcopy(dict(report))
+    report = without_locality(report)
     o = next(t for t in report["cases"][0]["tensors"] if t["name"] == "o")
     grid = [[0.9, 1.1, 1.0, 0.8], [1.0, 0.95, 40.0, 1.2]]
     block = {"sequence": 0, "head": 1, "token_begin": 32, "token_end": 48, "elements": 256, "rel_rmse": 0.05,
@@ -77,9 +86,11 @@ def plot_count(page):
 
 def test_page_is_self_contained_and_has_every_plot(stage_report, report_schema):
     report_schema.validate(stage_report)
-    page = dv_html.render(stage_report)
+    page = dv_html.render(without_locality(stage_report))
     # the pipeline; floor ratios and error histograms (the stage results are the case's tensors: one table)
     assert plot_count(page) == 3 and page.count("<table>") == 1
+    # The real report carries metrics.locality: the failing v_new gets its two locality plots as well.
+    assert plot_count(dv_html.render(stage_report)) == 3 + 2
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing outside the page
     assert 'alt="' in page and "first diverging stage h" in page
     assert '<span class="verdict fail">fail</span>' in page
@@ -99,6 +110,7 @@ def test_missing_optional_fields_are_tolerated():
     for tensor in report["cases"][0]["tensors"]:
         tensor["metrics"].pop("histogram")
         tensor["metrics"]["floor"] = None
+        tensor["metrics"].pop("locality")
     report["cases"][0].pop("reference")
     page = dv_html.render(report)
     assert plot_count(page) == 0 and "<table>" in page
@@ -123,7 +135,7 @@ def browse(page_path, *options):
 @pytest.mark.parametrize("which", ["stages", "verify with locality"])
 def test_browser_shows_every_plot_without_console_errors(tmp_path, stage_report, which):
     page_path = tmp_path / "report.html"
-    page = dv_html.render(stage_report if which == "stages" else with_locality(failing_report()))
+    page = dv_html.render(without_locality(stage_report) if which == "stages" else with_locality(failing_report()))
     page_path.write_text(page)
     dom, console = browse(page_path, "--dump-dom")
     assert console == []
@@ -155,13 +167,14 @@ def test_dplr_report_html_and_verify_html(dplr_binary, recorded_dir, tmp_path):
                            "--report", str(report), "--html", str(page), "--python", sys.executable],
                           capture_output=True, text=True, env=environment, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"html: {page}" in proc.stdout and plot_count(page.read_text()) == 2
+    # floor ratios and histograms; every tensor passes, so the one with the worst block gets its two locality plots
+    assert f"html: {page}" in proc.stdout and plot_count(page.read_text()) == 2 + 2
 
     again = tmp_path / "again.html"
     proc = subprocess.run([dplr_binary, "report", "html", str(report), "-o", str(again), "--python", sys.executable],
                           capture_output=True, text=True, env=environment)
     assert proc.returncode == 0, proc.stderr
-    assert plot_count(again.read_text()) == 2
+    assert plot_count(again.read_text()) == 2 + 2
 
     # Without the package the command says what it needs, and exits 2.
     proc = subprocess.run([dplr_binary, "report", "html", str(report), "-o", str(again), "--python", "/bin/false"],
