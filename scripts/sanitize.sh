@@ -22,10 +22,8 @@ if [ "${SANITIZE_SKIP_ASAN:-0}" != "1" ]; then
   echo "sanitize: AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)"
   configure build-asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined"
   cmake --build build-asan -j "$jobs"
-  # detect_leaks stays on; the suppressions file says why each entry is there. Full unwinding at malloc
-  # (fast_unwind_on_malloc=0): GMP has no frame pointers, so the fast unwinder stops inside it and a
-  # suppression could not see that a leak comes from MPFR's cache.
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:fast_unwind_on_malloc=0 \
+  # detect_leaks stays on; the suppressions file says why each entry is there.
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      LSAN_OPTIONS="suppressions=$PWD/../scripts/sanitizers/lsan.supp" UBSAN_OPTIONS=print_stacktrace=1 \
      ctest --output-on-failure -j "$jobs" -L cpu)
 fi
