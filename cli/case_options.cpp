@@ -116,6 +116,7 @@ DplrProblem load_case(const CaseOptions& o, std::string* description) {
     if (description) *description = describe(spec);
     return generate_case(spec);
   }
+  refuse_generator_options(o);  // before the file is read: a refusal costs nothing
   return case_from_file(read_tensor_file(o.file), o, description);
 }
 

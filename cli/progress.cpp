@@ -50,6 +50,7 @@ void ProgressReporter::report() {
   const std::int64_t pairs = pairs_done, all_pairs = pairs_total;
   if (done == last_done_ || (total == 0 && all_pairs == 0)) return;  // nothing new to say
   last_done_ = done;
+  std::fflush(stdout);  // what the command printed so far comes first, also where stdout is a pipe
   std::string line = "progress:";
   if (total > 0)
     line += fmt::format(" {} / {} token steps ({:.0f}%)", done, total, 100.0 * static_cast<double>(done) / total);
