@@ -4,6 +4,9 @@
 
 #include <chrono>
 #include <filesystem>
+#include <set>
+
+#include <fmt/ranges.h>
 
 #include "core/error.hpp"
 #include "reports/baseline.hpp"
@@ -21,6 +24,21 @@ void remove_stale(const std::string& path) {
   std::error_code ec;
   std::filesystem::remove(path, ec);
   if (ec) throw InputError(fmt::format("report {}: an older file there cannot be removed: {}", path, ec.message()));
+}
+
+// A --tol entry that names a tensor no comparison of this run judged gated nothing: most likely a typo.
+void refuse_unmatched_overrides(const Report& report, const TolerancePolicy& policy) {
+  std::set<std::string> judged;
+  for (const auto& c : report.cases) {
+    for (const auto& t : c.comparison.tensors) judged.insert(t.name);
+    if (c.stages)
+      for (const auto& s : c.stages->results) judged.insert(s.result.name);
+  }
+  if (judged.empty()) return;  // nothing was compared (e.g. every case refused): no name to hold them to
+  for (const auto& name : policy.override_tensor_names())
+    if (!judged.count(name))
+      throw InputError(fmt::format("--tol names tensor '{}', which this run does not judge; it judged [{}]", name,
+                                   fmt::join(judged, ", ")));
 }
 
 Report start_report(const std::string& command) {
@@ -107,6 +125,7 @@ int run_reported(const std::string& command, const ReportOptions& o,
     report.policy_sources = policy.sources();
     report.floor_basis = policy.floor_basis();
     body(report, policy);
+    refuse_unmatched_overrides(report, policy);
   } catch (const InputError& e) {
     report.input_error = e.what();
     fmt::print(stderr, "dplr: error: {}\n", e.what());

@@ -318,7 +318,7 @@ void TolerancePolicy::add_rule(Layer& layer, Rule rule) {
 }
 
 void TolerancePolicy::add_overrides(std::string_view text, std::string_view origin) {
-  Layer layer{std::string(origin), fmt::format("{}: {}", origin, trim(text)), {}};
+  Layer layer{std::string(origin), fmt::format("{}: {}", origin, trim(text)), {}, /*overrides=*/true};
   std::size_t start = 0;
   while (start <= text.size()) {
     const std::size_t comma = std::min(text.find(',', start), text.size());
@@ -457,6 +457,15 @@ Tolerance TolerancePolicy::resolve(std::string_view tensor, DType judged_as) con
     if (best) return {best->limits, fmt::format("{}: {}", layer->origin, selector_string(best->dtype, best->tensor))};
   }
   return {{}, "no rule matched"};
+}
+
+std::vector<std::string> TolerancePolicy::override_tensor_names() const {
+  std::vector<std::string> out;
+  for (const auto& layer : layers_)
+    if (layer.overrides)
+      for (const auto& rule : layer.rules)
+        if (rule.tensor != "*") out.push_back(rule.tensor);
+  return out;
 }
 
 std::vector<std::string> TolerancePolicy::sources() const {

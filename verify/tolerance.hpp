@@ -115,6 +115,10 @@ class TolerancePolicy {
   // Every layer in order: "preset default", "file policy.json", "command line: o=1.5".
   std::vector<std::string> sources() const;
 
+  // The tensor names the command-line overrides (add_overrides) name, other than "*": a run checks that each
+  // named a tensor it judged, so a misspelt `--tol dqq=2` is refused instead of silently gating nothing.
+  std::vector<std::string> override_tensor_names() const;
+
  private:
   struct Rule {
     std::optional<DType> dtype;  // empty: any
@@ -125,6 +129,7 @@ class TolerancePolicy {
     std::string origin;       // short, for Tolerance::rule: "preset default", "command line"
     std::string description;  // for sources(): the origin with the override text
     std::vector<Rule> rules;
+    bool overrides = false;   // from add_overrides
   };
   void add_rule(Layer& layer, Rule rule);
 

@@ -140,6 +140,10 @@ def test_report_on_every_exit(args):
     # A bad --tol is bad input too, reported the same way.
     run(args, ["verify", str(recorded(args)), "--tol", "o:bogus=1", "--report", "tol.json"], 2)
     assert "bogus" in report(args, "tol.json")["input_error"]
+    # A --tol entry naming a tensor the run does not judge (a typo) is refused, not silently ignored.
+    run(args, ["verify", str(recorded(args)), "--tol", "dqq=2", "--report", "typo.json"], 2)
+    typo = report(args, "typo.json")
+    assert "'dqq'" in typo["input_error"] and typo["cases"], typo["input_error"]
     # A bad baseline file as well.
     pathlib.Path(args.workdir, "not-a-report.json").write_text("{}")
     run(args, ["verify", str(recorded(args)), "--baseline", "not-a-report.json", "--report", "b.json"], 2)
