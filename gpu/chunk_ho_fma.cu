@@ -17,9 +17,9 @@
 #include "gpu/chunk_ho.cuh"
 
 namespace dplr::gpu::detail::ho {
-namespace {
 
 // Shared memory, in floats: NS stages of the chunk operands, then the state (double-buffered) and v_new.
+// Outside the unnamed namespace below: there nvcc reports every offset a kernel does not use (#177-D).
 template <int C, int KMAX>
 struct HOLayout {
   static constexpr int W = 0, Kd = C * KMAX, Bd = 2 * C * KMAX, Qg = 3 * C * KMAX, U = 4 * C * KMAX;
@@ -32,6 +32,8 @@ struct HOLayout {
   static constexpr int NS = ns_fit > 4 ? 4 : ns_fit;
   static constexpr std::size_t bytes = (std::size_t(NS) * stage + fixed) * sizeof(float);
 };
+
+namespace {
 
 // VEC: 16-byte copies (K % 4 == 0, V a multiple of 16 bytes of v, 16-byte aligned operands): a quarter of the
 // copy instructions and their index arithmetic. TC: columns a thread (1: thread (rg, cc) of 8 x 32 owns column
