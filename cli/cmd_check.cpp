@@ -21,13 +21,10 @@ struct CheckOptions {
 };
 
 std::string summary_of(const CaseResult& c) {
-  double worst_floor = 0.0, worst_rel = 0.0;
+  double worst_floor = 0.0, worst_rel = 0.0, worst_local = 0.0, worst_elem = 0.0;
   for (const auto& t : c.comparison.tensors) {
     if (t.metrics.floor) worst_floor = std::max(worst_floor, t.metrics.floor->ratio);
     worst_rel = std::max(worst_rel, t.metrics.rel_rmse);
-  }
-  double worst_local = 0.0, worst_elem = 0.0;
-  for (const auto& t : c.comparison.tensors) {
     if (t.metrics.locality) worst_local = std::max(worst_local, t.metrics.locality->worst_block.local_ratio);
     if (t.metrics.elem_unit > 0.0) worst_elem = std::max(worst_elem, t.metrics.max_elem.error);
   }

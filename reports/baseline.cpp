@@ -158,22 +158,4 @@ std::string format_baseline(const BaselineComparison& b) {
   return out;
 }
 
-json to_json(const BaselineComparison& b) {
-  json regressions = json::array();
-  for (const auto& r : b.regressions)
-    regressions.push_back({{"case", r.case_id},
-                           {"stage", r.stage.empty() ? json(nullptr) : json(r.stage)},
-                           {"tensor", r.tensor},
-                           {"figure", r.figure},
-                           {"baseline", r.baseline},
-                           {"current", std::isfinite(r.current) ? json(r.current) : json(std::isnan(r.current) ? "NaN" : "Infinity")},
-                           {"allowed", r.allowed}});
-  return {{"path", b.path},
-          {"cases_compared", b.cases_compared},
-          {"figures_compared", b.figures_compared},
-          {"regressions", regressions},
-          {"missing_cases", b.missing_cases},
-          {"new_cases", b.new_cases}};
-}
-
 }  // namespace dplr

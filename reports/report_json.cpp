@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
-#include "reports/baseline.hpp"
 #include "reports/build_info.hpp"
 #include "reports/report.hpp"
 
@@ -188,6 +187,24 @@ json to_json(const CaseResult& c) {
           {"error", optional_or_null(c.error)},
           {"failures", c.failures},
           {"verdict", verdict_name(c.verdict())}};
+}
+
+json to_json(const BaselineComparison& b) {
+  json regressions = json::array();
+  for (const auto& r : b.regressions)
+    regressions.push_back({{"case", r.case_id},
+                           {"stage", r.stage.empty() ? json(nullptr) : json(r.stage)},
+                           {"tensor", r.tensor},
+                           {"figure", r.figure},
+                           {"baseline", r.baseline},
+                           {"current", real(r.current)},
+                           {"allowed", r.allowed}});
+  return {{"path", b.path},
+          {"cases_compared", b.cases_compared},
+          {"figures_compared", b.figures_compared},
+          {"regressions", regressions},
+          {"missing_cases", b.missing_cases},
+          {"new_cases", b.new_cases}};
 }
 
 json to_json(const Report& r) {

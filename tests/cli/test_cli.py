@@ -293,22 +293,22 @@ def test_bad_input(args):
     assert "{false}" not in run(args, ["ref", "--help"], expect_code=0).stdout
 
 
-def main():
+def scenario_main(scenarios, label, extra_options=()):
+    """Runs the scenario named on the command line: `scenarios` holds its test_NAME functions (a module's
+    globals), `label` prefixes the closing line, `extra_options` are further required --options."""
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario")
-    parser.add_argument("--dplr", required=True)
-    parser.add_argument("--recorded", required=True)
-    parser.add_argument("--schema", required=True)
-    parser.add_argument("--workdir", required=True)
+    for option in ("--dplr", "--recorded", "--schema", "--workdir", *extra_options):
+        parser.add_argument(option, required=True)
     args = parser.parse_args()
     args.dplr = os.path.abspath(args.dplr)
     os.makedirs(args.workdir, exist_ok=True)
-    globals()["test_" + args.scenario](args)
+    scenarios["test_" + args.scenario](args)
     if SKIPPED:
-        print(f"cli.{args.scenario}: skipped in part: {'; '.join(SKIPPED)}")
+        print(f"{label}.{args.scenario}: skipped in part: {'; '.join(SKIPPED)}")
         sys.exit(77)
-    print(f"cli.{args.scenario}: passed")
+    print(f"{label}.{args.scenario}: passed")
 
 
 if __name__ == "__main__":
-    main()
+    scenario_main(globals(), "cli")

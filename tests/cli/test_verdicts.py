@@ -2,7 +2,6 @@
 """End-to-end tests of the verdicts (issue 10): planted defects in real fla recordings fail `dplr verify`,
 `dplr diff` judges by a real policy, every exit writes a report, and baselines catch regressions.
 One scenario per ctest entry; exit 77 means skipped (numpy or safetensors missing)."""
-import argparse
 import json
 import os
 import pathlib
@@ -188,20 +187,7 @@ def test_check_baseline(args):
     assert data["baseline"]["cases_compared"] == len(data["cases"]), data["baseline"]
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("scenario")
-    parser.add_argument("--dplr", required=True)
-    parser.add_argument("--recorded", required=True)
-    parser.add_argument("--schema", required=True)
-    parser.add_argument("--source-dir", required=True)
-    parser.add_argument("--workdir", required=True)
-    args = parser.parse_args()
-    args.dplr = os.path.abspath(args.dplr)
-    os.makedirs(args.workdir, exist_ok=True)
-    globals()["test_" + args.scenario](args)
-    print(f"cli.verdicts.{args.scenario}: passed")
-
-
 if __name__ == "__main__":
-    main()
+    from test_cli import scenario_main  # this folder is on sys.path when the script runs
+
+    scenario_main(globals(), "cli.verdicts", ["--source-dir"])
