@@ -4,8 +4,10 @@
 Measures fla's o accuracy on B1 T512 H2 D64 against a float64 recurrence (gk from fla's logsigmoid
 distribution and uniform in [-30, 0]; first, so that a time limit cuts timings rather than this; FLA_PEER_DTYPES
 picks the dtypes, bf16 by default), then times fla's chunk_dplr_delta_rule and fused_recurrent_dplr_delta_rule
-(forward only, bf16) with triton.testing.do_bench (median). FLA_PEER_ACCURACY=0 / FLA_PEER_TIMING=0 skip a part. fla is not part of this project:
-point PYTHONPATH at a checkout of its python package. Skips clearly (exit 0, a message) when fla or a GPU is
+(forward only, bf16) with triton.testing.do_bench (median), and the forward + backward step at the backward issue's
+shapes with the memory its forward holds for the backward. FLA_PEER_ACCURACY=0 / FLA_PEER_TIMING=0 / FLA_PEER_TRAINING=0 skip a part. fla is not part of this project:
+point PYTHONPATH at a checkout of its python package. FLA_PEER_WAIT_FILE=F: time only once F exists
+(compile while the GPU is busy with something else). Skips clearly (exit 0, a message) when fla or a GPU is
 missing. Usage: fla_peer.py [out.json]
 """
 import json
@@ -51,6 +53,9 @@ def main():
                 json.dump({"device": name, "timing": "triton.testing.do_bench median", "results": results}, f, indent=1)
 
     def bench(label, shape, fn, fla_note):
+        fn()  # compiles (Triton) before waiting for the GPU to be free
+        torch.cuda.synchronize()
+        wait_for_gpu()
         ms = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
         print(f"{label:34s} {shape:24s} median {ms:8.4f} ms   (issue's H200 note {fla_note})")
         sys.stdout.flush()
@@ -91,8 +96,64 @@ def main():
                     results.append({"name": label + " (graph)", "shape": f"B{B} T{T} H{H} D{D}", "median_ms": ms})
                     save()
 
+    if os.environ.get("FLA_PEER_TRAINING", "1") != "0":
+        training(inputs, results, save, bench)
     save()
     return 0
+
+
+def wait_for_gpu():
+    """With FLA_PEER_WAIT_FILE set, waits until that file exists: fla compiles while another program has the GPU
+    (the same device call), and times only once that program has finished."""
+    import time
+    flag = os.environ.get("FLA_PEER_WAIT_FILE")
+    while flag and not os.path.exists(flag):
+        time.sleep(0.5)
+
+
+def training(inputs, results, save, bench):
+    """fla's forward + backward (chunk_dplr_delta_rule, bf16) at the backward issue's shapes, timed as one step
+    (forward, then backward of (o, ht) with fixed cotangents), and the device memory the forward leaves held for
+    the backward: allocated after the forward minus before it, with its outputs o and ht counted apart."""
+    import torch
+    import triton
+    from fla.ops.generalized_delta_rule.dplr import chunk_dplr_delta_rule
+    for (B, T, H, D, note) in [(8, 4096, 16, 64, 6.95), (4, 4096, 8, 128, 4.85)]:
+        torch.cuda.synchronize()
+        sets = []
+        for _ in range(2):
+            xs = [x.detach().requires_grad_(True) for x in inputs(B, T, H, D)]
+            do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+            dht = torch.randn(B, H, D, D, device="cuda", dtype=torch.float32)
+            sets.append((xs, do, dht))
+        it = [0]
+
+        def step():
+            xs, do, dht = sets[it[0] % 2]
+            it[0] += 1
+            for x in xs:
+                x.grad = None
+            o, ht = chunk_dplr_delta_rule(*xs, output_final_state=True)
+            torch.autograd.backward((o, ht), (do, dht))
+
+        step()  # compiles forward and backward
+        xs, do, dht = sets[0]
+        for x in xs:
+            x.grad = None
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        o, ht = chunk_dplr_delta_rule(*xs, output_final_state=True)
+        torch.cuda.synchronize()
+        held = torch.cuda.memory_allocated() - before
+        outputs = o.numel() * o.element_size() + ht.numel() * ht.element_size()
+        del o, ht
+        bench("fla chunk_dplr fwd+bwd bf16", f"B{B} T{T} H{H} D{D}", step, note)
+        results[-1].update({"held_after_forward_bytes": held, "outputs_bytes": outputs,
+                            "saved_for_backward_bytes": held - outputs})
+        print(f"    memory held after the forward: {held / 2**20:.1f} MiB ({outputs / 2**20:.1f} MiB of it o and ht)",
+              flush=True)
+        save()
+        del sets
 
 
 def accuracy(inputs, results, save):

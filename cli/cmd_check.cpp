@@ -68,6 +68,8 @@ void add_check_command(CLI::App& app, Command& selected) {
   command->add_flag("--quick", options->sweep.quick, "Fewer, smaller cases");
   command->add_flag("--cpu-only", options->sweep.cpu_only, "Skip the GPU kernels even where a device is present");
   command->add_option("--threads", options->sweep.threads, "Worker threads (0: all cores)")->check(at_least(0));
+  command->add_option("--seed", options->sweep.seed,
+                      "Seed of every generated case (default: the committed sweep's, 2024 CPU and 7 GPU)");
   add_report_options(*command, options->report, "out/check-report.json", "strict");
   add_html_options(*command, options->html);
   command->callback([options, &selected] { selected = [options] { return run_check(*options); }; });

@@ -1,45 +1,73 @@
 #!/usr/bin/env bash
-# One call on the device machine (GPU): `dplr check` (the CPU part and the GPU sweep), the GPU tests,
-# `dplr bench --gpu`, and fla on the same card when its package is carried. Build here first:
+# One call on the device machine (GPU): `dplr check` (the CPU part and the GPU sweep, once per seed), the GPU
+# tests, `dplr bench --gpu`, fla on the same card when its package is carried, and compute-sanitizer. Build here:
 #   cmake -S . -B build-gpu -G Ninja -DDPLR_STATIC_DEPS=ON && cmake --build build-gpu --target dplr test_gpu_forward
-#   mkdir -p carry && cp build-gpu/cli/dplr build-gpu/tests/gpu/test_gpu_forward carry/
-# and run it with carry=["carry"]. Results go to $OUT (default out/device). SKIP_CHECK=1, SKIP_TESTS=1,
-# SKIP_BENCH=1, SKIP_FLA=1, SKIP_SAN=1 leave a part out (to split the work over calls of at most 10 minutes;
-# run the bench and fla in the same call, so that both are timed on one card in one session).
+#   mkdir -p carry && cp build-gpu/cli/dplr build-gpu/tests/gpu/test_gpu_*[!.]* carry/
+# fla: `git archive HEAD fla | tar -x -C carry/fla_src` from its checkout; it starts first, in the background, and
+# compiles (Triton, minutes) while our parts run; it times only after our bench, so that the GPU is timed by one
+# program at a time. With carry/fla_cases (case files from `dplr gen`) it also records fla's outputs and gradients
+# on them (bench/fla_record.py) for `dplr verify` here. Run with carry=["carry"]. Results go to $OUT (default
+# out/device), packed into one device.tar.gz. Parts: SKIP_CHECK=1, SKIP_TESTS=1, SKIP_BENCH=1, SKIP_FLA=1,
+# SKIP_SAN=1; CHECK_SEEDS="7 11" (default: the committed sweep's seeds only); GPU_TESTS="test_gpu_forward ...".
 set -u
 OUT=${OUT:-out/device}
+RESULTS=$(mktemp -d)
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$OUT/device.txt"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$RESULTS/device.txt"
+flag=$(mktemp -u)
+fla_pid=""
+record_pid=""
+if [ -d carry/fla_src ] && [ "${SKIP_FLA:-0}" != 1 ]; then
+  echo "== fla, same card (background: compiles now, times after our bench)"
+  FLA_PEER_WAIT_FILE=$flag PYTHONPATH=$PWD/carry/fla_src FLA_PEER_ACCURACY=${FLA_PEER_ACCURACY:-0} PYTHONUNBUFFERED=1 \
+    setsid python3 bench/fla_peer.py "$RESULTS/fla.json" > "$RESULTS/fla.log" 2>&1 &
+  fla_pid=$!
+  if [ -d carry/fla_cases ]; then
+    PYTHONPATH=$PWD/carry/fla_src PYTHONUNBUFFERED=1 python3 bench/fla_record.py carry/fla_cases "$RESULTS/fla_recorded" \
+      > "$RESULTS/fla_record.log" 2>&1 &
+    record_pid=$!
+  fi
+fi
 if [ "${SKIP_CHECK:-0}" != 1 ]; then
-  echo "== dplr check"
-  ./carry/dplr check --report "$OUT/check-report.json" > "$OUT/check.log" 2>&1
-  echo "check rc=$?" | tee -a "$OUT/check.log"
-  grep -E "^\[(fail|error)|skipped|verdict|certified to" "$OUT/check.log" | head -40
+  for seed in ${CHECK_SEEDS:-default}; do
+    echo "== dplr check (seed $seed)"
+    seed_arg=()
+    [ "$seed" != default ] && seed_arg=(--seed "$seed")
+    ./carry/dplr check "${seed_arg[@]}" --report "$RESULTS/check-report-$seed.json" > "$RESULTS/check-$seed.log" 2>&1
+    echo "check rc=$?" | tee -a "$RESULTS/check-$seed.log"
+    grep -E "^\[(fail|error)|skipped|verdict|certified to" "$RESULTS/check-$seed.log" | head -20
+  done
 fi
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  echo "== gpu tests"
-  ./carry/test_gpu_forward > "$OUT/gpu-test.log" 2>&1
-  echo "gpu tests rc=$?" | tee -a "$OUT/gpu-test.log"
-  tail -3 "$OUT/gpu-test.log"
+  for t in ${GPU_TESTS:-test_gpu_forward}; do
+    echo "== gpu tests: $t"
+    timeout 240 ./carry/$t > "$RESULTS/$t.log" 2>&1
+    echo "$t rc=$?" | tee -a "$RESULTS/$t.log"
+    grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$RESULTS/$t.log" | head -10
+  done
 fi
+[ -n "$record_pid" ] && { wait "$record_pid"; echo "fla record rc=$?"; tail -4 "$RESULTS/fla_record.log"; }
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== dplr bench --gpu"
-  ./carry/dplr bench --gpu --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
-  echo "bench rc=$?" | tee -a "$OUT/bench.log"
-  grep -E "median" "$OUT/bench.log" | grep -v "stage" | head -20
+  ./carry/dplr bench --gpu --json "$RESULTS/bench.json" > "$RESULTS/bench.log" 2>&1
+  echo "bench rc=$?" | tee -a "$RESULTS/bench.log"
+  grep -E "median" "$RESULTS/bench.log" | grep -v "stage" | head -24
 fi
-if [ -d carry/fla_src ] && [ "${SKIP_FLA:-0}" != 1 ]; then
-  echo "== fla, same card"
-  PYTHONPATH=$PWD/carry/fla_src timeout "${FLA_TIMEOUT:-150}" python3 bench/fla_peer.py "$OUT/fla.json" > "$OUT/fla.log" 2>&1
-  echo "fla rc=$?"
-  grep -v Warning "$OUT/fla.log" | tail -12
+touch "$flag"
+if [ -n "$fla_pid" ]; then
+  for _ in $(seq "${FLA_TIMEOUT:-300}"); do kill -0 "$fla_pid" 2>/dev/null || break; sleep 1; done
+  kill -- -"$fla_pid" 2>/dev/null && echo "fla: stopped at FLA_TIMEOUT"
+  grep -v Warning "$RESULTS/fla.log" | tail -14
 fi
 if [ "${SKIP_SAN:-0}" != 1 ]; then
   echo "== compute-sanitizer (every kernel once)"
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  for tool in memcheck racecheck; do
-    timeout 150 "$SAN" --tool $tool --print-limit 20 ./carry/test_gpu_forward --gtest_filter='GpuSanitize.*' > "$OUT/san_$tool.txt" 2>&1
-    echo "$tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san_$tool.txt" | tail -1)" | tee -a "$OUT/sanitizer.log"
+  for t in ${GPU_TESTS:-test_gpu_forward}; do
+    for tool in memcheck racecheck; do
+      timeout 150 "$SAN" --tool $tool --print-limit 20 ./carry/$t --gtest_filter='GpuSanitize*' > "$RESULTS/san.txt" 2>&1
+      echo "$t $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$RESULTS/san.txt" | tail -1)" | tee -a "$RESULTS/sanitizer.log"
+    done
   done
-  rm -f "$OUT"/san_*.txt
+  rm -f "$RESULTS/san.txt"
 fi
+tar -czf "$OUT/device.tar.gz" -C "$RESULTS" .

@@ -15,7 +15,9 @@
 // the exact recurrence and every stage tensor against its oracle, under the policy (default "strict":
 // issue 5's targets), with the first diverging stage named.
 #pragma once
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,8 @@ struct SweepOptions {
   bool quick = false;     // fewer and smaller cases (CI)
   bool cpu_only = false;  // skip the GPU part even where a device is present
   int threads = 0;
+  // Seed of every generated case; unset: the committed sweep's seeds (2024 for the CPU part, 7 for the GPU part).
+  std::optional<std::uint64_t> seed;
 };
 
 struct SweepOutcome {
