@@ -33,6 +33,14 @@ const char* variant_name(HOVariant v) {
   return "unknown";
 }
 
+const char* output_mode_name(OutputMode m) {
+  switch (m) {
+    case OutputMode::Rounded: return "rounded";
+    case OutputMode::Fp32: return "fp32";
+  }
+  return "unknown";
+}
+
 float ForwardInputs::resolved_scale() const {
   return scale < 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(K))) : scale;
 }
@@ -59,6 +67,8 @@ void check_inputs(const ForwardInputs& in) {
   if (std::string(variant_name(in.variant.a)) == "unknown")
     refuse("variant.a must be AVariant::Default, Factored or Direct (got " +
            std::to_string(static_cast<int>(in.variant.a)) + ")");
+  if (std::string(output_mode_name(in.output)) == "unknown")
+    refuse("output must be OutputMode::Rounded or Fp32 (got " + std::to_string(static_cast<int>(in.output)) + ")");
   if (std::string(variant_name(in.variant.ho)) == "unknown")
     refuse("variant.ho must be HOVariant::Default, TensorCores, Fma2 or Fma1 (got " +
            std::to_string(static_cast<int>(in.variant.ho)) + ")");

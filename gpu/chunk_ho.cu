@@ -30,19 +30,22 @@ void chunk_h_o(const ForwardInputs& in, int C, const float* A_qk, const float* A
                       std::to_string(C) + " with K = " + std::to_string(in.K) + " does not fit two stages)");
   if (!A_qk || !A_qb || !qg || !kg || !bg || !eg_last || !w || !u || !o)
     throw Unsupported("dplr::gpu: chunk_h_o needs A_qk, A_qb, qg, kg, bg, eg_last, w, u and o");
-  ho::HOArgs p{in.v, kg, bg, eg_last, in.h0, w, u, qg, A_qk, A_qb, o, ht, chunk_geom(in, C), in.H, static_cast<int>(in.K),
-           static_cast<int>(in.V)};
+  ho::HOArgs p{in.v, kg, bg, eg_last, in.h0, w, u, qg, A_qk, A_qb, o, in.output == OutputMode::Fp32, ht,
+               chunk_geom(in, C), in.H, static_cast<int>(in.K), static_cast<int>(in.V)};
   const dim3 grid = sequential_grid(in, (in.V + ho::kVT - 1) / ho::kVT);
   auto a16 = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
   const bool vec = in.K % 4 == 0 && in.V % (16 / static_cast<std::int64_t>(elem_size(in.dtype))) == 0 && a16(in.v) &&
                    a16(kg) && a16(bg) && a16(eg_last) && a16(w) && a16(u) && a16(qg);
-  // The tensor-core kernel: 16-bit inputs at C = 16 with 16-byte copies and 4-byte aligned o (bf16x2 stores).
-  const bool tensor_cores = C == 16 && in.dtype != ElemType::F32 && vec && reinterpret_cast<std::uintptr_t>(o) % 4 == 0;
+  // The tensor-core kernel: 16-bit inputs at C = 16 with 16-byte copies and o aligned for its pair stores (bf16x2:
+  // 4 bytes; float2 in the fp32-output mode: 8).
+  const std::uintptr_t o_pair = in.output == OutputMode::Fp32 ? 8 : 4;
+  const bool tensor_cores =
+      C == 16 && in.dtype != ElemType::F32 && vec && reinterpret_cast<std::uintptr_t>(o) % o_pair == 0;
   HOVariant variant = in.variant.ho;
   if (variant == HOVariant::Default) variant = tensor_cores ? HOVariant::TensorCores : HOVariant::Fma2;
   if (variant == HOVariant::TensorCores && !tensor_cores)
     throw Unsupported("dplr::gpu: chunk_h_o's tensor-core variant needs 16-bit inputs, C = 16, K a multiple of 4, V a "
-                      "multiple of 8, 16-byte aligned v, kg, bg, eg_last, w, u, qg and 4-byte aligned o (got " +
+                      "multiple of 8, 16-byte aligned v, kg, bg, eg_last, w, u, qg and o aligned to 4 bytes (8 in the fp32-output mode) (got " +
                       std::string(elem_type_name(in.dtype)) + ", C = " + std::to_string(C) + ", K = " +
                       std::to_string(in.K) + ", V = " + std::to_string(in.V) + ")");
   if (variant == HOVariant::TensorCores) ho::launch_mma(p, in.dtype, grid, stream);

@@ -14,6 +14,7 @@ struct HOArgs {
   const void* v;
   const float *kg, *bg, *egl, *h0, *w, *u, *qg, *Aqk, *Aqb;
   void* o;
+  bool o_fp32;  // OutputMode::Fp32: o is float*, 8-byte aligned
   float* ht;
   ChunkGeom geo;
   std::int64_t H;

@@ -217,7 +217,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
 #pragma unroll
           for (int j = 0; j < CR; ++j) {
             const int r = rg + RG * j;
-            if (r < ch.len) st<T>(p.o, tix(ch.bos + r, h, H, col, V), acc[j][t]);
+            if (r < ch.len) st_o<T>(p.o, tix(ch.bos + r, h, H, col, V), acc[j][t], p.o_fp32);
           }
         }
       }

@@ -33,10 +33,13 @@ struct HOM {
 static_assert(HOM<64>::bytes <= 110 * 1024, "chunk_ho mma: two blocks an SM at K <= 64");
 static_assert(HOM<128>::bytes <= 227 * 1024, "chunk_ho mma: one block an SM at K <= 128");
 
-// Two adjacent 16-bit outputs in one 4-byte store (each rounded to nearest, as st<T>).
+// Two adjacent outputs in one store: 16-bit, each rounded to nearest as st<T> (4 bytes), or fp32 in the fp32-output
+// mode (8 bytes; i is even and o 8-byte aligned, checked by chunk_h_o).
 template <typename T>
-__device__ __forceinline__ void st2(void* o, std::int64_t i, float x, float y) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+__device__ __forceinline__ void st2(void* o, std::int64_t i, float x, float y, bool fp32) {
+  if (fp32)
+    *reinterpret_cast<float2*>(static_cast<float*>(o) + i) = make_float2(x, y);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
     *reinterpret_cast<__nv_bfloat162*>(static_cast<T*>(o) + i) = __floats2bfloat162_rn(x, y);
   else
     *reinterpret_cast<__half2*>(static_cast<T*>(o) + i) = __floats2half2_rn(x, y);
@@ -167,7 +170,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
           const int r = g + (q >= 2 ? 8 : 0);
           if (r < ch.len)
             st2<T>(p.o, tix(ch.bos + r, h, H, col, V), (acc[q] + acc2[q]) + (cor[q] + cor2[q]),
-                   (acc[q + 1] + acc2[q + 1]) + (cor[q + 1] + cor2[q + 1]));
+                   (acc[q + 1] + acc2[q + 1]) + (cor[q + 1] + cor2[q + 1]), p.o_fp32);
         }
       }
     }

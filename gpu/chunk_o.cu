@@ -1,7 +1,8 @@
 // Stage "o" of the chunk form (shared spec DPLR.md), per chunk (q already scaled, S = h of the chunk):
 //     o = A_qk v + A_qb v_new + (q (.) exp(gi)) S
 // qg = scale q (.) exp(gi) comes from stage A (exp(gi_r) <= 1). One block (256 threads) per (chunk, head, batch
-// row); V in slabs of 64 columns, K in slabs of 32; fp32 FMA; o is rounded once to the input dtype.
+// row); V in slabs of 64 columns, K in slabs of 32; fp32 FMA; o is rounded once to the input dtype (or
+// written in fp32: OutputMode::Fp32).
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
@@ -14,6 +15,7 @@ struct OArgs {
   const void* v;
   const float *qg, *Aqk, *Aqb, *vnew, *h;
   void* o;
+  bool o_fp32;  // OutputMode::Fp32
   ChunkGeom geo;
   std::int64_t H;
   int K, V;
@@ -105,7 +107,7 @@ __global__ void __launch_bounds__(256) chunk_o_kernel(OArgs p) {
 #pragma unroll
       for (int j = 0; j < CR; ++j) {
         const int r = rg + 4 * j;
-        if (r < ch.len) st<T>(p.o, tix(ch.bos + r, h, H, c, V), acc[j]);
+        if (r < ch.len) st_o<T>(p.o, tix(ch.bos + r, h, H, c, V), acc[j], p.o_fp32);
       }
     }
   }
@@ -124,7 +126,8 @@ void chunk_o(const ForwardInputs& in, int C, const float* A_qk, const float* A_q
   check_chunk(in, C);
   if (!A_qk || !A_qb || !qg || !v_new || !h || !o)
     throw Unsupported("dplr::gpu: chunk_o needs A_qk, A_qb, qg, v_new, h and o");
-  OArgs p{in.v, qg, A_qk, A_qb, v_new, h, o, chunk_geom(in, C), in.H, static_cast<int>(in.K), static_cast<int>(in.V)};
+  OArgs p{in.v, qg, A_qk, A_qb, v_new, h, o, in.output == OutputMode::Fp32, chunk_geom(in, C), in.H,
+          static_cast<int>(in.K), static_cast<int>(in.V)};
   const dim3 grid = chunk_grid(in, C);
   dispatch_types_and_chunk(in.dtype, in.gk_dtype, C, [&](auto t, auto, auto c) {
     launch_o<decltype(t), decltype(c)::value>(p, grid, stream);

@@ -38,6 +38,13 @@ __device__ __forceinline__ void from_f(float x, __half* d) { *d = __float2half_r
 __device__ __forceinline__ void from_f(float x, __nv_bfloat16* d) { *d = __float2bfloat16_rn(x); }
 template <typename T>
 __device__ __forceinline__ void st(void* p, std::int64_t i, float x) { from_f(x, static_cast<T*>(p) + i); }
+// An element of o: rounded to T, or (the fp32-output mode, OutputMode::Fp32) the fp32 value itself. One uniform
+// branch at the store; the arithmetic before it is the same in both modes.
+template <typename T>
+__device__ __forceinline__ void st_o(void* p, std::int64_t i, float x, bool fp32) {
+  if (fp32) static_cast<float*>(p)[i] = x;
+  else st<T>(p, i, x);
+}
 
 // Calls fn(T{}, G{}) with the C++ types of the inputs' dtype and gk's dtype (gk is that dtype or fp32).
 template <typename Fn>

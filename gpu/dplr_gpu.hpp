@@ -25,7 +25,7 @@
 //   A_ab_inv   [B, T, H, C] fp32  (I - A_ab)^-1, unit lower triangular                             (WY)
 //   w          [B, T, H, K] fp32, u [B, T, H, V] fp32                                              (WY)
 //   h          [B, NT, H, K, V] fp32: the state before each chunk; v_new [B, T, H, V] fp32         (h)
-//   o          [B, T, H, V] input dtype                                                            (o)
+//   o          [B, T, H, V] input dtype (fp32 with OutputMode::Fp32)                              (o)
 // q in the chunk form is already multiplied by scale (so A_qk and A_qb include it).
 //
 // Decay range: no kernel factors exp(gi_r - gi_s) as exp(gi_r) * exp(-gi_s) over a whole chunk; for gk <= 0
@@ -87,6 +87,14 @@ struct ChunkVariant {
 const char* variant_name(AVariant v);   // "default", "factored", "direct"
 const char* variant_name(HOVariant v);  // "default", "tensor-cores", "fma2", "fma1"
 
+// How o is written. Rounded (the contract): in the inputs' dtype, rounded once to nearest. Fp32 (the fp32-output
+// mode): the fp32 value the kernel would have rounded, so that the 16-bit paths (tensor cores, 3xTF32 splits) are
+// judged on their internal accuracy against fp32 bars, which a 16-bit o hides (a 3e-4 internal error moves a bf16
+// o's floor ratio only to 1.016). Every stage tensor is fp32 in both modes; with Fp32, o is float* and must be
+// 8-byte aligned.
+enum class OutputMode { Rounded, Fp32 };
+const char* output_mode_name(OutputMode m);  // "rounded", "fp32"
+
 // The forward inputs. All pointers are device pointers.
 struct ForwardInputs {
   std::int64_t B = 1, T = 1, H = 1, K = 64, V = 64;
@@ -103,6 +111,7 @@ struct ForwardInputs {
   const std::int32_t* chunk_offsets = nullptr;
   int chunk_offsets_C = 0;
   ChunkVariant variant;  // the chunk stages' kernel choice (check_inputs refuses a value outside the enums)
+  OutputMode output = OutputMode::Rounded;  // o's type: the inputs' dtype, or fp32 (check_inputs refuses others)
 
   std::int64_t N() const { return cu_seqlens ? num_sequences : B; }
   float resolved_scale() const;
@@ -112,7 +121,7 @@ struct ForwardInputs {
 void check_inputs(const ForwardInputs& in);
 
 // ---- fused recurrent forward (inference) ----------------------------------------------------------------
-// o [B, T, H, V] (input dtype), ht [N, H, K, V] fp32 (nullptr: not stored). reverse: last token first.
+// o [B, T, H, V] (input dtype, or fp32 with OutputMode::Fp32), ht [N, H, K, V] fp32 (nullptr: not stored). reverse: last token first.
 // T == 1 (decode) is a first-class case.
 void fused_recurrent_forward(const ForwardInputs& in, void* o, float* ht, bool reverse, cudaStream_t stream = 0);
 

@@ -23,6 +23,7 @@ struct RecArgs {
   void* o;
   float* ht;
   std::int64_t T, H;
+  bool o_fp32;  // OutputMode::Fp32
   int K, V;
   float scale;
   bool reverse;
@@ -130,7 +131,7 @@ __global__ void __launch_bounds__(kThreads) recurrent_fwd_kernel(RecArgs p) {
       }
       o += __shfl_xor_sync(0xffffffffu, o, 8);
       o += __shfl_xor_sync(0xffffffffu, o, 16);
-      if (ks == 0 && col_ok) st<T>(p.o, tix(token(t0 + tt), h, H, col, V), o);
+      if (ks == 0 && col_ok) st_o<T>(p.o, tix(token(t0 + tt), h, H, col, V), o, p.o_fp32);
     }
     if (more) stash(buf ^ 1);
     __syncthreads();
@@ -237,10 +238,10 @@ __global__ void __launch_bounds__(kDecThreads, KR <= 8 ? 8 : 4) decode_kernel(Re
   o = decode_row_sum(o, redo, warp, cg);
   if (threadIdx.x < 16 && col_ok) {
     const std::int64_t ix = tix(tok, h, H, col, V);
-    st<T>(p.o, ix, o.x);
-    st<T>(p.o, ix + 1, o.y);
-    st<T>(p.o, ix + 2, o.z);
-    st<T>(p.o, ix + 3, o.w);
+    st_o<T>(p.o, ix, o.x, p.o_fp32);
+    st_o<T>(p.o, ix + 1, o.y, p.o_fp32);
+    st_o<T>(p.o, ix + 2, o.z, p.o_fp32);
+    st_o<T>(p.o, ix + 3, o.w, p.o_fp32);
   }
 }
 
@@ -258,7 +259,8 @@ void fused_recurrent_forward(const ForwardInputs& in, void* o, float* ht, bool r
   check_inputs(in);
   if (!o) throw Unsupported("dplr::gpu: fused_recurrent_forward needs an output pointer o");
   RecArgs p{in.q, in.k, in.v, in.a, in.b, in.gk, in.h0, in.cu_seqlens, o, ht,
-            in.T, in.H, static_cast<int>(in.K), static_cast<int>(in.V), in.resolved_scale(), reverse};
+            in.T, in.H, in.output == OutputMode::Fp32, static_cast<int>(in.K), static_cast<int>(in.V),
+            in.resolved_scale(), reverse};
   const std::int64_t N = in.N();
   if (N > 65535 || in.H > 65535) throw Unsupported("dplr::gpu: fused_recurrent_forward needs N, H <= 65535");
   dim3 grid(static_cast<unsigned>((in.V + kCols - 1) / kCols), static_cast<unsigned>(in.H), static_cast<unsigned>(N));

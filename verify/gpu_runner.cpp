@@ -15,9 +15,11 @@ namespace dplr {
 #ifndef DPLR_HAVE_CUDA
 
 GpuDevice gpu_device() { return {false, "", "built without CUDA (no nvcc at configure time, or DPLR_ENABLE_CUDA=OFF)"}; }
-TensorMap run_gpu_recurrent(const DplrProblem&) { throw InputError("GPU kernels: " + gpu_device().reason); }
-TensorMap run_gpu_chunk(const DplrProblem&, int) { throw InputError("GPU kernels: " + gpu_device().reason); }
-TensorMap run_gpu_chunk_fused(const DplrProblem&, int) { throw InputError("GPU kernels: " + gpu_device().reason); }
+TensorMap run_gpu_recurrent(const DplrProblem&, GpuOutput) { throw InputError("GPU kernels: " + gpu_device().reason); }
+TensorMap run_gpu_chunk(const DplrProblem&, int, GpuOutput) { throw InputError("GPU kernels: " + gpu_device().reason); }
+TensorMap run_gpu_chunk_fused(const DplrProblem&, int, GpuOutput) {
+  throw InputError("GPU kernels: " + gpu_device().reason);
+}
 
 #else
 
@@ -32,14 +34,23 @@ GpuDevice gpu_device() {
   return {true, fmt::format("{} (sm_{}{}, {} SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount), ""};
 }
 
-TensorMap run_gpu_recurrent(const DplrProblem& p) {
+namespace {
+gpu::OutputMode output_mode(GpuOutput output) {
+  return output == GpuOutput::Fp32 ? gpu::OutputMode::Fp32 : gpu::OutputMode::Rounded;
+}
+}  // namespace
+
+TensorMap run_gpu_recurrent(const DplrProblem& p, GpuOutput output) {
   DeviceProblem d(p);
   const auto& s = p.shape;
-  void* o = d.output(s.B * s.T * s.H * s.V, d.dtype());
+  const DType o_dtype = output == GpuOutput::Fp32 ? DType::F32 : d.dtype();
+  void* o = d.output(s.B * s.T * s.H * s.V, o_dtype);
   auto* ht = static_cast<float*>(d.output(p.num_sequences() * s.H * s.K * s.V, DType::F32));
-  gpu::fused_recurrent_forward(d.inputs(), o, ht, p.reverse);
+  gpu::ForwardInputs in = d.inputs();
+  in.output = output_mode(output);
+  gpu::fused_recurrent_forward(in, o, ht, p.reverse);
   TensorMap out;
-  out["o"] = d.download(o, d.dtype(), {s.B, s.T, s.H, s.V});
+  out["o"] = d.download(o, o_dtype, {s.B, s.T, s.H, s.V});
   out["ht"] = d.download(ht, DType::F32, {p.num_sequences(), s.H, s.K, s.V});
   return out;
 }
@@ -47,11 +58,13 @@ TensorMap run_gpu_recurrent(const DplrProblem& p) {
 namespace {
 // The chunk forward, staged (each stage its own kernel; every intermediate returned) or fused (the fastest
 // path: o and ht only).
-TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused) {
+TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused, GpuOutput output) {
   if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
   DeviceProblem d(p);
   const auto& s = p.shape;
-  const gpu::ForwardInputs& in = d.inputs();  // with cu_seqlens when the problem has them (the drivers number the chunks)
+  gpu::ForwardInputs in = d.inputs();  // with cu_seqlens when the problem has them (the drivers number the chunks)
+  in.output = output_mode(output);
+  const DType o_dtype = output == GpuOutput::Fp32 ? DType::F32 : d.dtype();
   // h as the stage oracles lay it out: [B, NT, ...], or with cu_seqlens [1, sum_n ceil(len_n / C), ...], the leading
   // rows of the kernels' h (sized by gpu::num_chunks' upper bound).
   const ChunkGrid grid = ChunkGrid::of(p, C);
@@ -68,11 +81,11 @@ TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused) {
   auto* buffer = static_cast<float*>(d.output(sizes.total(), DType::F32));
   const gpu::ChunkWorkspace ws = gpu::carve_chunk_workspace(in, C, buffer);
   auto* ht = static_cast<float*>(d.output(count(state), DType::F32));
-  void* o = d.output(count(value), d.dtype());
+  void* o = d.output(count(value), o_dtype);
   if (fused) gpu::chunk_forward_fused(in, C, ws, o, ht);
   else gpu::chunk_forward(in, C, ws, o, ht);  // cumsum, A, WY, h, o, each its own kernel
   TensorMap out;
-  out["o"] = d.download(o, d.dtype(), value);
+  out["o"] = d.download(o, o_dtype, value);
   out["ht"] = d.download(ht, DType::F32, state);
   if (fused) return out;
   const std::pair<const char*, std::pair<const float*, const std::vector<std::int64_t>*>> stages[] = {
@@ -86,8 +99,10 @@ TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused) {
 }
 }  // namespace
 
-TensorMap run_gpu_chunk(const DplrProblem& p, int C) { return run_chunk_forward(p, C, false); }
-TensorMap run_gpu_chunk_fused(const DplrProblem& p, int C) { return run_chunk_forward(p, C, true); }
+TensorMap run_gpu_chunk(const DplrProblem& p, int C, GpuOutput output) { return run_chunk_forward(p, C, false, output); }
+TensorMap run_gpu_chunk_fused(const DplrProblem& p, int C, GpuOutput output) {
+  return run_chunk_forward(p, C, true, output);
+}
 
 #endif
 

@@ -17,13 +17,17 @@ struct GpuDevice {
 };
 GpuDevice gpu_device();
 
-// The fused recurrent forward: o (the input dtype), ht (F32).
-TensorMap run_gpu_recurrent(const DplrProblem& problem);
+// How the kernels write o: in the input dtype (the contract), or in fp32 before that final rounding (the
+// fp32-output mode, gpu::OutputMode::Fp32), which shows the 16-bit paths' internal accuracy.
+enum class GpuOutput { Rounded, Fp32 };
+
+// The fused recurrent forward: o (the input dtype, or F32), ht (F32).
+TensorMap run_gpu_recurrent(const DplrProblem& problem, GpuOutput output = GpuOutput::Rounded);
 // The staged chunk forward: o, ht and every stage tensor (gi, ge, A_qk, A_qb, A_ak, A_ab, A_ab_inv, w, u,
 // h, v_new), each stage run alone in pipeline order; h laid out as the stage oracles lay it (ChunkGrid). Both
 // chunk runs take cu_seqlens.
-TensorMap run_gpu_chunk(const DplrProblem& problem, int chunk_size);
+TensorMap run_gpu_chunk(const DplrProblem& problem, int chunk_size, GpuOutput output = GpuOutput::Rounded);
 // The fused chunk forward (gpu::chunk_forward_fused, the fast path): o and ht.
-TensorMap run_gpu_chunk_fused(const DplrProblem& problem, int chunk_size);
+TensorMap run_gpu_chunk_fused(const DplrProblem& problem, int chunk_size, GpuOutput output = GpuOutput::Rounded);
 
 }  // namespace dplr

@@ -108,6 +108,7 @@ struct GpuCase {
   std::string kernel;  // "chunk" (staged, every stage checked), "chunk-fused" (o, ht), or "recurrent"
   int chunk_size = 0;
   CaseSpec spec;
+  GpuOutput output = GpuOutput::Rounded;  // Fp32: o before its final rounding, judged against fp32 bars
 };
 
 std::vector<GpuCase> gpu_cases(bool quick, std::uint64_t seed) {
@@ -128,6 +129,17 @@ std::vector<GpuCase> gpu_cases(bool quick, std::uint64_t seed) {
         cases.push_back({"chunk-fused", C, spec});
       }
       cases.push_back({"recurrent", 0, spec});
+      // The fp32-output mode of the 16-bit paths: o as the kernel computed it, before the final rounding, so the
+      // tensor-core kernels (chunk_A_WY, h+o at C = 16), the FMA ones and the recurrent one are gated on their
+      // internal accuracy (the strict fp32 bars) rather than behind the 16-bit rounding.
+      if (dtype != DType::F32) {
+        cases.push_back({"chunk-fused", 16, spec, GpuOutput::Fp32});
+        cases.push_back({"recurrent", 0, spec, GpuOutput::Fp32});
+        if (!quick) {
+          cases.push_back({"chunk", 16, spec, GpuOutput::Fp32});
+          cases.push_back({"chunk-fused", 64, spec, GpuOutput::Fp32});
+        }
+      }
       if (quick) continue;
       for (auto [K, V] : {std::pair<std::int64_t, std::int64_t>{128, 128}, {60, 100}}) {
         CaseSpec wide = spec;
@@ -164,11 +176,11 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
                                                                        : std::optional(g.spec.cu_seqlens),
                                .block_tokens = g.chunk_size > 0 ? g.chunk_size : kDefaultBlockTokens};
   if (g.kernel == "recurrent") {
-    c.comparison = compare(run_gpu_recurrent(p), exact.tensors, policy, options);
+    c.comparison = compare(run_gpu_recurrent(p, g.output), exact.tensors, policy, options);
   } else if (g.kernel == "chunk-fused") {
-    c.comparison = compare(run_gpu_chunk_fused(p, g.chunk_size), exact.tensors, policy, options);
+    c.comparison = compare(run_gpu_chunk_fused(p, g.chunk_size, g.output), exact.tensors, policy, options);
   } else {
-    const TensorMap kernel_tensors = run_gpu_chunk(p, g.chunk_size);
+    const TensorMap kernel_tensors = run_gpu_chunk(p, g.chunk_size, g.output);
     const TensorMap outputs{{"o", kernel_tensors.at("o")}, {"ht", kernel_tensors.at("ht")}};
     c.comparison = compare(outputs, exact.tensors, policy, options);
     ChunkOptions chunk_options;
@@ -193,7 +205,8 @@ void gpu_part(const SweepOptions& o, const TolerancePolicy& policy, Report& repo
   for (const GpuCase& g : gpu_cases(o.quick, o.seed.value_or(7))) {
     const DplrProblem p = generate_case(g.spec);
     const ReferenceResult exact = exact_of(p, false, o.threads);
-    const std::string kernel = g.kernel == "recurrent" ? "gpu recurrent" : fmt::format("gpu {} C{}", g.kernel, g.chunk_size);
+    const std::string kernel = (g.kernel == "recurrent" ? "gpu recurrent" : fmt::format("gpu {} C{}", g.kernel, g.chunk_size)) +
+                               (g.output == GpuOutput::Fp32 ? " fp32-output" : "");
     CaseResult c = case_of(p, fmt::format("{}: {}", kernel, describe(g.spec)), g.spec);
     c.reference = reference_info(exact);
     c.working_dtype = g.spec.dtype;

@@ -23,15 +23,24 @@ constexpr std::array<std::string_view, 7> kGradients = {"dq", "dk", "dv", "da", 
 constexpr std::array<DType, 2> kSixteenBit = {DType::BF16, DType::F16};
 
 // The "default" preset's elementwise (u of the judged dtype) and worst-block (floors) limits, from fla's
-// recordings judged at their working dtype (`dplr verify --policy report-only`, worst of bf16 and fp16):
-//   o, ht:      worst element 3.66 u (fp16 o), worst block 2.45 floors (fp16 o)     -> 6 u, 4.0 (1.6x margin)
-//   gradients:  worst element 18.8 u (fp16 dgk; bf16 dgk 16.1), worst block 7.60 (fp16 dgk; bf16 6.18)
-//                                                                                  -> 32 u, 12.0 (1.6x)
-//   other names (stage tensors): no foreign recording; between the two             -> 8 u, 6.0
-// The worst block of 12 floors fails the defect it is for: a 3% error in one head and one 16-token
-// window of a bf16 dq is ~18 floors there, while the whole tensor is only 2.7x (tests/verify).
+// outputs judged at their working dtype (`dplr verify --policy report-only`): the committed recordings (seed 11)
+// and, on the H200 in session 6 (bench/fla_record.py on `dplr gen` cases, B1 T256 H2 K=V=64, seeds 1-3 bf16 and
+// seed 1 fp16, distributions fla, mixed-decay and near-zero-decay; reports/baselines/h200/fla-calibration.md):
+//   o, ht:      worst element 4.7 u (mixed-decay bf16 o), worst block 2.89 floors (near-zero fp16 o)
+//                                                                                   -> 6 u, 4.0 (1.3-1.4x)
+//   gradients but dgk: worst element 13.6 u (bf16 db), worst block 5.80 (fp16 da)  -> 32 u, 12.0 (2.1x)
+//   dgk:        worst element 64.3 u, worst block 9.60 floors (bf16, seed 1). fla's dgk is systematically worst in
+//               the last chunk of the sequence (tokens 240..255 in all four fla-distribution cases: 18.0-64.3 u;
+//               elsewhere <= 5.2 u), a real inaccuracy of fla's that `strict` reports; default lets it pass
+//                                                                                   -> 96 u, 16.0 (1.5-1.7x)
+//   other names (stage tensors): no foreign recording; between the two              -> 8 u, 6.0
+// These still fail what they are for: a 3% error in one head and one 16-token window of a bf16 dq is ~18 floors
+// there (the whole tensor 2.7x); one dgk element of |e| ~ RMS doubled is 128 u (tests/verify, tests/cli).
+// fla's chunk kernel fails default at the edge of stability (b = -2a: every tensor 9-150 floors) and its dgk under
+// strong decay (2000+ floors), both real defects (its fused recurrent o is 1.00x there).
 constexpr double kDefaultElem16 = 6.0, kDefaultLocal16 = 4.0;
 constexpr double kDefaultElemGrad16 = 32.0, kDefaultLocalGrad16 = 12.0;
+constexpr double kDefaultElemDgk16 = 96.0, kDefaultLocalDgk16 = 16.0;
 constexpr double kDefaultElemOther16 = 8.0, kDefaultLocalOther16 = 6.0;
 // fp32 judged: rel RMSE 1e-5 is ~400 floors (fp32 floor ~2.5e-8). The float chunk form of reference/
 // (`dplr check`'s chunk-float cases, 5 distributions) has its worst element at 0.6-2x its floor ratio
@@ -232,32 +241,29 @@ TolerancePolicy TolerancePolicy::preset(std::string_view name) {
   // head, in floors). Measured margins are in the comments; kLocal* / kElem* below are the numbers.
   if (name == "strict") {
     // Our kernels (gpu/), judged at their storage dtype (FloorBasis::Storage): an fp32 ht or stage tensor
-    // of a 16-bit run is held to the fp32 floor.
-    // 16-bit storage: o at 1.00x the correctly rounded floor on every case of the committed H200 check
-    // (reports/baselines/h200), so 1.3x; elementwise 2 u (a correctly rounded element is <= 1 u; the
-    // kernels' internal error, ~1e-6 relative, adds ~3e-4 u); the worst block 2.0 floors (a correctly
-    // rounded block is ~1.0). Misrounded elements: an internal relative error of 1e-6 misrounds ~0.01% of
-    // bf16 and ~0.1% of fp16 elements, a TF32-grade one (3e-4) 4.4% of bf16 and 35% of fp16 ones
-    // (simulated: 10^6 normal values, Gaussian relative error, then rounded), which the floor ratio cannot
-    // see (1.016x); so bf16 <= 1%, fp16 <= 5%. Per-block and misrounded figures of our kernels were not in
-    // the committed H200 report: these four are provisional until a device run measures them.
-    // Gradients: no backward kernel yet; 2.0x, elementwise 4 u, worst block 3.0 provisional.
+    // of a 16-bit run is held to the fp32 floor. Calibrated on the H200 (session 6, `dplr check` at seeds 7
+    // and 11: 152 cases each, every GPU kernel and stage; reports/baselines/h200), limits about 2x the worst
+    // measured figure (worst in brackets, over both seeds).
+    // 16-bit storage: o at 1.00x the correctly rounded floor on every case, so 1.3x; elementwise 2 u (worst
+    // 0.83 u: a correctly rounded element is <= 1 u); the worst block 2.0 floors (worst 1.35, fp16); misrounded
+    // elements bf16 <= 0.25% (worst 0.028%), fp16 <= 1% (worst 0.20%). An internal relative error of 1e-6
+    // misrounds ~0.01% of bf16 and ~0.1% of fp16 elements, a TF32-grade one (3e-4) 4.4% of bf16 and 35% of fp16
+    // ones (simulated: 10^6 normal values, Gaussian relative error, then rounded), which the floor ratio cannot
+    // see (1.016x). Gradients: no backward kernel measured yet; 2.0x, elementwise 4 u, worst block 3.0, provisional.
     for (DType dtype : kSixteenBit) {
-      const double misrounded = dtype == DType::BF16 ? 0.01 : 0.05;
+      const double misrounded = dtype == DType::BF16 ? 0.0025 : 0.01;
       rule(dtype, "*", {.floor_ratio = 1.3, .max_elem = 2.0, .local_ratio = 2.0, .misrounded = misrounded});
       for (auto tensor : kGradients) rule(dtype, tensor, {.floor_ratio = 2.0, .max_elem = 4.0, .local_ratio = 3.0});
     }
-    // fp32 storage: the committed H200 check measured rel RMSE <= 4.0e-7 on every fp32 tensor of our
-    // kernels (v_new; o 2.7e-7, ht 1.9e-7, A_* 2.3e-7, h 6.2e-8, gi/ge 2.6e-8) against a measured fp32
-    // floor of ~2.5e-8: 16 floors at most, so 32 floors (~8e-7, inside issue 5's 1e-6). Tighter where the
-    // tensor is more accurate, so a 10x regression of it fails too: ht 7.6 floors at most -> 16, h 2.5 -> 8,
-    // the cumsums gi, ge 1.03 -> 4. Elementwise: max abs err / RMS <= 1.1e-5 there (A_qb), i.e. <= 190 u;
-    // 512 u. The worst block: 64 floors, provisional (per-block figures were not in that report; the float
-    // chunk form's worst block is 1.1-2.4x its floor ratio). fp32 gradients: issue 12's target, 1e-6.
-    rule(DType::F32, "*", {.floor_ratio = 32.0, .max_elem = 512.0, .local_ratio = 64.0});
-    rule(DType::F32, "ht", {.floor_ratio = 16.0, .max_elem = 512.0, .local_ratio = 32.0});
-    rule(DType::F32, "h", {.floor_ratio = 8.0, .max_elem = 512.0, .local_ratio = 16.0});
-    for (auto tensor : {"gi", "ge"}) rule(DType::F32, tensor, {.floor_ratio = 4.0, .max_elem = 64.0, .local_ratio = 8.0});
+    // fp32 storage (o of fp32 runs and of the fp32-output mode, ht, every stage tensor), in fp32 floors (~2.5e-8
+    // measured): 32 floors, ~8e-7, inside issue 5's 1e-6 (worst 16.4: w, v_new ~4e-7); tighter where the tensor
+    // is more accurate, so a 10x regression of it fails too: ht 16 (7.6), h 8 (2.5), the cumsums gi, ge 4 (1.00).
+    // Elementwise 128 u (61 u, A_qk), gi/ge 4 u (0.69 u). The worst block 64 floors (31.7, u), ht 32 (10.9),
+    // h 16 (10.5), gi/ge 4 (1.18). fp32 gradients: issue 12's target, rel RMSE 1e-6, provisional per element/block.
+    rule(DType::F32, "*", {.floor_ratio = 32.0, .max_elem = 128.0, .local_ratio = 64.0});
+    rule(DType::F32, "ht", {.floor_ratio = 16.0, .max_elem = 128.0, .local_ratio = 32.0});
+    rule(DType::F32, "h", {.floor_ratio = 8.0, .max_elem = 128.0, .local_ratio = 16.0});
+    for (auto tensor : {"gi", "ge"}) rule(DType::F32, tensor, {.floor_ratio = 4.0, .max_elem = 4.0, .local_ratio = 4.0});
     for (auto tensor : kGradients) rule(DType::F32, tensor, {.rel_rmse = 1e-6, .max_elem = 512.0, .local_ratio = 128.0});
     // fp64: the double path agrees with >= 128 bits to ~1e-12 on benign cases (issue 2); 2^13 u = 9e-13.
     rule(DType::F64, "*", {.rel_rmse = 1e-12, .max_elem = 8192.0});
@@ -269,14 +275,16 @@ TolerancePolicy TolerancePolicy::preset(std::string_view name) {
     // stride, a bf16 state, fla's dgk under strong decay at rel RMSE 1.6) fails. fla's floor ratios on its
     // recordings (seed 11, T=256): bf16 o 1.74, ht 0.58, dq 1.08, dk 1.28, dv 1.93, da 2.33, db 2.55,
     // dgk 2.73, dh0 0.97; fp16 o 2.03, ht 1.21, dq 1.38, dk 1.55, dv 2.14, da 3.41, db 3.12, dgk 3.79,
-    // dh0 1.93. Hence forward 3.0x (worst 2.03), gradients 6.0x (worst 3.79), other names (stage tensors)
-    // 4.0x. Elementwise and worst block: see kDefault* below.
+    // dh0 1.93; on the session-6 H200 cases (seeds 1-3, fla / mixed / near-zero decay) o up to 2.50 and ht 2.17
+    // (near-zero fp16), gradients up to 4.84 (db, near-zero fp16). Hence forward 3.5x (1.4x margin), gradients
+    // 7.0x (1.45x), other names (stage tensors) 4.0x. Elementwise and worst block: see kDefault* below.
     for (DType dtype : kSixteenBit) {
       rule(dtype, "*", {.floor_ratio = 4.0, .max_elem = kDefaultElemOther16, .local_ratio = kDefaultLocalOther16});
       for (auto tensor : kForward)
-        rule(dtype, tensor, {.floor_ratio = 3.0, .max_elem = kDefaultElem16, .local_ratio = kDefaultLocal16});
+        rule(dtype, tensor, {.floor_ratio = 3.5, .max_elem = kDefaultElem16, .local_ratio = kDefaultLocal16});
       for (auto tensor : kGradients)
-        rule(dtype, tensor, {.floor_ratio = 6.0, .max_elem = kDefaultElemGrad16, .local_ratio = kDefaultLocalGrad16});
+        rule(dtype, tensor, {.floor_ratio = 7.0, .max_elem = kDefaultElemGrad16, .local_ratio = kDefaultLocalGrad16});
+      rule(dtype, "dgk", {.floor_ratio = 7.0, .max_elem = kDefaultElemDgk16, .local_ratio = kDefaultLocalDgk16});
     }
     // fp32 inputs: rel RMSE 1e-5, 10x looser than our target and ~400x the fp32 floor; a TF32 kernel (fla
     // fp32 chunk: 7.7e-4) fails it on purpose, as TF32 is not fp32 accuracy (judge one with

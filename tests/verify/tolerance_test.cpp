@@ -58,7 +58,7 @@ TEST(TolerancePresets, StrictHoldsOurKernelTargets) {
   for (DType dtype : {DType::BF16, DType::F16, DType::F32, DType::F64})
     for (const char* tensor : {"o", "ht", "dq", "dgk", "A_qk"})
       EXPECT_TRUE(strict.resolve(tensor, dtype).limits.max_elem.has_value()) << tensor;
-  EXPECT_EQ(strict.resolve("o", DType::BF16).limits.misrounded, 0.01);
+  EXPECT_EQ(strict.resolve("o", DType::BF16).limits.misrounded, 0.0025);
   EXPECT_EQ(TolerancePolicy::preset("default").floor_basis(), FloorBasis::Working);
 }
 
@@ -85,12 +85,36 @@ TEST(TolerancePresets, DefaultPassesFlaRecordingsWithMargin) {
     ASSERT_TRUE(limit.has_value()) << figure.tensor;
     EXPECT_GE(*limit, 1.4 * figure.floor_ratio) << dtype_name(figure.dtype) << " " << figure.tensor;
   }
-  EXPECT_EQ(policy.resolve("o", DType::BF16).limits.floor_ratio, 3.0);
-  EXPECT_EQ(policy.resolve("dgk", DType::BF16).limits.floor_ratio, 6.0);
+  EXPECT_EQ(policy.resolve("o", DType::BF16).limits.floor_ratio, 3.5);
+  EXPECT_EQ(policy.resolve("dgk", DType::BF16).limits.floor_ratio, 7.0);
   EXPECT_EQ(policy.resolve("v_new", DType::BF16).limits.floor_ratio, 4.0);
   EXPECT_EQ(policy.resolve("o", DType::F32).limits.rel_rmse, 1e-5);
   // fla's fp32 chunk kernel runs on TF32 (o rel RMSE 7.7e-4): not fp32 accuracy, so it fails the default.
   EXPECT_LT(*policy.resolve("o", DType::F32).limits.rel_rmse, 7.7e-4);
+}
+
+// The worst figures of fla's chunk kernel on the H200 (session 6: seeds 1-3 bf16 and 1 fp16 of the fla, mixed-decay
+// and near-zero-decay distributions, reports/baselines/h200/fla-calibration.md), per tensor class: floor ratio,
+// worst element (u), worst block (floors). The default preset passes each with at least 1.2x margin.
+struct FlaWorst {
+  const char* tensor;
+  double floor_ratio, elem, local;
+};
+constexpr FlaWorst kFlaDeviceWorst[] = {
+    {"o", 2.50, 4.7, 2.89},  {"ht", 2.17, 4.3, 2.18},  {"dq", 2.41, 4.3, 2.82}, {"dk", 2.37, 5.3, 2.66},
+    {"dv", 2.61, 7.0, 2.91}, {"da", 4.72, 12.9, 5.80}, {"db", 4.84, 13.6, 5.48}, {"dgk", 4.63, 64.3, 9.60},
+    {"dh0", 2.16, 3.5, 2.36},
+};
+
+TEST(TolerancePresets, DefaultPassesFlaOnTheDeviceWithMargin) {
+  const auto policy = TolerancePolicy::preset("default");
+  for (DType dtype : {DType::BF16, DType::F16})
+    for (const auto& worst : kFlaDeviceWorst) {
+      const auto limits = policy.resolve(worst.tensor, dtype).limits;
+      EXPECT_GE(*limits.floor_ratio, 1.2 * worst.floor_ratio) << worst.tensor;
+      EXPECT_GE(*limits.max_elem, 1.2 * worst.elem) << worst.tensor;
+      EXPECT_GE(*limits.local_ratio, 1.2 * worst.local) << worst.tensor;
+    }
 }
 
 TEST(TolerancePresets, StrictIsTighterThanFla) {
@@ -113,7 +137,7 @@ TEST(ToleranceOverrides, TheBriefsExample) {
   EXPECT_FALSE(dgk.limits.floor_ratio.has_value());  // the winning rule replaces, it does not merge
   EXPECT_EQ(dgk.rule, "command line: dgk");
   EXPECT_EQ(policy.resolve("dv", DType::BF16).limits.floor_ratio, 2.0);
-  EXPECT_EQ(policy.resolve("dv", DType::F16).limits.floor_ratio, 6.0);  // no override matches: the preset
+  EXPECT_EQ(policy.resolve("dv", DType::F16).limits.floor_ratio, 7.0);  // no override matches: the preset
   EXPECT_EQ(policy.resolve("dv", DType::F32).limits.rel_rmse, 1e-5);
   EXPECT_EQ(policy.resolve("o", DType::F32).limits.floor_ratio, 1.5);   // "o" names every dtype
   EXPECT_EQ(policy.sources(),
