@@ -2,6 +2,7 @@
 // can (the CPU part always; the GPU part where a CUDA device is present), prints one line per case and
 // the full table of any case that did not pass, writes the JSON report, and says what it skipped.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -9,6 +10,8 @@
 #include "cli/commands.hpp"
 #include "cli/html_report.hpp"
 #include "cli/report_options.hpp"
+#include "core/error.hpp"
+#include "verify/gpu_runner.hpp"
 #include "verify/sweep.hpp"
 
 namespace dplr::cli {
@@ -40,6 +43,17 @@ std::string summary_of(const CaseResult& c) {
 
 int run_check(const CheckOptions& o) {
   const int code = run_reported("check", o.report, [&](Report& report, const TolerancePolicy& policy) {
+    if (o.sweep.planted_defect != "none") {
+      const auto names = gpu_planted_defect_names();
+      if (!gpu_planted_defects_built())
+        throw InputError(fmt::format("--plant-defect {}: this dplr was built without planted defects (configure a "
+                                     "separate build with -DDPLR_PLANT_DEFECTS=ON)",
+                                     o.sweep.planted_defect));
+      if (std::find(names.begin(), names.end(), o.sweep.planted_defect) == names.end())
+        throw InputError(fmt::format("--plant-defect {}: unknown (one of: {})", o.sweep.planted_defect,
+                                     fmt::join(names, ", ")));
+      fmt::print("dplr check: GPU kernels with the PLANTED defect '{}'\n", o.sweep.planted_defect);
+    }
     fmt::print("dplr check: {} sweep; GPU kernels judged by policy '{}' (floors of the {} dtype)\n",
                o.sweep.quick ? "quick" : "default", policy.preset_name(), floor_basis_name(policy.floor_basis()));
     const SweepOutcome outcome = run_sweep(o.sweep, policy, report, [](const CaseResult& c) {
@@ -66,10 +80,15 @@ void add_check_command(CLI::App& app, Command& selected) {
   auto options = std::make_shared<CheckOptions>();
   auto* command = app.add_subcommand("check", "The default accuracy sweep: kernels against the exact reference");
   command->add_flag("--quick", options->sweep.quick, "Fewer, smaller cases");
-  command->add_flag("--cpu-only", options->sweep.cpu_only, "Skip the GPU kernels even where a device is present");
+  auto* cpu_only = command->add_flag("--cpu-only", options->sweep.cpu_only, "Skip the GPU kernels even where a device is present");
+  command->add_flag("--gpu-only", options->sweep.gpu_only, "Skip the CPU part (the reference's self-checks, the chunk oracles)")
+      ->excludes(cpu_only);
   command->add_option("--threads", options->sweep.threads, "Worker threads (0: all cores)")->check(at_least(0));
   command->add_option("--seed", options->sweep.seed,
                       "Seed of every generated case (default: the committed sweep's, 2024 CPU and 7 GPU)");
+  command->add_option("--plant-defect", options->sweep.planted_defect,
+                      "Run the GPU kernels with a planted defect (a -DDPLR_PLANT_DEFECTS=ON build only): head-stride, "
+                      "sequence-start, drop-last-chunk, missing-barrier, bf16-state, factored-decay");
   add_report_options(*command, options->report, "out/check-report.json", "strict");
   add_html_options(*command, options->html);
   command->callback([options, &selected] { selected = [options] { return run_check(*options); }; });

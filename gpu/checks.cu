@@ -41,6 +41,20 @@ const char* output_mode_name(OutputMode m) {
   return "unknown";
 }
 
+const char* planted_defect_name(PlantedDefect d) {
+  switch (d) {
+    case PlantedDefect::None: return "none";
+    case PlantedDefect::HeadStride: return "head-stride";
+    case PlantedDefect::SequenceStart: return "sequence-start";
+    case PlantedDefect::DropLastChunk: return "drop-last-chunk";
+    case PlantedDefect::MissingBarrier: return "missing-barrier";
+    case PlantedDefect::Bf16State: return "bf16-state";
+    case PlantedDefect::FactoredDecay: return "factored-decay";
+  }
+  return "unknown";
+}
+bool planted_defects_built() { return detail::kPlantedBuild; }
+
 float ForwardInputs::resolved_scale() const {
   return scale < 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(K))) : scale;
 }
@@ -67,6 +81,11 @@ void check_inputs(const ForwardInputs& in) {
   if (std::string(variant_name(in.variant.a)) == "unknown")
     refuse("variant.a must be AVariant::Default, Factored or Direct (got " +
            std::to_string(static_cast<int>(in.variant.a)) + ")");
+  if (in.planted != PlantedDefect::None && !detail::kPlantedBuild)
+    refuse(std::string("planted defect ") + planted_defect_name(in.planted) +
+           " asked of a build without planted defects (configure with -DDPLR_PLANT_DEFECTS=ON)");
+  if (std::string(planted_defect_name(in.planted)) == "unknown")
+    refuse("planted must be a PlantedDefect (got " + std::to_string(static_cast<int>(in.planted)) + ")");
   if (std::string(output_mode_name(in.output)) == "unknown")
     refuse("output must be OutputMode::Rounded or Fp32 (got " + std::to_string(static_cast<int>(in.output)) + ")");
   if (std::string(variant_name(in.variant.ho)) == "unknown")

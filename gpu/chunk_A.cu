@@ -136,7 +136,9 @@ __global__ void __launch_bounds__(256, C == 16 ? 6 : 1) chunk_A_kernel(AArgs p) 
       const std::int64_t ix = tix(ch.bos + r, h, H, d, p.K);
       const float2 gr = make_float2(gh[r * kLD + dd], gl_[r * kLD + dd]);
       const float2 gl = make_float2(gh[(ch.len - 1) * kLD + dd], gl_[(ch.len - 1) * kLD + dd]);
-      const float fl = exp2_diff(gl, gr);
+      // (The planted FactoredDecay: 2^gl 2^-gr, which overflows once -gr passes 128 in log2 units.)
+      const float fl = planted(p.geo.planted, PlantedDefect::FactoredDecay) ? exp2_split(gl) * (1.0f / exp2_split(gr))
+                                                                            : exp2_diff(gl, gr);
       p.g.qg[ix] = qs[r * kLD + dd] * exp2_split(gr);
       p.g.kg[ix] = kk[r * kLD + dd] * fl;
       p.g.bg[ix] = bs[r * kLD + dd] * fl;

@@ -54,6 +54,7 @@ __global__ void __launch_bounds__(kThreads, KMAX == 64 ? 2 : 1) chunk_h_kernel(H
 
   const std::int64_t h = blockIdx.y, H = p.H;
   const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
+  const std::int64_t count = walked_chunks(p.geo, seq, C);
   const int c0 = vtile_of_block(p.geo) * kVT;
   const int cc = threadIdx.x % kVT, rg = threadIdx.x / kVT;
   const int col = c0 + cc;
@@ -105,8 +106,8 @@ __global__ void __launch_bounds__(kThreads, KMAX == 64 ? 2 : 1) chunk_h_kernel(H
     st[m] = (p.h0 && i < K && col < V) ? p.h0[(nh * K + i) * V + col] : 0.f;
     S[i * LS + cc] = st[m];
   }
-  if (kPrefetch && seq.count > 0) fetch(0);  // an empty sequence (cu_seqlens) has no chunk: ht = h0
-  for (std::int64_t c = 0; c < seq.count; ++c) {
+  if (kPrefetch && count > 0) fetch(0);  // an empty sequence (cu_seqlens) has no chunk: ht = h0
+  for (std::int64_t c = 0; c < count; ++c) {
     const Chunk ch = chunk_in(seq, c, C);
     if (!kPrefetch) fetch(c);
     __syncthreads();  // S final for chunk c; the previous chunk's operands no longer read
@@ -118,7 +119,7 @@ __global__ void __launch_bounds__(kThreads, KMAX == 64 ? 2 : 1) chunk_h_kernel(H
         if (rg * KR + m < K) hc[(rg * KR + m) * V + col] = st[m];
     }
     __syncthreads();
-    if (kPrefetch && c + 1 < seq.count) fetch(c + 1);
+    if (kPrefetch && c + 1 < count) fetch(c + 1);
     {  // v_new = u + w S
       float acc[CR];
 #pragma unroll

@@ -57,6 +57,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
 
   const std::int64_t h = blockIdx.y, H = p.H;
   const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
+  const std::int64_t count = walked_chunks(p.geo, seq, C);
   const int c0 = vtile_of_block(p.geo) * kVT;
   const int cc = threadIdx.x % NCT, rg = threadIdx.x / NCT;
   const std::int64_t nh = seq.n * H + h;
@@ -137,9 +138,9 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
       stv[t][m] = (p.h0 && i < K && col < V) ? p.h0[(nh * K + i) * V + col] : 0.f;
       Sb[i * LS + cc + t * NCT] = stv[t][m];
     }
-  ring_start<NS>(seq.count, load);
-  for (std::int64_t c = 0; c < seq.count; ++c) {
-    ring_advance<NS>(c, seq.count, load);  // chunk c's stage landed; chunk c - 1 fully done
+  ring_start<NS>(count, load);
+  for (std::int64_t c = 0; c < count; ++c) {
+    ring_advance<NS>(c, count, load);  // chunk c's stage landed; chunk c - 1 fully done
     const Chunk ch = chunk_in(seq, c, C);
     const float* sg = sm + static_cast<int>(c % NS) * L::stage;
     const float* W = sg + L::W;
@@ -186,7 +187,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
 #pragma unroll
         for (int t = 0; t < TC; ++t) Vn[(rg + j * RG) * kVT + cc + t * NCT] = av[j][t];
     }
-    __syncthreads();
+    if (!planted(p.geo.planted, PlantedDefect::MissingBarrier)) __syncthreads();
     {
 #pragma unroll 2
       for (int s = 0; s < C; s += 4) {

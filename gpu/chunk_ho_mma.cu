@@ -57,6 +57,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
 
   const std::int64_t h = blockIdx.y, H = p.H;
   const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
+  const std::int64_t count = walked_chunks(p.geo, seq, C);
   const int c0 = vtile_of_block(p.geo) * kVT;
   const std::int64_t nh = seq.n * H + h;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
@@ -109,10 +110,10 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
       sa[j][q] = (p.h0 && i < K && c0 + col < V) ? p.h0[(nh * K + i) * V + c0 + col] : 0.f;
       Ss[i * LS + col] = sa[j][q];
     }
-  ring_start<NS>(seq.count, load);
+  ring_start<NS>(count, load);
   const int mat = warp >> 2, nt = warp & 3;  // phase 1: v_new (mat 0) or qg S (mat 1), columns 8 nt ..
-  for (std::int64_t c = 0; c < seq.count; ++c) {
-    ring_advance<NS>(c, seq.count, load);  // chunk c's stage landed; chunk c - 1 fully done (state written)
+  for (std::int64_t c = 0; c < count; ++c) {
+    ring_advance<NS>(c, count, load);  // chunk c's stage landed; chunk c - 1 fully done (state written)
     const Chunk ch = chunk_in(seq, c, C);
     const float* sg = sm + static_cast<int>(c % NS) * L::stage;
     const float* Kd = sg + L::Kd;

@@ -23,6 +23,17 @@ void throw_cuda(cudaError_t err, const char* what, const char* file, int line);
   } while (0)
 #define DPLR_LAUNCHED(name) DPLR_CUDA(cudaGetLastError())
 
+// Planted defects (PlantedDefect, dplr_gpu.hpp): only a -DDPLR_PLANT_DEFECTS=ON build tests them; elsewhere
+// planted() is constant false and every planted branch compiles away.
+#ifdef DPLR_PLANT_DEFECTS
+constexpr bool kPlantedBuild = true;
+#else
+constexpr bool kPlantedBuild = false;
+#endif
+__host__ __device__ __forceinline__ bool planted(PlantedDefect have, PlantedDefect defect) {
+  return kPlantedBuild && have == defect;
+}
+
 // Throws Unsupported("dplr::gpu: " + what): a request refused before anything is launched.
 [[noreturn]] void refuse(const std::string& what);
 
@@ -146,9 +157,10 @@ struct ChunkGeom {
   std::int64_t N;                      // sequences
   const std::int64_t* cu_seqlens;      // nullptr: every batch row is one sequence
   const std::int32_t* chunk_offsets;   // [N + 1] with cu_seqlens
+  PlantedDefect planted;               // None but in a -DDPLR_PLANT_DEFECTS=ON build
 };
 inline ChunkGeom chunk_geom(const ForwardInputs& in, int C) {
-  return ChunkGeom{in.T, num_chunks(in, C), in.N(), in.cu_seqlens, in.chunk_offsets};
+  return ChunkGeom{in.T, num_chunks(in, C), in.N(), in.cu_seqlens, in.chunk_offsets, in.planted};
 }
 
 // One chunk of one sequence (for every head).
@@ -167,7 +179,13 @@ struct SeqChunks {
 __device__ __forceinline__ SeqChunks seq_chunks(const ChunkGeom& geo, std::int64_t n) {
   if (!geo.cu_seqlens) return SeqChunks{n, n * geo.T, n * geo.T + geo.T, n * geo.NT, geo.NT};
   const std::int64_t g0 = geo.chunk_offsets[n];
-  return SeqChunks{n, geo.cu_seqlens[n], geo.cu_seqlens[n + 1], g0, geo.chunk_offsets[n + 1] - g0};
+  const std::int64_t late = planted(geo.planted, PlantedDefect::SequenceStart) && n > 0 ? 1 : 0;
+  return SeqChunks{n, geo.cu_seqlens[n] + late, geo.cu_seqlens[n + 1], g0, geo.chunk_offsets[n + 1] - g0};
+}
+// The chunks a sequential kernel (h, h+o) walks: all of them (the planted DropLastChunk: not a short last one).
+__device__ __forceinline__ std::int64_t walked_chunks(const ChunkGeom& geo, const SeqChunks& s, int C) {
+  if (planted(geo.planted, PlantedDefect::DropLastChunk) && s.count > 0 && (s.eos - s.bos) % C != 0) return s.count - 1;
+  return s.count;
 }
 __device__ __forceinline__ Chunk chunk_in(const SeqChunks& s, std::int64_t c, int C) {
   Chunk ch;

@@ -95,6 +95,21 @@ const char* variant_name(HOVariant v);  // "default", "tensor-cores", "fma2", "f
 enum class OutputMode { Rounded, Fp32 };
 const char* output_mode_name(OutputMode m);  // "rounded", "fp32"
 
+// Planted defects: known bugs of this kernel family, for proving that the property sweep finds bugs (issue 13).
+// Compiled in only by -DDPLR_PLANT_DEFECTS=ON (a test build, never the library users link): there
+// ForwardInputs::planted picks one per launch. In the normal build every planted branch compiles away and
+// check_inputs refuses any value but None.
+//   HeadStride      fused recurrent: k read with a token stride of K instead of H K (fla's safe-gate bug: right
+//                   at H = 1)
+//   SequenceStart   chunk form, cu_seqlens: every sequence after the first starts one token late
+//   DropLastChunk   chunk form, the sequential kernels (h, h+o): a short last chunk is skipped
+//   MissingBarrier  fused h+o (FMA kernel): the barrier between v_new and its readers is left out
+//   Bf16State       fused recurrent: the state rounded to bf16 after every token
+//   FactoredDecay   chunk form, stage A: exp(gl - gi) taken as exp(gl) exp(-gi) (overflows for strong decay)
+enum class PlantedDefect { None, HeadStride, SequenceStart, DropLastChunk, MissingBarrier, Bf16State, FactoredDecay };
+const char* planted_defect_name(PlantedDefect d);  // "none", "head-stride", ...
+bool planted_defects_built();                      // whether this build has -DDPLR_PLANT_DEFECTS=ON
+
 // The forward inputs. All pointers are device pointers.
 struct ForwardInputs {
   std::int64_t B = 1, T = 1, H = 1, K = 64, V = 64;
@@ -112,6 +127,7 @@ struct ForwardInputs {
   int chunk_offsets_C = 0;
   ChunkVariant variant;  // the chunk stages' kernel choice (check_inputs refuses a value outside the enums)
   OutputMode output = OutputMode::Rounded;  // o's type: the inputs' dtype, or fp32 (check_inputs refuses others)
+  PlantedDefect planted = PlantedDefect::None;  // only in a -DDPLR_PLANT_DEFECTS=ON build
 
   std::int64_t N() const { return cu_seqlens ? num_sequences : B; }
   float resolved_scale() const;

@@ -24,6 +24,7 @@ struct RecArgs {
   float* ht;
   std::int64_t T, H;
   bool o_fp32;  // OutputMode::Fp32
+  PlantedDefect planted;  // None but in a -DDPLR_PLANT_DEFECTS=ON build
   int K, V;
   float scale;
   bool reverse;
@@ -70,7 +71,9 @@ __global__ void __launch_bounds__(kThreads) recurrent_fwd_kernel(RecArgs p) {
       rq[j] = 0.f;
       if (e < TT * KP && t0 + tt < len && i < K) {
         const std::int64_t ix = tix(token(t0 + tt), h, H, i, K);
-        ra[j] = make_float4(ld<T>(p.a, ix), ld<T>(p.k, ix), ld<T>(p.b, ix), ld<G>(p.gk, ix));
+        // (The planted HeadStride: k's token stride K instead of H K, right only at H = 1.)
+        const std::int64_t kx = planted(p.planted, PlantedDefect::HeadStride) ? (token(t0 + tt) + h) * K + i : ix;
+        ra[j] = make_float4(ld<T>(p.a, ix), ld<T>(p.k, kx), ld<T>(p.b, ix), ld<G>(p.gk, ix));
         rq[j] = ld<T>(p.q, ix);
       }
     }
@@ -127,6 +130,7 @@ __global__ void __launch_bounds__(kThreads) recurrent_fwd_kernel(RecArgs p) {
       for (int r = 0; r < R; ++r) {
         const float4 pk = akbe[buf][tt][r * 4 + ks];
         S[r] = fmaf(S[r], pk.w, fmaf(pk.z, x, pk.y * vv));
+        if (planted(p.planted, PlantedDefect::Bf16State)) S[r] = __bfloat162float(__float2bfloat16_rn(S[r]));
         o = fmaf(S[r], qs[buf][tt][r * 4 + ks], o);
       }
       o += __shfl_xor_sync(0xffffffffu, o, 8);
@@ -259,7 +263,7 @@ void fused_recurrent_forward(const ForwardInputs& in, void* o, float* ht, bool r
   check_inputs(in);
   if (!o) throw Unsupported("dplr::gpu: fused_recurrent_forward needs an output pointer o");
   RecArgs p{in.q, in.k, in.v, in.a, in.b, in.gk, in.h0, in.cu_seqlens, o, ht,
-            in.T, in.H, in.output == OutputMode::Fp32, static_cast<int>(in.K), static_cast<int>(in.V),
+            in.T, in.H, in.output == OutputMode::Fp32, in.planted, static_cast<int>(in.K), static_cast<int>(in.V),
             in.resolved_scale(), reverse};
   const std::int64_t N = in.N();
   if (N > 65535 || in.H > 65535) throw Unsupported("dplr::gpu: fused_recurrent_forward needs N, H <= 65535");

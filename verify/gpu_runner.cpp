@@ -1,6 +1,7 @@
 #include "verify/gpu_runner.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "core/error.hpp"
 
@@ -15,9 +16,15 @@ namespace dplr {
 #ifndef DPLR_HAVE_CUDA
 
 GpuDevice gpu_device() { return {false, "", "built without CUDA (no nvcc at configure time, or DPLR_ENABLE_CUDA=OFF)"}; }
-TensorMap run_gpu_recurrent(const DplrProblem&, GpuOutput) { throw InputError("GPU kernels: " + gpu_device().reason); }
-TensorMap run_gpu_chunk(const DplrProblem&, int, GpuOutput) { throw InputError("GPU kernels: " + gpu_device().reason); }
-TensorMap run_gpu_chunk_fused(const DplrProblem&, int, GpuOutput) {
+std::vector<std::string> gpu_planted_defect_names() { return {}; }
+bool gpu_planted_defects_built() { return false; }
+TensorMap run_gpu_recurrent(const DplrProblem&, const GpuRunOptions&) {
+  throw InputError("GPU kernels: " + gpu_device().reason);
+}
+TensorMap run_gpu_chunk(const DplrProblem&, int, const GpuRunOptions&) {
+  throw InputError("GPU kernels: " + gpu_device().reason);
+}
+TensorMap run_gpu_chunk_fused(const DplrProblem&, int, const GpuRunOptions&) {
   throw InputError("GPU kernels: " + gpu_device().reason);
 }
 
@@ -35,20 +42,43 @@ GpuDevice gpu_device() {
 }
 
 namespace {
-gpu::OutputMode output_mode(GpuOutput output) {
-  return output == GpuOutput::Fp32 ? gpu::OutputMode::Fp32 : gpu::OutputMode::Rounded;
+constexpr gpu::PlantedDefect kPlantedDefects[] = {
+    gpu::PlantedDefect::HeadStride,     gpu::PlantedDefect::SequenceStart, gpu::PlantedDefect::DropLastChunk,
+    gpu::PlantedDefect::MissingBarrier, gpu::PlantedDefect::Bf16State,     gpu::PlantedDefect::FactoredDecay};
+
+gpu::PlantedDefect planted_defect(const std::string& name) {
+  if (name == "none") return gpu::PlantedDefect::None;
+  for (gpu::PlantedDefect d : kPlantedDefects)
+    if (name == gpu::planted_defect_name(d)) return d;
+  throw InputError(fmt::format("unknown planted defect '{}' (one of: {})", name,
+                               fmt::join(gpu_planted_defect_names(), ", ")));
+}
+
+// The user's inputs with the run's options applied.
+gpu::ForwardInputs with_options(gpu::ForwardInputs in, const GpuRunOptions& options) {
+  in.output = options.output == GpuOutput::Fp32 ? gpu::OutputMode::Fp32 : gpu::OutputMode::Rounded;
+  in.planted = planted_defect(options.planted_defect);
+  if (in.planted != gpu::PlantedDefect::None && !gpu::planted_defects_built())
+    throw InputError(fmt::format("planted defect '{}' needs a build configured with -DDPLR_PLANT_DEFECTS=ON",
+                                 options.planted_defect));
+  return in;
 }
 }  // namespace
 
-TensorMap run_gpu_recurrent(const DplrProblem& p, GpuOutput output) {
+std::vector<std::string> gpu_planted_defect_names() {
+  std::vector<std::string> names;
+  for (gpu::PlantedDefect d : kPlantedDefects) names.emplace_back(gpu::planted_defect_name(d));
+  return names;
+}
+bool gpu_planted_defects_built() { return gpu::planted_defects_built(); }
+
+TensorMap run_gpu_recurrent(const DplrProblem& p, const GpuRunOptions& options) {
   DeviceProblem d(p);
   const auto& s = p.shape;
-  const DType o_dtype = output == GpuOutput::Fp32 ? DType::F32 : d.dtype();
+  const DType o_dtype = options.output == GpuOutput::Fp32 ? DType::F32 : d.dtype();
   void* o = d.output(s.B * s.T * s.H * s.V, o_dtype);
   auto* ht = static_cast<float*>(d.output(p.num_sequences() * s.H * s.K * s.V, DType::F32));
-  gpu::ForwardInputs in = d.inputs();
-  in.output = output_mode(output);
-  gpu::fused_recurrent_forward(in, o, ht, p.reverse);
+  gpu::fused_recurrent_forward(with_options(d.inputs(), options), o, ht, p.reverse);
   TensorMap out;
   out["o"] = d.download(o, o_dtype, {s.B, s.T, s.H, s.V});
   out["ht"] = d.download(ht, DType::F32, {p.num_sequences(), s.H, s.K, s.V});
@@ -58,13 +88,13 @@ TensorMap run_gpu_recurrent(const DplrProblem& p, GpuOutput output) {
 namespace {
 // The chunk forward, staged (each stage its own kernel; every intermediate returned) or fused (the fastest
 // path: o and ht only).
-TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused, GpuOutput output) {
+TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused, const GpuRunOptions& options) {
   if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
   DeviceProblem d(p);
   const auto& s = p.shape;
-  gpu::ForwardInputs in = d.inputs();  // with cu_seqlens when the problem has them (the drivers number the chunks)
-  in.output = output_mode(output);
-  const DType o_dtype = output == GpuOutput::Fp32 ? DType::F32 : d.dtype();
+  // With cu_seqlens when the problem has them (the drivers number the chunks).
+  const gpu::ForwardInputs in = with_options(d.inputs(), options);
+  const DType o_dtype = options.output == GpuOutput::Fp32 ? DType::F32 : d.dtype();
   // h as the stage oracles lay it out: [B, NT, ...], or with cu_seqlens [1, sum_n ceil(len_n / C), ...], the leading
   // rows of the kernels' h (sized by gpu::num_chunks' upper bound).
   const ChunkGrid grid = ChunkGrid::of(p, C);
@@ -99,9 +129,11 @@ TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused, GpuOutput o
 }
 }  // namespace
 
-TensorMap run_gpu_chunk(const DplrProblem& p, int C, GpuOutput output) { return run_chunk_forward(p, C, false, output); }
-TensorMap run_gpu_chunk_fused(const DplrProblem& p, int C, GpuOutput output) {
-  return run_chunk_forward(p, C, true, output);
+TensorMap run_gpu_chunk(const DplrProblem& p, int C, const GpuRunOptions& options) {
+  return run_chunk_forward(p, C, false, options);
+}
+TensorMap run_gpu_chunk_fused(const DplrProblem& p, int C, const GpuRunOptions& options) {
+  return run_chunk_forward(p, C, true, options);
 }
 
 #endif

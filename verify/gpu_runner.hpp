@@ -4,6 +4,7 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/tensor.hpp"
 #include "reference/problem.hpp"
@@ -20,14 +21,23 @@ GpuDevice gpu_device();
 // How the kernels write o: in the input dtype (the contract), or in fp32 before that final rounding (the
 // fp32-output mode, gpu::OutputMode::Fp32), which shows the 16-bit paths' internal accuracy.
 enum class GpuOutput { Rounded, Fp32 };
+struct GpuRunOptions {
+  GpuOutput output = GpuOutput::Rounded;
+  // A planted defect by name (gpu::PlantedDefect: "head-stride", ...; "none"): only a -DDPLR_PLANT_DEFECTS=ON build
+  // runs one, any other refuses it (InputError).
+  std::string planted_defect = "none";
+};
+// The names of the planted defects ("head-stride", ...), and whether this build can run them.
+std::vector<std::string> gpu_planted_defect_names();
+bool gpu_planted_defects_built();
 
 // The fused recurrent forward: o (the input dtype, or F32), ht (F32).
-TensorMap run_gpu_recurrent(const DplrProblem& problem, GpuOutput output = GpuOutput::Rounded);
+TensorMap run_gpu_recurrent(const DplrProblem& problem, const GpuRunOptions& options = {});
 // The staged chunk forward: o, ht and every stage tensor (gi, ge, A_qk, A_qb, A_ak, A_ab, A_ab_inv, w, u,
 // h, v_new), each stage run alone in pipeline order; h laid out as the stage oracles lay it (ChunkGrid). Both
 // chunk runs take cu_seqlens.
-TensorMap run_gpu_chunk(const DplrProblem& problem, int chunk_size, GpuOutput output = GpuOutput::Rounded);
+TensorMap run_gpu_chunk(const DplrProblem& problem, int chunk_size, const GpuRunOptions& options = {});
 // The fused chunk forward (gpu::chunk_forward_fused, the fast path): o and ht.
-TensorMap run_gpu_chunk_fused(const DplrProblem& problem, int chunk_size, GpuOutput output = GpuOutput::Rounded);
+TensorMap run_gpu_chunk_fused(const DplrProblem& problem, int chunk_size, const GpuRunOptions& options = {});
 
 }  // namespace dplr

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "core/error.hpp"
 #include "generators/distributions.hpp"
 #include "reference/chunk_stages.hpp"
 #include "reference/reference.hpp"
@@ -175,12 +176,13 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
                                .cu_seqlens = g.spec.cu_seqlens.empty() ? std::nullopt
                                                                        : std::optional(g.spec.cu_seqlens),
                                .block_tokens = g.chunk_size > 0 ? g.chunk_size : kDefaultBlockTokens};
+  const GpuRunOptions run{.output = g.output, .planted_defect = o.planted_defect};
   if (g.kernel == "recurrent") {
-    c.comparison = compare(run_gpu_recurrent(p, g.output), exact.tensors, policy, options);
+    c.comparison = compare(run_gpu_recurrent(p, run), exact.tensors, policy, options);
   } else if (g.kernel == "chunk-fused") {
-    c.comparison = compare(run_gpu_chunk_fused(p, g.chunk_size, g.output), exact.tensors, policy, options);
+    c.comparison = compare(run_gpu_chunk_fused(p, g.chunk_size, run), exact.tensors, policy, options);
   } else {
-    const TensorMap kernel_tensors = run_gpu_chunk(p, g.chunk_size, g.output);
+    const TensorMap kernel_tensors = run_gpu_chunk(p, g.chunk_size, run);
     const TensorMap outputs{{"o", kernel_tensors.at("o")}, {"ht", kernel_tensors.at("ht")}};
     c.comparison = compare(outputs, exact.tensors, policy, options);
     ChunkOptions chunk_options;
@@ -227,8 +229,11 @@ void gpu_part(const SweepOptions& o, const TolerancePolicy& policy, Report& repo
 SweepOutcome run_sweep(const SweepOptions& o, const TolerancePolicy& gpu_policy, Report& report,
                        const std::function<void(const CaseResult&)>& on_case) {
   SweepOutcome outcome;
-  cpu_part(o, report, outcome, on_case);
   const GpuDevice device = gpu_device();
+  if (o.gpu_only && !device.available)
+    throw InputError("--gpu-only: no GPU kernels to run, so nothing would be checked (" + device.reason + ")");
+  if (o.gpu_only) outcome.skipped.push_back("CPU part (reference self-checks, chunk oracles): --gpu-only");
+  else cpu_part(o, report, outcome, on_case);
   if (o.cpu_only) {
     outcome.skipped.push_back("GPU kernels: --cpu-only");
   } else if (!device.available) {

@@ -31,9 +31,11 @@ inline constexpr double kMinCertifiedBits = 80.0;
 struct SweepOptions {
   bool quick = false;     // fewer and smaller cases (CI)
   bool cpu_only = false;  // skip the GPU part even where a device is present
+  bool gpu_only = false;  // skip the CPU part (the reference's self-checks), e.g. for runs of planted defects
   int threads = 0;
   // Seed of every generated case; unset: the committed sweep's seeds (2024 for the CPU part, 7 for the GPU part).
   std::optional<std::uint64_t> seed;
+  std::string planted_defect = "none";  // GPU kernels with a planted defect (a -DDPLR_PLANT_DEFECTS=ON build only)
 };
 
 struct SweepOutcome {

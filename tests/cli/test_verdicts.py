@@ -5,6 +5,7 @@ One scenario per ctest entry; exit 77 means skipped (numpy or safetensors missin
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -147,6 +148,15 @@ def test_report_on_every_exit(args):
     pathlib.Path(args.workdir, "not-a-report.json").write_text("{}")
     run(args, ["verify", str(recorded(args)), "--baseline", "not-a-report.json", "--report", "b.json"], 2)
     assert "not a dplr-report.v1" in report(args, "b.json")["input_error"]
+    # Planted defects are a test build's (-DDPLR_PLANT_DEFECTS=ON): the normal build refuses them, and a name that
+    # is not a defect is refused in any build.
+    run(args, ["check", "--quick", "--cpu-only", "--plant-defect", "head-stride", "--report", "p.json"], 2)
+    assert "DPLR_PLANT_DEFECTS" in report(args, "p.json")["input_error"], report(args, "p.json")["input_error"]
+    run(args, ["check", "--quick", "--cpu-only", "--plant-defect", "no-such-bug", "--report", "q.json"], 2)
+    # --gpu-only where no GPU runs would check nothing: refused, never a pass (on a GPU machine it would run).
+    if shutil.which("nvidia-smi") is None:
+        run(args, ["check", "--quick", "--gpu-only", "--report", "g.json"], 2)
+        assert "nothing would be checked" in report(args, "g.json")["input_error"]
 
 
 def test_baseline(args):
