@@ -8,7 +8,7 @@
 # program at a time. With carry/fla_cases (case files from `dplr gen`) it also records fla's outputs and gradients
 # on them (bench/fla_record.py) for `dplr verify` here. Run with carry=["carry"]. Results go to $OUT (default
 # out/device), packed into one device.tar.gz. Parts: SKIP_CHECK=1, SKIP_TESTS=1, SKIP_BENCH=1, SKIP_FLA=1,
-# SKIP_SAN=1; CHECK_SEEDS="7 11" (default: the committed sweep's seeds only); GPU_TESTS="test_gpu_forward ...".
+# SKIP_SAN=1, SKIP_PLANTED=1 (needs carry/dplr-planted, a -DDPLR_PLANT_DEFECTS=ON build); CHECK_SEEDS="7 11" (default: the committed sweep's seeds only); GPU_TESTS="test_gpu_forward ...".
 set -u
 OUT=${OUT:-out/device}
 RESULTS=$(mktemp -d)
@@ -47,6 +47,19 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   done
 fi
 [ -n "$record_pid" ] && { wait "$record_pid"; echo "fla record rc=$?"; tail -4 "$RESULTS/fla_record.log"; }
+if [ -x carry/dplr-planted ] && [ "${SKIP_PLANTED:-0}" != 1 ]; then
+  # Each planted defect (a -DDPLR_PLANT_DEFECTS=ON build) against the fixed GPU sweep, three at a time: which cases
+  # fail, and the first of them (bench/planted_summary.py). Reports are summarised and not kept (9 MB each).
+  echo "== planted defects, the fixed GPU sweep"
+  for d in ${PLANTED:-head-stride sequence-start drop-last-chunk missing-barrier bf16-state factored-decay}; do
+    ( timeout 200 ./carry/dplr-planted check --gpu-only --threads 5 --plant-defect "$d" --report "$RESULTS/planted-$d.json" \
+        > "$RESULTS/planted-$d.log" 2>&1; echo "rc=$?" >> "$RESULTS/planted-$d.log" ) &
+    while [ "$(jobs -rp | wc -l)" -ge 3 ]; do sleep 1; done
+  done
+  wait
+  python3 bench/planted_summary.py "$RESULTS"/planted-*.json | tee "$RESULTS/planted-summary.txt"
+  rm -f "$RESULTS"/planted-*.json
+fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== dplr bench --gpu"
   ./carry/dplr bench --gpu --json "$RESULTS/bench.json" > "$RESULTS/bench.log" 2>&1
@@ -70,4 +83,9 @@ if [ "${SKIP_SAN:-0}" != 1 ]; then
   done
   rm -f "$RESULTS/san.txt"
 fi
-tar -czf "$OUT/device.tar.gz" -C "$RESULTS" .
+# Back in files of at most 16 MiB (the device tool's limit): the recordings apart from the rest.
+tar -czf "$OUT/device.tar.gz" -C "$RESULTS" --exclude=fla_recorded .
+if [ -d "$RESULTS/fla_recorded" ]; then
+  (cd "$RESULTS/fla_recorded" && ls | split -n l/3 - "$RESULTS/part" && for p in "$RESULTS"/parta?; do
+    tar -czf "$OUT/fla_recorded_$(basename "$p").tar.gz" -T "$p"; done)
+fi
