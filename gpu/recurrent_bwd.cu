@@ -331,9 +331,9 @@ RecurrentBackwardWorkspaceSizes fused_recurrent_backward_workspace(const Forward
 void check_recurrent_backward(const ForwardInputs& in, const RecurrentBackwardArgs& args) {
   check_inputs(in);
   const std::int64_t N = in.N();
-  if (in.H > 65535 || (!in.cu_seqlens && N > 65535))
-    refuse("fused_recurrent_backward needs H <= 65535 and, without cu_seqlens, B <= 65535 (B=" +
-           std::to_string(in.B) + " H=" + std::to_string(in.H) + ")");
+  if (in.H > 65535 || (!in.cu_seqlens && N > 65535) || N > 0x7fffffff)
+    refuse("fused_recurrent_backward needs H <= 65535 and, without cu_seqlens, B <= 65535 (with, N < 2^31) (B=" +
+           std::to_string(in.B) + " H=" + std::to_string(in.H) + " N=" + std::to_string(N) + ")");
   if (!args.grad_o) refuse("fused_recurrent_backward needs the upstream gradient do (grad_o), [B, T, H, V] in the inputs' dtype");
   if (!args.dq || !args.dk || !args.dv || !args.da || !args.db)
     refuse("fused_recurrent_backward needs the outputs dq, dk, dv, da and db (device pointers in the inputs' dtype)");
