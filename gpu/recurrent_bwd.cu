@@ -8,8 +8,8 @@
 // Layout. Column j of S and column j of G each evolve alone (x_j, y_j and both updates read only column j), so a
 // block owns kCols = 64 columns of one (sequence, head): 8 warps x 8 columns, 4 lanes a column, lane ks holding rows
 // i = 4 r + ks (r < R), S and G in registers, fp32. The K-vector gradients (dq, dk, db, da, dgk) are sums over all
-// V columns: a fixed xor tree over the warp's 8 columns (shuffles 1, 2, 4), then the 8 warps through shared memory
-// summed in warp order, then (V > 64 only) the V tiles' partials summed in tile order by a second kernel. dv, x
+// V columns: a fixed reduce-scatter tree over the warp's 8 columns (shuffles 4, 2, 1; each lane ends with an eighth
+// of the sums), then the 8 warps through shared memory summed in warp order, then (V > 64 only) the V tiles' partials summed in tile order by a second kernel. dv, x
 // and y are sums over K: shuffles 8, 16 inside the column's 4 lanes. No atomics: the result is bitwise the same
 // run to run.
 //
@@ -107,12 +107,28 @@ __device__ __forceinline__ float column_sum(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 16);
   return x;
 }
-// Sum over the warp's 8 columns (lanes xor 1, 2, 4) in a fixed tree: every lane of the row group gets it.
-__device__ __forceinline__ float warp_columns_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  x += __shfl_xor_sync(0xffffffffu, x, 2);
-  x += __shfl_xor_sync(0xffffffffu, x, 4);
-  return x;
+// One halving step of a reduce-scatter over lanes xor `mask`: the lane with `upper` set keeps (and sums into
+// v[0, Half)) the upper half v[Half, 2 Half), its partner the lower half; each sends the half it gives up.
+template <int Half, int N>
+__device__ __forceinline__ void reduce_scatter_step(float (&v)[N], bool upper, int mask) {
+#pragma unroll
+  for (int j = 0; j < Half; ++j) {
+    const float give = upper ? v[j] : v[j + Half], keep = upper ? v[j + Half] : v[j];
+    v[j] = keep + __shfl_xor_sync(0xffffffffu, give, mask);
+  }
+}
+// Sums N values over the warp's 8 column lanes (c = lane & 7; lanes xor 4, 2, 1), each lane ending with N / 8 of the
+// sums: v[j] = the sum of element b2 N/2 + b1 N/4 + b0 N/8 + j (bits b2 b1 b0 of c). 7N/8 shuffles instead of 3N for
+// every lane summing every element; a fixed tree, so the same bits every run.
+template <int N>
+__device__ __forceinline__ void columns_reduce_scatter(float (&v)[N], int c) {
+  static_assert(N % 8 == 0, "8 lanes share the sums");
+  reduce_scatter_step<N / 2>(v, (c >> 2) & 1, 4);
+  reduce_scatter_step<N / 4>(v, (c >> 1) & 1, 2);
+  reduce_scatter_step<N / 8>(v, c & 1, 1);
+}
+__device__ __forceinline__ int reduce_scatter_first(int c, int N) {
+  return ((c >> 2) & 1) * (N / 2) + ((c >> 1) & 1) * (N / 4) + (c & 1) * (N / 8);
 }
 
 template <typename T, typename G, int R>
@@ -226,22 +242,30 @@ __global__ void __launch_bounds__(kThreads) recurrent_bwd_kernel(BwdArgs p) {
       y = column_sum(y);
       dv = column_sum(dv);
       if (ks == 0 && col_ok) st<T>(p.dv, tix(tok, h, H, col, V), dv);
+      // The per-row products of the five K-vector gradients, 8 rows at a time (40 values, 5 a lane after the
+      // column reduce-scatter), then G_{t-1} = D G_t + a y^T and S_t <- S_{t-1} for those rows.
+      constexpr int kGroup = 8, kValues = kGradsK * kGroup;  // value m = q * kGroup + row in the group
+      const int first_value = reduce_scatter_first(lane & 7, kValues);
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const int i = r * 4 + ks;
-        float part[kGradsK];
-        part[kDq] = cur[r] * dov;     // (S_t do)_i, scaled after the sum
-        part[kDk] = Gr[r] * vv;       // (G v)_i
-        part[kDb] = Gr[r] * x;        // (G x)_i
-        part[kDa] = prev[r] * y;      // (S_{t-1} y)_i
-        part[kDgk] = Gr[r] * prev[r]; // rowsum(G (.) S_{t-1})_i, times exp(gk) after the sum
+      for (int rg = 0; rg < R / kGroup; ++rg) {
+        float part[kValues];
 #pragma unroll
-        for (int q = 0; q < kGradsK; ++q) {
-          const float total = warp_columns_sum(part[q]);
-          if ((lane & 7) == ((q * R + r) & 7)) warp_sums[warp][q][i] = total;  // one of the 8 lanes holding it
+        for (int rl = 0; rl < kGroup; ++rl) {
+          const int r = rg * kGroup + rl, i = r * 4 + ks;
+          part[kDq * kGroup + rl] = cur[r] * dov;     // (S_t do)_i, scaled after the sum
+          part[kDk * kGroup + rl] = Gr[r] * vv;       // (G v)_i
+          part[kDb * kGroup + rl] = Gr[r] * x;        // (G x)_i
+          part[kDa * kGroup + rl] = prev[r] * y;      // (S_{t-1} y)_i
+          part[kDgk * kGroup + rl] = Gr[r] * prev[r]; // rowsum(G (.) S_{t-1})_i, times exp(gk) after the sum
+          Gr[r] = fmaf(Gr[r], s.decay[i], s.a[i] * y);  // G_{t-1} = D G_t + a y^T
+          cur[r] = prev[r];
         }
-        Gr[r] = fmaf(Gr[r], s.decay[i], s.a[i] * y);  // G_{t-1} = D G_t + a y^T
-        cur[r] = prev[r];
+        columns_reduce_scatter(part, lane & 7);
+#pragma unroll
+        for (int j = 0; j < kValues / 8; ++j) {
+          const int m = first_value + j, q = m / kGroup, r = rg * kGroup + m % kGroup;
+          warp_sums[warp][q][r * 4 + ks] = part[j];
+        }
       }
       __syncthreads();
       // The 8 warps' sums in warp order, then the scale (dq) or the decay (dgk).
