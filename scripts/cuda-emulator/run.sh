@@ -3,11 +3,13 @@
 # thread orders, checks every gradient against the exact reference with test_gpu_recurrent_bwd's bars and the three
 # orders' outputs against each other bitwise. Needs a configured and built tree (BUILD, default build/: the
 # reference, core and harness libraries; scripts/configure.sh && cmake --build build --target dplr).
-# ASAN=1 also builds with AddressSanitizer and runs CASES there. CASES="0 3" runs only those cases.
+# ASAN=1 also builds with AddressSanitizer and runs CASES there. CASES="0 3" runs only those cases. HARNESS=1 also links
+# the built tests/gpu/test_gpu_recurrent_bwd and cli/dplr objects against the emulated kernels and fake_cudart.cpp
+# (host memory for cudaMalloc and friends) and runs that test binary and `dplr gradcheck --gpu` (fp32 and bf16 cases).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-BUILD=${BUILD:-build}
+BUILD=$(cd "${BUILD:-build}" && pwd)
 WORK=$(mktemp -d)
 EMU=$ROOT/scripts/cuda-emulator
 FLAGS=(-std=c++20 -O2 -I"$EMU/include" -I"$ROOT" -isystem /usr/local/cuda/include -isystem /usr/include/eigen3
@@ -42,6 +44,22 @@ if [ "${ASAN:-0}" = 1 ]; then
   build _asan -O1 -g -fsanitize=address -fno-omit-frame-pointer
   for c in ${CASES:-1 5 6 7 8 9 10}; do
     ASAN_OPTIONS=detect_stack_use_after_return=0:detect_leaks=0 "$WORK/emu_asan" "$c" || status=1
+  done
+fi
+if [ "${HARNESS:-0}" = 1 ]; then
+  g++ "${FLAGS[@]}" -c "$EMU/fake_cudart.cpp" -o "$WORK/fake_cudart.o"
+  KERNELS=("$WORK/recurrent_bwd.o" "$WORK/checks.o" "$WORK/emu.o" "$WORK/fake_cudart.o")
+  libs_of() { grep -A3 "^build $1:" "$BUILD/build.ninja" | grep -o "LINK_LIBRARIES = .*" | sed 's/LINK_LIBRARIES = //'; }
+  # The first definition wins: the emulated kernels and runtime calls over libdplr_gpu.a's and cudart's.
+  (cd "$BUILD" && g++ -Wl,--allow-multiple-definition -o "$WORK/test_gpu_recurrent_bwd" \
+     tests/gpu/CMakeFiles/test_gpu_recurrent_bwd.dir/test_gpu_recurrent_bwd.cpp.o "${KERNELS[@]}" \
+     $(libs_of tests/gpu/test_gpu_recurrent_bwd))
+  (cd "$BUILD" && g++ -Wl,--allow-multiple-definition -o "$WORK/dplr" cli/CMakeFiles/dplr.dir/*.o "${KERNELS[@]}" \
+     $(libs_of cli/dplr))
+  "$WORK/test_gpu_recurrent_bwd" || status=1
+  for dtype in f32 bf16; do
+    "$WORK/dplr" gen --shape 1,70,2,8,8 --dtype $dtype -o "$WORK/case_$dtype.safetensors" > /dev/null
+    "$WORK/dplr" gradcheck "$WORK/case_$dtype.safetensors" --gpu --precision dd || status=1
   done
 fi
 rm -rf "$WORK"
