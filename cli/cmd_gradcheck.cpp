@@ -30,9 +30,11 @@ struct GradcheckCliOptions {
   std::int64_t max_elements = 4096;
   bool gpu = false;                  // check our GPU backward
   std::string kernel = "recurrent";  // which one
+  bool kernel_given = false;
   int chunk_size = 64;               // the chunk kernel's
   bool chunk_size_given = false;
   std::string policy = "strict";     // (a)'s tolerance preset
+  bool policy_given = false;
   std::vector<std::string> overrides;
 };
 
@@ -60,7 +62,7 @@ bool print_gpu_against_exact(const DplrProblem& problem, const TensorMap& gradie
 
 int run_gradcheck(const GradcheckCliOptions& o) {
   if (o.gpu && o.recorded) throw InputError("gradcheck: --gpu and --recorded each name the backward to check; give one");
-  if (!o.gpu && (o.kernel != "recurrent" || o.chunk_size_given || o.policy != "strict" || !o.overrides.empty()))
+  if (!o.gpu && (o.kernel_given || o.chunk_size_given || o.policy_given || !o.overrides.empty()))
     throw InputError("gradcheck: --kernel, --chunk-size, --policy and --tol apply to --gpu only");
   if (o.gpu && o.chunk_size_given && o.kernel != "chunk")
     throw InputError(fmt::format("gradcheck: --chunk-size is for --kernel chunk, not {}", o.kernel));
@@ -144,7 +146,8 @@ void add_gradcheck_command(CLI::App& app, Command& selected) {
                     "differences (tolerance default 1e-5 for fp32 inputs, 1e-2 for 16-bit); needs a CUDA device");
   command->add_option("--kernel", options->kernel, "GPU backward kernel of --gpu")
       ->check(CLI::IsMember(gpu_backward_kernel_names()))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->each([options](const std::string&) { options->kernel_given = true; });
   command->add_option("--chunk-size", options->chunk_size, "Chunk size of --kernel chunk")
       ->check(CLI::IsMember({16, 32, 64}))
       ->capture_default_str()
@@ -152,7 +155,8 @@ void add_gradcheck_command(CLI::App& app, Command& selected) {
   command->add_option("--policy", options->policy, "Tolerance preset of --gpu's comparison with the exact backward")
       ->check(CLI::IsMember(std::vector<std::string>(TolerancePolicy::preset_names().begin(),
                                                      TolerancePolicy::preset_names().end())))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->each([options](const std::string&) { options->policy_given = true; });
   command->add_option("--tol", options->overrides, "Tolerance overrides of --gpu's comparison (as dplr verify --tol)");
   command->callback([options, &selected] { selected = [options] { return run_gradcheck(*options); }; });
 }

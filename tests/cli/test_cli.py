@@ -169,8 +169,8 @@ def test_gradcheck_gpu(args):
             assert fragment in proc.stdout, f"{fragment!r} not in:\n{proc.stdout}"
         print(proc.stdout)
     refused(args, ["gradcheck", "gpu_small.safetensors", "--gpu", "--kernel", "chunk"], "chunk backward is not built yet")
-    refused(args, ["gradcheck", "gpu_small.safetensors", "--kernel", "recurrent", "--policy", "default"],
-            "apply to --gpu only")
+    for option in (["--kernel", "recurrent"], ["--policy", "strict"], ["--tol", "dq=2"]):
+        refused(args, ["gradcheck", "gpu_small.safetensors"] + option, "apply to --gpu only")
     refused(args, ["gradcheck", "gpu_small.safetensors", "--gpu", "--recorded"], "--gpu and --recorded")
     refused(args, ["gradcheck", "gpu_small.safetensors", "--gpu", "--chunk-size", "16"], "--chunk-size is for --kernel chunk")
 

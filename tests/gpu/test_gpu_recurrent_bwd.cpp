@@ -33,9 +33,7 @@ TEST(GpuRecurrentBwd, Skipped) { GTEST_SKIP() << "built without CUDA (DPLR_ENABL
 #include "verify/gpu_runner.hpp"
 
 namespace {
-using dplr::DType;
-namespace g = dplr::gpu;
-using namespace dplr_gpu_test;
+using namespace dplr_gpu_test;  // DType, g = dplr::gpu, Case, make_problem, ...
 
 struct BwdCase {
   Case c;
