@@ -75,7 +75,9 @@ GradcheckResult check_gradients(const DplrProblem& problem, const GradcheckOptio
 // The GPU backward kernels `gradcheck --gpu --kernel NAME` names: every kernel built in this tree, then those
 // planned but not built (run_gpu_backward refuses them, saying so).
 std::vector<std::string> gpu_backward_kernel_names();
-// Throws InputError unless `kernel` names a GPU backward built in this tree (a planned one: "not built yet").
+// Whether `kernel` names a GPU backward built in this tree; require_gpu_backward_kernel throws InputError unless it
+// does (for a planned one: "not built yet").
+bool gpu_backward_kernel_built(std::string_view kernel);
 void require_gpu_backward_kernel(std::string_view kernel);
 // The named kernel's gradients of the problem (verify/gpu_runner.hpp), named as the reference names them.
 // chunk_size is read by the chunk kernel only. InputError for a kernel not built in this tree, or without a

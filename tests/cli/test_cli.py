@@ -168,7 +168,11 @@ def test_gradcheck_gpu(args):
                          "every gradient within the policy", "(b) finite differences", "all gradients within tolerance"):
             assert fragment in proc.stdout, f"{fragment!r} not in:\n{proc.stdout}"
         print(proc.stdout)
-    refused(args, ["gradcheck", "gpu_small.safetensors", "--gpu", "--kernel", "chunk"], "chunk backward is not built yet")
+    # The chunk backward: refused as not built yet until it lands, then as --kernel recurrent (no device: exit 2).
+    proc = run(args, ["gradcheck", "gpu_small.safetensors", "--gpu", "--kernel", "chunk", "--precision", "dd"])
+    assert proc.returncode == 0 or (proc.returncode == 2 and ("chunk backward is not built yet" in proc.stderr or
+                                                              "needs a CUDA device" in proc.stderr)), \
+        f"--kernel chunk: exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     for option in (["--kernel", "recurrent"], ["--policy", "strict"], ["--tol", "dq=2"]):
         refused(args, ["gradcheck", "gpu_small.safetensors"] + option, "apply to --gpu only")
     refused(args, ["gradcheck", "gpu_small.safetensors", "--gpu", "--recorded"], "--gpu and --recorded")
