@@ -9,9 +9,9 @@
 // block owns kCols = 64 columns of one (sequence, head): 8 warps x 8 columns, 4 lanes a column, lane ks holding rows
 // i = 4 r + ks (r < R), S and G in registers, fp32. The K-vector gradients (dq, dk, db, da, dgk) are sums over all
 // V columns: a fixed reduce-scatter tree over the warp's 8 columns (shuffles 4, 2, 1; each lane ends with an eighth
-// of the sums), then the 8 warps through shared memory summed in warp order, then (V > 64 only) the V tiles' partials summed in tile order by a second kernel. dv, x
-// and y are sums over K: shuffles 8, 16 inside the column's 4 lanes. No atomics: the result is bitwise the same
-// run to run.
+// of the sums), then the 8 warps through shared memory summed in warp order, then (V > 64 only) the V tiles'
+// partials summed in tile order by a second kernel. dv, x and y are sums over K: shuffles 8, 16 inside the column's
+// 4 lanes. No atomics: every sum has one fixed order, so a run gives the same bits as the last.
 //
 // S_{t-1} is needed at every step in reverse. Dividing by exp(gk) would be unstable (exp(-30) = 9e-14), so the
 // states are recomputed: a forward pass keeps the state every P = kRecurrentBackwardCheckpointInterval tokens
@@ -19,7 +19,8 @@
 // its checkpoint into global scratch (each thread writes and later reads only its own elements, so no barrier
 // guards them), and the reverse recurrence walks the segment, carrying S_t in registers (S_t of a segment's last
 // step is S_{first} of the next segment, the last state it read). Tokens are staged through shared memory one a
-// step, double-buffered: one barrier a forward step, two a reverse step (the cross-warp sum).
+// step, double-buffered: one barrier a forward step, two a reverse step (the cross-warp sum). gpu/NOTES.md has the
+// workspace sizes and how this was checked (scripts/cuda-emulator).
 #include <cstdint>
 
 #include "gpu/common.cuh"
@@ -154,8 +155,9 @@ __global__ void __launch_bounds__(kThreads) recurrent_bwd_kernel(BwdArgs p) {
   auto slot_offset = [&](std::int64_t slot) {
     return ((slot * H + h) * p.vtiles + vt) * static_cast<std::int64_t>(R * kThreads) + threadIdx.x;
   };
-  // Checkpoint c of this sequence: slot floor(bos / P) + n + c, disjoint between sequences (the file's header
-  // comment in fused_recurrent_backward_workspace gives the argument), < floor(total_tokens / P) + N.
+  // Checkpoint c of this sequence: slot floor(bos / P) + n + c. Disjoint between sequences, since the packed
+  // sequences tile the tokens and floor(bos / P) + ceil(len / P) <= floor((bos + len) / P) + 1; all below
+  // floor(total_tokens / P) + N, the slots fused_recurrent_backward_workspace counts.
   const std::int64_t checkpoint_base = bos / kP + n;
   const std::int64_t scratch_base = p.scratch_by_token ? bos : n * p.segment_capacity;
 
