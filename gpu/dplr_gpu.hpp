@@ -136,7 +136,8 @@ struct RecurrentBackwardArgs {
   void *dq = nullptr, *dk = nullptr, *dv = nullptr, *da = nullptr, *db = nullptr;
   float* dgk = nullptr;
   float* dh0 = nullptr;
-  // fused_recurrent_backward_workspace(in).total() floats, contents ignored; 256-byte aligned pieces are carved.
+  // fused_recurrent_backward_workspace(in).total() floats (float-aligned), contents ignored; its pieces start at
+  // multiples of 256 bytes from it.
   float* workspace = nullptr;
 };
 // The workspace in floats. With Kp = K rounded up to 32, 64 or 128 and Vp = V rounded up to a multiple of 64
@@ -144,7 +145,7 @@ struct RecurrentBackwardArgs {
 // sequence; about N H K V ceil(T / P)); segment_states min(N min(P, T), T with cu_seqlens) x H x Kp x Vp (one
 // segment's recomputed states per (sequence, head)); partials, for V > 64 only, 5 x ceil(V / 64) x B T H K (each
 // V tile's share of dq, dk, db, da, dgk, summed in tile order by a second kernel). B8 T4096 H16 K = V = 64:
-// 134 MB + 134 MB.
+// 136 MB + 134 MB; B4 T4096 H8 K = V = 128: 136 + 134 + 671 MB.
 struct RecurrentBackwardWorkspaceSizes {
   std::int64_t checkpoints = 0, segment_states = 0, partials = 0;
   std::int64_t total() const { return checkpoints + segment_states + partials + 3 * 64; }  // + alignment slack

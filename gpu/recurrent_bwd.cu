@@ -163,10 +163,12 @@ __global__ void __launch_bounds__(kThreads) recurrent_bwd_kernel(BwdArgs p) {
 
   TokenLoader<T, G, KP> loader;
   int buf = 0;
-  // One forward step: S <- D S + b x^T + k v^T with x = S^T a (before the decay), as the forward kernel.
-  auto advance = [&](float (&S)[R], std::int64_t step) {
-    loader.fetch(p, token(step), h, col0, false);
+  // One forward step: S <- D S + b x^T + k v^T with x = S^T a (before the decay), as the forward kernel. The step's
+  // token is in the loader's registers (fetched one step ahead, so that its loads overlap the previous step);
+  // next_step >= 0 fetches the next one once this one is staged.
+  auto advance = [&](float (&S)[R], std::int64_t next_step) {
     loader.stash(p, stage[buf]);
+    if (next_step >= 0) loader.fetch(p, token(next_step), h, col0, false);
     __syncthreads();
     const TokenStage<KP>& s = stage[buf];
     float x = 0.f;
@@ -190,13 +192,14 @@ __global__ void __launch_bounds__(kThreads) recurrent_bwd_kernel(BwdArgs p) {
     S[r] = (p.h0 && col_ok && i < K) ? p.h0[state_base + i * V + col] : 0.f;
     Gr[r] = (p.dht && col_ok && i < K) ? p.dht[state_base + i * V + col] : 0.f;
   }
+  if (len > 0) loader.fetch(p, token(0), h, col0, false);
   for (std::int64_t step = 0; step < len; ++step) {
     if (step % kP == 0) {
       float* ck = p.checkpoints + slot_offset(checkpoint_base + step / kP);
 #pragma unroll
       for (int r = 0; r < R; ++r) ck[r * kThreads] = S[r];
     }
-    advance(S, step);
+    advance(S, step + 1 < len ? step + 1 : -1);
   }
   float cur[R];  // S_t of the reverse step
 #pragma unroll
@@ -211,17 +214,20 @@ __global__ void __launch_bounds__(kThreads) recurrent_bwd_kernel(BwdArgs p) {
 #pragma unroll
       for (int r = 0; r < R; ++r) S[r] = ck[r * kThreads];
     }
+    // Steps first .. last - 2 only: the state after the segment's last step is not needed.
+    if (first + 1 < last) loader.fetch(p, token(first), h, col0, false);
     for (std::int64_t step = first; step < last; ++step) {
       float* sc = p.scratch + slot_offset(scratch_base + (step - first));
 #pragma unroll
       for (int r = 0; r < R; ++r) sc[r * kThreads] = S[r];
-      if (step + 1 < last) advance(S, step);  // the segment's last state after its last step is not needed
+      if (step + 1 < last) advance(S, step + 2 < last ? step + 1 : -1);
     }
-    // The reverse recurrence over the segment.
+    // The reverse recurrence over the segment, each token fetched one step ahead as in advance.
+    loader.fetch(p, token(last - 1), h, col0, true);
     for (std::int64_t step = last - 1; step >= first; --step) {
       const std::int64_t tok = token(step);
-      loader.fetch(p, tok, h, col0, true);
       loader.stash(p, stage[buf]);
+      if (step > first) loader.fetch(p, token(step - 1), h, col0, true);
       float prev[R];  // S_{t-1}
       {
         const float* sc = p.scratch + slot_offset(scratch_base + (step - first));
