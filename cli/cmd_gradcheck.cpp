@@ -1,7 +1,9 @@
 // `dplr gradcheck`: finite differences at high precision against a backward (the algorithm: verify/gradcheck.hpp).
-// This file parses the options, loads the case and prints the table.
+// This file parses the options, loads the case and prints the table. With --gpu the backward checked is our GPU
+// kernel's: (a) against the exact analytic backward under a tolerance policy, then (b) by the finite differences.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include <cmath>
@@ -10,7 +12,9 @@
 #include "cli/commands.hpp"
 #include "core/error.hpp"
 #include "io/tensor_io.hpp"
+#include "reports/report.hpp"
 #include "verify/gradcheck.hpp"
+#include "verify/gpu_runner.hpp"
 
 namespace dplr::cli {
 namespace {
@@ -24,9 +28,50 @@ struct GradcheckCliOptions {
   double tolerance = std::numeric_limits<double>::quiet_NaN();
   int threads = 0;
   std::int64_t max_elements = 4096;
+  bool gpu = false;                  // check our GPU backward
+  std::string kernel = "recurrent";  // which one
+  bool kernel_given = false;
+  int chunk_size = 64;               // the chunk kernel's
+  bool chunk_size_given = false;
+  std::string policy = "strict";     // (a)'s tolerance preset
+  bool policy_given = false;
+  std::vector<std::string> overrides;
 };
 
+// (a) of --gpu: the GPU gradients against the exact analytic backward, as `dplr verify` prints a case. Returns
+// whether every tensor passed.
+bool print_gpu_against_exact(const DplrProblem& problem, const TensorMap& gradients, const GradcheckCliOptions& o,
+                             const GradcheckOptions& options, const std::string& description) {
+  TolerancePolicy policy = TolerancePolicy::preset(o.policy);
+  for (const auto& text : o.overrides) policy.add_overrides(text);
+  CaseResult c;
+  c.id = description;
+  c.comparison = compare_with_exact_backward(problem, gradients, policy, options.precision, options.threads);
+  for (const auto& name : policy.override_tensor_names()) {
+    const bool judged = std::any_of(c.comparison.tensors.begin(), c.comparison.tensors.end(),
+                                    [&](const TensorResult& t) { return t.name == name; });
+    if (!judged) throw InputError(fmt::format("--tol names '{}', which this check does not judge", name));
+  }
+  fmt::print("(a) against the exact analytic backward at {}, policy '{}' (floors of the {} dtype)\n",
+             options.precision.name(), policy.preset_name(), floor_basis_name(policy.floor_basis()));
+  fmt::print("{}", format_table(c));
+  fmt::print("{}\n", c.comparison.verdict == Verdict::Pass ? "every gradient within the policy" : "some gradients fail the policy");
+  std::fflush(stdout);
+  return c.comparison.verdict == Verdict::Pass;
+}
+
 int run_gradcheck(const GradcheckCliOptions& o) {
+  if (o.gpu && o.recorded) throw InputError("gradcheck: --gpu and --recorded each name the backward to check; give one");
+  if (!o.gpu && (o.kernel_given || o.chunk_size_given || o.policy_given || !o.overrides.empty()))
+    throw InputError("gradcheck: --kernel, --chunk-size, --policy and --tol apply to --gpu only");
+  if (o.gpu && o.chunk_size_given && o.kernel != "chunk")
+    throw InputError(fmt::format("gradcheck: --chunk-size is for --kernel chunk, not {}", o.kernel));
+  if (o.gpu) {
+    require_gpu_backward_kernel(o.kernel);
+    // Before anything is computed: without a device nothing of the check can run.
+    const GpuDevice device = gpu_device();
+    if (!device.available) throw InputError(fmt::format("gradcheck --gpu needs a CUDA device: {}", device.reason));
+  }
   if (o.recorded && o.input.file.empty())
     throw InputError("gradcheck --recorded needs a FILE holding the recorded gradients (dq ... dh0)");
   std::string description;
@@ -42,15 +87,28 @@ int run_gradcheck(const GradcheckCliOptions& o) {
   TensorMap recorded;
   if (o.recorded) recorded = read_tensor_file(o.input.file).tensors;
   options.origin = description;
-  const GradcheckResult settings = gradcheck_settings(options, o.recorded);
-  fmt::print("dplr gradcheck: {} at {} ({} bits), eps = 2^{}, {} backward, {} mode, tolerance {:.1e}\n", description,
-             options.precision.name(), settings.bits, settings.epsilon_log2, o.recorded ? "recorded" : "our analytic",
-             o.per_element ? "per-element" : "directional", settings.tolerance);
+  bool gpu_pass = true;
+  if (o.gpu) {
+    if (std::isnan(options.tolerance)) options.tolerance = gpu_gradient_tolerance(problem);
+    fmt::print("dplr gradcheck: {}, our GPU {} backward on {}\n", description, o.kernel, gpu_device().name);
+    recorded = run_gpu_backward(problem, o.kernel, o.chunk_size);
+    gpu_pass = print_gpu_against_exact(problem, recorded, o, options, description);
+  }
+  const bool checks_given = o.recorded || o.gpu;
+  const GradcheckResult settings = gradcheck_settings(options, checks_given);
+  if (o.gpu)
+    fmt::print("(b) finite differences of the exact forward at {} ({} bits), eps = 2^{}, {} mode, tolerance {:.1e}\n",
+               options.precision.name(), settings.bits, settings.epsilon_log2,
+               o.per_element ? "per-element" : "directional", settings.tolerance);
+  else
+    fmt::print("dplr gradcheck: {} at {} ({} bits), eps = 2^{}, {} backward, {} mode, tolerance {:.1e}\n", description,
+               options.precision.name(), settings.bits, settings.epsilon_log2, o.recorded ? "recorded" : "our analytic",
+               o.per_element ? "per-element" : "directional", settings.tolerance);
   fmt::print("{:<5} {:>12} {:>24} {:>24} {:>12}  {}\n", "grad", "checks", "finite difference", "backward",
              "rel error", "verdict");
   std::fflush(stdout);
   // One line per gradient as it is done, flushed, also into a pipe.
-  const GradcheckResult r = check_gradients(problem, options, o.recorded ? &recorded : nullptr, [](const GradientCheck& g) {
+  const GradcheckResult r = check_gradients(problem, options, checks_given ? &recorded : nullptr, [](const GradientCheck& g) {
     if (!g.in_recording)
       fmt::print("{:<5} {:>12}  not in the file, skipped\n", g.gradient, "-");
     else
@@ -59,7 +117,7 @@ int run_gradcheck(const GradcheckCliOptions& o) {
     std::fflush(stdout);
   });
   fmt::print("{}\n", r.all_pass() ? "all gradients within tolerance" : "some gradients exceed the tolerance");
-  return r.all_pass() ? 0 : 1;
+  return r.all_pass() && gpu_pass ? 0 : 1;
 }
 
 }  // namespace
@@ -83,6 +141,23 @@ void add_gradcheck_command(CLI::App& app, Command& selected) {
       ->check(at_least(1))
       ->capture_default_str();
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
+  command->add_flag("--gpu", options->gpu,
+                    "Check our GPU backward: against the exact analytic backward (--policy), then by the finite "
+                    "differences (tolerance default 1e-5 for fp32 inputs, 1e-2 for 16-bit); needs a CUDA device");
+  command->add_option("--kernel", options->kernel, "GPU backward kernel of --gpu")
+      ->check(CLI::IsMember(gpu_backward_kernel_names()))
+      ->capture_default_str()
+      ->each([options](const std::string&) { options->kernel_given = true; });
+  command->add_option("--chunk-size", options->chunk_size, "Chunk size of --kernel chunk")
+      ->check(CLI::IsMember({16, 32, 64}))
+      ->capture_default_str()
+      ->each([options](const std::string&) { options->chunk_size_given = true; });
+  command->add_option("--policy", options->policy, "Tolerance preset of --gpu's comparison with the exact backward")
+      ->check(CLI::IsMember(std::vector<std::string>(TolerancePolicy::preset_names().begin(),
+                                                     TolerancePolicy::preset_names().end())))
+      ->capture_default_str()
+      ->each([options](const std::string&) { options->policy_given = true; });
+  command->add_option("--tol", options->overrides, "Tolerance overrides of --gpu's comparison (as dplr verify --tol)");
   command->callback([options, &selected] { selected = [options] { return run_gradcheck(*options); }; });
 }
 

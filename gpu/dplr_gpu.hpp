@@ -1,4 +1,4 @@
-// dplr::gpu — our own CUDA forward kernels for the DPLR delta rule (shared spec DPLR.md), as a plain C++ API.
+// dplr::gpu — our own CUDA forward kernels (and the fused recurrent backward) for the DPLR delta rule (shared spec DPLR.md), as a plain C++ API.
 // Every function takes device pointers and sizes, checks the request before launching anything (CUTLASS's
 // can_implement style: an unsupported request throws dplr::gpu::Unsupported with the reason, nothing runs),
 // launches on `stream` and returns without synchronizing. CUDA failures throw dplr::gpu::CudaError.
@@ -140,6 +140,45 @@ void check_inputs(const ForwardInputs& in);
 // o [B, T, H, V] (input dtype, or fp32 with OutputMode::Fp32), ht [N, H, K, V] fp32 (nullptr: not stored). reverse: last token first.
 // T == 1 (decode) is a first-class case.
 void fused_recurrent_forward(const ForwardInputs& in, void* o, float* ht, bool reverse, cudaStream_t stream = 0);
+
+// ---- fused recurrent backward (training) ------------------------------------------------------------------
+// The gradients of L = sum_t <o_t, do_t> + <ht, dht> (shared spec DPLR.md, "The backward recurrence") through the
+// recurrence, as the exact reference computes them (reference/recurrent.hpp), fused: one kernel walks each
+// (sequence, head) forward to keep checkpoints, then backward segment by segment. fla has no recurrent backward.
+// Options as the forward: h0, cu_seqlens (B == 1), reverse (the backward of the reversed scan), scale, T == 1,
+// fp32 / fp16 / bf16 inputs with gk in their dtype or fp32, K and V in [1, 128].
+// The state is never divided by a decay: S_{t-1} is recomputed from a checkpoint kept every
+// kRecurrentBackwardCheckpointInterval (P) tokens, so any gk <= 0 (-30 and below) gives finite gradients.
+// Deterministic: no atomics; every sum runs in a fixed order, so two runs give the same bits.
+inline constexpr int kRecurrentBackwardCheckpointInterval = 64;
+
+struct RecurrentBackwardArgs {
+  const void* grad_o = nullptr;  // do [B, T, H, V], the inputs' dtype; required
+  const float* dht = nullptr;    // optional [N, H, K, V] fp32; zero when absent
+  bool reverse = false;          // the forward's flag: tokens were processed last to first
+  // Outputs: dq, dk, da, db [B, T, H, K] and dv [B, T, H, V] in the inputs' dtype; dgk [B, T, H, K] fp32; dh0
+  // [N, H, K, V] fp32, written when given (the gradient of the initial state, h0 given or not).
+  void *dq = nullptr, *dk = nullptr, *dv = nullptr, *da = nullptr, *db = nullptr;
+  float* dgk = nullptr;
+  float* dh0 = nullptr;
+  // fused_recurrent_backward_workspace(in).total() floats (float-aligned), contents ignored; its pieces start at
+  // multiples of 256 bytes from it.
+  float* workspace = nullptr;
+};
+// The workspace in floats. With Kp = K rounded up to 32, 64 or 128 and Vp = V rounded up to a multiple of 64
+// (one block owns 64 columns): checkpoints (floor(B T / P) + N) x H x Kp x Vp (the state every P tokens of every
+// sequence; about N H K V ceil(T / P)); segment_states min(N min(P, T), T with cu_seqlens) x H x Kp x Vp (one
+// segment's recomputed states per (sequence, head)); partials, for V > 64 only, 5 x ceil(V / 64) x B T H K (each
+// V tile's share of dq, dk, db, da, dgk, summed in tile order by a second kernel). B8 T4096 H16 K = V = 64:
+// 136 MB + 134 MB; B4 T4096 H8 K = V = 128: 136 + 134 + 671 MB.
+struct RecurrentBackwardWorkspaceSizes {
+  std::int64_t checkpoints = 0, segment_states = 0, partials = 0;
+  std::int64_t total() const { return checkpoints + segment_states + partials + 3 * 64; }  // + alignment slack
+};
+RecurrentBackwardWorkspaceSizes fused_recurrent_backward_workspace(const ForwardInputs& in);
+// Throws Unsupported unless the request is one fused_recurrent_backward takes (inputs, pointers, grid limits).
+void check_recurrent_backward(const ForwardInputs& in, const RecurrentBackwardArgs& args);
+void fused_recurrent_backward(const ForwardInputs& in, const RecurrentBackwardArgs& args, cudaStream_t stream = 0);
 
 // ---- chunk form, one stage per call -----------------------------------------------------------------------
 // Chunk sizes 16, 32, 64. With cu_seqlens every stage needs in.chunk_offsets filled by prepare_chunk_offsets

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # One call on the device machine (GPU): `dplr check` (the CPU part and the GPU sweep, once per seed), the GPU
 # tests, `dplr bench --gpu`, fla on the same card when its package is carried, and compute-sanitizer. Build here:
-#   cmake -S . -B build-gpu -G Ninja -DDPLR_STATIC_DEPS=ON && cmake --build build-gpu --target dplr test_gpu_forward
+#   cmake -S . -B build-gpu -G Ninja -DDPLR_STATIC_DEPS=ON && cmake --build build-gpu --target dplr test_gpu_forward test_gpu_recurrent_bwd
 #   mkdir -p carry && cp build-gpu/cli/dplr build-gpu/tests/gpu/test_gpu_*[!.]* carry/
 # fla: `git archive HEAD fla | tar -x -C carry/fla_src` from its checkout; it starts first, in the background, and
 # compiles (Triton, minutes) while our parts run; it times only after our bench, so that the GPU is timed by one
 # program at a time. With carry/fla_cases (case files from `dplr gen`) it also records fla's outputs and gradients
 # on them (bench/fla_record.py) for `dplr verify` here. Run with carry=["carry"]. Results go to $OUT (default
 # out/device), packed into one device.tar.gz. Parts: SKIP_CHECK=1, SKIP_TESTS=1, SKIP_BENCH=1, SKIP_FLA=1,
-# SKIP_SAN=1, SKIP_PLANTED=1 (needs carry/dplr-planted, a -DDPLR_PLANT_DEFECTS=ON build); CHECK_SEEDS="7 11" (default: the committed sweep's seeds only); GPU_TESTS="test_gpu_forward ...".
+# SKIP_SAN=1, SKIP_PLANTED=1 (needs carry/dplr-planted, a -DDPLR_PLANT_DEFECTS=ON build); CHECK_SEEDS="7 11" (default:
+# the committed sweep's seeds only); GPU_TESTS="test_gpu_forward ..." (default: every GPU test binary carried).
 set -u
 OUT=${OUT:-out/device}
 RESULTS=$(mktemp -d)
@@ -39,7 +40,7 @@ if [ "${SKIP_CHECK:-0}" != 1 ]; then
   done
 fi
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  for t in ${GPU_TESTS:-test_gpu_forward}; do
+  for t in ${GPU_TESTS:-test_gpu_forward test_gpu_recurrent_bwd}; do
     echo "== gpu tests: $t"
     timeout 240 ./carry/$t > "$RESULTS/$t.log" 2>&1
     echo "$t rc=$?" | tee -a "$RESULTS/$t.log"
@@ -75,7 +76,7 @@ fi
 if [ "${SKIP_SAN:-0}" != 1 ]; then
   echo "== compute-sanitizer (every kernel once)"
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  for t in ${GPU_TESTS:-test_gpu_forward}; do
+  for t in ${GPU_TESTS:-test_gpu_forward test_gpu_recurrent_bwd}; do
     for tool in memcheck racecheck; do
       timeout 150 "$SAN" --tool $tool --print-limit 20 ./carry/$t --gtest_filter='GpuSanitize*' > "$RESULTS/san.txt" 2>&1
       echo "$t $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$RESULTS/san.txt" | tail -1)" | tee -a "$RESULTS/sanitizer.log"

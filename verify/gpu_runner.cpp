@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "core/dtype.hpp"
 #include "core/error.hpp"
 
 #ifdef DPLR_HAVE_CUDA
@@ -27,6 +28,7 @@ TensorMap run_gpu_chunk(const DplrProblem&, int, const GpuRunOptions&) {
 TensorMap run_gpu_chunk_fused(const DplrProblem&, int, const GpuRunOptions&) {
   throw InputError("GPU kernels: " + gpu_device().reason);
 }
+TensorMap run_gpu_recurrent_backward(const DplrProblem&) { throw InputError("GPU kernels: " + gpu_device().reason); }
 
 #else
 
@@ -128,6 +130,54 @@ TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused, const GpuRu
   return out;
 }
 }  // namespace
+
+namespace {
+// Refuses (naming the tensor) unless every value of `t` is exact in `dtype`: rounded on upload, the kernel would
+// run another problem than the one the exact reference is given.
+void require_exact(const Tensor& t, DType dtype, std::string_view name) {
+  for (std::size_t i = 0; i < t.values.size(); ++i)
+    if (round_to_dtype(t.values[i], dtype) != t.values[i])
+      throw InputError(fmt::format("GPU backward: '{}' element {} = {} is not exact in {}, the dtype the kernel takes "
+                                   "'{}' in; round it to {} first",
+                                   name, i, t.values[i], dtype_name(dtype), name, dtype_name(dtype)));
+}
+}  // namespace
+
+TensorMap run_gpu_recurrent_backward(const DplrProblem& p) {
+  if (!p.grad_o) throw InputError("the GPU backward needs the upstream gradient 'do'");
+  require_exact(*p.grad_o, p.q.dtype, "do");
+  if (p.grad_ht) require_exact(*p.grad_ht, DType::F32, "dht");
+  DeviceProblem d(p);
+  const auto& s = p.shape;
+  const gpu::ForwardInputs& in = d.inputs();
+  const DeviceBuffer grad_o = upload_values(p.grad_o->values, in.dtype);
+  DeviceBuffer dht;
+  gpu::RecurrentBackwardArgs args;
+  args.grad_o = grad_o.get();
+  if (p.grad_ht) {
+    dht = upload_values(p.grad_ht->values, gpu::ElemType::F32);
+    args.dht = dht.f();
+  }
+  args.reverse = p.reverse;
+  const std::int64_t N = p.num_sequences(), key = s.B * s.T * s.H * s.K;
+  args.dq = d.output(key, d.dtype()), args.dk = d.output(key, d.dtype());
+  args.da = d.output(key, d.dtype()), args.db = d.output(key, d.dtype());
+  args.dv = d.output(s.B * s.T * s.H * s.V, d.dtype());
+  args.dgk = static_cast<float*>(d.output(key, DType::F32));
+  if (p.h0) args.dh0 = static_cast<float*>(d.output(N * s.H * s.K * s.V, DType::F32));
+  args.workspace = static_cast<float*>(d.output(gpu::fused_recurrent_backward_workspace(in).total(), DType::F32));
+  gpu::fused_recurrent_backward(in, args);
+  const std::vector<std::int64_t> key_shape{s.B, s.T, s.H, s.K};
+  TensorMap out;
+  out["dq"] = d.download(args.dq, d.dtype(), key_shape);
+  out["dk"] = d.download(args.dk, d.dtype(), key_shape);
+  out["dv"] = d.download(args.dv, d.dtype(), {s.B, s.T, s.H, s.V});
+  out["da"] = d.download(args.da, d.dtype(), key_shape);
+  out["db"] = d.download(args.db, d.dtype(), key_shape);
+  out["dgk"] = d.download(args.dgk, DType::F32, key_shape);
+  if (args.dh0) out["dh0"] = d.download(args.dh0, DType::F32, {N, s.H, s.K, s.V});
+  return out;
+}
 
 TensorMap run_gpu_chunk(const DplrProblem& p, int C, const GpuRunOptions& options) {
   return run_chunk_forward(p, C, false, options);

@@ -10,6 +10,7 @@
 #include "reference/dispatch.hpp"
 #include "reference/recurrent.hpp"
 #include "reference/reference.hpp"
+#include "verify/gpu_runner.hpp"
 
 namespace dplr {
 
@@ -33,7 +34,6 @@ GradcheckResult check_gradients(const DplrProblem& problem, const GradcheckOptio
   const bool is_recorded = recorded_map != nullptr;
   const Precision precision = o.precision;
   GradcheckResult result = gradcheck_settings(o, is_recorded);
-  const int bits = result.bits;
   const double epsilon_log2 = result.epsilon_log2;
   const double tolerance = result.tolerance;
   // The gradients under test, rounded to double (ours are far more precise than any comparison here needs
@@ -141,6 +141,69 @@ GradcheckResult check_gradients(const DplrProblem& problem, const GradcheckOptio
   }
   if (checked == 0) throw InputError("gradcheck: the problem has no gradient to check");
   return result;
+}
+
+namespace {
+// The GPU backward kernels built in this tree. Another is one line here (a planned name that is built is no longer
+// refused nor listed twice).
+struct GpuBackwardKernel {
+  std::string_view name;
+  TensorMap (*run)(const DplrProblem& problem, int chunk_size);
+};
+constexpr GpuBackwardKernel kGpuBackwardKernels[] = {
+    {"recurrent", [](const DplrProblem& p, int) { return run_gpu_recurrent_backward(p); }},
+};
+// Named by the CLI, not built yet: refused with that reason instead of an unknown-name error.
+constexpr std::string_view kPlannedGpuBackward[] = {"chunk"};
+}  // namespace
+
+std::vector<std::string> gpu_backward_kernel_names() {
+  std::vector<std::string> names;
+  for (const auto& k : kGpuBackwardKernels) names.emplace_back(k.name);
+  for (auto name : kPlannedGpuBackward)
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.emplace_back(name);
+  return names;
+}
+
+bool gpu_backward_kernel_built(std::string_view kernel) {
+  return std::any_of(std::begin(kGpuBackwardKernels), std::end(kGpuBackwardKernels),
+                     [&](const GpuBackwardKernel& k) { return k.name == kernel; });
+}
+
+void require_gpu_backward_kernel(std::string_view kernel) {
+  if (gpu_backward_kernel_built(kernel)) return;
+  for (auto name : kPlannedGpuBackward)
+    if (name == kernel)
+      throw InputError(fmt::format("the GPU {} backward is not built yet (no run_gpu_{}_backward in verify/gpu_runner); "
+                                   "--kernel recurrent is",
+                                   kernel, kernel));
+  throw InputError(fmt::format("unknown GPU backward kernel '{}'", kernel));
+}
+
+TensorMap run_gpu_backward(const DplrProblem& problem, std::string_view kernel, int chunk_size) {
+  require_gpu_backward_kernel(kernel);
+  const GpuDevice device = gpu_device();
+  if (!device.available) throw InputError(fmt::format("the GPU {} backward needs a CUDA device: {}", kernel, device.reason));
+  for (const auto& k : kGpuBackwardKernels)
+    if (k.name == kernel) return k.run(problem, chunk_size);
+  throw InputError(fmt::format("unknown GPU backward kernel '{}'", kernel));  // not reached: required above
+}
+
+double gpu_gradient_tolerance(const DplrProblem& problem) {
+  return problem.q.dtype == DType::F32 ? kGpuFp32GradientTolerance : kRecordedGradientTolerance;
+}
+
+ComparisonResult compare_with_exact_backward(const DplrProblem& problem, const TensorMap& gradients,
+                                             const TolerancePolicy& policy, const Precision& precision, int threads) {
+  ReferenceOptions options;
+  options.precision = precision;
+  options.threads = threads;
+  options.origin = "gradcheck --gpu";
+  const ExactTensorMap exact = run_reference(problem, options).tensors;
+  CompareOptions compare_options;
+  compare_options.working_dtype = problem.q.dtype;
+  if (!problem.cu_seqlens.empty()) compare_options.cu_seqlens = problem.cu_seqlens;
+  return compare(gradients, exact, policy, compare_options);
 }
 
 }  // namespace dplr

@@ -6,6 +6,10 @@
 // sqrt(sum (fd - <g,d>)^2 / sum fd^2) over the directions, an estimate of the gradient's relative RMSE;
 // per-element mode (small cases) compares every element and reports the worst relative error (floored at the
 // gradient's RMS). eps = 2^(-bits/3) of the working precision.
+//
+// Our GPU backward (`dplr gradcheck --gpu`): the kernel's gradients are checked (a) against the exact analytic
+// backward under a tolerance policy (compare.hpp, as `dplr verify` judges a kernel) and (b) as a recording is, by
+// the finite differences of the exact forward above.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -15,12 +19,18 @@
 
 #include "core/tensor.hpp"
 #include "reference/precision.hpp"
+#include "verify/compare.hpp"
+#include "verify/tolerance.hpp"
 #include "reference/problem.hpp"
 
 namespace dplr {
 
 // The default tolerance for recorded gradients (a kernel's, rounded to its dtype); ours get 2^(-bits/2).
 inline constexpr double kRecordedGradientTolerance = 1e-2;
+// The default finite-difference tolerance of our GPU gradients from fp32 inputs: 10x their tested bar (relative
+// RMSE <= 1e-6, tests/gpu/test_gpu_recurrent_bwd). 16-bit inputs get kRecordedGradientTolerance (their gradients
+// are rounded to the dtype: ~2e-3 relative for bf16).
+inline constexpr double kGpuFp32GradientTolerance = 1e-5;
 
 struct GradcheckOptions {
   Precision precision{Arithmetic::QuadDouble, 0};
@@ -60,5 +70,24 @@ GradcheckResult gradcheck_settings(const GradcheckOptions& options, bool recorde
 GradcheckResult check_gradients(const DplrProblem& problem, const GradcheckOptions& options,
                                 const TensorMap* recorded = nullptr,
                                 const std::function<void(const GradientCheck&)>& on_gradient = {});
+
+// ---- our GPU backward --------------------------------------------------------------------------------------
+// The GPU backward kernels `gradcheck --gpu --kernel NAME` names: every kernel built in this tree, then those
+// planned but not built (run_gpu_backward refuses them, saying so).
+std::vector<std::string> gpu_backward_kernel_names();
+// Whether `kernel` names a GPU backward built in this tree; require_gpu_backward_kernel throws InputError unless it
+// does (for a planned one: "not built yet").
+bool gpu_backward_kernel_built(std::string_view kernel);
+void require_gpu_backward_kernel(std::string_view kernel);
+// The named kernel's gradients of the problem (verify/gpu_runner.hpp), named as the reference names them.
+// chunk_size is read by the chunk kernel only. InputError for a kernel not built in this tree, or without a
+// device (the message says why there is none).
+TensorMap run_gpu_backward(const DplrProblem& problem, std::string_view kernel, int chunk_size);
+// The finite-difference tolerance `gradcheck --gpu` uses unless one is given (see kGpuFp32GradientTolerance).
+double gpu_gradient_tolerance(const DplrProblem& problem);
+// (a) The GPU gradients against the exact analytic backward at `precision`, judged under `policy` at the
+// problem's working dtype (the inputs'), with its cu_seqlens for the locality figures.
+ComparisonResult compare_with_exact_backward(const DplrProblem& problem, const TensorMap& gradients,
+                                             const TolerancePolicy& policy, const Precision& precision, int threads);
 
 }  // namespace dplr

@@ -153,6 +153,32 @@ def test_gradcheck(args):
         print(proc.stdout)
 
 
+def test_gradcheck_gpu(args):
+    """`gradcheck --gpu`: with a CUDA device it checks our GPU backward (exit 0 on this small case); without one it
+    refuses (exit 2) saying it needs a CUDA device, before computing anything. Misused options are refused either way."""
+    run(args, ["gen", "--shape", "1,70,2,8,8", "--dtype", "f32", "-o", "gpu_small.safetensors"], expect_code=0)
+    proc = run(args, ["gradcheck", "gpu_small.safetensors", "--gpu", "--precision", "dd"])
+    if proc.returncode == 2:
+        assert "gradcheck --gpu needs a CUDA device" in proc.stderr, proc.stderr
+        assert proc.stdout == "", f"printed before refusing:\n{proc.stdout}"
+        print(f"no CUDA device here; refused as expected: {proc.stderr.strip()}")
+    else:
+        assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        for fragment in ("our GPU recurrent backward", "(a) against the exact analytic backward", "dgk",
+                         "every gradient within the policy", "(b) finite differences", "all gradients within tolerance"):
+            assert fragment in proc.stdout, f"{fragment!r} not in:\n{proc.stdout}"
+        print(proc.stdout)
+    # The chunk backward: refused as not built yet until it lands, then as --kernel recurrent (no device: exit 2).
+    proc = run(args, ["gradcheck", "gpu_small.safetensors", "--gpu", "--kernel", "chunk", "--precision", "dd"])
+    assert proc.returncode == 0 or (proc.returncode == 2 and ("chunk backward is not built yet" in proc.stderr or
+                                                              "needs a CUDA device" in proc.stderr)), \
+        f"--kernel chunk: exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    for option in (["--kernel", "recurrent"], ["--policy", "strict"], ["--tol", "dq=2"]):
+        refused(args, ["gradcheck", "gpu_small.safetensors"] + option, "apply to --gpu only")
+    refused(args, ["gradcheck", "gpu_small.safetensors", "--gpu", "--recorded"], "--gpu and --recorded")
+    refused(args, ["gradcheck", "gpu_small.safetensors", "--gpu", "--chunk-size", "16"], "--chunk-size is for --kernel chunk")
+
+
 def test_stages(args):
     run(args, ["stages", "--shape", "1,40,2,8,8", "--dtype", "f32", "-C", "16", "-o", "stages.safetensors"],
         expect_code=0)
