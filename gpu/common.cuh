@@ -212,6 +212,11 @@ inline dim3 chunk_grid(const ForwardInputs& in, int C) {
 // offsets exist (workspace sizes, the drivers, chunk_fused_ho).
 void check_chunk_shape(const ForwardInputs& in, int C);
 
+// The inputs the chunk stages run on: `in` itself, or with cu_seqlens a copy pointing at `chunk_offsets`, filled
+// here for chunk size C (launched on `stream` ahead of the stages). `driver` names the caller in the refusal.
+ForwardInputs with_chunk_offsets(const ForwardInputs& in, int C, std::int32_t* chunk_offsets, const char* driver,
+                                 cudaStream_t stream);
+
 // Column j of (I - A)^-1 for a strictly lower triangular C x C matrix A (row stride lda; entries on and above
 // the diagonal are not read), by forward substitution in registers, no barrier between rows:
 // x_r = [r == j] + sum_{s < r} A[r, s] x_s, written to inv (row stride ldi). Stage WY's inverse (chunk_WY,
@@ -232,6 +237,21 @@ __device__ __forceinline__ void unit_lower_inverse_column(const float* A, int ld
 // Flat index of element (token, head, i) of a [*, H, D] tensor.
 __device__ __forceinline__ std::int64_t tix(std::int64_t tok, std::int64_t h, std::int64_t H, int i, std::int64_t D) {
   return (tok * H + h) * D + i;
+}
+
+// The in-chunk cumulative sums of gk (stage cumsum) of one chunk and head, formed as chunk_A forms them: summed in
+// fp64, one thread a column (the block's threads stride over the K columns), each split hi + lo (split_log2).
+// Calls visit(r, d, sum) for r = 0 .. ch.len - 1 in order. The backward stages take their decay factors from these.
+template <typename G, typename Visit>
+__device__ __forceinline__ void for_chunk_log2_cumsum(const void* gk, const Chunk& ch, std::int64_t h, std::int64_t H,
+                                                      int K, Visit&& visit) {
+  for (int d = threadIdx.x; d < K; d += blockDim.x) {
+    double acc = 0.0;
+    for (int r = 0; r < ch.len; ++r) {
+      acc += static_cast<double>(ld<G>(gk, tix(ch.bos + r, h, H, d, K)));
+      visit(r, d, split_log2(acc));
+    }
+  }
 }
 
 template <typename Kernel>
