@@ -51,7 +51,7 @@ __device__ void decayed_products_bwd_column(const ABwdArgs& p, const Chunk& ch, 
     float dy1 = 0.f, dy2 = 0.f, running = 0.f;  // running: sum_{r' >= r} term[r', s]
     for (int r = L - 1; r >= s + kShift; --r) {
       const int rd = r - kShift;  // the decay row: gi_r, or ge_r = gi_{r-1}
-      const float e = exp2_diff(make_float2(gh[rd * K + d], gl[rd * K + d]), gs);
+      const float e = exp2_diff_exact_scale(make_float2(gh[rd * K + d], gl[rd * K + d]), gs);
       const float xr = ld<T>(x, tix(ch.bos + r, h, H, d, K)) * x_scale;
       float g1 = dp1[r * C + s] * e;
       const float g2 = dp2[r * C + s] * e;

@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(256) chunk_h_bwd_chunk_kernel(HBwdChunkArgs p)
       dkg = fmaf(ld<T>(p.v, ix), dSp[i * V + j], dkg);
       dbg = fmaf(p.vnew[ix], dSp[i * V + j], dbg);
     }
-    const float to_end = exp2_diff(make_float2(gh[(L - 1) * K + i], gl[(L - 1) * K + i]),
+    const float to_end = exp2_diff_exact_scale(make_float2(gh[(L - 1) * K + i], gl[(L - 1) * K + i]),
                                    make_float2(gh[r * K + i], gl[r * K + i]));
     const std::int64_t ix = tix(ch.bos + r, h, H, i, K);
     p.dw[ix] = dw;
