@@ -1,5 +1,6 @@
 // What the GPU tests share: the device check that skips a test without a CUDA device, and the random cases
-// (shapes, dtypes, decay ranges, varlen) with their problems, every value exactly representable in its dtype.
+// (shapes, dtypes, decay ranges, varlen) with their problems (and the backward's upstream gradients), every value
+// exactly representable in its dtype.
 // Include only where CUDA is built (not under DPLR_NO_CUDA).
 #pragma once
 #include <cuda_runtime_api.h>
@@ -129,6 +130,25 @@ inline std::string describe(const Case& c) {
     s += "}";
   }
   return s;
+}
+
+// The forward problem of `c` with the upstream gradients: do in the inputs' dtype, dht (fp32) when `dht`.
+inline dplr::DplrProblem make_backward_problem(const Case& c, bool dht, std::uint64_t seed) {
+  dplr::DplrProblem p = make_problem(c, seed);
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  p.grad_o = p.v;
+  for (auto& x : p.grad_o->values) x = dplr::round_to_dtype(nd(rng), p.v.dtype);
+  if (dht) {
+    const std::int64_t N = p.num_sequences();
+    dplr::Tensor t;
+    t.dtype = DType::F32;
+    t.shape = {N, c.H, c.K, c.V};
+    t.values.resize(N * c.H * c.K * c.V);
+    for (auto& x : t.values) x = dplr::round_to_dtype(nd(rng), DType::F32);
+    p.grad_ht = std::move(t);
+  }
+  return p;
 }
 
 }  // namespace dplr_gpu_test

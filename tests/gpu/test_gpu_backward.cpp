@@ -39,25 +39,6 @@ using dplr::rel_rmse;
 using DevBuf = dplr::DeviceBuffer;
 using E = g::ElemType;
 
-// The forward problem of `c` with the upstream gradients: do in the inputs' dtype, dht (fp32) when `dht`.
-dplr::DplrProblem make_backward_problem(const Case& c, bool dht, std::uint64_t seed) {
-  dplr::DplrProblem p = make_problem(c, seed);
-  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
-  std::normal_distribution<double> nd(0.0, 1.0);
-  p.grad_o = p.v;
-  for (auto& x : p.grad_o->values) x = dplr::round_to_dtype(nd(rng), p.v.dtype);
-  if (dht) {
-    const std::int64_t N = p.num_sequences();
-    dplr::Tensor t;
-    t.dtype = DType::F32;
-    t.shape = {N, c.H, c.K, c.V};
-    t.values.resize(N * c.H * c.K * c.V);
-    for (auto& x : t.values) x = dplr::round_to_dtype(nd(rng), DType::F32);
-    p.grad_ht = std::move(t);
-  }
-  return p;
-}
-
 struct BackwardCase {
   Case c;
   bool dht;
