@@ -23,7 +23,9 @@ struct OBwdArgs {
   int K, V;
 };
 
-std::size_t o_bwd_smem(int C, int K, int V) { return (std::size_t(C) * V + 2 * std::size_t(C) * C + std::size_t(C) * K) * sizeof(float); }
+std::size_t o_bwd_smem(int C, int K, int V) {
+  return (std::size_t(C) * V + 2 * std::size_t(C) * C + std::size_t(C) * K) * sizeof(float);
+}
 
 template <typename T, typename G, int C>
 __global__ void __launch_bounds__(256) chunk_o_bwd_kernel(OBwdArgs p) {

@@ -222,9 +222,10 @@ void chunk_forward_fused(const ForwardInputs& in, int chunk_size, const ChunkWor
 // forward stages' (chunk_A, chunk_WY, chunk_h); chunk_backward recomputes them (fla keeps only o and ht between
 // forward and backward). Stages that need decay factors re-form the in-chunk sums of gk in fp64 split hi + lo
 // (as chunk_A) and take every factor as the exponential of a difference (<= 1 for gk <= 0), never
-// exp(gi_r) * exp(-gi_s). Accumulation is fp32 FMA (no tensor cores). No atomics: every output element is
-// summed by one thread in a fixed order, and a gradient made of several stages' shares is added in a fixed
-// stage order, so a run is bitwise repeatable. dgk is formed by the direct sums (reference/chunk_cumsum_bwd.hpp,
+// exp(gi_r) * exp(-gi_s), to fp32 accuracy however large the difference (common.cuh, exp2_diff_exact_scale).
+// Accumulation is fp32 FMA (no tensor cores). No atomics: every output element is summed by one thread in a
+// fixed order, and a gradient made of several stages' shares is added in a fixed stage order, so a run is
+// bitwise repeatable. dgk is formed by the direct sums (reference/chunk_cumsum_bwd.hpp,
 // GateGradient::Direct), not fla's cancelling identity.
 struct BackwardInputs {
   ForwardInputs fwd;           // the forward's inputs; with cu_seqlens the stages need fwd.chunk_offsets

@@ -33,14 +33,14 @@ struct Host {
 Host up(const std::vector<double>& v, E t) {
   Host h;
   const std::size_t sz = g::elem_size(t);
-  h.bytes.resize(v.size() * sz + 16);
+  h.bytes.resize(v.size() * sz + emu::kSlack);
   for (std::size_t i = 0; i < v.size(); ++i) {
     if (t == E::F32) { float f = float(v[i]); std::memcpy(&h.bytes[4 * i], &f, 4); }
     else { std::uint16_t b = t == E::F16 ? dplr::double_to_fp16_bits(v[i]) : dplr::double_to_bf16_bits(v[i]); std::memcpy(&h.bytes[2 * i], &b, 2); }
   }
   return h;
 }
-Host buf(std::size_t floats) { Host h; h.bytes.assign(floats * 4 + 16, 0xff); return h; }
+Host buf(std::size_t floats) { Host h; h.bytes.assign(floats * 4 + emu::kSlack, 0xff); return h; }
 std::vector<double> down(const void* p, std::size_t n, E t) {
   std::vector<double> x(n);
   const unsigned char* b = static_cast<const unsigned char*>(p);

@@ -23,6 +23,12 @@ inline dim3 bDim, gDim;
 inline std::barrier<>* bar = nullptr;
 inline std::vector<unsigned char> smem_buf;
 inline long long launches = 0;
+// Bytes past the end of every emulated allocation: none under a sanitizer, so that it sees an overrun.
+#ifdef DPLR_EMULATE_EXACT_BUFFERS
+inline constexpr std::size_t kSlack = 0;
+#else
+inline constexpr std::size_t kSlack = 16;
+#endif
 template <typename F>
 void launch(F&& f, dim3 grid, dim3 block, std::size_t smem = 0, cudaStream_t = 0) {
   ++launches;
@@ -32,7 +38,7 @@ void launch(F&& f, dim3 grid, dim3 block, std::size_t smem = 0, cudaStream_t = 0
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
-        smem_buf.assign(smem + 16, 0xff);  // NaN-poisoned, as uninitialised shared memory may be anything
+        smem_buf.assign(smem + kSlack, 0xff);  // NaN-poisoned, as uninitialised shared memory may be anything
         std::barrier<> b(nt);
         bar = &b;
         std::vector<std::thread> ts;
