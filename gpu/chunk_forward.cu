@@ -6,24 +6,18 @@
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
-namespace {
-
-// The inputs the stages run on: `in` itself, or with cu_seqlens a copy pointing at ws.chunk_offsets, filled
-// here for chunk size C (launched on `stream` ahead of the stages).
-ForwardInputs with_chunk_offsets(const ForwardInputs& in, int C, const ChunkWorkspace& ws, const char* driver,
-                                 cudaStream_t stream) {
+ForwardInputs detail::with_chunk_offsets(const ForwardInputs& in, int C, std::int32_t* chunk_offsets, const char* driver,
+                                         cudaStream_t stream) {
   if (!in.cu_seqlens) return in;
-  if (!ws.chunk_offsets)
+  if (!chunk_offsets)
     throw Unsupported(std::string("dplr::gpu: ") + driver +
-                      " with cu_seqlens needs ws.chunk_offsets (int32 [N + 1]; carve_chunk_workspace sets it)");
-  prepare_chunk_offsets(in, C, ws.chunk_offsets, stream);
+                      " with cu_seqlens needs a chunk_offsets buffer (int32 [N + 1]; the workspace carve sets it)");
+  prepare_chunk_offsets(in, C, chunk_offsets, stream);
   ForwardInputs x = in;
-  x.chunk_offsets = ws.chunk_offsets;
+  x.chunk_offsets = chunk_offsets;
   x.chunk_offsets_C = C;
   return x;
 }
-
-}  // namespace
 
 ChunkWorkspaceSizes chunk_workspace_floats(const ForwardInputs& in, int C) {
   detail::check_chunk_shape(in, C);
@@ -79,7 +73,7 @@ void chunk_forward(const ForwardInputs& user_in, int C, const ChunkWorkspace& ws
   if (!ws.A_qk || !ws.A_qb || !ws.A_ak || !ws.A_ab || !ws.A_ab_inv || !ws.w || !ws.u || !ws.v_new || !ws.h || !gg.qg ||
       !gg.kg || !gg.bg || !gg.ag || !gg.eg_last)
     throw Unsupported("dplr::gpu: chunk_forward needs every workspace buffer but gi/ge (see carve_chunk_workspace)");
-  const ForwardInputs in = with_chunk_offsets(user_in, C, ws, "chunk_forward", stream);
+  const ForwardInputs in = detail::with_chunk_offsets(user_in, C, ws.chunk_offsets, "chunk_forward", stream);
   if (ws.gi && ws.ge) chunk_cumsum(in, C, ws.gi, ws.ge, stream);
   const GatedOperands& g = ws.gated;
   chunk_A(in, C, ws.A_qk, ws.A_qb, ws.A_ak, ws.A_ab, g, stream);
@@ -99,7 +93,7 @@ void chunk_forward_fused(const ForwardInputs& user_in, int C, const ChunkWorkspa
   const bool fused = chunk_fused_ho(user_in, C);
   if (!fused && (!ws.v_new || !ws.h))
     throw Unsupported("dplr::gpu: chunk_forward_fused falls back to the staged h and o here and needs v_new and h");
-  const ForwardInputs in = with_chunk_offsets(user_in, C, ws, "chunk_forward_fused", stream);
+  const ForwardInputs in = detail::with_chunk_offsets(user_in, C, ws.chunk_offsets, "chunk_forward_fused", stream);
   if (chunk_A_WY_supported(in, C)) {
     chunk_A_WY(in, C, ws.A_qk, ws.A_qb, g, ws.w, ws.u, stream);
   } else {

@@ -99,6 +99,18 @@ __device__ __forceinline__ float2 split_log2(double g) {
 __device__ __forceinline__ float exp2_diff(float2 r, float2 s) {
   return exp2f((r.x - s.x) + (r.y - s.y));
 }
+// 2^(r - s) for two split sums to fp32 accuracy whatever the size of r - s (exp2_diff rounds the exponent to
+// fp32 first, which costs |r - s| 2^-24 ln 2 relative: 1.8e-6 at one token of gk = -30). The difference of the hi
+// words is formed exactly (two-sum), its nearest integer n becomes an exact scaling and exp2f sees only the
+// remainder (|f| <= ~0.5). The backward stages take their decay factors from it: dgk is made of decayed terms only.
+__device__ __forceinline__ float exp2_diff_exact_scale(float2 r, float2 s) {
+  const float d = r.x - s.x;
+  const float back = d - r.x;
+  const float err = (r.x - (d - back)) + (-s.x - back);  // d + err = r.x - s.x exactly
+  const float n = rintf(d);
+  const float f = (d - n) + (err + (r.y - s.y));
+  return ldexpf(exp2f(f), static_cast<int>(n));
+}
 // 2^x as one MUFU.EX2 (exp2f adds a range check and two scalings so that results below 2^-126 stay
 // subnormal); results below 2^-126 flush to zero, a change below 1e-38 of a factor that is <= 1. Used for the
 // in-chunk factors of stage A's inner loop only.
@@ -237,6 +249,11 @@ inline dim3 chunk_grid(const ForwardInputs& in, int C) {
 // offsets exist (workspace sizes, the drivers, chunk_fused_ho).
 void check_chunk_shape(const ForwardInputs& in, int C);
 
+// The inputs the chunk stages run on: `in` itself, or with cu_seqlens a copy pointing at `chunk_offsets`, filled
+// here for chunk size C (launched on `stream` ahead of the stages). `driver` names the caller in the refusal.
+ForwardInputs with_chunk_offsets(const ForwardInputs& in, int C, std::int32_t* chunk_offsets, const char* driver,
+                                 cudaStream_t stream);
+
 // Column j of (I - A)^-1 for a strictly lower triangular C x C matrix A (row stride lda; entries on and above
 // the diagonal are not read), by forward substitution in registers, no barrier between rows:
 // x_r = [r == j] + sum_{s < r} A[r, s] x_s, written to inv (row stride ldi). Stage WY's inverse (chunk_WY,
@@ -257,6 +274,21 @@ __device__ __forceinline__ void unit_lower_inverse_column(const float* A, int ld
 // Flat index of element (token, head, i) of a [*, H, D] tensor.
 __device__ __forceinline__ std::int64_t tix(std::int64_t tok, std::int64_t h, std::int64_t H, int i, std::int64_t D) {
   return (tok * H + h) * D + i;
+}
+
+// The in-chunk cumulative sums of gk (stage cumsum) of one chunk and head, formed as chunk_A forms them: summed in
+// fp64, one thread a column (the block's threads stride over the K columns), each split hi + lo (split_log2).
+// Calls visit(r, d, sum) for r = 0 .. ch.len - 1 in order. The backward stages take their decay factors from these.
+template <typename G, typename Visit>
+__device__ __forceinline__ void for_chunk_log2_cumsum(const void* gk, const Chunk& ch, std::int64_t h, std::int64_t H,
+                                                      int K, Visit&& visit) {
+  for (int d = threadIdx.x; d < K; d += blockDim.x) {
+    double acc = 0.0;
+    for (int r = 0; r < ch.len; ++r) {
+      acc += static_cast<double>(ld<G>(gk, tix(ch.bos + r, h, H, d, K)));
+      visit(r, d, split_log2(acc));
+    }
+  }
 }
 
 template <typename Kernel>

@@ -1,4 +1,5 @@
-// dplr::gpu — our own CUDA forward kernels (and the fused recurrent backward) for the DPLR delta rule (shared spec DPLR.md), as a plain C++ API.
+// dplr::gpu — our own CUDA kernels for the DPLR delta rule (shared spec DPLR.md): the forward, the fused recurrent
+// backward and the chunk form's backward (each its own section), as a plain C++ API.
 // Every function takes device pointers and sizes, checks the request before launching anything (CUTLASS's
 // can_implement style: an unsupported request throws dplr::gpu::Unsupported with the reason, nothing runs),
 // launches on `stream` and returns without synchronizing. CUDA failures throw dplr::gpu::CudaError.
@@ -269,5 +270,108 @@ void chunk_h_o(const ForwardInputs& in, int chunk_size, const float* A_qk, const
                float* ht, cudaStream_t stream = 0);
 void chunk_forward_fused(const ForwardInputs& in, int chunk_size, const ChunkWorkspace& ws, void* o, float* ht,
                          cudaStream_t stream = 0);
+
+// ---- chunk form, backward ---------------------------------------------------------------------------------
+// The staged backward of the chunk form (docs/chunk-backward.md), one kernel file per stage with the exact
+// oracles' stems (reference/chunk_<stage>_bwd.hpp), in their order:
+//   o_bwd -> h_bwd (the one sequential stage) -> WY_bwd -> A_bwd -> cumsum_bwd
+// Gradients of L = sum_t <o_t, do_t> + <ht, dht>. Stage tensors are fp32, in the oracles' names and layouts
+// (reference/chunk_stages.hpp; NT, h and eg_last indexing as the forward's, cu_seqlens included):
+//   dA_qk, dA_qb, dA_ak, dA_ab  [B, T, H, C]  (row of token r of a chunk, zero past the mask and a short chunk)
+//   dh                          [B, NT, H, K, V]  dL/dS at the END of each chunk (dht for a sequence's last)
+//   dv_new [B, T, H, V], dw [B, T, H, K], dh0 [N, H, K, V]
+//   dv [B, T, H, V], dq, dk, da, db [B, T, H, K]   fp32 totals (dq with respect to the unscaled q)
+//   dgk [B, T, H, K]
+// The forward tensors a stage reads (A_qk, A_qb, A_ak, A_ab_inv, qg, kg, bg, eg_last, w, u, h, v_new) are the
+// forward stages' (chunk_A, chunk_WY, chunk_h); chunk_backward recomputes them (fla keeps only o and ht between
+// forward and backward). Stages that need decay factors re-form the in-chunk sums of gk in fp64 split hi + lo
+// (as chunk_A) and take every factor as the exponential of a difference (<= 1 for gk <= 0), never
+// exp(gi_r) * exp(-gi_s), to fp32 accuracy however large the difference (common.cuh, exp2_diff_exact_scale).
+// Accumulation is fp32 FMA (no tensor cores). No atomics: every output element is summed by one thread in a
+// fixed order, and a gradient made of several stages' shares is added in a fixed stage order, so a run is
+// bitwise repeatable. dgk is formed by the direct sums (reference/chunk_cumsum_bwd.hpp,
+// GateGradient::Direct), not fla's cancelling identity.
+struct BackwardInputs {
+  ForwardInputs fwd;           // the forward's inputs; with cu_seqlens the stages need fwd.chunk_offsets
+  const void* d_o = nullptr;   // do [B, T, H, V] in fwd.dtype (required)
+  const float* dht = nullptr;  // optional [N, H, K, V]; zero when absent
+};
+// check_chunk(in.fwd, C) and the backward's own inputs; throws Unsupported.
+void check_backward(const BackwardInputs& in, int chunk_size);
+
+// The shares of the gradients one stage hands a later one (fp32 device buffers; not oracle tensors, since the
+// oracles list totals). q is the scaled q in the chunk form; dq_o is with respect to it.
+struct GradientShares {
+  float* dq_o = nullptr;           // [B, T, H, K]     o_bwd: (do S^T) (.) exp(gi)
+  float* dv_new_o = nullptr;       // [B, T, H, V]     o_bwd: A_qb^T do
+  float* dh_o = nullptr;           // [B, NT, H, K, V] o_bwd: (q (.) exp(gi))^T do, the chunk's share of dL/dS at its start
+  float* dk_h = nullptr;           // [B, T, H, K]     h_bwd: (v dS'^T) (.) exp(gl - gi)
+  float* db_h = nullptr;           // [B, T, H, K]     h_bwd: (v_new dS'^T) (.) exp(gl - gi)
+  float* d_chunk_decay = nullptr;  // [B, NT, H, K]    h_bwd: exp(gl) (.) rowsum(S (.) dS')
+  float* da_wy = nullptr;          // [B, T, H, K]     WY_bwd: (A_ab_inv^T dw) (.) exp(ge)
+  float* dgk_A = nullptr;          // [B, T, H, K]     A_bwd: stage A's share of dgk
+};
+
+// Stage o_bwd (per chunk): reads do, v, gk and A_qk, A_qb, qg, v_new, h; writes dA_qk, dA_qb, dv (its first
+// share, A_qk^T do) and the shares dq_o, dv_new_o, dh_o.
+void chunk_o_bwd(const BackwardInputs& in, int chunk_size, const float* A_qk, const float* A_qb, const float* qg,
+                 const float* v_new, const float* h, float* dA_qk, float* dA_qb, float* dv, const GradientShares& shares,
+                 cudaStream_t stream = 0);
+// Stage h_bwd: a sequential kernel (chunk after chunk from the last, one block per (32 columns of V, head,
+// sequence)) for dh, dv_new, dh0 (nullptr: not written) and dv += kg dS', then a per-chunk kernel for dw and
+// the shares dk_h, db_h, d_chunk_decay. Reads kg, bg, eg_last, w, h, v_new, v, gk, dht and the shares
+// dv_new_o, dh_o.
+void chunk_h_bwd(const BackwardInputs& in, int chunk_size, const float* kg, const float* bg, const float* eg_last,
+                 const float* w, const float* h, const float* v_new, float* dh, float* dv_new, float* dw, float* dv,
+                 float* dh0, const GradientShares& shares, cudaStream_t stream = 0);
+// Stage WY_bwd (per chunk): reads A_ab_inv, A_ak, w, u, v, gk, dw and dv_new (= du); writes dA_ab, dA_ak, the
+// share da_wy, and completes dv (+= A_ak^T A_ab_inv^T du).
+void chunk_WY_bwd(const BackwardInputs& in, int chunk_size, const float* A_ab_inv, const float* A_ak, const float* w,
+                  const float* u, const float* dw, const float* dv_new, float* dA_ab, float* dA_ak, float* dv,
+                  const GradientShares& shares, cudaStream_t stream = 0);
+// Stage A_bwd (per chunk): reads q, k, a, b, gk, dA_qk, dA_qb, dA_ak, dA_ab and the shares dq_o, dk_h, db_h,
+// da_wy; writes the fp32 totals dq (= scale (dq_o + dq_A)), dk, da, db and the share dgk_A.
+void chunk_A_bwd(const BackwardInputs& in, int chunk_size, const float* dA_qk, const float* dA_qb, const float* dA_ak,
+                 const float* dA_ab, float* dq, float* dk, float* da, float* db, const GradientShares& shares,
+                 cudaStream_t stream = 0);
+// Stage cumsum_bwd (per chunk): reads q, k, a, b and the shares dq_o, da_wy, dk_h, db_h, d_chunk_decay, dgk_A;
+// writes dgk.
+void chunk_cumsum_bwd(const BackwardInputs& in, int chunk_size, float* dgk, const GradientShares& shares,
+                      cudaStream_t stream = 0);
+
+// Device buffers of the staged backward (the caller owns them; sizes from chunk_backward_workspace_floats).
+// `forward` holds the recomputed forward (carve_chunk_workspace's pieces; its gi and ge are not used).
+struct BackwardWorkspace {
+  ChunkWorkspace forward;
+  float *dA_qk = nullptr, *dA_qb = nullptr, *dA_ak = nullptr, *dA_ab = nullptr;
+  float *dh = nullptr, *dv_new = nullptr, *dw = nullptr;
+  float *dv = nullptr, *dq = nullptr, *dk = nullptr, *da = nullptr, *db = nullptr;  // fp32 totals
+  GradientShares shares;
+};
+struct BackwardWorkspaceSizes {  // in floats
+  ChunkWorkspaceSizes forward;
+  std::int64_t A = 0, kdim = 0, vdim = 0, state = 0, chunk_kdim = 0;
+  // 4 A-shaped (dA_*), 10 K-wide (dw, dq, dk, da, db, dq_o, dk_h, db_h, da_wy, dgk_A), 3 V-wide (dv_new, dv,
+  // dv_new_o), 2 per-chunk states (dh, dh_o), 1 per-chunk K row (d_chunk_decay); 64 floats of slack each
+  std::int64_t total() const { return forward.total() + 4 * A + 10 * kdim + 3 * vdim + 2 * state + chunk_kdim + 20 * 64; }
+};
+// Neither needs in.fwd.chunk_offsets.
+BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int chunk_size);
+// Carves a workspace out of one device buffer of at least sizes.total() floats, every piece 256-byte aligned.
+BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int chunk_size, float* buffer);
+
+// The gradients: dq, dk, dv, da, db in fwd.dtype, dgk fp32 [B, T, H, K], dh0 fp32 [N, H, K, V] (nullptr: not
+// written).
+struct BackwardOutputs {
+  void *dq = nullptr, *dk = nullptr, *dv = nullptr, *da = nullptr, *db = nullptr;
+  float* dgk = nullptr;
+  float* dh0 = nullptr;
+};
+// The staged chunk backward: recomputes the forward (chunk_A, chunk_WY, chunk_h: h and v_new, in ws.forward),
+// then o_bwd, h_bwd, WY_bwd, A_bwd, cumsum_bwd, and rounds the fp32 totals once to the outputs' dtype. With
+// cu_seqlens it first fills ws.forward.chunk_offsets, as chunk_forward does; in.fwd.chunk_offsets is not needed.
+void chunk_backward(const BackwardInputs& in, int chunk_size, const BackwardWorkspace& ws, const BackwardOutputs& out,
+                    cudaStream_t stream = 0);
+
 
 }  // namespace dplr::gpu

@@ -99,6 +99,11 @@ DeviceProblem::DeviceProblem(const DplrProblem& p) {
   in_.q = upload(p.q, dtype_), in_.k = upload(p.k, dtype_), in_.v = upload(p.v, dtype_);
   in_.a = upload(p.a, dtype_), in_.b = upload(p.b, dtype_), in_.gk = upload(p.gk, gk_dtype_);
   if (p.h0) in_.h0 = static_cast<const float*>(upload(*p.h0, DType::F32));
+  // A do in another dtype is refused by backward_inputs() only, so that forward runs of such a problem still run.
+  if (p.grad_o && p.grad_o->dtype == dtype_) d_o_ = upload(*p.grad_o, dtype_);
+  else if (p.grad_o) no_backward_ = fmt::format("GPU kernels take do in the inputs' dtype; q is {}, do is {}",
+                                               dtype_name(dtype_), dtype_name(p.grad_o->dtype));
+  if (p.grad_ht) dht_ = static_cast<const float*>(upload(*p.grad_ht, DType::F32));
   if (!p.cu_seqlens.empty()) {
     buffers_.emplace_back(p.cu_seqlens.size() * 8);
     check_cuda(cudaMemcpy(buffers_.back().get(), p.cu_seqlens.data(), p.cu_seqlens.size() * 8, cudaMemcpyHostToDevice),
@@ -106,6 +111,15 @@ DeviceProblem::DeviceProblem(const DplrProblem& p) {
     in_.cu_seqlens = static_cast<const std::int64_t*>(buffers_.back().get());
     in_.num_sequences = p.num_sequences();
   }
+}
+
+gpu::BackwardInputs DeviceProblem::backward_inputs() const {
+  if (!d_o_) throw InputError(no_backward_);
+  gpu::BackwardInputs b;
+  b.fwd = in_;
+  b.d_o = d_o_;
+  b.dht = dht_;
+  return b;
 }
 
 const void* DeviceProblem::upload(const Tensor& t, DType dtype) {

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/tensor.hpp"
@@ -53,12 +54,15 @@ std::vector<double> download_values(const void* p, std::size_t count, gpu::ElemT
 double rel_rmse(const std::vector<double>& x, const std::vector<double>& ref);
 
 // A problem's inputs on the device and the ForwardInputs pointing at them: q, k, v, a, b in q's dtype (they must
-// share it), gk in its own dtype when that is fp32, else q's; h0 fp32; cu_seqlens int64. Outputs it allocates are
-// poisoned (NaN) and owned by it.
+// share it), gk in its own dtype when that is fp32, else q's; h0 fp32; cu_seqlens int64. The upstream gradients
+// too when the problem has them (BackwardInputs): do in q's dtype (it must have it), dht fp32. Outputs it
+// allocates are poisoned (NaN) and owned by it.
 class DeviceProblem {
  public:
   explicit DeviceProblem(const DplrProblem& problem);
   const gpu::ForwardInputs& inputs() const { return in_; }
+  // The forward's inputs with do and dht; throws InputError when the problem has no do, or do in another dtype.
+  gpu::BackwardInputs backward_inputs() const;
   DType dtype() const { return dtype_; }
   void* output(std::int64_t count, DType dtype);
   Tensor download(const void* device, DType dtype, std::vector<std::int64_t> shape) const;
@@ -67,6 +71,9 @@ class DeviceProblem {
   const void* upload(const Tensor& t, DType dtype);
   DType dtype_, gk_dtype_;
   gpu::ForwardInputs in_;
+  const void* d_o_ = nullptr;
+  const float* dht_ = nullptr;
+  std::string no_backward_ = "a GPU backward run needs the problem's do (grad_o)";
   std::vector<DeviceBuffer> buffers_;
 };
 

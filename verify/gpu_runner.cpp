@@ -29,6 +29,7 @@ TensorMap run_gpu_chunk_fused(const DplrProblem&, int, const GpuRunOptions&) {
   throw InputError("GPU kernels: " + gpu_device().reason);
 }
 TensorMap run_gpu_recurrent_backward(const DplrProblem&) { throw InputError("GPU kernels: " + gpu_device().reason); }
+TensorMap run_gpu_chunk_backward(const DplrProblem&, int) { throw InputError("GPU kernels: " + gpu_device().reason); }
 
 #else
 
@@ -88,6 +89,12 @@ TensorMap run_gpu_recurrent(const DplrProblem& p, const GpuRunOptions& options) 
 }
 
 namespace {
+std::int64_t count(const std::vector<std::int64_t>& shape) {
+  std::int64_t n = 1;
+  for (auto x : shape) n *= x;
+  return n;
+}
+
 // The chunk forward, staged (each stage its own kernel; every intermediate returned) or fused (the fastest
 // path: o and ht only).
 TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused, const GpuRunOptions& options) {
@@ -102,11 +109,6 @@ TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused, const GpuRu
   const ChunkGrid grid = ChunkGrid::of(p, C);
   const std::vector<std::int64_t> key{s.B, s.T, s.H, s.K}, value{s.B, s.T, s.H, s.V}, a_shape{s.B, s.T, s.H, C},
       h_shape{grid.rows, grid.NT, s.H, s.K, s.V}, state{p.num_sequences(), s.H, s.K, s.V};
-  auto count = [](const std::vector<std::int64_t>& shape) {
-    std::int64_t n = 1;
-    for (auto x : shape) n *= x;
-    return n;
-  };
   // One NaN-poisoned buffer carved into every intermediate (gi and ge included), so an element a stage
   // fails to write shows up.
   const gpu::ChunkWorkspaceSizes sizes = gpu::chunk_workspace_floats(in, C);
@@ -184,6 +186,40 @@ TensorMap run_gpu_chunk(const DplrProblem& p, int C, const GpuRunOptions& option
 }
 TensorMap run_gpu_chunk_fused(const DplrProblem& p, int C, const GpuRunOptions& options) {
   return run_chunk_forward(p, C, true, options);
+}
+
+TensorMap run_gpu_chunk_backward(const DplrProblem& p, int C) {
+  if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
+  DeviceProblem d(p);
+  const gpu::BackwardInputs in = d.backward_inputs();  // the driver numbers the chunks itself with cu_seqlens
+  const auto& s = p.shape;
+  const ChunkGrid grid = ChunkGrid::of(p, C);
+  const std::vector<std::int64_t> key{s.B, s.T, s.H, s.K}, value{s.B, s.T, s.H, s.V}, a_shape{s.B, s.T, s.H, C},
+      h_shape{grid.rows, grid.NT, s.H, s.K, s.V}, state{p.num_sequences(), s.H, s.K, s.V};
+  // One NaN-poisoned buffer carved into every intermediate, so an element a stage fails to write shows up.
+  const gpu::BackwardWorkspaceSizes sizes = gpu::chunk_backward_workspace_floats(in, C);
+  auto* buffer = static_cast<float*>(d.output(sizes.total(), DType::F32));
+  const gpu::BackwardWorkspace ws = gpu::carve_backward_workspace(in, C, buffer);
+  gpu::BackwardOutputs out;
+  out.dq = d.output(count(key), d.dtype()), out.dk = d.output(count(key), d.dtype());
+  out.da = d.output(count(key), d.dtype()), out.db = d.output(count(key), d.dtype());
+  out.dv = d.output(count(value), d.dtype());
+  out.dgk = static_cast<float*>(d.output(count(key), DType::F32));
+  out.dh0 = static_cast<float*>(d.output(count(state), DType::F32));
+  gpu::chunk_backward(in, C, ws, out);
+  TensorMap t;
+  for (const auto& [name, ptr] : {std::pair<const char*, void*>{"dq", out.dq}, {"dk", out.dk}, {"da", out.da}, {"db", out.db}})
+    t[name] = d.download(ptr, d.dtype(), key);
+  t["dv"] = d.download(out.dv, d.dtype(), value);
+  t["dgk"] = d.download(out.dgk, DType::F32, key);
+  t["dh0"] = d.download(out.dh0, DType::F32, state);
+  const std::pair<const char*, std::pair<const float*, const std::vector<std::int64_t>*>> stages[] = {
+      {"dA_qk", {ws.dA_qk, &a_shape}}, {"dA_qb", {ws.dA_qb, &a_shape}}, {"dA_ak", {ws.dA_ak, &a_shape}},
+      {"dA_ab", {ws.dA_ab, &a_shape}}, {"dh", {ws.dh, &h_shape}},       {"dv_new", {ws.dv_new, &value}},
+      {"dw", {ws.dw, &key}}};
+  for (const auto& [name, buffer_and_shape] : stages)
+    t[name] = d.download(buffer_and_shape.first, DType::F32, *buffer_and_shape.second);
+  return t;
 }
 
 #endif

@@ -44,5 +44,11 @@ TensorMap run_gpu_chunk_fused(const DplrProblem& problem, int chunk_size, const 
 // must be exactly representable in the kernel's dtypes (do in the inputs', dht in fp32), else InputError: the
 // kernel would run another problem than the one the exact reference is given.
 TensorMap run_gpu_recurrent_backward(const DplrProblem& problem);
+// The staged chunk backward (gpu::chunk_backward; the problem needs do, and may have dht, h0, cu_seqlens): the
+// gradients as the exact reference names them, dq, dk, dv, da, db in the input dtype, dgk and dh0 fp32 (dh0
+// always: dL/dh0 is defined without h0), and the backward stage tensors the oracles add to them, dA_qk, dA_qb,
+// dA_ak, dA_ab, dh, dv_new, dw (fp32; dh laid out as the oracles lay it, ChunkGrid). As run_gpu_chunk does for o,
+// dq, dk, dv, da, db are the rounded gradients, not the stages' fp32 totals.
+TensorMap run_gpu_chunk_backward(const DplrProblem& problem, int chunk_size);
 
 }  // namespace dplr

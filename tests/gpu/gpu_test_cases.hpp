@@ -1,4 +1,4 @@
-// The random cases of the GPU tests (test_gpu_forward, test_gpu_recurrent_bwd): a Case names a shape, dtype, gate
+// The random cases of the GPU tests (test_gpu_forward, test_gpu_recurrent_bwd, test_gpu_backward): a Case names a shape, dtype, gate
 // distribution and options; make_problem draws its inputs, every value exact in its dtype (q, v normal; k and a
 // unit-norm per token and head, b = -a, fla's contractive test inputs; heads differ; gk from the Gate). Also the
 // device check the tests skip on. Needs CUDA (included only where DPLR_NO_CUDA is not defined).
@@ -133,6 +133,25 @@ inline std::string describe(const Case& c) {
     s += "}";
   }
   return s;
+}
+
+// The forward problem of `c` with the upstream gradients: do in the inputs' dtype, dht (fp32) when `dht`.
+inline dplr::DplrProblem make_backward_problem(const Case& c, bool dht, std::uint64_t seed) {
+  dplr::DplrProblem p = make_problem(c, seed);
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  p.grad_o = p.v;
+  for (auto& x : p.grad_o->values) x = dplr::round_to_dtype(nd(rng), p.v.dtype);
+  if (dht) {
+    const std::int64_t N = p.num_sequences();
+    dplr::Tensor t;
+    t.dtype = DType::F32;
+    t.shape = {N, c.H, c.K, c.V};
+    t.values.resize(N * c.H * c.K * c.V);
+    for (auto& x : t.values) x = dplr::round_to_dtype(nd(rng), DType::F32);
+    p.grad_ht = std::move(t);
+  }
+  return p;
 }
 
 }  // namespace dplr_gpu_test

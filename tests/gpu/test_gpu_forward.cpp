@@ -84,7 +84,6 @@ void expect_accurate(const std::string& what, const std::vector<double>& o, cons
   EXPECT_LE(eh, c.dt == g::ElemType::F32 ? 1e-6 : 1e-5) << what << " " << c.name << ": ht rel RMSE " << eh;
 }
 
-
 std::vector<Case> recurrent_cases() {
   using E = g::ElemType;
   std::vector<Case> cs = {

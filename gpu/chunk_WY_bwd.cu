@@ -1,0 +1,117 @@
+// Stage "WY_bwd" of the chunk backward (reference/chunk_WY_bwd.hpp), per chunk; M = A_ab_inv, du = dv_new:
+//     dag   = M^T dw,     du^ = M^T du
+//     dA_ab = strictly_lower(dag w^T + du^ u^T)
+//     dA_ak = strictly_lower(du^ v^T)
+//     dv   += A_ak^T du^                 (completes dv)
+//     da_wy = dag (.) exp(ge)
+// exp(ge_r) = exp(gi_{r-1}) is re-formed from gk in fp64 and taken as chunk_A takes it for ag (1 on a chunk's
+// first row). One block (256 threads) per (chunk, head, batch row); M, A_ak, dag and du^ in shared memory;
+// every output element is one thread's fp32 FMA sum in a fixed order.
+#include "gpu/common.cuh"
+
+namespace dplr::gpu {
+namespace {
+using namespace detail;
+
+struct WYBwdArgs {
+  const void *v, *gk;
+  const float *Ainv, *Aak, *w, *u, *dw, *du;
+  float *dAab, *dAak, *dv, *da_wy;
+  ChunkGeom geo;
+  std::int64_t H;
+  int K, V;
+};
+
+std::size_t wy_bwd_smem(int C, int K, int V) {
+  return (2 * std::size_t(C) * C + std::size_t(C) * K + std::size_t(C) * V) * sizeof(float);
+}
+
+template <typename T, typename G, int C>
+__global__ void __launch_bounds__(256) chunk_WY_bwd_kernel(WYBwdArgs p) {
+  const int K = p.K, V = p.V;
+  extern __shared__ __align__(16) float sm[];
+  float* M = sm;              // [C][C], zero outside s <= r < len
+  float* Aak = M + C * C;     // [C][C], zero outside s < r < len
+  float* dag = Aak + C * C;   // [C][K]
+  float* duh = dag + C * K;   // [C][V]
+  const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
+  if (!ch.valid) return;
+  const std::int64_t h = blockIdx.y, H = p.H;
+  const int L = ch.len;
+  for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+    const int r = e / C, s = e % C;
+    const std::int64_t ix = ((ch.bos + r) * H + h) * C + s;
+    M[e] = (r < L && s <= r) ? p.Ainv[ix] : 0.f;
+    Aak[e] = (r < L && s < r) ? p.Aak[ix] : 0.f;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < C * K; e += blockDim.x) {  // dag = M^T dw
+    const int s = e / K, i = e % K;
+    float acc = 0.f;
+    for (int r = s; r < L; ++r) acc = fmaf(M[r * C + s], p.dw[tix(ch.bos + r, h, H, i, K)], acc);
+    dag[e] = acc;
+  }
+  for (int e = threadIdx.x; e < C * V; e += blockDim.x) {  // du^ = M^T du
+    const int s = e / V, j = e % V;
+    float acc = 0.f;
+    for (int r = s; r < L; ++r) acc = fmaf(M[r * C + s], p.du[tix(ch.bos + r, h, H, j, V)], acc);
+    duh[e] = acc;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < L * C; e += blockDim.x) {  // dA_ab, dA_ak: every column of the chunk's rows
+    const int r = e / C, s = e % C;
+    float ab = 0.f, ak = 0.f;
+    if (s < r) {
+      float from_w = 0.f, from_u = 0.f;
+      for (int i = 0; i < K; ++i) from_w = fmaf(dag[r * K + i], p.w[tix(ch.bos + s, h, H, i, K)], from_w);
+      for (int j = 0; j < V; ++j) {
+        const std::int64_t ix = tix(ch.bos + s, h, H, j, V);
+        from_u = fmaf(duh[r * V + j], p.u[ix], from_u);
+        ak = fmaf(duh[r * V + j], ld<T>(p.v, ix), ak);
+      }
+      ab = from_w + from_u;
+    }
+    const std::int64_t out = ((ch.bos + r) * H + h) * C + s;
+    p.dAab[out] = ab;
+    p.dAak[out] = ak;
+  }
+  for (int e = threadIdx.x; e < L * V; e += blockDim.x) {  // dv += A_ak^T du^
+    const int r = e / V, j = e % V;
+    float acc = 0.f;
+    for (int t = r + 1; t < L; ++t) acc = fmaf(Aak[t * C + r], duh[t * V + j], acc);
+    p.dv[tix(ch.bos + r, h, H, j, V)] += acc;
+  }
+  // da_wy = dag (.) exp(ge): row r takes the sum of rows 0 .. r - 1, i.e. the cumulative sum before gk_r.
+  float* da = p.da_wy;
+  for_chunk_log2_cumsum<G>(p.gk, ch, h, H, K, [&](int r, int d, float2 gi) {
+    if (r == 0) da[tix(ch.bos, h, H, d, K)] = dag[d];
+    if (r + 1 < L) da[tix(ch.bos + r + 1, h, H, d, K)] = dag[(r + 1) * K + d] * exp2_split(gi);
+  });
+}
+
+}  // namespace
+
+void chunk_WY_bwd(const BackwardInputs& in, int C, const float* A_ab_inv, const float* A_ak, const float* w,
+                  const float* u, const float* dw, const float* dv_new, float* dA_ab, float* dA_ak, float* dv,
+                  const GradientShares& shares, cudaStream_t stream) {
+  check_backward(in, C);
+  if (!A_ab_inv || !A_ak || !w || !u) refuse("chunk_WY_bwd needs the forward's A_ab_inv, A_ak, w and u");
+  if (!dw || !dv_new) refuse("chunk_WY_bwd needs h_bwd's dw and dv_new");
+  if (!dA_ab || !dA_ak || !dv || !shares.da_wy)
+    refuse("chunk_WY_bwd needs dA_ab, dA_ak, dv (the o_bwd and h_bwd shares in it) and the share da_wy");
+  const ForwardInputs& f = in.fwd;
+  const int K = static_cast<int>(f.K), V = static_cast<int>(f.V);
+  const WYBwdArgs p{f.v, f.gk, A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, shares.da_wy, chunk_geom(f, C),
+                    f.H, K, V};
+  const std::size_t bytes = wy_bwd_smem(C, K, V);
+  dispatch_types_and_chunk(f.dtype, f.gk_dtype, C, [&](auto t, auto g, auto c) {
+    using T = decltype(t);
+    using G = decltype(g);
+    constexpr int CC = decltype(c)::value;
+    set_smem(chunk_WY_bwd_kernel<T, G, CC>, bytes);
+    chunk_WY_bwd_kernel<T, G, CC><<<chunk_grid(f, C), 256, bytes, stream>>>(p);
+  });
+  DPLR_LAUNCHED("chunk_WY_bwd_kernel");
+}
+
+}  // namespace dplr::gpu

@@ -1,0 +1,118 @@
+// The staged chunk backward: a thin orchestrator over the stages (docs/chunk-backward.md). It recomputes the
+// forward tensors the backward reads (chunk_A, chunk_WY, chunk_h: fla too recomputes rather than keeping them),
+// then runs o_bwd -> h_bwd -> WY_bwd -> A_bwd -> cumsum_bwd, and rounds the fp32 totals dq, dk, dv, da, db once to
+// the inputs' dtype. Also the backward's request checks and its workspace.
+#include <string>
+
+#include "gpu/common.cuh"
+
+namespace dplr::gpu {
+namespace {
+using namespace detail;
+
+template <typename T>
+__global__ void __launch_bounds__(256) round_to_dtype_kernel(const float* x, void* y, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x)
+    st<T>(y, i, x[i]);
+}
+
+void round_to_dtype(ElemType dtype, const float* x, void* y, std::int64_t n, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
+  dispatch_types(dtype, dtype, [&](auto t, auto) { round_to_dtype_kernel<decltype(t)><<<blocks, 256, 0, stream>>>(x, y, n); });
+  DPLR_LAUNCHED("round_to_dtype_kernel");
+}
+
+}  // namespace
+
+void check_backward(const BackwardInputs& in, int C) {
+  check_chunk(in.fwd, C);
+  if (!in.d_o) refuse("the chunk backward needs do (BackwardInputs::d_o, [B, T, H, V] in the inputs' dtype)");
+}
+
+BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int C) {
+  check_chunk_shape(in.fwd, C);
+  const ForwardInputs& f = in.fwd;
+  BackwardWorkspaceSizes s;
+  s.forward = chunk_workspace_floats(f, C);
+  const std::int64_t rows = f.B * f.T * f.H, chunks = f.B * num_chunks(f, C);
+  s.A = rows * C;
+  s.kdim = rows * f.K;
+  s.vdim = rows * f.V;
+  s.state = chunks * f.H * f.K * f.V;
+  s.chunk_kdim = chunks * f.H * f.K;
+  return s;
+}
+
+BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int C, float* buffer) {
+  const BackwardWorkspaceSizes s = chunk_backward_workspace_floats(in, C);
+  if (!buffer) refuse("carve_backward_workspace needs a buffer");
+  BackwardWorkspace ws;
+  ws.forward = carve_chunk_workspace(in.fwd, C, buffer);
+  float* p = buffer + s.forward.total();
+  auto take = [&p](std::int64_t n) {
+    float* r = p;
+    p += (n + 63) / 64 * 64;  // keep every piece 256-byte aligned
+    return r;
+  };
+  ws.dA_qk = take(s.A);
+  ws.dA_qb = take(s.A);
+  ws.dA_ak = take(s.A);
+  ws.dA_ab = take(s.A);
+  ws.dh = take(s.state);
+  ws.dv_new = take(s.vdim);
+  ws.dw = take(s.kdim);
+  ws.dv = take(s.vdim);
+  ws.dq = take(s.kdim);
+  ws.dk = take(s.kdim);
+  ws.da = take(s.kdim);
+  ws.db = take(s.kdim);
+  GradientShares& g = ws.shares;
+  g.dq_o = take(s.kdim);
+  g.dv_new_o = take(s.vdim);
+  g.dh_o = take(s.state);
+  g.dk_h = take(s.kdim);
+  g.db_h = take(s.kdim);
+  g.d_chunk_decay = take(s.chunk_kdim);
+  g.da_wy = take(s.kdim);
+  g.dgk_A = take(s.kdim);
+  return ws;
+}
+
+void chunk_backward(const BackwardInputs& user_in, int C, const BackwardWorkspace& ws, const BackwardOutputs& out,
+                    cudaStream_t stream) {
+  check_chunk_shape(user_in.fwd, C);
+  if (!user_in.d_o) refuse("chunk_backward needs do (BackwardInputs::d_o)");
+  if (!out.dq || !out.dk || !out.dv || !out.da || !out.db || !out.dgk)
+    refuse("chunk_backward needs the outputs dq, dk, dv, da, db and dgk (dh0 may be nullptr)");
+  const ChunkWorkspace& fw = ws.forward;
+  const GatedOperands& g = fw.gated;
+  if (!fw.A_qk || !fw.A_qb || !fw.A_ak || !fw.A_ab || !fw.A_ab_inv || !fw.w || !fw.u || !fw.v_new || !fw.h || !g.qg ||
+      !g.kg || !g.bg || !g.ag || !g.eg_last)
+    refuse("chunk_backward needs every forward workspace buffer but gi/ge (see carve_backward_workspace)");
+  const GradientShares& sh = ws.shares;
+  if (!ws.dA_qk || !ws.dA_qb || !ws.dA_ak || !ws.dA_ab || !ws.dh || !ws.dv_new || !ws.dw || !ws.dv || !ws.dq || !ws.dk ||
+      !ws.da || !ws.db || !sh.dq_o || !sh.dv_new_o || !sh.dh_o || !sh.dk_h || !sh.db_h || !sh.d_chunk_decay || !sh.da_wy ||
+      !sh.dgk_A)
+    refuse("chunk_backward needs every backward workspace buffer (see carve_backward_workspace)");
+  BackwardInputs in = user_in;
+  in.fwd = with_chunk_offsets(user_in.fwd, C, fw.chunk_offsets, "chunk_backward", stream);
+  const ForwardInputs& f = in.fwd;
+  // The forward, recomputed: the tensors the backward stages read (o and ht are not needed).
+  chunk_A(f, C, fw.A_qk, fw.A_qb, fw.A_ak, fw.A_ab, g, stream);
+  chunk_WY(f, C, fw.A_ab, fw.A_ak, g.ag, fw.A_ab_inv, fw.w, fw.u, stream);
+  chunk_h(f, C, g.kg, g.bg, g.eg_last, fw.w, fw.u, fw.h, fw.v_new, nullptr, stream);
+  // The backward, stage by stage.
+  chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, g.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh, stream);
+  chunk_h_bwd(in, C, g.kg, g.bg, g.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, out.dh0, sh, stream);
+  chunk_WY_bwd(in, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, ws.dw, ws.dv_new, ws.dA_ab, ws.dA_ak, ws.dv, sh, stream);
+  chunk_A_bwd(in, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, ws.dq, ws.dk, ws.da, ws.db, sh, stream);
+  chunk_cumsum_bwd(in, C, out.dgk, sh, stream);
+  const std::int64_t nk = f.B * f.T * f.H * f.K, nv = f.B * f.T * f.H * f.V;
+  round_to_dtype(f.dtype, ws.dq, out.dq, nk, stream);
+  round_to_dtype(f.dtype, ws.dk, out.dk, nk, stream);
+  round_to_dtype(f.dtype, ws.da, out.da, nk, stream);
+  round_to_dtype(f.dtype, ws.db, out.db, nk, stream);
+  round_to_dtype(f.dtype, ws.dv, out.dv, nv, stream);
+}
+
+}  // namespace dplr::gpu

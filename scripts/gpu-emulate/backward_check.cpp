@@ -1,0 +1,145 @@
+// The staged chunk backward under the host emulation (run.sh): every backward stage tensor of the driver (its
+// workspace) against the exact stage oracles (<= 1e-5 relative RMSE), and the driver's gradients against the
+// exact reference (fp32 inputs <= 1e-6; 16-bit inputs <= 1.3x the correctly-rounded floor, dgk and dh0 <= 1e-5).
+// Cases as tests/gpu/test_gpu_backward.cpp's, smaller (one std::thread per CUDA thread is slow). Exit status 1 on
+// any failure. Argument: one case index (default all).
+#include "emu.hpp"
+#include <cstdio>
+#include <map>
+#include "core/dtype.hpp"
+#include "gpu/dplr_gpu.hpp"
+#include "reference/chunk_stages.hpp"
+#include "reference/reference.hpp"
+#include "tests/gpu/gpu_test_cases.hpp"
+
+namespace dplr {
+DType core_dtype(gpu::ElemType t) { return t == gpu::ElemType::F32 ? DType::F32 : t == gpu::ElemType::F16 ? DType::F16 : DType::BF16; }
+namespace gpu {  // the fused forward is not emulated
+bool chunk_fused_ho(const ForwardInputs&, int) { throw Unsupported("not emulated"); }
+bool chunk_A_WY_supported(const ForwardInputs&, int) { throw Unsupported("not emulated"); }
+void chunk_A_WY(const ForwardInputs&, int, float*, float*, const GatedOperands&, float*, float*, cudaStream_t) { throw Unsupported("not emulated"); }
+void chunk_h_o(const ForwardInputs&, int, const float*, const float*, const float*, const float*, const float*, const float*,
+               const float*, const float*, void*, float*, cudaStream_t) { throw Unsupported("not emulated"); }
+}  // namespace gpu
+}  // namespace dplr
+using namespace dplr_gpu_test;
+using E = g::ElemType;
+
+struct Host {
+  std::vector<unsigned char> bytes;
+  void* p() { return bytes.data(); }
+  float* f() { return reinterpret_cast<float*>(bytes.data()); }
+};
+Host up(const std::vector<double>& v, E t) {
+  Host h;
+  const std::size_t sz = g::elem_size(t);
+  h.bytes.resize(v.size() * sz + emu::kSlack);
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (t == E::F32) { float f = float(v[i]); std::memcpy(&h.bytes[4 * i], &f, 4); }
+    else { std::uint16_t b = t == E::F16 ? dplr::double_to_fp16_bits(v[i]) : dplr::double_to_bf16_bits(v[i]); std::memcpy(&h.bytes[2 * i], &b, 2); }
+  }
+  return h;
+}
+Host buf(std::size_t floats) { Host h; h.bytes.assign(floats * 4 + emu::kSlack, 0xff); return h; }
+std::vector<double> down(const void* p, std::size_t n, E t) {
+  std::vector<double> x(n);
+  const unsigned char* b = static_cast<const unsigned char*>(p);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (t == E::F32) { float f; std::memcpy(&f, b + 4 * i, 4); x[i] = f; }
+    else { std::uint16_t h; std::memcpy(&h, b + 2 * i, 2); x[i] = t == E::F16 ? dplr::fp16_bits_to_double(h) : dplr::bf16_bits_to_double(h); }
+  }
+  return x;
+}
+double rel(const std::vector<double>& x, const std::vector<double>& r) {
+  double a = 0, b = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) { a += (x[i] - r[i]) * (x[i] - r[i]); b += r[i] * r[i]; }
+  return b > 0 ? std::sqrt(a / b) : std::sqrt(a);
+}
+long bad(const std::vector<double>& x) { long n = 0; for (double v : x) n += !std::isfinite(v); return n; }
+
+int failures = 0;
+void check(const std::string& what, const std::vector<double>& x, const std::vector<double>& ref, double bar) {
+  const double e = rel(x, ref);
+  const long nb = bad(x);
+  const bool ok = e <= bar && nb == 0 && x.size() == ref.size();
+  if (!ok) ++failures;
+  std::printf("    %-22s %.3e (bar %.1e)%s%s\n", what.c_str(), e, bar, nb ? " NONFINITE" : "", ok ? "" : "  <-- FAIL");
+}
+
+int main(int argc, char** argv) {
+  const int only = argc > 1 ? std::atoi(argv[1]) : -1;
+  struct BC { Case c; bool dht; };
+  std::vector<BC> cs = {
+      {{"", 1, 37, 2, 60, 100, E::F32, false, Gate::Strong, true, false, {}}, true},
+      {{"", 2, 40, 2, 64, 64, E::F32, false, Gate::Fla, true, false, {}}, false},
+      {{"", 1, 33, 1, 128, 128, E::F32, false, Gate::Strong, true, false, {}}, true},
+      {{"", 1, 30, 2, 100, 60, E::F32, false, Gate::Pinned30, false, false, {}}, true},
+      {{"", 2, 1, 2, 64, 64, E::F32, false, Gate::Fla, true, false, {}}, true},
+      {{"", 1, 35, 2, 100, 60, E::BF16, true, Gate::Fla, true, false, {}}, true},
+      {{"", 2, 20, 1, 64, 64, E::F16, false, Gate::Strong, false, false, {}}, false},
+      {{"", 1, 90, 2, 64, 40, E::F32, false, Gate::Fla, true, false, {0, 0, 5, 50, 50, 90}}, true},
+      {{"", 1, 50, 1, 60, 100, E::BF16, true, Gate::Strong, true, false, {0, 3, 40, 50, 50}}, true},
+  };
+  std::uint64_t seed = 100;
+  for (int C : {16, 32, 64})
+    for (std::size_t ci = 0; ci < cs.size(); ++ci) {
+      if (only >= 0 && int(ci) != only) continue;
+      Case c = cs[ci].c;
+      c.name = describe(c);
+      const dplr::DplrProblem p = make_backward_problem(c, cs[ci].dht, ++seed);
+      std::printf("%s%s C%d\n", c.name.c_str(), cs[ci].dht ? " dht" : "", C);
+      const E dt = c.dt, gdt = c.gk_f32 ? E::F32 : c.dt;
+      Host q = up(p.q.values, dt), k = up(p.k.values, dt), v = up(p.v.values, dt), a = up(p.a.values, dt),
+           b = up(p.b.values, dt), gk = up(p.gk.values, gdt), d_o = up(p.grad_o->values, dt);
+      Host h0 = p.h0 ? up(p.h0->values, E::F32) : Host{}, dht = p.grad_ht ? up(p.grad_ht->values, E::F32) : Host{};
+      g::BackwardInputs in;
+      g::ForwardInputs& f = in.fwd;
+      f.B = c.B, f.T = c.T, f.H = c.H, f.K = c.K, f.V = c.V, f.dtype = dt, f.gk_dtype = gdt, f.scale = float(p.scale);
+      f.q = q.p(), f.k = k.p(), f.v = v.p(), f.a = a.p(), f.b = b.p(), f.gk = gk.p();
+      if (p.h0) f.h0 = h0.f();
+      std::vector<std::int64_t> cu = p.cu_seqlens;
+      if (!cu.empty()) f.cu_seqlens = cu.data(), f.num_sequences = std::int64_t(cu.size()) - 1;
+      in.d_o = d_o.p();
+      if (p.grad_ht) in.dht = dht.f();
+      const g::BackwardWorkspaceSizes sz = g::chunk_backward_workspace_floats(in, C);
+      const std::int64_t N = p.num_sequences(), nk = c.B * c.T * c.H * c.K, nv = c.B * c.T * c.H * c.V;
+      // The driver on a NaN-poisoned workspace; its workspace holds every stage's tensors (fp32).
+      Host w = buf(sz.total());
+      const g::BackwardWorkspace ws = g::carve_backward_workspace(in, C, w.f());
+      Host oq = buf(nk), ok = buf(nk), oa = buf(nk), ob = buf(nk), ov = buf(nv), og = buf(nk), oh = buf(N * c.H * c.K * c.V);
+      g::BackwardOutputs out;
+      out.dq = oq.p(), out.dk = ok.p(), out.da = oa.p(), out.db = ob.p(), out.dv = ov.p(), out.dgk = og.f(), out.dh0 = oh.f();
+      g::chunk_backward(in, C, ws, out);
+      const dplr::ChunkStages oracle = dplr::run_chunk_stages(p, C, dplr::Precision{dplr::Arithmetic::Double, 0});
+      const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, C);
+      const std::size_t na = c.B * c.T * c.H * C, nh = grid.rows * grid.NT * c.H * c.K * c.V;
+      const g::ChunkWorkspace& fw = ws.forward;
+      std::map<std::string, std::vector<double>> got = {
+          {"dA_qk", down(ws.dA_qk, na, E::F32)}, {"dA_qb", down(ws.dA_qb, na, E::F32)}, {"dA_ak", down(ws.dA_ak, na, E::F32)},
+          {"dA_ab", down(ws.dA_ab, na, E::F32)}, {"dh", down(ws.dh, nh, E::F32)}, {"dv_new", down(ws.dv_new, nv, E::F32)},
+          {"dw", down(ws.dw, nk, E::F32)}, {"dv", down(ws.dv, nv, E::F32)}, {"dq", down(ws.dq, nk, E::F32)},
+          {"dk", down(ws.dk, nk, E::F32)}, {"da", down(ws.da, nk, E::F32)}, {"db", down(ws.db, nk, E::F32)},
+          {"dgk", down(og.p(), nk, E::F32)}, {"dh0", down(oh.p(), N * c.H * c.K * c.V, E::F32)},
+          {"h", down(fw.h, nh, E::F32)}, {"v_new", down(fw.v_new, nv, E::F32)}, {"w", down(fw.w, nk, E::F32)}};
+      for (auto& [name, x] : got) {
+        std::vector<double> r = oracle.tensors.at(name).rounded();
+        for (auto& y : r) y = dplr::round_to_dtype(y, DType::F32);
+        check("stage " + dplr::chunk_stage_of(name) + " " + name, x, r, 1e-5);
+      }
+      // The gradients against the exact reference.
+      const dplr::ReferenceResult ex = dplr::run_reference(p, dplr::ReferenceOptions{dplr::Precision{dplr::Arithmetic::Double, 0}});
+      const std::map<std::string, std::pair<void*, std::size_t>> grads = {
+          {"dq", {out.dq, nk}}, {"dk", {out.dk, nk}}, {"da", {out.da, nk}}, {"db", {out.db, nk}}, {"dv", {out.dv, nv}}};
+      for (const auto& [name, pn] : grads) {
+        const std::vector<double> x = down(pn.first, pn.second, dt), r = ex.tensors.at(name).rounded();
+        std::vector<double> fl = r;
+        for (auto& y : fl) y = dplr::round_to_dtype(y, dplr::core_dtype(dt));
+        const double floor = rel(fl, r);
+        check("grad " + name + (dt == E::F32 ? "" : " (1.3x floor)"), x, r, dt == E::F32 ? 1e-6 : 1.3 * floor);
+      }
+      check("grad dgk", down(og.p(), nk, E::F32), ex.tensors.at("dgk").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
+      check("grad dh0", down(oh.p(), N * c.H * c.K * c.V, E::F32), ex.tensors.at("dh0").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
+    }
+  std::printf("%d failures, %lld launches\n", failures, emu::launches);
+  return failures != 0;
+}

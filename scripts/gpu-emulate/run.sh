@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds and runs the host emulation of the staged chunk backward (backward_check.cpp): the real gpu/*.cu
+# kernels, rewritten into host C++ (rewrite.py) and run one std::thread per CUDA thread (emu.hpp), against the
+# exact stage oracles and the exact reference. For checking index logic and arithmetic where there is no GPU; it
+# says nothing about races, memory bounds, shared-memory limits or the device's own exp2f/ldexpf, so it is not
+# a substitute for tests/gpu on a device. DPLR_EMULATE_SANITIZE=address builds it with AddressSanitizer (reads and
+# writes past the end of an input, an output or a block's shared memory: a partial memcheck, since the workspace
+# is one allocation), =thread with ThreadSanitizer (two threads of a block touching one address with no barrier
+# between: racecheck inside a block; blocks run one after another, so nothing across blocks). Needs a configured
+# build (the reference libraries) and the CUDA headers. Usage: scripts/gpu-emulate/run.sh [case index]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+build=$repo/${DPLR_BUILD_DIR:-build}
+sanitize=${DPLR_EMULATE_SANITIZE:-}
+out=${DPLR_EMULATE_DIR:-/tmp/dplr-gpu-emulate}${sanitize:+-$sanitize}
+mkdir -p "$out/obj"
+cmake --build "$build" --target dplr_reference >/dev/null
+python3 "$here/rewrite.py" "$repo" "$out" checks.cu chunk_offsets.cu chunk_A.cu chunk_WY.cu chunk_h.cu chunk_o.cu \
+  chunk_cumsum.cu chunk_forward.cu chunk_o_bwd.cu chunk_h_bwd.cu chunk_WY_bwd.cu chunk_A_bwd.cu chunk_cumsum_bwd.cu \
+  chunk_backward.cu
+cp "$here/emu.hpp" "$out/"
+# -I$out first: its gpu/common.cuh (rewritten) shadows the repository's.
+flags=(-O2 -std=c++20 -I"$out" -I"$repo" -isystem /usr/include/eigen3 -isystem /usr/local/cuda/include -DFMT_HEADER_ONLY=1 -w -pthread)
+link=()
+if [ -n "$sanitize" ]; then
+  flags+=(-fsanitize="$sanitize" -g -DDPLR_EMULATE_EXACT_BUFFERS)
+  link+=(-fsanitize="$sanitize")
+fi
+for f in "$out"/*.cpp "$here/backward_check.cpp"; do
+  g++ "${flags[@]}" -c "$f" -o "$out/obj/$(basename "$f" .cpp).o" &
+  while [ "$(jobs -r | wc -l)" -ge 2 ]; do sleep 1; done
+done
+wait
+g++ -pthread "${link[@]}" "$out"/obj/*.o "$build/reference/libdplr_reference.a" "$build/core/libdplr_core.a" -lqd -lmpfr -lgmp \
+  -L/usr/local/cuda/targets/x86_64-linux/lib -lcudart_static -ldl -lrt -o "$out/backward_check"
+"$out/backward_check" "$@"

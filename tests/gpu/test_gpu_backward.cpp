@@ -1,0 +1,266 @@
+// The staged chunk backward on the GPU (gpu/dplr_gpu.hpp, "chunk form, backward") against the exact answers:
+//   - every backward stage run alone (o_bwd, h_bwd, WY_bwd, A_bwd, cumsum_bwd, each on the GPU's previous stages)
+//     against the exact stage oracles (reference/chunk_stages.hpp, double, rounded once to fp32): relative RMSE
+//     <= 1e-5 for every stage tensor, so that a wrong stage is named;
+//   - the driver (chunk_backward through run_gpu_chunk_backward) against the exact reference (reference.hpp,
+//     double): fp32 inputs <= 1e-6 relative RMSE for every gradient; 16-bit inputs <= 1.3x the correctly-rounded
+//     floor (the exact gradient rounded once to the dtype) for dq, dk, dv, da, db, and <= 1e-5 for the fp32 dgk
+//     and dh0; the driver's stage tensors bitwise equal to the stages run alone;
+//   - two runs bitwise equal; every kernel once on small cases (for compute-sanitizer); refusals before launch.
+// Cases: H > 1 with differing heads, K, V in {60, 64, 100, 128}, T not a multiple of C, varlen with empty and
+// short sequences, h0 and dht, C 16 / 32 / 64, gk ~ fla's logsigmoid, U[-30, 0] and pinned -30, fp32 / fp16 /
+// bf16 (gk fp32 with 16-bit inputs). Outputs are poisoned (NaN) before every run; every element must come back
+// finite. Skips without a CUDA device; built without CUDA it holds one skipping test.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/dtype.hpp"
+#include "reference/chunk_stages.hpp"
+#include "reference/problem.hpp"
+#include "reference/reference.hpp"
+
+#ifdef DPLR_NO_CUDA
+TEST(GpuBackward, Skipped) { GTEST_SKIP() << "built without CUDA (DPLR_ENABLE_CUDA=OFF): no GPU kernels to test"; }
+#else
+#include "gpu/dplr_gpu.hpp"
+#include "tests/gpu/gpu_test_cases.hpp"
+#include "verify/gpu_harness.hpp"
+#include "verify/gpu_runner.hpp"
+
+namespace {
+using namespace dplr_gpu_test;
+using dplr::rel_rmse;
+using DevBuf = dplr::DeviceBuffer;
+using E = g::ElemType;
+
+struct BackwardCase {
+  Case c;
+  bool dht;
+};
+
+std::vector<BackwardCase> backward_cases() {
+  std::vector<BackwardCase> cs = {
+      {{"", 1, 77, 2, 60, 100, E::F32, false, Gate::Strong, true, false, {}}, true},
+      {{"", 2, 100, 3, 64, 64, E::F32, false, Gate::Fla, true, false, {}}, false},
+      {{"", 1, 130, 2, 128, 128, E::F32, false, Gate::Strong, true, false, {}}, true},
+      {{"", 1, 70, 2, 100, 60, E::F32, false, Gate::Pinned30, false, false, {}}, true},
+      {{"", 2, 1, 2, 64, 64, E::F32, false, Gate::Fla, true, false, {}}, true},
+      {{"", 1, 70, 2, 100, 60, E::BF16, true, Gate::Fla, true, false, {}}, true},
+      {{"", 2, 90, 2, 64, 64, E::F16, false, Gate::Strong, false, false, {}}, false},
+      {{"", 1, 50, 2, 128, 100, E::BF16, false, Gate::Strong, true, false, {}}, true},
+      // cu_seqlens: empty sequences (first, inside, last), sequences shorter than a chunk, lengths not multiples of C
+      {{"", 1, 120, 2, 64, 64, E::F32, false, Gate::Fla, true, false, {0, 0, 5, 60, 60, 120}}, true},
+      {{"", 1, 90, 2, 60, 100, E::BF16, true, Gate::Strong, true, false, {0, 3, 50, 90, 90}}, true},
+      {{"", 1, 100, 2, 128, 128, E::F32, false, Gate::Strong, false, false, {0, 1, 65, 100}}, false},
+  };
+  for (auto& b : cs) b.c.name = describe(b.c) + (b.dht ? " dht" : "");
+  return cs;
+}
+
+const char* const kGradients[] = {"dq", "dk", "dv", "da", "db", "dgk", "dh0"};
+
+// A stage tensor (fp32) against the fp64 oracle rounded once to fp32.
+void expect_stage(const char* stage, const char* name, const std::vector<double>& x, std::vector<double> oracle,
+                  double tol) {
+  for (auto& v : oracle) v = dplr::round_to_dtype(v, DType::F32);
+  ASSERT_EQ(x.size(), oracle.size()) << "stage " << stage << ": " << name << " size";
+  const std::int64_t bad = count_bad(x);
+  EXPECT_EQ(bad, 0) << "stage " << stage << ": " << name << " has " << bad << " unwritten or non-finite elements";
+  const double e = rel_rmse(x, oracle);
+  EXPECT_LE(e, tol) << "stage " << stage << ": " << name << " rel RMSE " << e << " against the fp64 chunk form";
+  std::printf("    stage %-10s %-7s rel RMSE %.3e\n", stage, name, e);
+}
+
+// Every forward and backward stage alone, in pipeline order, each on the GPU's own previous stages; returns the
+// backward stage tensors (fp32, oracle names; dq, dk, dv, da, db are the stages' fp32 totals).
+std::map<std::string, std::vector<double>> run_stages_alone(const dplr::DplrProblem& p, int C) {
+  dplr::DeviceProblem d(p);
+  g::BackwardInputs in = d.backward_inputs();
+  const auto& s = p.shape;
+  const std::int64_t N = p.num_sequences();
+  const g::BackwardWorkspaceSizes sz = g::chunk_backward_workspace_floats(in, C);
+  DevBuf buffer(sz.total() * 4), dh0(N * s.H * s.K * s.V * 4), dgk(s.B * s.T * s.H * s.K * 4);
+  for (DevBuf* b : {&buffer, &dh0, &dgk}) b->poison();
+  const g::BackwardWorkspace ws = g::carve_backward_workspace(in, C, buffer.f());
+  if (in.fwd.cu_seqlens) {
+    g::prepare_chunk_offsets(in.fwd, C, ws.forward.chunk_offsets);
+    in.fwd.chunk_offsets = ws.forward.chunk_offsets;
+    in.fwd.chunk_offsets_C = C;
+  }
+  const g::ChunkWorkspace& fw = ws.forward;
+  const g::GatedOperands& gt = fw.gated;
+  g::chunk_A(in.fwd, C, fw.A_qk, fw.A_qb, fw.A_ak, fw.A_ab, gt);
+  g::chunk_WY(in.fwd, C, fw.A_ab, fw.A_ak, gt.ag, fw.A_ab_inv, fw.w, fw.u);
+  g::chunk_h(in.fwd, C, gt.kg, gt.bg, gt.eg_last, fw.w, fw.u, fw.h, fw.v_new, nullptr);
+  const g::GradientShares& sh = ws.shares;
+  g::chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, gt.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh);
+  g::chunk_h_bwd(in, C, gt.kg, gt.bg, gt.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, dh0.f(), sh);
+  g::chunk_WY_bwd(in, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, ws.dw, ws.dv_new, ws.dA_ab, ws.dA_ak, ws.dv, sh);
+  g::chunk_A_bwd(in, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, ws.dq, ws.dk, ws.da, ws.db, sh);
+  g::chunk_cumsum_bwd(in, C, dgk.f(), sh);
+  dplr::check_cuda(cudaDeviceSynchronize(), "backward stages");
+  const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, C);
+  const std::size_t nk = s.B * s.T * s.H * s.K, nv = s.B * s.T * s.H * s.V, na = s.B * s.T * s.H * C,
+                    nh = grid.rows * grid.NT * s.H * s.K * s.V;
+  auto get = [](const float* ptr, std::size_t n) { return dplr::download_values(ptr, n, E::F32); };
+  return {{"dA_qk", get(ws.dA_qk, na)}, {"dA_qb", get(ws.dA_qb, na)}, {"dA_ak", get(ws.dA_ak, na)},
+          {"dA_ab", get(ws.dA_ab, na)}, {"dh", get(ws.dh, nh)},         {"dv_new", get(ws.dv_new, nv)},
+          {"dw", get(ws.dw, nk)},       {"dv", get(ws.dv, nv)},         {"dq", get(ws.dq, nk)},
+          {"dk", get(ws.dk, nk)},       {"da", get(ws.da, nk)},         {"db", get(ws.db, nk)},
+          {"dgk", get(dgk.f(), nk)},    {"dh0", get(dh0.f(), N * s.H * s.K * s.V)}};
+}
+
+// The stage each backward tensor is checked under (the oracles' table: the stage that completes it).
+struct StageTensor {
+  const char* stage;
+  const char* name;
+};
+const StageTensor kStageTensors[] = {{"o_bwd", "dA_qk"},  {"o_bwd", "dA_qb"},  {"h_bwd", "dh"},     {"h_bwd", "dv_new"},
+                                     {"h_bwd", "dw"},     {"h_bwd", "dh0"},    {"WY_bwd", "dA_ab"},  {"WY_bwd", "dA_ak"},
+                                     {"WY_bwd", "dv"},    {"A_bwd", "dq"},     {"A_bwd", "dk"},      {"A_bwd", "da"},
+                                     {"A_bwd", "db"},     {"cumsum_bwd", "dgk"}};
+
+TEST(GpuChunkBackward, StagesAndGradientsMatchExact) {
+  REQUIRE_DEVICE();
+  std::uint64_t seed = 7000;
+  for (int C : {16, 32, 64})
+    for (const BackwardCase& bc : backward_cases()) {
+      const Case& c = bc.c;
+      SCOPED_TRACE(c.name + " C" + std::to_string(C));
+      const dplr::DplrProblem p = make_backward_problem(c, bc.dht, ++seed);
+      std::printf("  %s C%d\n", c.name.c_str(), C);
+      // Stages alone against the exact stage oracles.
+      const dplr::ChunkStages oracle = dplr::run_chunk_stages(p, C, dplr::Precision{dplr::Arithmetic::Double, 0});
+      const auto stages = run_stages_alone(p, C);
+      for (const auto& st : kStageTensors) {
+        ASSERT_EQ(dplr::chunk_stage_of(st.name), st.stage) << st.name;
+        expect_stage(st.stage, st.name, stages.at(st.name), oracle.tensors.at(st.name).rounded(), 1e-5);
+      }
+      // The driver against the exact reference.
+      const dplr::ReferenceResult exact = dplr::run_reference(p, dplr::ReferenceOptions{dplr::Precision{dplr::Arithmetic::Double, 0}});
+      const dplr::TensorMap got = dplr::run_gpu_chunk_backward(p, C);
+      for (const char* name : kGradients) {
+        const std::vector<double>& x = got.at(name).values;
+        const std::vector<double> ref = exact.tensors.at(name).rounded();
+        ASSERT_EQ(x.size(), ref.size()) << name;
+        EXPECT_EQ(count_bad(x), 0) << name << " has unwritten or non-finite elements";
+        const bool rounded = got.at(name).dtype != DType::F32;  // dq, dk, dv, da, db of 16-bit inputs
+        std::vector<double> floor_x = ref;
+        for (auto& v : floor_x) v = dplr::round_to_dtype(v, got.at(name).dtype);
+        const double e = rel_rmse(x, ref), floor = rel_rmse(floor_x, ref);
+        const double bar = rounded ? 1.3 * floor : c.dt == E::F32 ? 1e-6 : 1e-5;
+        std::printf("    grad %-4s rel RMSE %.3e (floor %.3e, %.2fx; bar %.3e)\n", name, e, floor, floor > 0 ? e / floor : 0.0,
+                    bar);
+        EXPECT_LE(e, bar) << name << ": rel RMSE " << e << " against the exact reference, over the bar " << bar
+                          << (rounded ? " (1.3x the correctly-rounded floor " + std::to_string(floor) + ")" : "");
+      }
+      // The driver's stage tensors are the stages' own (same kernels, same inputs): bitwise.
+      for (const char* name : {"dA_qk", "dA_qb", "dA_ak", "dA_ab", "dh", "dv_new", "dw", "dgk", "dh0"})
+        EXPECT_EQ(got.at(name).values, stages.at(name)) << "chunk_backward's " << name << " differs from the stages run alone";
+      if (c.dt == E::F32) {
+        for (const char* name : {"dq", "dk", "dv", "da", "db"})
+          EXPECT_EQ(got.at(name).values, stages.at(name)) << "chunk_backward's " << name << " differs from the stages run alone";
+      }
+    }
+}
+
+// No atomics, fixed summation orders: two runs give the same bits.
+TEST(GpuChunkBackward, BitwiseRepeatable) {
+  REQUIRE_DEVICE();
+  std::uint64_t seed = 8000;
+  for (const BackwardCase& bc : {BackwardCase{{"", 2, 150, 3, 64, 64, E::BF16, true, Gate::Fla, true, false, {}}, true},
+                                 BackwardCase{{"", 1, 200, 2, 100, 128, E::F32, false, Gate::Strong, true, false,
+                                               {0, 7, 7, 120, 200}}, true}})
+    for (int C : {16, 64}) {
+      Case c = bc.c;
+      c.name = describe(c);
+      SCOPED_TRACE(c.name + " C" + std::to_string(C));
+      const dplr::DplrProblem p = make_backward_problem(c, bc.dht, ++seed);
+      const dplr::TensorMap first = dplr::run_gpu_chunk_backward(p, C), second = dplr::run_gpu_chunk_backward(p, C);
+      for (const auto& [name, t] : first) EXPECT_EQ(t.values, second.at(name).values) << name << " differs between two runs";
+    }
+}
+
+// Every backward kernel (and the forward ones the driver recomputes) once on small shapes, for compute-sanitizer's
+// memcheck and racecheck; asserts only that every tensor comes back written and finite.
+TEST(GpuSanitizeBackward, EveryKernelOnce) {
+  REQUIRE_DEVICE();
+  std::uint64_t seed = 9500;
+  for (const BackwardCase& bc : {BackwardCase{{"", 1, 19, 2, 60, 100, E::BF16, true, Gate::Strong, true, false, {}}, true},
+                                 BackwardCase{{"", 1, 40, 1, 128, 128, E::F32, false, Gate::Fla, false, false, {}}, false},
+                                 BackwardCase{{"", 1, 45, 2, 64, 64, E::F16, false, Gate::Fla, true, false,
+                                               {0, 0, 5, 5, 45}}, true}}) {
+    Case c = bc.c;
+    c.name = describe(c);
+    const dplr::DplrProblem p = make_backward_problem(c, bc.dht, ++seed);
+    for (int C : {16, 32, 64}) {
+      SCOPED_TRACE(c.name + " C" + std::to_string(C));
+      dplr::TensorMap got;
+      ASSERT_NO_THROW(got = dplr::run_gpu_chunk_backward(p, C));
+      for (const auto& [name, t] : got) EXPECT_EQ(count_bad(t.values), 0) << name << " has unwritten or non-finite elements";
+    }
+  }
+}
+
+TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
+  // No device needed: every check runs before any launch.
+  int dummy = 0;
+  float* f = reinterpret_cast<float*>(&dummy);
+  g::BackwardInputs in;
+  g::ForwardInputs& x = in.fwd;
+  x.B = 1, x.T = 8, x.H = 1, x.K = 64, x.V = 64;
+  x.q = x.k = x.v = x.a = x.b = x.gk = &dummy;
+  x.dtype = x.gk_dtype = E::BF16;
+  in.d_o = &dummy;
+  EXPECT_NO_THROW(g::check_backward(in, 16));
+  auto refused = [](auto&& call, const char* why, const char* says) {
+    try {
+      call();
+      ADD_FAILURE() << "not refused: " << why;
+    } catch (const g::Unsupported& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << why << ": " << e.what();
+    }
+  };
+  g::BackwardInputs y = in;
+  y.d_o = nullptr;
+  refused([&] { g::check_backward(y, 16); }, "no do", "do");
+  refused([&] { g::check_backward(in, 48); }, "chunk size 48", "16, 32 or 64");
+  y = in;
+  y.fwd.K = 129;
+  refused([&] { g::check_backward(y, 16); }, "K > 128", "K and V");
+  g::GradientShares shares;  // all null
+  refused([&] { g::chunk_o_bwd(in, 16, f, f, f, f, f, f, f, f, shares); }, "o_bwd without its shares", "dq_o");
+  refused([&] { g::chunk_h_bwd(in, 16, f, f, f, f, f, f, f, f, f, f, nullptr, shares); }, "h_bwd without its shares",
+          "dv_new_o");
+  refused([&] { g::chunk_WY_bwd(in, 16, f, f, f, f, f, f, f, f, f, shares); }, "WY_bwd without da_wy", "da_wy");
+  refused([&] { g::chunk_A_bwd(in, 16, f, f, f, f, f, f, f, f, shares); }, "A_bwd without its shares", "dq_o");
+  refused([&] { g::chunk_cumsum_bwd(in, 16, f, shares); }, "cumsum_bwd without its shares", "dgk_A");
+  refused([&] { g::chunk_o_bwd(in, 16, nullptr, f, f, f, f, f, f, f, shares); }, "o_bwd without A_qk", "A_qk");
+  // cu_seqlens: the stages need the chunk numbering of their chunk size; the workspace sizes and the driver do not.
+  y = in;
+  y.fwd.cu_seqlens = reinterpret_cast<const std::int64_t*>(&dummy);
+  y.fwd.num_sequences = 3;
+  refused([&] { g::check_backward(y, 32); }, "cu_seqlens without chunk_offsets", "prepare_chunk_offsets");
+  EXPECT_NO_THROW(g::chunk_backward_workspace_floats(y, 32));
+  EXPECT_EQ(g::chunk_backward_workspace_floats(y, 32).forward.chunk_offsets, 4);
+  y.fwd.chunk_offsets = reinterpret_cast<const std::int32_t*>(&dummy);
+  y.fwd.chunk_offsets_C = 16;
+  refused([&] { g::check_backward(y, 32); }, "chunk_offsets of another chunk size", "chunk_offsets_C");
+  // The driver: every output but dh0, every workspace buffer.
+  g::BackwardWorkspace ws;
+  g::BackwardOutputs out;
+  refused([&] { g::chunk_backward(in, 16, ws, out); }, "driver without outputs", "outputs");
+  out.dq = out.dk = out.dv = out.da = out.db = &dummy;
+  out.dgk = f;
+  refused([&] { g::chunk_backward(in, 16, ws, out); }, "driver without a workspace", "workspace");
+  refused([&] { g::carve_backward_workspace(in, 16, nullptr); }, "carve without a buffer", "buffer");
+}
+
+}  // namespace
+#endif
