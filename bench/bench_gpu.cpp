@@ -1,7 +1,8 @@
 // dplr_bench_gpu: times our CUDA forward kernels with CUDA events (warm-up, then every repeat timed alone,
 // median reported), rotating among input sets so that the inputs are not cache-resident, on the issue's shapes:
 //   chunk fwd B8 T4096 H16 D64 bf16 (C = 16, 32, 64), chunk fwd B4 T4096 H8 D128 bf16,
-//   decode T=1 B64 H16 D64 bf16 (h0 in, ht out), fused recurrent T4096 B8 H16 D64 bf16 (and D128 B4 H8).
+//   decode T=1 B64 H16 D64 bf16 (h0 in, ht out), fused recurrent T4096 B8 H16 D64 bf16 (and D128 B4 H8),
+//   and training (forward + backward) B8 T4096 H16 D64 and B4 T4096 H8 D128 bf16: chunk and recurrent.
 // Each chunk shape is timed on the staged path (chunk_forward) and the fused one (chunk_forward_fused), with the
 // fused stages (A+WY, h+o) alone and their kernel variants (ForwardInputs::variant: AVariant, HOVariant).
 // Usage: dplr_bench_gpu [out.json], or `dplr bench --gpu [--json out.json]`
@@ -117,6 +118,51 @@ void validate(const std::string& what, const InputSet& s, const void* o, const f
                                " (bar 1e-5) against the exact reference; no time printed");
   }
   std::printf("  validated %-30s %zu heads against the exact reference\n", what.c_str(), heads.size());
+}
+
+// Runs `launch` once on set s (forward and backward with cotangents do, dht), then checks the gradients of three
+// heads against the exact reference's backward of each head alone: dq, dk, dv, da, db (bf16) within 2x the bf16
+// floor, dgk (fp32) within 1e-4 relative RMSE: bars of a sanity check, looser than the tests', so that a time is
+// never printed for a wrong result. Throws std::runtime_error otherwise.
+void validate_backward(const std::string& what, const InputSet& s, const void* d_o, const float* dht,
+                       const g::BackwardOutputs& out, const std::function<void()>& launch) {
+  launch();
+  CK(cudaDeviceSynchronize());
+  const g::ForwardInputs& in = s.in;
+  const std::vector<std::pair<long long, long long>> heads = {{0, 0}, {in.B / 2, in.H / 2}, {in.B - 1, in.H - 1}};
+  for (const auto& [b, h] : heads) {
+    dplr::DplrProblem p;
+    p.shape = {1, in.T, 1, in.K, in.V};
+    p.scale = in.resolved_scale();
+    auto tensor = [&](const void* dev, long long D) {
+      return dplr::Tensor{dplr::DType::BF16, {1, in.T, 1, D}, head_rows(dev, in, D, b, h)};
+    };
+    p.q = tensor(in.q, in.K), p.k = tensor(in.k, in.K), p.v = tensor(in.v, in.V);
+    p.a = tensor(in.a, in.K), p.b = tensor(in.b, in.K), p.gk = tensor(in.gk, in.K);
+    p.grad_o = tensor(d_o, in.V);
+    p.grad_ht = dplr::Tensor{dplr::DType::F32, {1, 1, in.K, in.V}, state_of(dht, in, b, h)};
+    const dplr::ReferenceResult r = dplr::run_reference(p, dplr::ReferenceOptions{dplr::Precision{dplr::Arithmetic::Double, 0}});
+    const std::pair<const char*, const void*> bf16_grads[] = {
+        {"dq", out.dq}, {"dk", out.dk}, {"dv", out.dv}, {"da", out.da}, {"db", out.db}};
+    std::string bad;
+    for (const auto& [name, dev] : bf16_grads) {
+      const std::vector<double> e = r.tensors.at(name).rounded();
+      std::vector<double> floor = e;
+      for (double& x : floor) x = dplr::round_to_dtype(x, dplr::DType::BF16);
+      const double err = rel_rmse(head_rows(dev, in, std::string(name) == "dv" ? in.V : in.K, b, h), e);
+      const double bar = 2.0 * rel_rmse(floor, e);
+      if (!(err <= bar)) bad += " " + std::string(name) + " " + std::to_string(err) + " (bar " + std::to_string(bar) + ")";
+    }
+    std::vector<float> g32(static_cast<std::size_t>(in.T * in.K));
+    CK(cudaMemcpy2D(g32.data(), in.K * 4, out.dgk + (b * in.T * in.H + h) * in.K, in.H * in.K * 4, in.K * 4, in.T,
+                    cudaMemcpyDeviceToHost));
+    const double err_gk = rel_rmse({g32.begin(), g32.end()}, r.tensors.at("dgk").rounded());
+    if (!(err_gk <= 1e-4)) bad += " dgk " + std::to_string(err_gk) + " (bar 1e-4)";
+    if (!bad.empty())
+      throw std::runtime_error("dplr bench --gpu: " + what + " gives wrong gradients on head (b " + std::to_string(b) +
+                               ", h " + std::to_string(h) + "):" + bad + " against the exact reference; no time printed");
+  }
+  std::printf("  validated %-30s %zu heads' gradients against the exact reference\n", what.c_str(), heads.size());
 }
 
 struct Result {
@@ -270,6 +316,62 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
   bench_chunk(4, 4096, 8, 128, 64, 0, 1.39);
   bench_chunk(4, 4096, 8, 128, 32, 0, 1.39);
   bench_chunk(4, 4096, 8, 128, 16, 0, 1.39);
+
+  // ---- training: forward + backward (issue 12's shapes; fla's forward + backward is timed in the same device call
+  // by bench/fla_peer.py). Our step: the fused chunk forward (C16) and the staged chunk backward (which recomputes
+  // the forward's intermediates: nothing but o and ht is held between the two, as fla), or the fused recurrent
+  // forward and backward. Validated first: dq, dk, dv, da, db and dgk of three heads against the exact reference.
+  auto bench_training = [&](long long B, long long T, long long H, long long D, double fla) {
+    std::vector<InputSet> sets;
+    for (int i = 0; i < 2; ++i) sets.push_back(make_set(B, T, H, D, D, false, 201 + i));
+    const long long nk = B * T * H * D, ns = B * H * D * D;
+    DeviceBuffer dobuf(nk * 2), dhtbuf(ns * 4), obuf(nk * 2), htbuf(ns * 4);
+    fill::fill_uniform_bf16(dobuf.get(), nk, 901);
+    fill::fill_uniform_f32(dhtbuf.f(), ns, 902);
+    DeviceBuffer dq(nk * 2), dk(nk * 2), dv(nk * 2), da(nk * 2), db(nk * 2), dgk(nk * 4);
+    void* o = obuf.get();
+    float* ht = htbuf.f();
+    const int C = 16;
+    const g::ChunkWorkspaceSizes fs = g::chunk_workspace_floats(sets[0].in, C);
+    DeviceBuffer fwsbuf(fs.total() * 4);
+    g::ChunkWorkspace fws = g::carve_chunk_workspace(sets[0].in, C, fwsbuf.f());
+    fws.gi = fws.ge = nullptr;
+    if (g::chunk_fused_ho(sets[0].in, C)) fws.h = fws.v_new = nullptr;
+    const g::BackwardInputs bin0{sets[0].in, dobuf.get(), dhtbuf.f()};
+    const g::BackwardWorkspaceSizes bs = g::chunk_backward_workspace_floats(bin0, C);
+    DeviceBuffer bwsbuf(bs.total() * 4);
+    const g::BackwardWorkspace bws = g::carve_backward_workspace(bin0, C, bwsbuf.f());
+    const g::BackwardOutputs out{dq.get(), dk.get(), dv.get(), da.get(), db.get(), dgk.f(), nullptr};
+    char shape[96];
+    std::snprintf(shape, sizeof shape, "B%lld T%lld H%lld D%lld", B, T, H, D);
+    auto chunk_step = [&](int s) {
+      g::chunk_forward_fused(sets[s].in, C, fws, o, ht);
+      g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f()}, C, bws, out);
+    };
+    validate_backward(std::string("chunk fwd+bwd C16 ") + shape, sets[0], dobuf.get(), dhtbuf.f(), out, [&] { chunk_step(0); });
+    record("chunk fwd+bwd bf16 C16", shape, time_it(2, 2, 10, chunk_step), 0.6 * fla, fla);
+    record("  chunk bwd alone C16", shape, time_it(2, 2, 10, [&](int s) {
+             g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f()}, C, bws, out);
+           }), 0, 0);
+    std::printf("  memory: held between forward and backward: o and ht (%.1f MiB; the backward recomputes); "
+                "forward workspace %.1f MiB, backward workspace %.1f MiB\n",
+                (nk * 2 + ns * 4) / 1048576.0, fs.total() * 4 / 1048576.0, bs.total() * 4 / 1048576.0);
+    const g::RecurrentBackwardWorkspaceSizes rs = g::fused_recurrent_backward_workspace(sets[0].in);
+    DeviceBuffer rwsbuf(rs.total() * 4);
+    g::RecurrentBackwardArgs args;
+    args.grad_o = dobuf.get(), args.dht = dhtbuf.f();
+    args.dq = dq.get(), args.dk = dk.get(), args.dv = dv.get(), args.da = da.get(), args.db = db.get(), args.dgk = dgk.f();
+    args.workspace = rwsbuf.f();
+    auto rec_step = [&](int s) {
+      g::fused_recurrent_forward(sets[s].in, o, ht, false);
+      g::fused_recurrent_backward(sets[s].in, args);
+    };
+    validate_backward(std::string("recurrent fwd+bwd ") + shape, sets[0], dobuf.get(), dhtbuf.f(), out, [&] { rec_step(0); });
+    record("recurrent fwd+bwd bf16", shape, time_it(2, 2, 10, rec_step), 0, fla);
+    std::printf("  memory: recurrent backward workspace %.1f MiB\n", rs.total() * 4 / 1048576.0);
+  };
+  bench_training(8, 4096, 16, 64, 6.95);
+  bench_training(4, 4096, 8, 128, 4.85);
 
   if (json_path) {
     FILE* f = std::fopen(json_path, "w");

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "core/error.hpp"
@@ -152,9 +153,16 @@ struct GpuBackwardKernel {
 };
 constexpr GpuBackwardKernel kGpuBackwardKernels[] = {
     {"recurrent", [](const DplrProblem& p, int) { return run_gpu_recurrent_backward(p); }},
+    {"chunk",
+     [](const DplrProblem& p, int chunk_size) {
+       TensorMap all = run_gpu_chunk_backward(p, chunk_size), gradients;  // the gradients, not the stage tensors
+       for (std::string_view name : kGradientNames)
+         if (auto it = all.find(std::string(name)); it != all.end()) gradients[it->first] = std::move(it->second);
+       return gradients;
+     }},
 };
 // Named by the CLI, not built yet: refused with that reason instead of an unknown-name error.
-constexpr std::string_view kPlannedGpuBackward[] = {"chunk"};
+constexpr std::array<std::string_view, 0> kPlannedGpuBackward{};
 }  // namespace
 
 std::vector<std::string> gpu_backward_kernel_names() {
