@@ -12,6 +12,7 @@
 #include "cli/report_options.hpp"
 #include "core/error.hpp"
 #include "verify/case_file.hpp"
+#include "verify/property_sweep.hpp"
 #include "verify/sweep.hpp"
 
 #ifndef DPLR_REGRESSIONS_DIR
@@ -29,6 +30,9 @@ struct CheckOptions {
   std::string case_file;                 // --case FILE
   std::string regressions;               // --regressions DIR (empty: the source tree's corpus, where present)
   bool no_regressions = false;
+  std::optional<std::int64_t> property;  // --property N: the RapidCheck sweep instead of the fixed one
+  std::optional<double> time_budget;
+  std::string plant;
 };
 
 // The regression corpus every check replays: --regressions DIR (which must exist), else the source tree's
@@ -73,8 +77,49 @@ std::string summary_of(const CaseResult& c) {
   return text;
 }
 
+void print_case(const CaseResult& c) {
+  const Verdict verdict = c.verdict();
+  fmt::print("[{:<5}] {}\n        {}\n", verdict_name(verdict), c.id, summary_of(c));
+  if (verdict != Verdict::Pass) fmt::print("{}", format_table(c));
+  std::fflush(stdout);
+}
+
+void print_written(const std::vector<WrittenCase>& written) {
+  for (const auto& w : written)
+    fmt::print("failed case written: {}\n  replay: {}\n", w.path.string(), replay_command(w.path));
+}
+
+// --property N: the RapidCheck-driven sweep (verify/property_sweep.hpp).
+void run_property_check(const CheckOptions& o, Report& report, const TolerancePolicy& policy) {
+  if (!o.sweep.seed) throw InputError("--property needs --seed S: the property sweep is the same for the same seed");
+  if (!o.case_file.empty()) throw InputError("--property and --case: give one (a sweep, or a replay)");
+  if (o.sweep.quick) throw InputError("--property and --quick: give one (--property N sets the sweep's size)");
+  PropertyOptions options;
+  options.cases = *o.property;
+  options.seed = *o.sweep.seed;
+  options.time_budget_seconds = o.time_budget;
+  options.cpu_only = o.sweep.cpu_only;
+  options.threads = o.sweep.threads;
+  options.planted = o.plant;
+  if (!o.shard.empty()) options.shard = parse_shard(o.shard);
+  if (!o.report.report_path.empty())
+    options.failed_case_folder = std::filesystem::path(o.report.report_path).parent_path() / "failed-cases";
+  fmt::print("dplr check --property {} --seed {}{}{}; GPU kernels judged by policy '{}'\n", options.cases, options.seed,
+             options.shard.whole() ? "" : ", shard " + shard_name(options.shard),
+             options.planted.empty() ? "" : ", planted defect " + options.planted, policy.preset_name());
+  const PropertyOutcome outcome = run_property_sweep(options, policy, report, print_case);
+  for (const auto& line : outcome.skipped) fmt::print("skipped: {}\n", line);
+  fmt::print("skipped: regression corpus: replayed by `dplr check` without --property\n");
+  fmt::print("positions run: {} (of {}, shard {})\n", outcome.positions_run, options.cases, shard_name(options.shard));
+  for (const auto& c : report.cases)
+    for (const auto& failure : c.failures) fmt::print("failed: {}: {}\n", c.id, failure);
+  print_written(outcome.written);
+}
+
 int run_check(const CheckOptions& o) {
   const int code = run_reported("check", o.report, [&](Report& report, const TolerancePolicy& policy) {
+    if (o.property) return run_property_check(o, report, policy);
+    if (o.time_budget || !o.plant.empty()) throw InputError("--time-budget and --plant belong to --property N");
     SweepOptions sweep = o.sweep;
     std::vector<std::string> skipped;
     if (!o.shard.empty()) sweep.shard = parse_shard(o.shard);
@@ -92,20 +137,14 @@ int run_check(const CheckOptions& o) {
                floor_basis_name(policy.floor_basis()));
     if (!sweep.replays.empty() && o.case_file.empty())
       fmt::print("replaying {} case files of the regression corpus\n", sweep.replays.size());
-    const SweepOutcome outcome = run_sweep(sweep, policy, report, [](const CaseResult& c) {
-      const Verdict verdict = c.verdict();
-      fmt::print("[{:<5}] {}\n        {}\n", verdict_name(verdict), c.id, summary_of(c));
-      if (verdict != Verdict::Pass) fmt::print("{}", format_table(c));
-      std::fflush(stdout);
-    });
+    const SweepOutcome outcome = run_sweep(sweep, policy, report, print_case);
     skipped.insert(skipped.end(), outcome.skipped.begin(), outcome.skipped.end());
     for (const auto& line : skipped) fmt::print("skipped: {}\n", line);
     if (skipped.empty()) fmt::print("skipped: nothing\n");
     if (report.sweep && !sweep.shard.whole())
       fmt::print("shard {}: positions i mod {} == {} of the sweep's {}\n", shard_name(sweep.shard), sweep.shard.count,
                  sweep.shard.index, report.sweep->cases_total);
-    for (const auto& w : outcome.written)
-      fmt::print("failed case written: {}\n  replay: {}\n", w.path.string(), replay_command(w.path));
+    print_written(outcome.written);
     for (const auto& c : report.cases)
       for (const auto& failure : c.failures) fmt::print("failed: {}: {}\n", c.id, failure);
   });
@@ -136,6 +175,15 @@ void add_check_command(CLI::App& app, Command& selected) {
                       fmt::format("Folder of case files every check replays (default: {})",
                                   *DPLR_REGRESSIONS_DIR ? DPLR_REGRESSIONS_DIR : "none compiled in"));
   command->add_flag("--no-regressions", options->no_regressions, "Do not replay the regression corpus");
+  command->add_option("--property", options->property,
+                      "Run N RapidCheck-drawn cases (with --seed S) instead of the fixed sweep: CPU properties "
+                      "always, the GPU kernels where a device is present; failures are shrunk and written")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--time-budget", options->time_budget,
+                      "--property: start no new case (nor shrink step) after this many seconds");
+  command->add_option("--plant", options->plant,
+                      "--property: plant a defect (dropped-partial-chunk, head-mixup) to see the sweep find and "
+                      "shrink it");
   add_report_options(*command, options->report, "out/check-report.json", "strict");
   add_html_options(*command, options->html);
   command->callback([options, &selected] { selected = [options] { return run_check(*options); }; });

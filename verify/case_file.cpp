@@ -86,13 +86,17 @@ CaseFile read_case_file(const std::filesystem::path& path) {
   } catch (const std::logic_error&) {
     throw InputError(fmt::format("{}: metadata 'chunk_size' is '{}'; expected a whole number", origin, chunk));
   }
-  const bool chunked = out.kernel == "chunk" || out.kernel == "chunk-fused";
-  if (chunked && out.chunk_size != 16 && out.chunk_size != 32 && out.chunk_size != 64)
+  const bool chunk_size_ok = out.chunk_size == 16 || out.chunk_size == 32 || out.chunk_size == 64;
+  if ((out.kernel == "chunk" || out.kernel == "chunk-fused") && !chunk_size_ok)
     throw InputError(fmt::format("{}: metadata 'chunk_size' is {} for kernel {}; expected 16, 32 or 64", origin,
                                  out.chunk_size, out.kernel));
-  if (!chunked && out.chunk_size != 0)
-    throw InputError(fmt::format("{}: metadata 'chunk_size' is {} for kernel {}; expected 0 (it has no chunks)", origin,
-                                 out.chunk_size, out.kernel));
+  if (out.kernel == "recurrent" && out.chunk_size != 0)
+    throw InputError(fmt::format("{}: metadata 'chunk_size' is {} for kernel recurrent; expected 0 (it has no chunks)",
+                                 origin, out.chunk_size));
+  if (out.kernel == "cpu" && out.chunk_size != 0 && !chunk_size_ok)
+    throw InputError(fmt::format("{}: metadata 'chunk_size' is {} for kernel cpu; expected 0 (the sweep's chunk "
+                                 "oracles) or the oracle's 16, 32 or 64",
+                                 origin, out.chunk_size));
   // The parameters the replay judges by come from the tensors; the spec's distribution and seed name it.
   CaseSpec& spec = out.spec;
   spec.shape = out.problem.shape;

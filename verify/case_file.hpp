@@ -6,7 +6,8 @@
 //   scale, reverse   as every case file (problem_from_file reads them)
 //   kernel           what it failed on: "chunk" (staged), "chunk-fused", "recurrent" (GPU kernels), or "cpu"
 //                    (the CPU part alone: the certified reference and the chunk-form oracles)
-//   chunk_size       the kernel's chunk size (16, 32, 64); "0" for recurrent and cpu
+//   chunk_size       the kernel's chunk size (16, 32, 64); "0" for recurrent; for cpu 0 or the chunk
+//                    size of the oracle that failed (replayed beside the sweep's C = 16 and 64)
 //   generator, seed  the distribution and seed the inputs were drawn from
 //   spec             the (shrunk) case parameters as JSON: shape, cu_seqlens, dtype, gk_dtype, distribution,
 //                    seed, with_h0, with_backward, gate_normalizer, scale, reverse
@@ -28,7 +29,7 @@ struct CaseFile {
   DplrProblem problem;
   CaseSpec spec;          // the parameters (shape, dtypes, cu_seqlens from the tensors)
   std::string kernel;     // one of kCaseKernels
-  int chunk_size = 0;     // 0 for recurrent and cpu
+  int chunk_size = 0;     // 0 for recurrent (and cpu, unless an oracle's chunk size)
   std::string failed;     // what failed when it was written
   std::string producer;
 };

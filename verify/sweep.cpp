@@ -106,7 +106,9 @@ void cpu_part(const SweepOptions& o, const std::vector<Replay>& replays, std::in
     report.cases.push_back(reference);
     on_case(report.cases.back());
 
-    for (int C : {16, 64}) {
+    std::vector<int> chunk_sizes{16, 64};
+    if (replay && replay->file.kernel == "cpu" && replay->file.chunk_size == 32) chunk_sizes.push_back(32);
+    for (int C : chunk_sizes) {
       ChunkOptions chunk_options;
       chunk_options.threads = o.threads;
       const ChunkStages oracle = run_chunk_stages(p, C, Precision::parse("dd"), chunk_options);
