@@ -105,6 +105,11 @@ void cpu_part(const SweepOptions& o, const std::vector<Replay>& replays, std::in
     }
     report.cases.push_back(reference);
     on_case(report.cases.back());
+    if (p.reverse) {  // a replay of the recurrent form's reverse: the chunk form runs forward only
+      report.cases.back().notes.push_back("reverse: no chunk-form oracle (the chunk form runs forward only)");
+      finish_position(at, first, p, spec, "cpu", 0, replay, o, report, outcome);
+      continue;
+    }
 
     std::vector<int> chunk_sizes{16, 64};
     if (replay && replay->file.kernel == "cpu" && replay->file.chunk_size == 32) chunk_sizes.push_back(32);
@@ -119,6 +124,7 @@ void cpu_part(const SweepOptions& o, const std::vector<Replay>& replays, std::in
       double bits = exact.precision.significand_bits();
       std::string worst;
       for (const auto& name : kOutputsAndGradients) {
+        if (!oracle.tensors.count(name) || !exact.tensors.count(name)) continue;  // a replay without do: no gradients
         const double b = agreement_bits(oracle.tensors.at(name), exact.tensors.at(name), bits);
         if (b < bits) bits = b, worst = name;
       }
@@ -293,12 +299,12 @@ SweepOutcome run_sweep(const SweepOptions& o, const TolerancePolicy& gpu_policy,
     outcome.skipped.push_back("GPU kernels: --cpu-only");
   } else {
     const std::vector<GpuCase> cases = gpu_list(o, replays);
-    if (!device.available) {
+    if (!device.available && !cases.empty()) {
       outcome.skipped.push_back(fmt::format("GPU kernels ({} cases: chunk C16/32/64 and fused recurrent, bf16/fp16/fp32, "
                                             "and the replays' kernels): {}",
                                             cases.size(), device.reason));
       position += static_cast<std::int64_t>(cases.size());
-    } else {
+    } else if (device.available) {
       report.host.gpu = device.name;
       gpu_part(o, cases, position, gpu_policy, report, outcome, on_case);
     }
