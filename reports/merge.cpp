@@ -20,19 +20,19 @@ using nlohmann::json;
 
 std::string name_of(const ShardReport& s) { return s.path.string(); }
 
+std::string dotted(std::string path) {
+  std::replace(path.begin(), path.end(), '/', '.');
+  return path;
+}
+
 // The value at a '/'-separated path, or an InputError naming the file and the field.
 const json& field(const ShardReport& s, const std::string& path) {
   try {
     return s.report.at(json::json_pointer("/" + path));
   } catch (const json::exception&) {
     throw InputError(fmt::format("merge: {}: field '{}' is missing (expected a {} report of `dplr check`)", name_of(s),
-                                 path, kReportSchemaId));
+                                 dotted(path), kReportSchemaId));
   }
-}
-
-std::string dotted(std::string path) {
-  std::replace(path.begin(), path.end(), '/', '.');
-  return path;
 }
 
 // Every shard must agree with the first on `path`.

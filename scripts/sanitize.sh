@@ -25,12 +25,11 @@ if [ "${SANITIZE_SKIP_ASAN:-0}" != "1" ]; then
   # detect_leaks stays on; the suppressions file says why each entry is there. Left out, to keep CI's time
   # bounded: the three longest CPU tests (23 s, 10 s and the MPFR-400 certification check without
   # sanitizers), which run the same reference and chunk code as the shorter tests, at larger sizes; and
-  # package.consumer, which installs this (CLI-less) tree and builds a project against it: packaging, not memory;
-  # slurm.check_array, which tests the Slurm job scripts (the dplr code they run is cli.scale.*'s, run here).
+  # package.consumer, which installs this (CLI-less) tree and builds a project against it: packaging, not memory.
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      LSAN_OPTIONS="suppressions=$PWD/../scripts/sanitizers/lsan.supp" UBSAN_OPTIONS=print_stacktrace=1 \
      ctest --output-on-failure -j "$jobs" -L cpu --timeout 600 \
-       -E '^(package\.consumer|slurm\.check_array|ChunkVsRecurrence\.(EveryChunkSizeAndDistribution|RandomShapesAndDistributionsAt128Bits)|Precision\.CertifiedBitsTellTheTruth)$')
+       -E '^(package\.consumer|ChunkVsRecurrence\.(EveryChunkSizeAndDistribution|RandomShapesAndDistributionsAt128Bits)|Precision\.CertifiedBitsTellTheTruth)$')
 fi
 
 if [ "${SANITIZE_SKIP_TSAN:-0}" != "1" ]; then
