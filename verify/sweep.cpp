@@ -103,10 +103,11 @@ void cpu_part(const SweepOptions& o, const std::vector<Replay>& replays, std::in
       reference.notes.push_back(fmt::format("certified to {:.1f} bits on every tensor (>= {:.0f} required)",
                                             exact.min_certified_bits(), kMinCertifiedBits));
     }
+    // A replay of the recurrent form's reverse: the chunk form runs forward only.
+    if (p.reverse) reference.notes.push_back("reverse: no chunk-form oracle (the chunk form runs forward only)");
     report.cases.push_back(reference);
     on_case(report.cases.back());
-    if (p.reverse) {  // a replay of the recurrent form's reverse: the chunk form runs forward only
-      report.cases.back().notes.push_back("reverse: no chunk-form oracle (the chunk form runs forward only)");
+    if (p.reverse) {
       finish_position(at, first, p, spec, "cpu", 0, replay, o, report, outcome);
       continue;
     }
