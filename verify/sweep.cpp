@@ -1,5 +1,7 @@
 #include "verify/sweep.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "generators/distributions.hpp"
@@ -301,9 +303,12 @@ SweepOutcome run_sweep(const SweepOptions& o, const TolerancePolicy& gpu_policy,
   } else {
     const std::vector<GpuCase> cases = gpu_list(o, replays);
     if (!device.available && !cases.empty()) {
-      outcome.skipped.push_back(fmt::format("GPU kernels ({} cases: chunk C16/32/64 and fused recurrent, bf16/fp16/fp32, "
-                                            "and the replays' kernels): {}",
-                                            cases.size(), device.reason));
+      const std::size_t replayed = static_cast<std::size_t>(
+          std::count_if(cases.begin(), cases.end(), [](const GpuCase& g) { return g.replay != nullptr; }));
+      std::string what = o.replays_only ? "" : fmt::format("{} cases of chunk C16/32/64 and fused recurrent, bf16/fp16/fp32",
+                                                           cases.size() - replayed);
+      if (replayed) what += fmt::format("{}{} replayed case files' kernels", what.empty() ? "" : "; ", replayed);
+      outcome.skipped.push_back(fmt::format("GPU kernels ({}): {}", what, device.reason));
       position += static_cast<std::int64_t>(cases.size());
     } else if (device.available) {
       report.host.gpu = device.name;
