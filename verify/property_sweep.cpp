@@ -1,9 +1,11 @@
 #include "verify/property_sweep.hpp"
 
 #include <chrono>
+#include <cstring>
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "core/error.hpp"
 #include "generators/rapidcheck.hpp"
@@ -238,6 +240,13 @@ struct CpuJudge {
   }
 };
 
+// The kernel's raw tensors (outputs, and the staged kernel's stage tensors).
+TensorMap kernel_tensors(const SweepCase& c, const DplrProblem& p) {
+  if (c.kernel == "recurrent") return run_gpu_recurrent(p);
+  if (c.kernel == "chunk-fused") return run_gpu_chunk_fused(p, c.chunk_size);
+  return run_gpu_chunk(p, c.chunk_size);
+}
+
 struct GpuJudge {
   const PropertyOptions& o;
   const TolerancePolicy& policy;
@@ -258,6 +267,20 @@ struct GpuJudge {
     r.working_dtype = c.spec.dtype;
     try {
       run_gpu_kernel_case(c.kernel, c.chunk_size, c.spec, p, exact, o.threads, policy, r);
+      // Bitwise determinism run to run: the same inputs twice, every output and stage tensor equal.
+      const TensorMap first = kernel_tensors(c, p), second = kernel_tensors(c, p);
+      std::vector<std::string> differing;
+      for (const auto& [name, tensor] : first) {
+        std::int64_t differ = 0;
+        const auto& again = second.at(name).values;
+        for (std::size_t i = 0; i < tensor.values.size(); ++i)
+          if (std::memcmp(&tensor.values[i], &again[i], sizeof(double)) != 0) ++differ;
+        if (differ) differing.push_back(fmt::format("{} ({} of {} elements)", name, differ, tensor.values.size()));
+      }
+      if (differing.empty())
+        r.notes.push_back(fmt::format("bitwise the same in a second run ({} tensors)", first.size()));
+      else
+        r.failures.push_back(fmt::format("not deterministic: a second run differs in {}", fmt::join(differing, ", ")));
     } catch (const std::exception& e) {
       r.error = e.what();
     }

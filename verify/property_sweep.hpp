@@ -12,7 +12,9 @@
 //                       reference's outputs and gradients permuted the same way
 //   gpu   where a CUDA device is present (and not --cpu-only): a case of the GPU kernels' range
 //         (gen_gpu_sweep_case: the kernel, chunk size, shape, dtypes, distribution, ...) run as `dplr check`
-//         runs its GPU cases (run_gpu_kernel_case) and judged against the exact recurrence under the policy.
+//         runs its GPU cases (run_gpu_kernel_case) and judged against the exact recurrence under the policy
+//         (the staged kernel stage by stage against the oracles); then run twice more: the two runs must be
+//         bitwise the same (determinism run to run).
 // A failing case is shrunk (RapidCheck's shrink tree, greedily: the first smaller case that still fails,
 // until none does, the step limit or the time budget), reported beside the original, and written as a case
 // file (verify/case_file.hpp) under the report's folder with its one-line replay command.
