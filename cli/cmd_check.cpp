@@ -6,13 +6,20 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include "cli/commands.hpp"
 #include "cli/html_report.hpp"
 #include "cli/report_options.hpp"
 #include "core/error.hpp"
 #include "verify/gpu_runner.hpp"
+#include "verify/case_file.hpp"
+#include "verify/property_sweep.hpp"
 #include "verify/sweep.hpp"
+
+#ifndef DPLR_REGRESSIONS_DIR
+#define DPLR_REGRESSIONS_DIR ""
+#endif
 
 namespace dplr::cli {
 namespace {
@@ -21,7 +28,38 @@ struct CheckOptions {
   SweepOptions sweep;
   ReportOptions report;
   HtmlOptions html;
+  std::string shard;                     // --shard I/N
+  std::string case_file;                 // --case FILE
+  std::string regressions;               // --regressions DIR (empty: the source tree's corpus, where present)
+  bool no_regressions = false;
+  std::optional<std::int64_t> property;  // --property N: the RapidCheck sweep instead of the fixed one
+  std::optional<double> time_budget;
+  std::string plant;
 };
+
+// The regression corpus every check replays: --regressions DIR (which must exist), else the source tree's
+// tests/data/regressions where this build can see it; a run without one says so.
+std::vector<std::filesystem::path> regression_files(const CheckOptions& o, std::vector<std::string>& skipped) {
+  if (o.no_regressions) {
+    skipped.push_back("regression corpus: --no-regressions");
+    return {};
+  }
+  const std::filesystem::path folder = o.regressions.empty() ? std::filesystem::path(DPLR_REGRESSIONS_DIR)
+                                                             : std::filesystem::path(o.regressions);
+  if (!std::filesystem::is_directory(folder)) {
+    if (!o.regressions.empty())
+      throw InputError(fmt::format("--regressions {}: not a folder (expected a folder of .safetensors case files)",
+                                   o.regressions));
+    skipped.push_back(fmt::format("regression corpus: {} is not on this machine (give --regressions DIR)",
+                                  folder.empty() ? "<none compiled in>" : folder.string()));
+    return {};
+  }
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(folder))
+    if (entry.is_regular_file() && entry.path().extension() == ".safetensors") files.push_back(entry.path());
+  std::sort(files.begin(), files.end());  // the list's order, and so the shards, must not depend on the file system
+  return files;
+}
 
 std::string summary_of(const CaseResult& c) {
   double worst_floor = 0.0, worst_rel = 0.0, worst_local = 0.0, worst_elem = 0.0;
@@ -41,6 +79,46 @@ std::string summary_of(const CaseResult& c) {
   return text;
 }
 
+void print_case(const CaseResult& c) {
+  const Verdict verdict = c.verdict();
+  fmt::print("[{:<5}] {}\n        {}\n", verdict_name(verdict), c.id, summary_of(c));
+  if (verdict != Verdict::Pass) fmt::print("{}", format_table(c));
+  std::fflush(stdout);
+}
+
+void print_written(const std::vector<WrittenCase>& written) {
+  for (const auto& w : written)
+    fmt::print("failed case written: {}\n  replay: {}\n", w.path.string(), replay_command(w.path));
+}
+
+// --property N: the RapidCheck-driven sweep (verify/property_sweep.hpp).
+void run_property_check(const CheckOptions& o, Report& report, const TolerancePolicy& policy) {
+  if (!o.sweep.seed) throw InputError("--property needs --seed S: the property sweep is the same for the same seed");
+  if (!o.case_file.empty()) throw InputError("--property and --case: give one (a sweep, or a replay)");
+  if (o.sweep.quick) throw InputError("--property and --quick: give one (--property N sets the sweep's size)");
+  PropertyOptions options;
+  options.cases = *o.property;
+  options.seed = *o.sweep.seed;
+  options.time_budget_seconds = o.time_budget;
+  options.cpu_only = o.sweep.cpu_only;
+  options.threads = o.sweep.threads;
+  options.planted = o.plant;
+  options.gpu_planted_defect = o.sweep.planted_defect;
+  if (!o.shard.empty()) options.shard = parse_shard(o.shard);
+  if (!o.report.report_path.empty())
+    options.failed_case_folder = std::filesystem::path(o.report.report_path).parent_path() / "failed-cases";
+  fmt::print("dplr check --property {} --seed {}{}{}; GPU kernels judged by policy '{}'\n", options.cases, options.seed,
+             options.shard.whole() ? "" : ", shard " + shard_name(options.shard),
+             options.planted.empty() ? "" : ", planted defect " + options.planted, policy.preset_name());
+  const PropertyOutcome outcome = run_property_sweep(options, policy, report, print_case);
+  for (const auto& line : outcome.skipped) fmt::print("skipped: {}\n", line);
+  fmt::print("skipped: regression corpus: replayed by `dplr check` without --property\n");
+  fmt::print("positions run: {} (of {}, shard {})\n", outcome.positions_run, options.cases, shard_name(options.shard));
+  for (const auto& c : report.cases)
+    for (const auto& failure : c.failures) fmt::print("failed: {}: {}\n", c.id, failure);
+  print_written(outcome.written);
+}
+
 int run_check(const CheckOptions& o) {
   const int code = run_reported("check", o.report, [&](Report& report, const TolerancePolicy& policy) {
     if (o.sweep.planted_defect != "none") {
@@ -54,16 +132,33 @@ int run_check(const CheckOptions& o) {
                                      fmt::join(names, ", ")));
       fmt::print("dplr check: GPU kernels with the PLANTED defect '{}'\n", o.sweep.planted_defect);
     }
-    fmt::print("dplr check: {} sweep; GPU kernels judged by policy '{}' (floors of the {} dtype)\n",
-               o.sweep.quick ? "quick" : "default", policy.preset_name(), floor_basis_name(policy.floor_basis()));
-    const SweepOutcome outcome = run_sweep(o.sweep, policy, report, [](const CaseResult& c) {
-      const Verdict verdict = c.verdict();
-      fmt::print("[{:<5}] {}\n        {}\n", verdict_name(verdict), c.id, summary_of(c));
-      if (verdict != Verdict::Pass) fmt::print("{}", format_table(c));
-      std::fflush(stdout);
-    });
-    for (const auto& skipped : outcome.skipped) fmt::print("skipped: {}\n", skipped);
-    if (outcome.skipped.empty()) fmt::print("skipped: nothing\n");
+    if (o.property) return run_property_check(o, report, policy);
+    if (o.time_budget || !o.plant.empty()) throw InputError("--time-budget and --plant belong to --property N");
+    SweepOptions sweep = o.sweep;
+    std::vector<std::string> skipped;
+    if (!o.shard.empty()) sweep.shard = parse_shard(o.shard);
+    if (!o.case_file.empty()) {
+      sweep.replays = {o.case_file};
+      sweep.replays_only = true;
+    } else {
+      sweep.replays = regression_files(o, skipped);
+    }
+    if (!o.report.report_path.empty())
+      sweep.failed_case_folder = std::filesystem::path(o.report.report_path).parent_path() / "failed-cases";
+    fmt::print("dplr check: {}{}; GPU kernels judged by policy '{}' (floors of the {} dtype)\n",
+               !o.case_file.empty() ? "replaying " + o.case_file : o.sweep.quick ? "quick sweep" : "default sweep",
+               sweep.shard.whole() ? "" : ", shard " + shard_name(sweep.shard), policy.preset_name(),
+               floor_basis_name(policy.floor_basis()));
+    if (!sweep.replays.empty() && o.case_file.empty())
+      fmt::print("replaying {} case files of the regression corpus\n", sweep.replays.size());
+    const SweepOutcome outcome = run_sweep(sweep, policy, report, print_case);
+    skipped.insert(skipped.end(), outcome.skipped.begin(), outcome.skipped.end());
+    for (const auto& line : skipped) fmt::print("skipped: {}\n", line);
+    if (skipped.empty()) fmt::print("skipped: nothing\n");
+    if (report.sweep && !sweep.shard.whole())
+      fmt::print("shard {}: positions i mod {} == {} of the sweep's {}\n", shard_name(sweep.shard), sweep.shard.count,
+                 sweep.shard.index, report.sweep->cases_total);
+    print_written(outcome.written);
     for (const auto& c : report.cases)
       for (const auto& failure : c.failures) fmt::print("failed: {}: {}\n", c.id, failure);
   });
@@ -89,6 +184,25 @@ void add_check_command(CLI::App& app, Command& selected) {
   command->add_option("--plant-defect", options->sweep.planted_defect,
                       "Run the GPU kernels with a planted defect (a -DDPLR_PLANT_DEFECTS=ON build only): head-stride, "
                       "sequence-start, drop-last-chunk, missing-barrier, bf16-state, factored-decay");
+  command->add_option("--shard", options->shard,
+                      "Run shard I of N (0 <= I < N): the positions i of the case list with i mod N == I; "
+                      "`dplr report merge` combines the N reports");
+  command->add_option("--case", options->case_file,
+                      "Replay one case file (a failing case's .safetensors) instead of the sweep")
+      ->check(CLI::ExistingFile);
+  command->add_option("--regressions", options->regressions,
+                      fmt::format("Folder of case files every check replays (default: {})",
+                                  *DPLR_REGRESSIONS_DIR ? DPLR_REGRESSIONS_DIR : "none compiled in"));
+  command->add_flag("--no-regressions", options->no_regressions, "Do not replay the regression corpus");
+  command->add_option("--property", options->property,
+                      "Run N RapidCheck-drawn cases (with --seed S) instead of the fixed sweep: CPU properties "
+                      "always, the GPU kernels where a device is present; failures are shrunk and written")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--time-budget", options->time_budget,
+                      "--property: start no new case (nor shrink step) after this many seconds");
+  command->add_option("--plant", options->plant,
+                      "--property: plant a defect in the CPU properties (dropped-partial-chunk, head-mixup) to see the "
+                      "sweep find and shrink it (for the GPU kernels' planted defects: --plant-defect)");
   add_report_options(*command, options->report, "out/check-report.json", "strict");
   add_html_options(*command, options->html);
   command->callback([options, &selected] { selected = [options] { return run_check(*options); }; });

@@ -6,6 +6,7 @@
 #include "cli/commands.hpp"
 #include "core/error.hpp"
 #include "io/tensor_io.hpp"
+#include "verify/case_file.hpp"
 
 namespace dplr::cli {
 namespace {
@@ -14,6 +15,8 @@ struct GenOptions {
   CaseOptions input;
   bool backward = true;
   std::string out;
+  std::string kernel;  // --kernel: write a replayable case file (verify/case_file.hpp) for this kernel
+  int chunk_size = 0;
 };
 
 // What the output format can hold, checked before anything is generated: npy (and so npz and folders) has
@@ -43,6 +46,23 @@ int run_gen(const GenOptions& o) {
   CaseSpec spec = resolve_spec(input_for_format(o));
   spec.with_backward = o.backward;
   const DplrProblem problem = generate_case(spec);
+  if (!o.kernel.empty()) {
+    // A replayable case file: `dplr check --case FILE`, or a regression corpus entry.
+    if (tensor_file_format(o.out) != TensorFileFormat::Safetensors)
+      throw InputError(fmt::format("{}: --kernel writes a case file, which is .safetensors", o.out));
+    const std::filesystem::path out(o.out);
+    const auto path = write_case_file(out.has_parent_path() ? out.parent_path() : ".", out.stem().string(), problem,
+                                      spec, o.kernel, o.chunk_size, "written by dplr gen --kernel", "dplr gen");
+    try {
+      read_case_file(path);  // refuses a kernel or chunk size a replay would refuse, before anyone relies on it
+    } catch (const InputError&) {
+      std::filesystem::remove(path);
+      throw;
+    }
+    fmt::print("dplr gen: {} (kernel {}, C {}) -> {}\n  replay: {}\n", describe(spec), o.kernel, o.chunk_size,
+               std::filesystem::absolute(path).string(), replay_command(path));
+    return 0;
+  }
   TensorFile file{problem_to_tensors(problem), {}};
   file.metadata["scale"] = fmt::format("{:.17g}", problem.scale);
   if (problem.reverse) file.metadata["reverse"] = "true";
@@ -63,6 +83,11 @@ void add_gen_command(CLI::App& app, Command& selected) {
   command->add_flag_callback("--no-grad", [o = options.get()] { o->backward = false; }, "Write no do and dht");
   command->add_option("-o,--out", options->out, "Output file (.safetensors, .npz, or a folder for .npy files)")
       ->required();
+  command->add_option("--kernel", options->kernel,
+                      "Write a replayable case file for this kernel (chunk, chunk-fused, recurrent, cpu): "
+                      "`dplr check --case FILE` replays it, tests/data/regressions/ holds such files")
+      ->check(CLI::IsMember({"chunk", "chunk-fused", "recurrent", "cpu"}));
+  command->add_option("--chunk-size", options->chunk_size, "--kernel's chunk size (16, 32, 64; 0 for recurrent)");
   command->callback([options, &selected] { selected = [options] { return run_gen(*options); }; });
 }
 

@@ -39,7 +39,7 @@ void write_html_report(const std::string& report_path, const HtmlOptions& o) {
 }
 
 void add_report_command(CLI::App& app, Command& selected) {
-  auto* command = app.add_subcommand("report", "Turn a JSON report into another form");
+  auto* command = app.add_subcommand("report", "Turn a JSON report into another form, or merge shard reports");
   command->require_subcommand(1);
   struct Options {
     std::string report;
@@ -56,6 +56,7 @@ void add_report_command(CLI::App& app, Command& selected) {
       return 0;
     };
   });
+  add_report_merge_command(*command, selected);
 }
 
 }  // namespace dplr::cli

@@ -23,5 +23,7 @@ void add_html_options(CLI::App& command, HtmlOptions& options);
 void write_html_report(const std::string& report_path, const HtmlOptions& options);
 
 void add_report_command(CLI::App& app, Command& selected);
+// `dplr report merge` (cli/cmd_report.cpp), under the `report` command.
+void add_report_merge_command(CLI::App& report_command, Command& selected);
 
 }  // namespace dplr::cli

@@ -86,6 +86,7 @@ int finish_report(Report& report, const ReportOptions& o) {
 }  // namespace
 
 void set_command_line(int argc, char** argv) { stored_command_line().assign(argv, argv + argc); }
+const std::vector<std::string>& command_line() { return stored_command_line(); }
 
 void add_report_options(CLI::App& command, ReportOptions& o, const std::string& default_report,
                         const std::string& default_preset) {

@@ -32,6 +32,7 @@ TolerancePolicy build_policy(const ReportOptions& options);
 
 // argv as main received it (for the report's command line).
 void set_command_line(int argc, char** argv);
+const std::vector<std::string>& command_line();
 
 // Runs a report-writing command: removes the report (and JUnit file) a previous run left at the paths, so
 // a run that dies leaves none to be read as a pass; builds the policy; runs `body`, which fills the

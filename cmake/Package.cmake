@@ -52,7 +52,8 @@ endif()
 foreach(_dplr_dir core io reference generators verify reports)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${_dplr_dir}/ DESTINATION ${DPLR_INSTALL_INCLUDEDIR}/${_dplr_dir}
           FILES_MATCHING PATTERN "*.hpp"
-          PATTERN "sweep.hpp" EXCLUDE PATTERN "gpu_runner.hpp" EXCLUDE PATTERN "rapidcheck.hpp" EXCLUDE)
+          PATTERN "sweep.hpp" EXCLUDE PATTERN "gpu_runner.hpp" EXCLUDE PATTERN "rapidcheck.hpp" EXCLUDE
+          PATTERN "property_sweep.hpp" EXCLUDE PATTERN "shard.hpp" EXCLUDE PATTERN "case_file.hpp" EXCLUDE)
 endforeach()
 install(FILES ${PROJECT_SOURCE_DIR}/reports/schema/dplr-report.v1.schema.json
         DESTINATION ${CMAKE_INSTALL_DATADIR}/dplr_verify)

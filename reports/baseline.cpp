@@ -75,18 +75,18 @@ std::map<std::pair<std::string, std::string>, json> tensors_of(const json& c) {
 
 }  // namespace
 
-json read_report_file(const std::filesystem::path& path) {
+json read_report_file(const std::filesystem::path& path, std::string_view role) {
   std::ifstream in(path);
-  if (!in) throw InputError(fmt::format("baseline {}: cannot be opened", path.string()));
+  if (!in) throw InputError(fmt::format("{} {}: cannot be opened", role, path.string()));
   json report;
   try {
     in >> report;
   } catch (const json::exception& e) {
-    throw InputError(fmt::format("baseline {}: not valid JSON: {}", path.string(), e.what()));
+    throw InputError(fmt::format("{} {}: not valid JSON: {}", role, path.string(), e.what()));
   }
   if (!report.is_object() || report.value("schema", "") != kReportSchemaId || !report.contains("cases"))
-    throw InputError(fmt::format("baseline {}: not a {} report (expected \"schema\": \"{}\" and \"cases\")",
-                                 path.string(), kReportSchemaId, kReportSchemaId));
+    throw InputError(fmt::format("{} {}: not a {} report (expected \"schema\": \"{}\" and \"cases\")",
+                                 role, path.string(), kReportSchemaId, kReportSchemaId));
   return report;
 }
 

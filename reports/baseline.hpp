@@ -17,6 +17,7 @@
 // Cases only in one of the two are listed, not failed: `--quick` and full sweeps share a baseline format.
 #pragma once
 #include <filesystem>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -26,8 +27,9 @@ namespace dplr {
 
 inline constexpr double kBaselineRelativeMargin = 0.25;
 
-// Reads and checks a stored report (schema name, JSON); throws InputError naming the file.
-nlohmann::json read_report_file(const std::filesystem::path& path);
+// Reads and checks a stored report (schema name, JSON); throws InputError naming the file, after `role`
+// ("baseline", "merge").
+nlohmann::json read_report_file(const std::filesystem::path& path, std::string_view role = "baseline");
 
 BaselineComparison compare_with_baseline(const Report& current, const nlohmann::json& baseline,
                                          const std::string& baseline_path);

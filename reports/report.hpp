@@ -95,6 +95,9 @@ struct CaseResult {
   // Gates outside the tensor comparisons that did not hold (e.g. "the reference is certified to 70 bits,
   // below the 80 required"); any makes the case fail.
   std::vector<std::string> failures;
+  // The case's position in its sweep's case list (verify/shard.hpp partitions by it; `dplr report merge`
+  // orders by it); empty outside a sweep. The cases one sweep position produces share it.
+  std::optional<std::int64_t> sweep_index;
 
   // error when `error` is set, fail when `failures` is not empty, else the worst of the tensors and stages
   Verdict verdict() const;
@@ -115,6 +118,27 @@ struct BaselineComparison {
   std::vector<std::string> new_cases;       // in this run, not in the baseline
 };
 
+// What identifies a sweep (`dplr check`, `dplr check --property`): shards merge only when all of it but the
+// shard agrees.
+struct SweepInfo {
+  std::string name;              // "check" or "property"
+  nlohmann::json parameters;     // an object: the options that choose the case list (quick, cpu_only, seed, ...)
+  std::int64_t cases_total = 0;  // positions in the whole (unsharded) case list
+  int shard_index = 0, shard_count = 1;
+};
+
+// One shard a merged report combines (`dplr report merge`).
+struct MergedShard {
+  std::string path, sha256;
+  int shard_index = 0, shard_count = 1;
+  HostInfo host;
+  std::string start_time;
+  double duration_seconds = 0.0;
+  std::int64_t cases = 0;
+  Verdict verdict = Verdict::Pass;
+  int exit_code = 0;
+};
+
 struct Report {
   std::string command;                    // "verify", "diff", "check", "gradcheck", ...
   std::vector<std::string> command_line;  // argv
@@ -129,6 +153,8 @@ struct Report {
   std::optional<std::string> input_error;     // the InputError that stopped the run (exit code 2)
   std::optional<std::string> internal_error;  // any other exception that stopped the run (exit code 3)
   std::optional<BaselineComparison> baseline;  // --baseline: regressions fail the run
+  std::optional<SweepInfo> sweep;              // set by the sweeps; empty for other commands
+  std::vector<MergedShard> merged_from;        // `dplr report merge` only
 
   // error on input_error or internal_error, else the worst case verdict (pass for no cases), fail when a
   // baseline comparison found a regression.
@@ -139,6 +165,9 @@ struct Report {
 };
 
 nlohmann::json to_json(const BaselineComparison& baseline);
+nlohmann::json to_json(const HostInfo& host);
+nlohmann::json to_json(const SweepInfo& sweep);
+nlohmann::json to_json(const MergedShard& shard);
 
 nlohmann::json to_json(const TensorMetrics& metrics);
 nlohmann::json to_json(const TensorResult& result);
@@ -155,7 +184,9 @@ std::string format_table(const CaseResult& result);
 // JUnit XML: one <testsuite> per case, one <testcase> per case x tensor (and per stage tensor), a <failure>
 // or <error> carrying the numbers.
 std::string junit_xml(const Report& report);
+std::string junit_xml(const nlohmann::json& report);  // of to_json(report), or a report read back
 void write_junit(const std::filesystem::path& path, const Report& report);
+void write_junit(const std::filesystem::path& path, const nlohmann::json& report);
 
 // "2025-06-01T12:00:00.123Z"
 std::string iso8601_utc(std::chrono::system_clock::time_point time);

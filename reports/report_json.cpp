@@ -186,6 +186,7 @@ json to_json(const CaseResult& c) {
           {"notes", c.notes},
           {"error", optional_or_null(c.error)},
           {"failures", c.failures},
+          {"sweep_index", optional_or_null(c.sweep_index)},
           {"verdict", verdict_name(c.verdict())}};
 }
 
@@ -207,7 +208,32 @@ json to_json(const BaselineComparison& b) {
           {"new_cases", b.new_cases}};
 }
 
+json to_json(const HostInfo& h) {
+  return {{"hostname", h.hostname}, {"cpu_model", h.cpu_model}, {"cpu_cores", h.cpu_cores}, {"gpu", optional_or_null(h.gpu)}};
+}
+
+json to_json(const SweepInfo& s) {
+  return {{"name", s.name},
+          {"parameters", s.parameters.is_object() ? s.parameters : json::object()},
+          {"cases_total", s.cases_total},
+          {"shard", {{"index", s.shard_index}, {"count", s.shard_count}}}};
+}
+
+json to_json(const MergedShard& m) {
+  return {{"path", m.path},
+          {"sha256", m.sha256},
+          {"shard", {{"index", m.shard_index}, {"count", m.shard_count}}},
+          {"host", to_json(m.host)},
+          {"start_time", m.start_time},
+          {"duration_seconds", real(m.duration_seconds)},
+          {"cases", m.cases},
+          {"verdict", verdict_name(m.verdict)},
+          {"exit_code", m.exit_code}};
+}
+
 json to_json(const Report& r) {
+  json merged = json::array();
+  for (const auto& m : r.merged_from) merged.push_back(to_json(m));
   json cases = json::array();
   for (const auto& c : r.cases) cases.push_back(to_json(c));
   return {{"schema", kReportSchemaId},
@@ -215,11 +241,7 @@ json to_json(const Report& r) {
           {"tool", {{"name", r.tool.name}, {"version", r.tool.version}, {"git_revision", r.tool.git_revision}}},
           {"command", r.command},
           {"command_line", r.command_line},
-          {"host",
-           {{"hostname", r.host.hostname},
-            {"cpu_model", r.host.cpu_model},
-            {"cpu_cores", r.host.cpu_cores},
-            {"gpu", optional_or_null(r.host.gpu)}}},
+          {"host", to_json(r.host)},
           {"policy", {{"preset", r.policy_preset},
                       {"floor_basis", std::string(floor_basis_name(r.floor_basis))},
                       {"sources", r.policy_sources}}},
@@ -229,6 +251,8 @@ json to_json(const Report& r) {
           {"input_error", optional_or_null(r.input_error)},
           {"internal_error", optional_or_null(r.internal_error)},
           {"baseline", r.baseline ? to_json(*r.baseline) : json(nullptr)},
+          {"sweep", r.sweep ? to_json(*r.sweep) : json(nullptr)},
+          {"merged_from", merged},
           {"verdict", verdict_name(r.verdict())},
           {"exit_code", r.exit_code()}};
 }

@@ -9,7 +9,8 @@
 # on them (bench/fla_record.py) for `dplr verify` here. Run with carry=["carry"]. Results go to $OUT (default
 # out/device), packed into one device.tar.gz. Parts: SKIP_CHECK=1, SKIP_TESTS=1, SKIP_BENCH=1, SKIP_FLA=1,
 # SKIP_SAN=1, SKIP_PLANTED=1 (needs carry/dplr-planted, a -DDPLR_PLANT_DEFECTS=ON build); CHECK_SEEDS="7 11" (default:
-# the committed sweep's seeds only); GPU_TESTS="test_gpu_forward ..." (default: every GPU test binary carried).
+# the committed sweep's seeds only); CHECK_PROPERTY=N (the property sweep, off by default); GPU_TESTS="test_gpu_forward ..."
+# (default: every GPU test binary carried).
 set -u
 OUT=${OUT:-out/device}
 RESULTS=$(mktemp -d)
@@ -34,10 +35,21 @@ if [ "${SKIP_CHECK:-0}" != 1 ]; then
     echo "== dplr check (seed $seed)"
     seed_arg=()
     [ "$seed" != default ] && seed_arg=(--seed "$seed")
-    ./carry/dplr check "${seed_arg[@]}" --report "$RESULTS/check-report-$seed.json" > "$RESULTS/check-$seed.log" 2>&1
+    # The corpus by its path here: the binary's compiled-in source path is the build machine's.
+    ./carry/dplr check "${seed_arg[@]}" --regressions tests/data/regressions --report "$RESULTS/check-report-$seed.json" \
+      > "$RESULTS/check-$seed.log" 2>&1
     echo "check rc=$?" | tee -a "$RESULTS/check-$seed.log"
     grep -E "^\[(fail|error)|skipped|verdict|certified to" "$RESULTS/check-$seed.log" | head -20
   done
+fi
+# The property sweep (verify/property_sweep.hpp), opt in: CHECK_PROPERTY=N cases at CHECK_PROPERTY_SEED (7),
+# within CHECK_PROPERTY_BUDGET seconds (300); failing cases land in $RESULTS/failed-cases/.
+if [ "${CHECK_PROPERTY:-0}" != 0 ]; then
+  echo "== dplr check --property $CHECK_PROPERTY --seed ${CHECK_PROPERTY_SEED:-7}"
+  ./carry/dplr check --property "$CHECK_PROPERTY" --seed "${CHECK_PROPERTY_SEED:-7}" \
+    --time-budget "${CHECK_PROPERTY_BUDGET:-300}" --report "$RESULTS/property-report.json" > "$RESULTS/property.log" 2>&1
+  echo "property rc=$?" | tee -a "$RESULTS/property.log"
+  grep -E "^\[(fail|error)|shrunk in|replay:|skipped|positions run|verdict" "$RESULTS/property.log" | head -30
 fi
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   for t in ${GPU_TESTS:-test_gpu_forward test_gpu_recurrent_bwd}; do

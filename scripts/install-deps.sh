@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what dplr-verify needs to build and test, only where it is missing (idempotent).
 # Debian packages for the C++ side (and Python's headers, pip and venv for the Python package; chromium, the
-# headless browser the HTML report is tested in); PyPI packages
+# headless browser the HTML report is tested in; slurm-wlm and munge, for the single-node Slurm the test
+# slurm.check_array starts); PyPI packages
 # for the interoperability tests (numpy, safetensors, jsonschema) and the Python package (python/: built with
 # scikit-build-core and nanobind, tested with pytest, bf16 arrays through ml_dtypes).
 set -euo pipefail
@@ -13,6 +14,7 @@ debian_packages=(
   clang libclang-rt-dev
   python3-dev python3-pip python3-venv
   chromium
+  slurm-wlm munge
 )
 # module:PyPI name
 python_packages=(numpy:numpy safetensors:safetensors jsonschema:jsonschema nanobind:nanobind

@@ -1,21 +1,52 @@
 #include "verify/sweep.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "core/error.hpp"
 #include "generators/distributions.hpp"
 #include "reference/chunk_stages.hpp"
 #include "reference/reference.hpp"
+#include "reports/sha256.hpp"
+#include "verify/case_file.hpp"
 #include "verify/case_info.hpp"
 #include "verify/gpu_runner.hpp"
 
 namespace dplr {
 namespace {
 
-CaseResult case_of(const DplrProblem& p, std::string id, const CaseSpec& spec) {
+// A case file replayed by the sweep (the regression corpus, --case), read once.
+struct Replay {
+  std::filesystem::path path;
+  std::string sha256;
+  CaseFile file;
+};
+
+std::string replay_tag(const Replay& r) { return "replay " + r.path.filename().string(); }
+
+CaseResult case_of(const DplrProblem& p, std::string id, const CaseSpec& spec, const Replay* replay = nullptr) {
   CaseResult c = describe_case(p, std::move(id));
   c.source.generator = GeneratorSource{spec.distribution, spec.seed};
+  if (replay) c.source.files.push_back({"case", replay->path.string(), replay->sha256});
   return c;
+}
+
+// After one position of the list: stamps its cases with the position, and writes the case file of a generated
+// case that did not pass (a replay is one already).
+void finish_position(std::int64_t position, std::size_t first, const DplrProblem& p, const CaseSpec& spec,
+                     const std::string& kernel, int chunk_size, const Replay* replay, const SweepOptions& o,
+                     Report& report, SweepOutcome& outcome) {
+  const CaseResult* failing = nullptr;
+  for (std::size_t i = first; i < report.cases.size(); ++i) {
+    report.cases[i].sweep_index = position;
+    if (!failing && report.cases[i].verdict() != Verdict::Pass) failing = &report.cases[i];
+  }
+  if (!failing || replay || o.failed_case_folder.empty()) return;
+  const auto path = write_case_file(o.failed_case_folder, fmt::format("{:03}-{}", position, failing->id), p, spec, kernel,
+                                    chunk_size, fmt::format("{}: {}", failing->id, verdict_name(failing->verdict())),
+                                    "dplr check");
+  outcome.written.push_back({failing->id, path});
 }
 
 TensorMap as_tensors(const ExactTensorMap& exact, DType dtype, const std::vector<std::string>& names) {
@@ -39,22 +70,32 @@ ReferenceResult exact_of(const DplrProblem& p, bool certified, int threads) {
   return certified ? run_certified_reference(p, options) : run_reference(p, options);
 }
 
-void cpu_part(const SweepOptions& o, Report& report, SweepOutcome& outcome,
-              const std::function<void(const CaseResult&)>& on_case) {
+void cpu_part(const SweepOptions& o, const std::vector<Replay>& replays, std::int64_t& position, Report& report,
+              SweepOutcome& outcome, const std::function<void(const CaseResult&)>& on_case) {
   const TolerancePolicy strict = TolerancePolicy::preset("strict");
   const TolerancePolicy report_only = TolerancePolicy::preset("report-only");
+  std::vector<std::pair<CaseSpec, const Replay*>> inputs;
   for (const std::string distribution : {"fla", "strong-decay", "mixed-decay", "edge-of-stability", "near-zero-decay"}) {
+    if (o.replays_only) break;
     CaseSpec spec;
     spec.distribution = distribution;
     spec.shape = o.quick ? DplrShape{1, 80, 2, 16, 16} : DplrShape{2, 200, 2, 32, 32};
     if (distribution == "near-zero-decay") spec.shape.T *= 2;
     spec.dtype = DType::F32;
     spec.seed = o.seed.value_or(2024);
-    const DplrProblem p = generate_case(spec);
-    const std::string tag = describe(spec);
+    inputs.emplace_back(spec, nullptr);
+  }
+  for (const Replay& r : replays) inputs.emplace_back(r.file.spec, &r);
+  for (const auto& [spec, replay] : inputs) {
+    const std::int64_t at = position++;
+    if (!o.shard.holds(at)) continue;
+    const std::size_t first = report.cases.size();
+    const DplrProblem p = replay ? replay->file.problem : generate_case(spec);
+    const std::string tag = replay ? replay_tag(*replay) : describe(spec);
+    const auto case_of = [&, replay = replay](std::string id) { return dplr::case_of(p, std::move(id), spec, replay); };
 
     const ReferenceResult exact = exact_of(p, true, o.threads);
-    CaseResult reference = case_of(p, "reference: " + tag, spec);
+    CaseResult reference = case_of("reference: " + tag);
     reference.reference = reference_info(exact);
     if (exact.min_certified_bits() < kMinCertifiedBits) {
       const std::string failure = fmt::format("the reference is certified to {:.1f} bits, below the {:.0f} required",
@@ -65,20 +106,29 @@ void cpu_part(const SweepOptions& o, Report& report, SweepOutcome& outcome,
       reference.notes.push_back(fmt::format("certified to {:.1f} bits on every tensor (>= {:.0f} required)",
                                             exact.min_certified_bits(), kMinCertifiedBits));
     }
+    // A replay of the recurrent form's reverse: the chunk form runs forward only.
+    if (p.reverse) reference.notes.push_back("reverse: no chunk-form oracle (the chunk form runs forward only)");
     report.cases.push_back(reference);
     on_case(report.cases.back());
+    if (p.reverse) {
+      finish_position(at, first, p, spec, "cpu", 0, replay, o, report, outcome);
+      continue;
+    }
 
-    for (int C : {16, 64}) {
+    std::vector<int> chunk_sizes{16, 64};
+    if (replay && replay->file.kernel == "cpu" && replay->file.chunk_size == 32) chunk_sizes.push_back(32);
+    for (int C : chunk_sizes) {
       ChunkOptions chunk_options;
       chunk_options.threads = o.threads;
       const ChunkStages oracle = run_chunk_stages(p, C, Precision::parse("dd"), chunk_options);
-      CaseResult c = case_of(p, fmt::format("chunk-oracle C{} (dd): {}", C, tag), spec);
+      CaseResult c = case_of(fmt::format("chunk-oracle C{} (dd): {}", C, tag));
       c.comparison = compare(as_tensors(oracle.tensors, DType::F64, kOutputsAndGradients), exact.tensors, strict,
                              {.working_dtype = DType::F64, .block_tokens = C});
       // Rounded to double the two forms are usually identical; the bits they agree on say how close.
       double bits = exact.precision.significand_bits();
       std::string worst;
       for (const auto& name : kOutputsAndGradients) {
+        if (!oracle.tensors.count(name) || !exact.tensors.count(name)) continue;  // a replay without do: no gradients
         const double b = agreement_bits(oracle.tensors.at(name), exact.tensors.at(name), bits);
         if (b < bits) bits = b, worst = name;
       }
@@ -97,11 +147,12 @@ void cpu_part(const SweepOptions& o, Report& report, SweepOutcome& outcome,
     float_options.single_precision = true;
     float_options.threads = o.threads;
     const ChunkStages in_float = run_chunk_stages(p, 64, Precision::parse("double"), float_options);
-    CaseResult c = case_of(p, fmt::format("chunk-float C64 (not gated): {}", tag), spec);
+    CaseResult c = case_of(fmt::format("chunk-float C64 (not gated): {}", tag));
     c.comparison = compare(as_tensors(in_float.tensors, DType::F32, kOutputsAndGradients), exact.tensors, report_only,
                            {.working_dtype = DType::F32, .block_tokens = 64});
     report.cases.push_back(std::move(c));
     on_case(report.cases.back());
+    finish_position(at, first, p, spec, "cpu", 0, replay, o, report, outcome);
   }
 }
 
@@ -110,6 +161,7 @@ struct GpuCase {
   int chunk_size = 0;
   CaseSpec spec;
   GpuOutput output = GpuOutput::Rounded;  // Fp32: o before its final rounding, judged against fp32 bars
+  const Replay* replay = nullptr;  // a case file's tensors instead of generate_case(spec)
 };
 
 std::vector<GpuCase> gpu_cases(bool quick, std::uint64_t seed) {
@@ -202,14 +254,28 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
   }
 }
 
-void gpu_part(const SweepOptions& o, const TolerancePolicy& policy, Report& report,
+// The GPU part of the list: the fixed cases, then the replays that name a GPU kernel.
+std::vector<GpuCase> gpu_list(const SweepOptions& o, const std::vector<Replay>& replays) {
+  std::vector<GpuCase> cases;
+  if (!o.replays_only) cases = gpu_cases(o.quick, o.seed.value_or(7));
+  for (const Replay& r : replays)
+    if (r.file.kernel != "cpu") cases.push_back({r.file.kernel, r.file.chunk_size, r.file.spec, GpuOutput::Rounded, &r});
+  return cases;
+}
+
+void gpu_part(const SweepOptions& o, const std::vector<GpuCase>& cases, std::int64_t& position,
+              const TolerancePolicy& policy, Report& report, SweepOutcome& outcome,
               const std::function<void(const CaseResult&)>& on_case) {
-  for (const GpuCase& g : gpu_cases(o.quick, o.seed.value_or(7))) {
-    const DplrProblem p = generate_case(g.spec);
+  for (const GpuCase& g : cases) {
+    const std::int64_t at = position++;
+    if (!o.shard.holds(at)) continue;
+    const std::size_t first = report.cases.size();
+    const DplrProblem p = g.replay ? g.replay->file.problem : generate_case(g.spec);
     const ReferenceResult exact = exact_of(p, false, o.threads);
     const std::string kernel = (g.kernel == "recurrent" ? "gpu recurrent" : fmt::format("gpu {} C{}", g.kernel, g.chunk_size)) +
                                (g.output == GpuOutput::Fp32 ? " fp32-output" : "");
-    CaseResult c = case_of(p, fmt::format("{}: {}", kernel, describe(g.spec)), g.spec);
+    CaseResult c = case_of(p, fmt::format("{}: {}", kernel, g.replay ? replay_tag(*g.replay) : describe(g.spec)), g.spec,
+                           g.replay);
     c.reference = reference_info(exact);
     c.working_dtype = g.spec.dtype;
     // A kernel that refuses the case (InputError) or fails while running it gives the case an error verdict;
@@ -221,27 +287,65 @@ void gpu_part(const SweepOptions& o, const TolerancePolicy& policy, Report& repo
     }
     report.cases.push_back(std::move(c));
     on_case(report.cases.back());
+    finish_position(at, first, p, g.spec, g.kernel, g.chunk_size, g.replay, o, report, outcome);
   }
+}
+
+std::vector<Replay> read_replays(const std::vector<std::filesystem::path>& paths) {
+  std::vector<Replay> replays;
+  for (const auto& path : paths) replays.push_back({path, sha256_file(path), read_case_file(path)});
+  return replays;
 }
 
 }  // namespace
 
+void run_gpu_kernel_case(const std::string& kernel, int chunk_size, const CaseSpec& spec, const DplrProblem& problem,
+                         const ReferenceResult& exact, int threads, const TolerancePolicy& policy, CaseResult& c,
+                         const std::string& planted_defect) {
+  SweepOptions options;
+  options.threads = threads;
+  options.planted_defect = planted_defect;
+  run_gpu_case(GpuCase{kernel, chunk_size, spec}, problem, exact, options, policy, c);
+}
+
 SweepOutcome run_sweep(const SweepOptions& o, const TolerancePolicy& gpu_policy, Report& report,
                        const std::function<void(const CaseResult&)>& on_case) {
   SweepOutcome outcome;
+  const std::vector<Replay> replays = read_replays(o.replays);
+  std::int64_t position = 0;
   const GpuDevice device = gpu_device();
   if (o.gpu_only && !device.available)
     throw InputError("--gpu-only: no GPU kernels to run, so nothing would be checked (" + device.reason + ")");
   if (o.gpu_only) outcome.skipped.push_back("CPU part (reference self-checks, chunk oracles): --gpu-only");
-  else cpu_part(o, report, outcome, on_case);
+  else cpu_part(o, replays, position, report, outcome, on_case);
   if (o.cpu_only) {
     outcome.skipped.push_back("GPU kernels: --cpu-only");
-  } else if (!device.available) {
-    outcome.skipped.push_back("GPU kernels (chunk C16/32/64 and fused recurrent, bf16/fp16/fp32): " + device.reason);
   } else {
-    report.host.gpu = device.name;
-    gpu_part(o, gpu_policy, report, on_case);
+    const std::vector<GpuCase> cases = gpu_list(o, replays);
+    if (!device.available && !cases.empty()) {
+      const std::size_t replayed = static_cast<std::size_t>(
+          std::count_if(cases.begin(), cases.end(), [](const GpuCase& g) { return g.replay != nullptr; }));
+      std::string what = o.replays_only ? "" : fmt::format("{} cases of chunk C16/32/64 and fused recurrent, bf16/fp16/fp32",
+                                                           cases.size() - replayed);
+      if (replayed) what += fmt::format("{}{} replayed case files' kernels", what.empty() ? "" : "; ", replayed);
+      outcome.skipped.push_back(fmt::format("GPU kernels ({}): {}", what, device.reason));
+      position += static_cast<std::int64_t>(cases.size());
+    } else if (device.available) {
+      report.host.gpu = device.name;
+      gpu_part(o, cases, position, gpu_policy, report, outcome, on_case);
+    }
   }
+  nlohmann::json replay_files = nlohmann::json::array();
+  for (const Replay& r : replays) replay_files.push_back(r.sha256);
+  report.sweep = SweepInfo{"check",
+                           {{"quick", o.quick},
+                            {"cpu_only", o.cpu_only},
+                            {"gpu_only", o.gpu_only},
+                            {"planted_defect", o.planted_defect},
+                            {"seed", o.seed ? nlohmann::json(*o.seed) : nlohmann::json(nullptr)},
+                            {"replays_only", o.replays_only},
+                            {"replays", replay_files}},
+                           position, o.shard.index, o.shard.count};
   return outcome;
 }
 

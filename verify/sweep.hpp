@@ -16,12 +16,16 @@
 // issue 5's targets), with the first diverging stage named.
 #pragma once
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "generators/distributions.hpp"
+#include "reference/reference.hpp"
 #include "reports/report.hpp"
+#include "verify/shard.hpp"
 #include "verify/tolerance.hpp"
 
 namespace dplr {
@@ -36,16 +40,38 @@ struct SweepOptions {
   // Seed of every generated case; unset: the committed sweep's seeds (2024 for the CPU part, 7 for the GPU part).
   std::optional<std::uint64_t> seed;
   std::string planted_defect = "none";  // GPU kernels with a planted defect (a -DDPLR_PLANT_DEFECTS=ON build only)
+  // Which positions of the case list this process runs (verify/shard.hpp). The list: the CPU part's cases,
+  // the replays' CPU parts, then (without --cpu-only) the GPU cases and the replays' GPU kernels.
+  Shard shard;
+  // Case files replayed after the fixed cases (verify/case_file.hpp): the regression corpus, or --case.
+  std::vector<std::filesystem::path> replays;
+  bool replays_only = false;  // --case: the replays and nothing else
+  // Where a failing generated case's file is written (empty: nowhere).
+  std::filesystem::path failed_case_folder;
+};
+
+// A failing case's file, and the command that replays it.
+struct WrittenCase {
+  std::string case_id;
+  std::filesystem::path path;
 };
 
 struct SweepOutcome {
   std::vector<std::string> skipped;   // what did not run, and why
   std::vector<std::string> failures;  // gates outside the tensor comparisons (certified or agreement bits)
+  std::vector<WrittenCase> written;   // case files of failing cases (options.failed_case_folder)
 };
 
 // Runs the sweep, appending one CaseResult per case to `report` and calling `on_case` after each (for
 // the terminal table). `gpu_policy` judges the GPU kernels.
+// Also sets report.sweep (name "check", the options that choose the list, its length, the shard).
 SweepOutcome run_sweep(const SweepOptions& options, const TolerancePolicy& gpu_policy, Report& report,
                        const std::function<void(const CaseResult&)>& on_case);
+
+// One GPU kernel run as the sweep runs it ("chunk" with every stage, "chunk-fused", "recurrent"), judged
+// against `exact` under `policy` into `c` (the property sweep reuses it). Throws what the kernel throws.
+void run_gpu_kernel_case(const std::string& kernel, int chunk_size, const CaseSpec& spec, const DplrProblem& problem,
+                         const ReferenceResult& exact, int threads, const TolerancePolicy& policy, CaseResult& c,
+                         const std::string& planted_defect = "none");
 
 }  // namespace dplr

@@ -247,4 +247,26 @@ TEST(Report, JunitCountsAndEscapes) {
 }
 
 }  // namespace
+// `dplr report merge --junit` writes JUnit from a report read back from its file: the same XML as from the
+// run's own Report, for every report shape (non-finite figures stored as strings included).
+TEST(Report, JunitOfAReportReadBackIsTheSame) {
+  for (const auto& [name, report] : testing::sample_reports()) {
+    const auto read_back = nlohmann::json::parse(to_json(report).dump());
+    EXPECT_EQ(junit_xml(read_back), junit_xml(report)) << name;
+  }
+}
+
+TEST(Report, SweepAndMergedFieldsAreWritten) {
+  for (const auto& [name, report] : testing::sample_reports()) {
+    const auto json = to_json(report);
+    ASSERT_TRUE(json.contains("sweep") && json.contains("merged_from")) << name;
+    for (const auto& c : json.at("cases")) EXPECT_TRUE(c.contains("sweep_index")) << name;
+    if (name == "shard") {
+      EXPECT_EQ(json["sweep"]["shard"], (nlohmann::json{{"index", 1}, {"count", 4}}));
+      EXPECT_EQ(json["cases"][0]["sweep_index"], 5);
+    }
+    if (name == "merged") EXPECT_EQ(json["merged_from"].size(), 2u);
+  }
+}
+
 }  // namespace dplr

@@ -4,6 +4,8 @@
 #include <limits>
 #include <random>
 
+#include <fmt/format.h>
+
 #include "reports/sha256.hpp"
 
 namespace dplr::testing {
@@ -208,6 +210,24 @@ std::vector<std::pair<std::string, Report>> sample_reports() {
   no_cases.policy_preset = "strict";
   no_cases.tool.git_revision = "unknown";
   out.emplace_back("no_cases", std::move(no_cases));
+
+  // A shard of a sweep (dplr check --shard 1/4): sweep identity, every case's position.
+  Report shard = base_report("check", std::nullopt);
+  shard.policy_preset = "strict";
+  shard.cases.push_back(minimal_case(strict));
+  shard.cases.back().sweep_index = 5;
+  shard.sweep = SweepInfo{"check", {{"quick", true}, {"cpu_only", true}, {"seed", nullptr}}, 8, 1, 4};
+  out.emplace_back("shard", shard);
+
+  // A merged report (dplr report merge): the shards listed.
+  Report merged = shard;
+  merged.sweep->shard_index = 0;
+  merged.sweep->shard_count = 1;
+  for (int i = 0; i < 2; ++i)
+    merged.merged_from.push_back({fmt::format("out/shard-{}.json", i), sha256_hex(std::to_string(i)), i, 2,
+                                  HostInfo{"node" + std::to_string(i), "cpu", 16, "NVIDIA H200 (sm_90)"},
+                                  "2025-06-01T12:00:00.000Z", 20.5, 3, i ? Verdict::Fail : Verdict::Pass, i ? 1 : 0});
+  out.emplace_back("merged", std::move(merged));
   return out;
 }
 
