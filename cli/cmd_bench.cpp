@@ -21,7 +21,7 @@ namespace {
 
 struct BenchOptions {
   CaseOptions input;
-  std::vector<std::string> precisions{"double", "dd"};
+  std::vector<std::string> precisions{"double", "dd", "td"};
   int repeats = 3;
   int threads = 0;
   bool gpu = false, reference = false;

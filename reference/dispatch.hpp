@@ -9,11 +9,17 @@
 
 namespace dplr {
 
+// td_real's translation unit is compiled with -mfma: refuses (InputError) on a CPU without FMA.
+void require_fma_for_triple_double();
+
 template <class F>
 decltype(auto) with_scalar(const Precision& precision, F&& f) {
   switch (precision.arithmetic) {
     case Arithmetic::Double: return f(std::type_identity<double>{});
     case Arithmetic::DoubleDouble: return f(std::type_identity<dd_real>{});
+    case Arithmetic::TripleDouble:
+      require_fma_for_triple_double();
+      return f(std::type_identity<td_real>{});
     case Arithmetic::QuadDouble: return f(std::type_identity<qd_real>{});
     case Arithmetic::Mpfr: break;
   }

@@ -7,18 +7,20 @@
 #include <charconv>
 
 #include "core/error.hpp"
+#include "reference/dispatch.hpp"
 
 namespace dplr {
 
 Precision Precision::parse(std::string_view text) {
   if (text == "double" || text == "53") return {Arithmetic::Double, 0};
   if (text == "dd" || text == "double-double") return {Arithmetic::DoubleDouble, 0};
+  if (text == "td" || text == "triple-double") return {Arithmetic::TripleDouble, 0};
   if (text == "qd" || text == "quad-double") return {Arithmetic::QuadDouble, 0};
   if (text.starts_with("mpfr")) text.remove_prefix(4);
   int bits = 0;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), bits);
   if (error != std::errc() || end != text.data() + text.size() || bits < 24 || bits > 100000)
-    throw InputError(fmt::format("precision '{}' is not one of double, dd, qd, or a bit count from 24 to 100000 (MPFR)",
+    throw InputError(fmt::format("precision '{}' is not one of double, dd, td, qd, or a bit count from 24 to 100000 (MPFR)",
                                  text));
   return {Arithmetic::Mpfr, bits};
 }
@@ -27,6 +29,7 @@ std::string Precision::name() const {
   switch (arithmetic) {
     case Arithmetic::Double: return "double";
     case Arithmetic::DoubleDouble: return "dd";
+    case Arithmetic::TripleDouble: return "td";
     case Arithmetic::QuadDouble: return "qd";
     case Arithmetic::Mpfr: return fmt::format("mpfr{}", mpfr_bits);
   }
@@ -39,6 +42,7 @@ int Precision::significand_bits() const {
   switch (arithmetic) {
     case Arithmetic::Double: return 53;
     case Arithmetic::DoubleDouble: return 106;
+    case Arithmetic::TripleDouble: return 150;
     case Arithmetic::QuadDouble: return 212;
     case Arithmetic::Mpfr:
       // What Boost really asks MPFR for: bits -> decimal digits -> bits rounds up a little.
@@ -51,10 +55,17 @@ Precision Precision::certifier() const {
   switch (arithmetic) {
     case Arithmetic::Double: return {Arithmetic::DoubleDouble, 0};
     case Arithmetic::DoubleDouble: return {Arithmetic::QuadDouble, 0};
+    case Arithmetic::TripleDouble: return {Arithmetic::QuadDouble, 0};
     case Arithmetic::QuadDouble: return {Arithmetic::Mpfr, 320};
     case Arithmetic::Mpfr: return {Arithmetic::Mpfr, mpfr_bits + std::max(64, mpfr_bits / 2)};
   }
   return *this;
+}
+
+void require_fma_for_triple_double() {
+  if (!__builtin_cpu_supports("fma"))
+    throw InputError("precision td (triple-double) needs a CPU with FMA instructions, which this one lacks; "
+                     "use dd or qd");
 }
 
 Precision Precision::with_wide_exponent() const {

@@ -2,7 +2,9 @@
 //
 //   float              24 bits   chunk-form studies only: what float arithmetic does
 //   double             53 bits   the everyday fast path, and the path whose error we want to see
-//   dd_real  (QD)     106 bits   the fast extended precision for the everyday exact answer
+//   dd_real  (QD)     106 bits   extended precision: 88 estimated bits on the bench case (its smallest elements)
+//   td_real          ~150 bits   triple-double on hardware FMA (reference/triple_double.hpp): more bits than dd
+//                               and, on the bench case, less time
 //   qd_real  (QD)     212 bits   certifies dd_real; finite differences for gradient checks
 //   mp_real  (MPFR)   any        precision chosen at run time (Boost.Multiprecision's mpfr_float)
 //
@@ -22,6 +24,7 @@
 namespace dplr {
 
 using mp_real = boost::multiprecision::mpfr_float;
+struct td_real;  // reference/triple_double.hpp, included only where it is compiled with FMA
 
 template <class S>
 struct ScalarTraits;
@@ -55,6 +58,17 @@ struct ScalarTraits<dd_real> {
   static dd_real from_double(double x) { return dd_real(x); }
   static double to_double(const dd_real& x) { return ::to_double(x); }
   static void to_parts(const dd_real& x, double* parts) { parts[0] = x.x[0], parts[1] = x.x[1]; }
+};
+
+// Defined in reference/triple_double.hpp; the rest of the build only needs the sizes.
+template <>
+struct ScalarTraits<td_real> {
+  static constexpr std::string_view name = "triple-double";
+  static int bits() { return 150; }  // per operation, relative: measured 147 to 157 bits against qd_real
+  static int limbs() { return 3; }
+  static td_real from_double(double x);
+  static double to_double(const td_real& x);
+  static void to_parts(const td_real& x, double* parts);
 };
 
 template <>
