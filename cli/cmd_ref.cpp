@@ -1,4 +1,6 @@
-// `dplr ref [FILE]`: the exact outputs and gradients of a case, with the bits each tensor is certified to.
+// `dplr ref [FILE]`: the exact outputs and gradients of a case, with the bits each tensor is accurate to:
+// estimated (agreement with a run at higher precision) or, with --rigorous, proven (Arb balls: the file then
+// holds NAME.radius beside each NAME, the exact value lying within NAME +- (NAME.radius + half an ulp)).
 #include <fmt/format.h>
 
 #include <filesystem>

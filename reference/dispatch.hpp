@@ -11,6 +11,8 @@ namespace dplr {
 
 // td_real's translation unit is compiled with -mfma: refuses (InputError) on a CPU without FMA.
 void require_fma_for_triple_double();
+// Throws the InputError of a ball precision asked of a build without Arb.
+[[noreturn]] void refuse_without_arb();
 
 template <class F>
 decltype(auto) with_scalar(const Precision& precision, F&& f) {
@@ -22,6 +24,14 @@ decltype(auto) with_scalar(const Precision& precision, F&& f) {
       return f(std::type_identity<td_real>{});
     case Arithmetic::QuadDouble: return f(std::type_identity<qd_real>{});
     case Arithmetic::Mpfr: break;
+    case Arithmetic::Ball: {
+#ifdef DPLR_HAVE_ARB
+      BallPrecisionScope scope(precision.mpfr_bits);
+      return f(std::type_identity<ball_real>{});
+#else
+      refuse_without_arb();
+#endif
+    }
   }
   MpfrPrecisionScope scope(precision.mpfr_bits);
   return f(std::type_identity<mp_real>{});

@@ -14,6 +14,8 @@ debian_packages=(
   python3-dev python3-pip python3-venv
   chromium
 )
+# Optional: Arb for the rigorous mode (--rigorous); the build works without it, and refuses --rigorous then.
+optional_debian_packages=(libflint-arb-dev)
 # module:PyPI name
 python_packages=(numpy:numpy safetensors:safetensors jsonschema:jsonschema nanobind:nanobind
                  scikit_build_core:scikit-build-core ml_dtypes:ml_dtypes pytest:pytest matplotlib:matplotlib)
@@ -28,6 +30,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+optional_missing=()
+for package in "${optional_debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || optional_missing+=("$package")
+done
+if [ ${#optional_missing[@]} -gt 0 ]; then
+  echo "install-deps: installing optional Debian packages: ${optional_missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  { [ ${#missing[@]} -gt 0 ] || $sudo_cmd apt-get update -qq; } &&
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${optional_missing[@]}" >/dev/null ||
+    echo "install-deps: WARNING: could not install ${optional_missing[*]}; dplr builds without the rigorous mode"
 fi
 
 if [ "${DPLR_SKIP_PYTHON:-0}" != "1" ] && command -v python3 >/dev/null; then
