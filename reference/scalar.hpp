@@ -3,8 +3,8 @@
 //   float              24 bits   chunk-form studies only: what float arithmetic does
 //   double             53 bits   the everyday fast path, and the path whose error we want to see
 //   dd_real  (QD)     106 bits   extended precision: 88 estimated bits on the bench case (its smallest elements)
-//   td_real          ~150 bits   triple-double on hardware FMA (reference/triple_double.hpp): more bits than dd
-//                               and, on the bench case, less time
+//   td_real          ~150 bits   triple-double on hardware FMA (reference/triple_double.hpp): 134 estimated
+//                               bits on the bench case where dd keeps 88, in about dd's time (see that file)
 //   qd_real  (QD)     212 bits   certifies dd_real; finite differences for gradient checks
 //   mp_real  (MPFR)   any        precision chosen at run time (Boost.Multiprecision's mpfr_float)
 //   ball_real (Arb)   any        rigorous enclosures (reference/ball.hpp), where Arb is found (DPLR_HAVE_ARB)
