@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 #include <filesystem>
 #include <thread>
 
@@ -21,10 +22,11 @@ namespace {
 
 struct BenchOptions {
   CaseOptions input;
-  std::vector<std::string> precisions{"double", "dd"};
+  std::vector<std::string> precisions{"double", "dd", "td"};
   int repeats = 3;
   int threads = 0;
   bool gpu = false, reference = false;
+  double prove_bits = 0;  // > 0: also a rigorous (ball) run, proving this many bits, and the bits it proves of each row
   std::string json = "out/bench.json";
 };
 
@@ -48,7 +50,20 @@ int run_reference_bench(const BenchOptions& o) {
   const DplrProblem problem = load_case(o.input, &description);
   fmt::print("dplr bench --reference: fwd+bwd of {} on {} CPU threads\n", description,
              o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency()));
-  fmt::print("{:<10} {:>12} {:>12} {:>22}\n", "precision", "median s", "min s", "certified bits (worst)");
+  // The rigorous run first: the rows' proven bits are measured against its balls.
+  std::optional<ReferenceResult> enclosure;
+  if (o.prove_bits > 0) {
+    ReferenceOptions options;
+    options.threads = o.threads;
+    options.origin = description;
+    enclosure = run_rigorous_reference(problem, options, {o.prove_bits, 0, 4096});
+    for (const auto& note : enclosure->notes) fmt::print("rigorous run: {}\n", note);
+  }
+  fmt::print("{:<10} {:>12} {:>12} {:>22} {:>20}\n", "precision", "median s", "min s", "estimated bits (worst)",
+             "proven bits (worst)");
+  if (enclosure)
+    fmt::print("{:<10} {:>12.3f} {:>12} {:>22} {:>20.1f}\n", enclosure->precision.name(), enclosure->seconds, "-", "-",
+               enclosure->min_proven_bits());
   for (const auto& name : o.precisions) {
     ReferenceOptions options;
     options.precision = Precision::parse(name);
@@ -62,8 +77,15 @@ int run_reference_bench(const BenchOptions& o) {
     std::sort(seconds.begin(), seconds.end());
     ReferenceResult more_precise = run_reference(problem, {options.precision.certifier(), true, 0, o.threads});
     last.certified_bits = certify(last, more_precise);
-    fmt::print("{:<10} {:>12.3f} {:>12.3f} {:>22.1f}\n", options.precision.name(), seconds[seconds.size() / 2],
-               seconds.front(), last.min_certified_bits());
+    std::string proven = "-";
+    if (enclosure) {
+      double bits = options.precision.significand_bits();
+      for (const auto& [tensor_name, tensor] : last.tensors)
+        bits = std::min(bits, proven_agreement_bits(tensor, enclosure->tensors.at(tensor_name), bits));
+      proven = fmt::format("{:.1f}", bits);
+    }
+    fmt::print("{:<10} {:>12.3f} {:>12.3f} {:>22.1f} {:>20}\n", options.precision.name(), seconds[seconds.size() / 2],
+               seconds.front(), last.min_certified_bits(), proven);
   }
   return 0;
 }
@@ -90,6 +112,10 @@ void add_bench_command(CLI::App& app, Command& selected) {
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
   command->add_flag("--gpu", options->gpu, "Time our CUDA kernels");
   command->add_flag("--reference", options->reference, "Time the exact reference (fwd+bwd) on the CPU");
+  command->add_option("--prove", options->prove_bits,
+                      "With --reference: a rigorous (Arb ball) run proving this many bits, timed, and the bits it "
+                      "proves of each precision's answer")
+      ->check(CLI::Range(1.0, 4000.0));
   command->add_option("--json", options->json, "GPU benchmark JSON output")->capture_default_str();
   command->callback([options, &selected] { selected = [options] { return run_bench(*options); }; });
 }

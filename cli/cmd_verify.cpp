@@ -43,7 +43,7 @@ void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& 
   options.convention.layout = parse_layout(o.layout);
   for (const auto& map : o.maps) options.convention.map.push_back(parse_map(map));
   fmt::print("dplr verify: {} against the exact answer at {}{}\n", o.input.file, options.precision.name(),
-             o.certify ? fmt::format(" (certified against {})", options.precision.certifier().name()) : "");
+             o.certify ? fmt::format(" (bits estimated against {})", options.precision.certifier().name()) : "");
   ReferenceResult exact;
   CaseResult c = verify_case(file, policy, options, o.input.file, &exact);
   if (judged)
@@ -52,7 +52,7 @@ void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& 
   c.source.files.push_back({"case", o.input.file, sha256_file(o.input.file)});
   fmt::print("{}", format_table(c));
   if (o.certify)
-    fmt::print("reference certified to {:.1f} bits (worst tensor), {:.2f} s\n", exact.min_certified_bits(), exact.seconds);
+    fmt::print("reference accurate to {:.1f} estimated bits (worst tensor), {:.2f} s\n", exact.min_certified_bits(), exact.seconds);
   report.cases.push_back(std::move(c));
 }
 

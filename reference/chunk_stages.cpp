@@ -60,8 +60,12 @@ ChunkStages run_chunk_stages(const DplrProblem& problem, int chunk_size, const P
   } else {
     auto run_at = [&](const Precision& at) {
       result.arithmetic = at.name();
-      result.tensors = with_scalar(at, [&]<class S>(std::type_identity<S>) {
-        return chunk_stages_as<S>(problem, grid, options);
+      result.tensors = with_scalar(at, [&]<class S>(std::type_identity<S>) -> ExactTensorMap {
+        if constexpr (std::is_same_v<S, td_real> || std::is_same_v<S, ball_real>)
+          throw InputError(fmt::format("{}: the chunk-form stages are not built for {} (a recurrence-only "
+                                       "arithmetic); use dd or qd", options.origin, at.name()));
+        else
+          return chunk_stages_as<S>(problem, grid, options);
       });
     };
     run_at(precision);

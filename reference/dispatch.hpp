@@ -9,13 +9,29 @@
 
 namespace dplr {
 
+// td_real's translation unit is compiled with -mfma: refuses (InputError) on a CPU without FMA.
+void require_fma_for_triple_double();
+// Throws the InputError of a ball precision asked of a build without Arb.
+[[noreturn]] void refuse_without_arb();
+
 template <class F>
 decltype(auto) with_scalar(const Precision& precision, F&& f) {
   switch (precision.arithmetic) {
     case Arithmetic::Double: return f(std::type_identity<double>{});
     case Arithmetic::DoubleDouble: return f(std::type_identity<dd_real>{});
+    case Arithmetic::TripleDouble:
+      require_fma_for_triple_double();
+      return f(std::type_identity<td_real>{});
     case Arithmetic::QuadDouble: return f(std::type_identity<qd_real>{});
     case Arithmetic::Mpfr: break;
+    case Arithmetic::Ball: {
+#ifdef DPLR_HAVE_ARB
+      BallPrecisionScope scope(precision.mpfr_bits);
+      return f(std::type_identity<ball_real>{});
+#else
+      refuse_without_arb();
+#endif
+    }
   }
   MpfrPrecisionScope scope(precision.mpfr_bits);
   return f(std::type_identity<mp_real>{});

@@ -48,18 +48,59 @@ double expansion_difference(const ExactTensor& x, const ExactTensor& y, std::siz
 }
 }  // namespace
 
+namespace {
+// kAgreementFloor times the RMS of the leading parts (scaled by the largest, so that squares do not overflow).
+double magnitude_floor(const ExactTensor& y) {
+  const auto n = static_cast<std::size_t>(y.numel());
+  double largest = 0.0, sum_squares = 0.0;
+  for (std::size_t i = 0; i < n; ++i) largest = std::max(largest, std::fabs(y.value(i)));
+  if (largest > 0.0)
+    for (std::size_t i = 0; i < n; ++i) sum_squares += (y.value(i) / largest) * (y.value(i) / largest);
+  return n == 0 ? 0.0 : kAgreementFloor * largest * std::sqrt(sum_squares / static_cast<double>(n));
+}
+}  // namespace
+
+double proven_bits(const ExactTensor& x, double cap_bits) {
+  if (x.radius.size() != static_cast<std::size_t>(x.numel()))
+    throw std::invalid_argument("proven_bits: the tensor carries no radius (not an enclosure)");
+  const double floor = magnitude_floor(x);
+  double bits = cap_bits;
+  for (std::size_t i = 0; i < x.radius.size(); ++i) {
+    if (x.radius[i] == 0.0) continue;
+    if (!std::isfinite(x.radius[i])) return 0.0;
+    const double magnitude = std::max(std::fabs(x.value(i)), floor);
+    if (magnitude == 0.0) return 0.0;
+    bits = std::min(bits, -std::log2(x.radius[i] / magnitude));
+  }
+  return std::max(0.0, bits);
+}
+
+double proven_agreement_bits(const ExactTensor& x, const ExactTensor& enclosure, double cap_bits) {
+  if (x.shape != enclosure.shape) throw std::invalid_argument("proven_agreement_bits: tensors differ in shape");
+  if (enclosure.radius.size() != static_cast<std::size_t>(enclosure.numel()))
+    throw std::invalid_argument("proven_agreement_bits: the second tensor is not an enclosure");
+  if (!std::ranges::all_of(x.parts, [](double part) { return std::isfinite(part); })) return 0.0;
+  const double floor = magnitude_floor(enclosure);
+  double bits = cap_bits;
+  for (std::size_t i = 0; i < enclosure.radius.size(); ++i) {
+    const double bound = std::fabs(expansion_difference(x, enclosure, i)) * (1 + 0x1p-50) + enclosure.radius[i] +
+                         0x1p-200 * std::fabs(x.value(i));
+    if (bound == 0.0) continue;
+    if (!std::isfinite(bound)) return 0.0;
+    const double magnitude = std::max(std::fabs(enclosure.value(i)), floor);
+    if (magnitude == 0.0) return 0.0;
+    bits = std::min(bits, -std::log2(bound / magnitude));
+  }
+  return std::max(0.0, bits);
+}
+
 double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bits) {
   if (x.shape != y.shape) throw std::invalid_argument("agreement_bits: tensors differ in shape");
   const auto n = static_cast<std::size_t>(y.numel());
   if (n == 0) return cap_bits;
   for (const ExactTensor* t : {&x, &y})
     if (!std::ranges::all_of(t->parts, [](double part) { return std::isfinite(part); })) return 0.0;
-  // The RMS scaled by the largest magnitude, so that squares of values near double's range do not overflow.
-  double largest = 0.0, sum_squares = 0.0;
-  for (std::size_t i = 0; i < n; ++i) largest = std::max(largest, std::fabs(y.value(i)));
-  if (largest > 0.0)
-    for (std::size_t i = 0; i < n; ++i) sum_squares += (y.value(i) / largest) * (y.value(i) / largest);
-  const double floor = kAgreementFloor * largest * std::sqrt(sum_squares / static_cast<double>(n));
+  const double floor = magnitude_floor(y);
   double bits = cap_bits;
   for (std::size_t i = 0; i < n; ++i) {
     const double difference = std::fabs(expansion_difference(x, y, i));
@@ -72,12 +113,15 @@ double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bit
 }
 
 std::optional<NonFiniteElement> first_non_finite(const ExactTensorMap& tensors) {
-  for (const auto& [name, tensor] : tensors)
+  for (const auto& [name, tensor] : tensors) {
+    for (std::size_t e = 0; e < tensor.radius.size(); ++e)
+      if (!std::isfinite(tensor.radius[e])) return NonFiniteElement{name, static_cast<std::int64_t>(e), tensor.radius[e]};
     for (std::size_t p = 0; p < tensor.parts.size(); ++p)
       if (!std::isfinite(tensor.parts[p])) {
         const std::size_t element = p / static_cast<std::size_t>(tensor.limbs);
         return NonFiniteElement{name, static_cast<std::int64_t>(element), tensor.parts[element * tensor.limbs]};
       }
+  }
   return std::nullopt;
 }
 

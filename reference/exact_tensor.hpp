@@ -17,6 +17,9 @@ struct ExactTensor {
   std::vector<std::int64_t> shape;
   int limbs = 1;
   std::vector<double> parts;  // numel * limbs
+  // Enclosures only (a ball_real run): per element, an upper bound of |exact - (sum of its parts)|, so the
+  // exact value lies within value(i) +- (radius[i] + half an ulp of value(i)). Empty otherwise.
+  std::vector<double> radius;
 
   ExactTensor() = default;
   ExactTensor(std::vector<std::int64_t> shape_, int limbs_);
@@ -41,7 +44,17 @@ using ExactTensorMap = std::map<std::string, ExactTensor>;
 inline constexpr double kAgreementFloor = 0x1p-16;
 double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bits);
 
-// The first element, in name order, with a non-finite part (an overflow past double's exponent range).
+// The bits an enclosure proves: the minimum over elements of -log2(radius_i / max(|x_i|, floor)), with the
+// same floor (kAgreementFloor times the tensor's RMS) as agreement_bits, so that proven and estimated bits
+// bound the same quantity. Elements with radius 0 (exact) do not lower it; capped at cap_bits. Needs radius.
+double proven_bits(const ExactTensor& x, double cap_bits);
+// The bits an enclosure proves of another result x of the same tensor (e.g. a dd run): the minimum over
+// elements of -log2((|x_i - m_i| + radius_i + 2^-200 |x_i|) / max(|m_i|, floor)), m the enclosure's
+// midpoint expansion; the difference is summed in quad-double, 2^-200 |x_i| covering its rounding.
+double proven_agreement_bits(const ExactTensor& x, const ExactTensor& enclosure, double cap_bits);
+
+// The first element, in name order, with a non-finite part (an overflow past double's exponent range) or,
+// for an enclosure, a non-finite radius (an unbounded ball).
 struct NonFiniteElement {
   std::string tensor;
   std::int64_t index = 0;

@@ -1,4 +1,4 @@
-// Which arithmetic a reference run uses, chosen at run time ("double", "dd", "qd", or a bit count for
+// Which arithmetic a reference run uses, chosen at run time ("double", "dd", "td", "qd", or a bit count for
 // MPFR), and how to call a template with the matching scalar type.
 #pragma once
 #include <string>
@@ -6,18 +6,22 @@
 
 namespace dplr {
 
-enum class Arithmetic { Double, DoubleDouble, QuadDouble, Mpfr };
+// Ball: Arb's midpoint-radius arithmetic (reference/ball.hpp), the rigorous mode; where Arb was found.
+enum class Arithmetic { Double, DoubleDouble, TripleDouble, QuadDouble, Mpfr, Ball };
 
 struct Precision {
   Arithmetic arithmetic = Arithmetic::DoubleDouble;
-  int mpfr_bits = 0;  // requested bits for Arithmetic::Mpfr
+  int mpfr_bits = 0;  // requested bits for Arithmetic::Mpfr, the working precision for Arithmetic::Ball
 
-  static Precision parse(std::string_view text);  // "double" | "dd" | "qd" | "<bits>" ; throws InputError
-  std::string name() const;                       // "double", "dd", "qd", "mpfr256"
-  int significand_bits() const;                   // 53, 106, 212, or the bits MPFR really uses
-  // The precision a self-certifying run repeats itself at: clearly above this one.
+  static Precision ball(int bits) { return {Arithmetic::Ball, bits}; }
+  bool encloses() const { return arithmetic == Arithmetic::Ball; }
+
+  static Precision parse(std::string_view text);  // "double" | "dd" | "td" | "qd" | "<bits>" | "ball<bits>"; throws InputError
+  std::string name() const;                       // "double", "dd", "td", "qd", "mpfr256", "ball256"
+  int significand_bits() const;                   // 53, 106, 150, 212, or the bits MPFR really uses
+  // The precision a self-certifying run repeats itself at: clearly above this one (a ball: itself, it needs none).
   Precision certifier() const;
-  // MPFR at this precision's significand bits: the same accuracy without double's exponent range.
+  // MPFR at this precision's significand bits: the same accuracy without double's exponent range (a ball: itself).
   Precision with_wide_exponent() const;
 };
 

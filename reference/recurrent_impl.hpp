@@ -46,11 +46,14 @@ class InputReader {
   const S* epsilon_;
 };
 
-// Writes S values into expansion storage.
+// Writes S values into expansion storage (and, for enclosures, their radii).
 template <class S>
 void store(ExactTensor& out, std::int64_t offset, const std::vector<S>& values, std::int64_t count) {
-  for (std::int64_t i = 0; i < count; ++i)
-    ScalarTraits<S>::to_parts(values[i], &out.parts[static_cast<std::size_t>(offset + i) * out.limbs]);
+  for (std::int64_t i = 0; i < count; ++i) {
+    double* parts = &out.parts[static_cast<std::size_t>(offset + i) * out.limbs];
+    ScalarTraits<S>::to_parts(values[i], parts);
+    if constexpr (Enclosure<S>) out.radius[offset + i] = ScalarTraits<S>::radius_upper(values[i], parts);
+  }
 }
 
 // One (sequence, head) pair: its token order, per-token inputs, and the state.
@@ -250,6 +253,9 @@ ExactTensorMap recurrent_reference(const DplrProblem& p, const RecurrentOptions&
     out.dv = ExactTensor(value, limbs);
     out.dh0 = ExactTensor(state, limbs);
   }
+  if constexpr (Enclosure<S>)
+    for (auto* t : {&out.o, &out.ht, &out.dq, &out.dk, &out.dv, &out.da, &out.db, &out.dgk, &out.dh0})
+      t->radius.assign(static_cast<std::size_t>(t->numel()), 0.0);
   InputReader<S> reader(p, direction, epsilon);
   const std::int64_t pairs = N * s.H;
   std::int64_t steps = 0;

@@ -26,10 +26,25 @@ struct ReferenceResult {
   Precision precision;
   double seconds = 0.0;
   std::optional<Precision> certified_against;
-  std::map<std::string, double> certified_bits;  // per tensor, when certified
+  std::map<std::string, double> certified_bits;  // per tensor, when certified: the estimate (agreement of two runs)
+  std::map<std::string, double> proven_bits;     // per tensor, of a rigorous (ball) run: proven_bits() of exact_tensor.hpp
   std::vector<std::string> notes;  // e.g. why the run moved to MPFR
   double min_certified_bits() const;
+  double min_proven_bits() const;
 };
+
+struct RigorousOptions {
+  double proven_bits = 64;      // asked of every tensor
+  int first_precision = 0;      // working bits of the first run; 0: proven_bits + 32
+  int max_precision = 4096;     // no run above this many working bits
+};
+
+// Ball arithmetic (Arb), where the build has it (else an InputError says so): runs at growing working
+// precision until every tensor proves `rigorous.proven_bits`, or throws an InputError naming what the last
+// run (at max_precision) reached. An unbounded ball or a midpoint beyond double's range is refused by name.
+// options.precision is ignored. The result's tensors carry radius; its notes list the runs made.
+ReferenceResult run_rigorous_reference(const DplrProblem& problem, const ReferenceOptions& options,
+                                       const RigorousOptions& rigorous);
 
 // Double, double-double and quad-double have double's exponent range (about 2^1024): where a run in one
 // of them overflows (a non-finite part in any tensor), it is repeated in MPFR at the same significand bits,

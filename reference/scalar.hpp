@@ -2,9 +2,12 @@
 //
 //   float              24 bits   chunk-form studies only: what float arithmetic does
 //   double             53 bits   the everyday fast path, and the path whose error we want to see
-//   dd_real  (QD)     106 bits   the fast extended precision for the everyday exact answer
+//   dd_real  (QD)     106 bits   extended precision: 88 estimated bits on the bench case (its smallest elements)
+//   td_real          ~150 bits   triple-double on hardware FMA (reference/triple_double.hpp): 134 estimated
+//                               bits on the bench case where dd keeps 88, in about dd's time (see that file)
 //   qd_real  (QD)     212 bits   certifies dd_real; finite differences for gradient checks
 //   mp_real  (MPFR)   any        precision chosen at run time (Boost.Multiprecision's mpfr_float)
+//   ball_real (Arb)   any        rigorous enclosures (reference/ball.hpp), where Arb is found (DPLR_HAVE_ARB)
 //
 // Generic code uses ADL (`using std::exp; exp(x)`) and in-place updates (`acc += a * b`), which for
 // mp_real become one mpfr_fma through Boost's expression templates, with no temporary.
@@ -22,6 +25,21 @@
 namespace dplr {
 
 using mp_real = boost::multiprecision::mpfr_float;
+struct td_real;  // reference/triple_double.hpp, included only where it is compiled with FMA
+class ball_real;  // reference/ball.hpp, included only where Arb is found
+
+// The working precision of ball_real operations, in bits (process-wide; set before worker threads start).
+int ball_precision();
+class BallPrecisionScope {
+ public:
+  explicit BallPrecisionScope(int bits);
+  ~BallPrecisionScope();
+  BallPrecisionScope(const BallPrecisionScope&) = delete;
+  BallPrecisionScope& operator=(const BallPrecisionScope&) = delete;
+
+ private:
+  int previous_bits_;
+};
 
 template <class S>
 struct ScalarTraits;
@@ -57,6 +75,17 @@ struct ScalarTraits<dd_real> {
   static void to_parts(const dd_real& x, double* parts) { parts[0] = x.x[0], parts[1] = x.x[1]; }
 };
 
+// Defined in reference/triple_double.hpp; the rest of the build only needs the sizes.
+template <>
+struct ScalarTraits<td_real> {
+  static constexpr std::string_view name = "triple-double";
+  static int bits() { return 150; }  // per operation, relative: measured 147 to 157 bits against qd_real
+  static int limbs() { return 3; }
+  static td_real from_double(double x);
+  static double to_double(const td_real& x);
+  static void to_parts(const td_real& x, double* parts);
+};
+
 template <>
 struct ScalarTraits<qd_real> {
   static constexpr std::string_view name = "quad-double";
@@ -86,6 +115,23 @@ struct ScalarTraits<mp_real> {
     }
   }
 };
+
+// ball_real's midpoint is stored as an expansion (to_parts, like mp_real's) and its radius beside it:
+// radius_upper(x, parts) is an upper bound, as a double, of |exact - (parts[0] + ... )|, the ball's radius
+// plus what the expansion leaves of the midpoint. Defined in reference/instantiate_ball.cpp.
+template <>
+struct ScalarTraits<ball_real> {
+  static constexpr std::string_view name = "ball";
+  static int bits() { return ball_precision(); }
+  static int limbs() { return bits() / 53 + 2; }
+  static double to_double(const ball_real& x);
+  static void to_parts(const ball_real& x, double* parts);
+  static double radius_upper(const ball_real& x, const double* parts);
+};
+
+// Scalar types whose values are enclosures: their tensors carry a radius per element.
+template <class S>
+concept Enclosure = requires(const S& x, const double* parts) { ScalarTraits<S>::radius_upper(x, parts); };
 
 // Sets MPFR's working precision for the values created while it lives (Boost 1.74 keeps one global
 // default, in decimal digits); restores the previous one on exit. Set before worker threads start.

@@ -16,21 +16,34 @@ debian_packages=(
   chromium
   slurm-wlm munge
 )
+# Optional: Arb for the rigorous mode (--rigorous); the build works without it, and refuses --rigorous then.
+optional_debian_packages=(libflint-arb-dev)
 # module:PyPI name
 python_packages=(numpy:numpy safetensors:safetensors jsonschema:jsonschema nanobind:nanobind
                  scikit_build_core:scikit-build-core ml_dtypes:ml_dtypes pytest:pytest matplotlib:matplotlib)
 
-missing=()
-for package in "${debian_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "install-deps: installing Debian packages: ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
+sudo_cmd=""
+[ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+apt_updated=0
+# Installs those of the named Debian packages that are missing; returns apt's status.
+install_missing() {
+  local label=$1 package
+  shift
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "install-deps: installing $label Debian packages: ${missing[*]}"
+  if [ "$apt_updated" -eq 0 ]; then
+    $sudo_cmd apt-get update -qq || return 1
+    apt_updated=1
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+}
+install_missing required "${debian_packages[@]}"
+install_missing optional "${optional_debian_packages[@]}" ||
+  echo "install-deps: WARNING: could not install ${optional_debian_packages[*]}; dplr builds without the rigorous mode"
 
 if [ "${DPLR_SKIP_PYTHON:-0}" != "1" ] && command -v python3 >/dev/null; then
   missing_py=()

@@ -254,7 +254,17 @@ def test_bad_input(args):
     save_file(first, work / "g800.safetensors")
     proc = run(args, ["ref", "g800.safetensors", "-o", "r800.safetensors"], expect_code=0)
     assert "overflowed" in proc.stdout and "repeated at mpfr" in proc.stdout, proc.stdout
-    assert "nan" not in proc.stdout.split("certified bits")[1], proc.stdout
+    assert "nan" not in proc.stdout.split("estimated bits")[1], proc.stdout
+    # --rigorous (Arb balls, where built): NAME.radius beside each NAME, bits proven; unbounded growth refused.
+    proc = run(args, ["ref", "--shape", "1,16,2,4,4", "--rigorous", "--proven-bits", "70", "-o", "rig.safetensors"])
+    if "not in this build" in proc.stdout + proc.stderr:
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+    else:
+        assert proc.returncode == 0 and "proven bits" in proc.stdout, proc.stdout + proc.stderr
+        rig = load_file(work / "rig.safetensors")
+        for name in ("o", "ht", "dq", "dk", "dv", "da", "db", "dgk", "dh0"):
+            assert rig[name + ".radius"].shape == rig[name].shape and (rig[name + ".radius"] >= 0).all(), name
+        refused(args, ["ref", "g50.safetensors", "--rigorous"], "g50.safetensors", "could not bound")
 
     # 2. A folder of .npy in verify, diff and stages --compare.
     run(args, ["gen", "--shape", "1,16,1,4,4", "--dtype", "f32", "-o", "folder"], expect_code=0)

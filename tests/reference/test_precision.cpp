@@ -36,6 +36,10 @@ TEST(Precision, MpfrScopeSetsTheBitsItReports) {
 TEST(Precision, ParseNamesAndRefusals) {
   EXPECT_EQ(Precision::parse("dd").significand_bits(), 106);
   EXPECT_EQ(Precision::parse("qd").name(), "qd");
+  EXPECT_EQ(Precision::parse("td").name(), "td");
+  EXPECT_EQ(Precision::parse("td").certifier().name(), "qd");
+  EXPECT_EQ(Precision::parse("ball200").name(), "ball200");
+  EXPECT_TRUE(Precision::parse("ball200").encloses());
   EXPECT_EQ(Precision::parse("mpfr256").name(), "mpfr256");
   EXPECT_THROW(Precision::parse("fast"), InputError);
   EXPECT_THROW(Precision::parse("8"), InputError);
@@ -46,7 +50,7 @@ TEST(Precision, ParseNamesAndRefusals) {
 TEST(Precision, CertifiedBitsTellTheTruth) {
   for (const auto& distribution : distribution_names()) {
     const DplrProblem p = generate_case(spec_for(distribution));
-    for (const char* precision : {"double", "dd"}) {
+    for (const char* precision : {"double", "dd", "td"}) {
       ReferenceOptions options;
       options.precision = Precision::parse(precision);
       const auto certified = run_certified_reference(p, options);
@@ -57,7 +61,8 @@ TEST(Precision, CertifiedBitsTellTheTruth) {
         EXPECT_LE(bits, options.precision.significand_bits());
       }
       if (distribution == "fla") {
-        EXPECT_GE(certified.min_certified_bits(), std::string(precision) == "dd" ? 90 : 35);
+        const std::string name = precision;
+        EXPECT_GE(certified.min_certified_bits(), name == "td" ? 125 : name == "dd" ? 90 : 35);
       }
       std::printf("%-18s %-6s certified %.1f bits (worst tensor)\n", distribution.c_str(), precision,
                   certified.min_certified_bits());
