@@ -28,4 +28,5 @@ for path in sys.argv[1:]:
         print(f"{defect:16s} NOT FOUND: all {len(cases)} cases pass")
     else:
         i, c = bad[0]
-        print(f"{defect:16s} found: {len(bad)}/{len(cases)} cases fail; first at case {i}: {c['id']} -- {first_reason(c)}")
+        at = f"sweep position {c['sweep_index']}" if c.get("sweep_index") is not None else f"case {i}"
+        print(f"{defect:16s} found: {len(bad)}/{len(cases)} cases fail; first at {at}: {c['id']} -- {first_reason(c)}")

@@ -73,6 +73,22 @@ if [ -x carry/dplr-planted ] && [ "${SKIP_PLANTED:-0}" != 1 ]; then
   python3 bench/planted_summary.py "$RESULTS"/planted-*.json | tee "$RESULTS/planted-summary.txt"
   rm -f "$RESULTS"/planted-*.json
 fi
+if [ -x carry/dplr-planted ] && [ "${PLANTED_PROPERTY:-0}" != 0 ]; then
+  # Each planted defect against the property sweep (PLANTED_PROPERTY positions at PLANTED_SEED, within PLANTED_BUDGET
+  # seconds), three at a time: where it is first found, and the shrunk case it writes.
+  echo "== planted defects, the property sweep"
+  for d in ${PLANTED:-head-stride sequence-start drop-last-chunk missing-barrier bf16-state factored-decay}; do
+    mkdir -p "$RESULTS/prop-$d"
+    ( timeout 200 ./carry/dplr-planted check --property "$PLANTED_PROPERTY" --seed "${PLANTED_SEED:-1}" --threads 5 \
+        --time-budget "${PLANTED_BUDGET:-60}" --plant-defect "$d" --report "$RESULTS/prop-$d/report.json" \
+        > "$RESULTS/prop-$d.log" 2>&1; echo "rc=$?" >> "$RESULTS/prop-$d.log" ) &
+    while [ "$(jobs -rp | wc -l)" -ge 3 ]; do sleep 1; done
+  done
+  wait
+  python3 bench/planted_summary.py "$RESULTS"/prop-*/report.json | tee "$RESULTS/planted-property-summary.txt"
+  grep -HE "failed case written|replay:|positions run" "$RESULTS"/prop-*.log | tee -a "$RESULTS/planted-property-summary.txt" | head -30
+  rm -f "$RESULTS"/prop-*/report.json
+fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== dplr bench --gpu"
   ./carry/dplr bench --gpu --json "$RESULTS/bench.json" > "$RESULTS/bench.log" 2>&1
