@@ -84,6 +84,20 @@ std::vector<double> state_of(const float* p, const g::ForwardInputs& in, long lo
 }
 using dplr::rel_rmse;
 
+// Head h of batch row b of the device inputs (bf16, h0 fp32 where present) as a problem of its own.
+dplr::DplrProblem head_problem(const g::ForwardInputs& in, long long b, long long h) {
+  dplr::DplrProblem p;
+  p.shape = {1, in.T, 1, in.K, in.V};
+  p.scale = in.resolved_scale();
+  auto tensor = [&](const void* dev, long long D) {
+    return dplr::Tensor{dplr::DType::BF16, {1, in.T, 1, D}, head_rows(dev, in, D, b, h)};
+  };
+  p.q = tensor(in.q, in.K), p.k = tensor(in.k, in.K), p.v = tensor(in.v, in.V);
+  p.a = tensor(in.a, in.K), p.b = tensor(in.b, in.K), p.gk = tensor(in.gk, in.K);
+  if (in.h0) p.h0 = dplr::Tensor{dplr::DType::F32, {1, 1, in.K, in.V}, state_of(in.h0, in, b, h)};
+  return p;
+}
+
 // Runs `launch` once on set s, then checks o and ht of a few heads (first and last batch row and head, and one in
 // the middle) against the exact reference of each head alone: o within 1.3x the bf16 floor (the reference
 // rounded once to bf16), ht within 1e-5 relative RMSE. Throws std::runtime_error otherwise.
@@ -94,15 +108,7 @@ void validate(const std::string& what, const InputSet& s, const void* o, const f
   const g::ForwardInputs& in = s.in;
   const std::vector<std::pair<long long, long long>> heads = {{0, 0}, {in.B / 2, in.H / 2}, {in.B - 1, in.H - 1}};
   for (const auto& [b, h] : heads) {
-    dplr::DplrProblem p;
-    p.shape = {1, in.T, 1, in.K, in.V};
-    p.scale = in.resolved_scale();
-    auto tensor = [&](const void* dev, long long D) {
-      return dplr::Tensor{dplr::DType::BF16, {1, in.T, 1, D}, head_rows(dev, in, D, b, h)};
-    };
-    p.q = tensor(in.q, in.K), p.k = tensor(in.k, in.K), p.v = tensor(in.v, in.V);
-    p.a = tensor(in.a, in.K), p.b = tensor(in.b, in.K), p.gk = tensor(in.gk, in.K);
-    if (in.h0) p.h0 = dplr::Tensor{dplr::DType::F32, {1, 1, in.K, in.V}, state_of(in.h0, in, b, h)};
+    const dplr::DplrProblem p = head_problem(in, b, h);
     dplr::ReferenceOptions opts{dplr::Precision{dplr::Arithmetic::Double, 0}};
     opts.backward = false;
     const dplr::ReferenceResult r = dplr::run_reference(p, opts);
@@ -131,15 +137,8 @@ void validate_backward(const std::string& what, const InputSet& s, const void* d
   const g::ForwardInputs& in = s.in;
   const std::vector<std::pair<long long, long long>> heads = {{0, 0}, {in.B / 2, in.H / 2}, {in.B - 1, in.H - 1}};
   for (const auto& [b, h] : heads) {
-    dplr::DplrProblem p;
-    p.shape = {1, in.T, 1, in.K, in.V};
-    p.scale = in.resolved_scale();
-    auto tensor = [&](const void* dev, long long D) {
-      return dplr::Tensor{dplr::DType::BF16, {1, in.T, 1, D}, head_rows(dev, in, D, b, h)};
-    };
-    p.q = tensor(in.q, in.K), p.k = tensor(in.k, in.K), p.v = tensor(in.v, in.V);
-    p.a = tensor(in.a, in.K), p.b = tensor(in.b, in.K), p.gk = tensor(in.gk, in.K);
-    p.grad_o = tensor(d_o, in.V);
+    dplr::DplrProblem p = head_problem(in, b, h);
+    p.grad_o = dplr::Tensor{dplr::DType::BF16, {1, in.T, 1, in.V}, head_rows(d_o, in, in.V, b, h)};
     p.grad_ht = dplr::Tensor{dplr::DType::F32, {1, 1, in.K, in.V}, state_of(dht, in, b, h)};
     const dplr::ReferenceResult r = dplr::run_reference(p, dplr::ReferenceOptions{dplr::Precision{dplr::Arithmetic::Double, 0}});
     const std::pair<const char*, const void*> bf16_grads[] = {
