@@ -150,7 +150,8 @@ void validate_backward(const std::string& what, const InputSet& s, const void* d
       for (double& x : floor) x = dplr::round_to_dtype(x, dplr::DType::BF16);
       const double err = rel_rmse(head_rows(dev, in, std::string(name) == "dv" ? in.V : in.K, b, h), e);
       const double bar = 2.0 * rel_rmse(floor, e);
-      if (!(err <= bar)) bad += " " + std::string(name) + " " + std::to_string(err) + " (bar " + std::to_string(bar) + ")";
+      if (!(err <= bar)) bad.append(" ").append(name).append(" ").append(std::to_string(err)).append(" (bar ")
+                             .append(std::to_string(bar)).append(")");
     }
     std::vector<float> g32(static_cast<std::size_t>(in.T * in.K));
     CK(cudaMemcpy2D(g32.data(), in.K * 4, out.dgk + (b * in.T * in.H + h) * in.K, in.H * in.K * 4, in.K * 4, in.T,

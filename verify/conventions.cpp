@@ -160,7 +160,7 @@ ContractView to_contract(const TensorFile& file, const TensorConvention& convent
       for (double& value : gk.values) value = to_double(decay_of(*decay, value));
       gk.dtype = DType::F64;  // g(w) is not a value of w's dtype; the judged dtype stays the inputs' (q, k, v, a, b)
     }
-    if (!file.metadata.count("scale")) view.file.metadata["scale"] = "1";
+    if (!file.metadata.count("scale")) view.file.metadata.insert_or_assign("scale", std::string("1"));
     std::string note = "convention rwkv7: r -> q, w -> gk, y -> o, dr -> dq, dw -> dgk";
     if (decay) note += fmt::format("; decay {}", decay_name(*decay));
     if (!file.metadata.count("scale")) note += "; scale 1";

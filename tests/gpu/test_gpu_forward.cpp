@@ -424,7 +424,7 @@ TEST(GpuSanitize, EveryKernelOnce) {
     ck(cudaDeviceSynchronize(), "recurrent");
     expect_written("recurrent");
     for (int C : {16, 32, 64}) {
-      SCOPED_TRACE("C" + std::to_string(C));
+      SCOPED_TRACE(testing::Message() << "C" << C);
       DevBuf buf(g::chunk_workspace_floats(d.in, C).total() * 4);
       o.poison();
       ht.poison();

@@ -265,7 +265,9 @@ TEST(Report, SweepAndMergedFieldsAreWritten) {
       EXPECT_EQ(json["sweep"]["shard"], (nlohmann::json{{"index", 1}, {"count", 4}}));
       EXPECT_EQ(json["cases"][0]["sweep_index"], 5);
     }
-    if (name == "merged") EXPECT_EQ(json["merged_from"].size(), 2u);
+    if (name == "merged") {
+      EXPECT_EQ(json["merged_from"].size(), 2u);
+    }
   }
 }
 
