@@ -48,12 +48,8 @@ BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int C, floa
   if (!buffer) refuse("carve_backward_workspace needs a buffer");
   BackwardWorkspace ws;
   ws.forward = carve_chunk_workspace(in.fwd, C, buffer);
-  float* p = buffer + s.forward.total();
-  auto take = [&p](std::int64_t n) {
-    float* r = p;
-    p += (n + 63) / 64 * 64;  // keep every piece 256-byte aligned
-    return r;
-  };
+  WorkspaceCarver carver(buffer + s.forward.total());
+  auto take = [&carver](std::int64_t n) { return carver.take(n); };
   ws.dA_qk = take(s.A);
   ws.dA_qb = take(s.A);
   ws.dA_ak = take(s.A);

@@ -39,12 +39,8 @@ ChunkWorkspace carve_chunk_workspace(const ForwardInputs& in, int C, float* buff
   const ChunkWorkspaceSizes s = chunk_workspace_floats(in, C);
   if (!buffer) throw Unsupported("dplr::gpu: carve_chunk_workspace needs a buffer");
   ChunkWorkspace ws;
-  float* p = buffer;
-  auto take = [&p](std::int64_t n) {
-    float* r = p;
-    p += (n + 63) / 64 * 64;  // keep every piece 256-byte aligned
-    return r;
-  };
+  detail::WorkspaceCarver carver(buffer);
+  auto take = [&carver](std::int64_t n) { return carver.take(n); };
   ws.A_qk = take(s.A);
   ws.A_qb = take(s.A);
   ws.A_ak = take(s.A);

@@ -245,6 +245,20 @@ __device__ __forceinline__ int vtile_of_block(const ChunkGeom& geo) {
 inline dim3 chunk_grid(const ForwardInputs& in, int C) {
   return dim3(static_cast<unsigned>(num_chunks(in, C)), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
 }
+// Carves a workspace buffer into consecutive pieces, every piece 256-byte aligned (host code: the drivers' carves).
+class WorkspaceCarver {
+ public:
+  explicit WorkspaceCarver(float* buffer) : next_(buffer) {}
+  float* take(std::int64_t floats) {
+    float* piece = next_;
+    next_ += (floats + 63) / 64 * 64;
+    return piece;
+  }
+
+ private:
+  float* next_;
+};
+
 // check_chunk without its chunk_offsets requirement: for the calls that take the user's inputs before the
 // offsets exist (workspace sizes, the drivers, chunk_fused_ho).
 void check_chunk_shape(const ForwardInputs& in, int C);

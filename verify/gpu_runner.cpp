@@ -95,20 +95,28 @@ std::int64_t count(const std::vector<std::int64_t>& shape) {
   return n;
 }
 
+// The tensor shapes of the chunk form's runs: key [B, T, H, K], value [B, T, H, V], A rows [B, T, H, C], the
+// per-chunk states as the stage oracles lay them out ([B, NT, ...], or with cu_seqlens [1, sum_n ceil(len_n / C),
+// ...], the leading rows of the kernels' buffers, sized by gpu::num_chunks' upper bound) and the final states.
+struct ChunkShapes {
+  std::vector<std::int64_t> key, value, a_rows, chunk_states, state;
+  static ChunkShapes of(const DplrProblem& p, int C) {
+    const auto& s = p.shape;
+    const ChunkGrid grid = ChunkGrid::of(p, C);
+    return {{s.B, s.T, s.H, s.K}, {s.B, s.T, s.H, s.V}, {s.B, s.T, s.H, C}, {grid.rows, grid.NT, s.H, s.K, s.V},
+            {p.num_sequences(), s.H, s.K, s.V}};
+  }
+};
+
 // The chunk forward, staged (each stage its own kernel; every intermediate returned) or fused (the fastest
 // path: o and ht only).
 TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused, const GpuRunOptions& options) {
   if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
   DeviceProblem d(p);
-  const auto& s = p.shape;
   // With cu_seqlens when the problem has them (the drivers number the chunks).
   const gpu::ForwardInputs in = with_options(d.inputs(), options);
   const DType o_dtype = options.output == GpuOutput::Fp32 ? DType::F32 : d.dtype();
-  // h as the stage oracles lay it out: [B, NT, ...], or with cu_seqlens [1, sum_n ceil(len_n / C), ...], the leading
-  // rows of the kernels' h (sized by gpu::num_chunks' upper bound).
-  const ChunkGrid grid = ChunkGrid::of(p, C);
-  const std::vector<std::int64_t> key{s.B, s.T, s.H, s.K}, value{s.B, s.T, s.H, s.V}, a_shape{s.B, s.T, s.H, C},
-      h_shape{grid.rows, grid.NT, s.H, s.K, s.V}, state{p.num_sequences(), s.H, s.K, s.V};
+  const auto [key, value, a_shape, h_shape, state] = ChunkShapes::of(p, C);
   // One NaN-poisoned buffer carved into every intermediate (gi and ge included), so an element a stage
   // fails to write shows up.
   const gpu::ChunkWorkspaceSizes sizes = gpu::chunk_workspace_floats(in, C);
@@ -192,10 +200,7 @@ TensorMap run_gpu_chunk_backward(const DplrProblem& p, int C) {
   if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
   DeviceProblem d(p);
   const gpu::BackwardInputs in = d.backward_inputs();  // the driver numbers the chunks itself with cu_seqlens
-  const auto& s = p.shape;
-  const ChunkGrid grid = ChunkGrid::of(p, C);
-  const std::vector<std::int64_t> key{s.B, s.T, s.H, s.K}, value{s.B, s.T, s.H, s.V}, a_shape{s.B, s.T, s.H, C},
-      h_shape{grid.rows, grid.NT, s.H, s.K, s.V}, state{p.num_sequences(), s.H, s.K, s.V};
+  const auto [key, value, a_shape, h_shape, state] = ChunkShapes::of(p, C);
   // One NaN-poisoned buffer carved into every intermediate, so an element a stage fails to write shows up.
   const gpu::BackwardWorkspaceSizes sizes = gpu::chunk_backward_workspace_floats(in, C);
   auto* buffer = static_cast<float*>(d.output(sizes.total(), DType::F32));
