@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """planted_summary.py: one line per `dplr check --plant-defect` report: the defect, how many cases failed (or
 errored) of how many, the first such case in sweep order (its 1-based position is the number of cases the fixed
-sweep needed to find the defect) and why. Usage: planted_summary.py REPORT.json ..."""
+sweep needed to find the defect) and why, and for a property sweep the first failure's shrunk case. Usage: planted_summary.py REPORT.json ..."""
 import json
 import sys
 
@@ -30,3 +30,7 @@ for path in sys.argv[1:]:
         i, c = bad[0]
         at = f"sweep position {c['sweep_index']}" if c.get("sweep_index") is not None else f"case {i}"
         print(f"{defect:16s} found: {len(bad)}/{len(cases)} cases fail; first at {at}: {c['id']} -- {first_reason(c)}")
+        # The property sweep reports each failing case's shrunk form beside it ("shrunk property #i ...").
+        shrunk = [s for s in cases if s.get("id", "").startswith("shrunk ") and s.get("sweep_index") == c.get("sweep_index")]
+        if shrunk:
+            print(f"{'':16s} shrunk to: {shrunk[0]['id'][len('shrunk '):]}")

@@ -104,6 +104,7 @@ void run_property_check(const CheckOptions& o, Report& report, const TolerancePo
   options.threads = o.sweep.threads;
   options.planted = o.plant;
   options.gpu_planted_defect = o.sweep.planted_defect;
+  options.conditioning_floor = o.sweep.conditioning_floor;
   if (!o.shard.empty()) options.shard = parse_shard(o.shard);
   if (!o.report.report_path.empty())
     options.failed_case_folder = std::filesystem::path(o.report.report_path).parent_path() / "failed-cases";
@@ -184,6 +185,9 @@ void add_check_command(CLI::App& app, Command& selected) {
   command->add_option("--plant-defect", options->sweep.planted_defect,
                       "Run the GPU kernels with a planted defect (a -DDPLR_PLANT_DEFECTS=ON build only): head-stride, "
                       "sequence-start, drop-last-chunk, missing-barrier, bf16-state, factored-decay");
+  command->add_flag("!--rounding-floor-only", options->sweep.conditioning_floor,
+                    "Judge GPU tensors against their correctly rounded floor alone (default: the larger of it and the "
+                    "conditioning floor, the exact answer's change under a perturbation of the inputs at fp32's u)");
   command->add_option("--shard", options->shard,
                       "Run shard I of N (0 <= I < N): the positions i of the case list with i mod N == I; "
                       "`dplr report merge` combines the N reports");

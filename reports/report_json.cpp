@@ -101,6 +101,9 @@ json to_json(const TensorMetrics& m) {
              {"used_rel_rmse", real(m.floor->used_rel_rmse)},
              {"substituted", m.floor->substituted},
              {"nominal", m.floor->nominal},
+             {"rounding_rel_rmse", real(m.floor->rounding_rel_rmse)},
+             {"conditioning_rel_rmse", m.floor->conditioning_rel_rmse ? real(*m.floor->conditioning_rel_rmse) : json(nullptr)},
+             {"conditioned", m.floor->conditioned},
              {"ratio", real(m.floor->ratio)}};
   return {{"elements", m.elements},
           {"compared", m.compared},

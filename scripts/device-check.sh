@@ -9,7 +9,8 @@
 # on them (bench/fla_record.py) for `dplr verify` here. Run with carry=["carry"]. Results go to $OUT (default
 # out/device), packed into one device.tar.gz. Parts: SKIP_CHECK=1, SKIP_TESTS=1, SKIP_BENCH=1, SKIP_FLA=1,
 # SKIP_SAN=1, SKIP_PLANTED=1 (needs carry/dplr-planted, a -DDPLR_PLANT_DEFECTS=ON build); CHECK_SEEDS="7 11" (default:
-# the committed sweep's seeds only); CHECK_PROPERTY=N (the property sweep, off by default); GPU_TESTS="test_gpu_forward ..."
+# the committed sweep's seeds only); CHECK_PROPERTY=N (the property sweep, off by default; CHECK_PROPERTY_SEEDS="7 8");
+# GPU_TESTS="test_gpu_forward ..."
 # (default: every GPU test binary carried).
 set -u
 OUT=${OUT:-out/device}
@@ -42,14 +43,24 @@ if [ "${SKIP_CHECK:-0}" != 1 ]; then
     grep -E "^\[(fail|error)|skipped|verdict|certified to" "$RESULTS/check-$seed.log" | head -20
   done
 fi
-# The property sweep (verify/property_sweep.hpp), opt in: CHECK_PROPERTY=N cases at CHECK_PROPERTY_SEED (7),
-# within CHECK_PROPERTY_BUDGET seconds (300); failing cases land in $RESULTS/failed-cases/.
+# The property sweep (verify/property_sweep.hpp), opt in: CHECK_PROPERTY=N cases at each seed of
+# CHECK_PROPERTY_SEEDS (default 7; three seeds at a time, 5 threads each), within CHECK_PROPERTY_BUDGET seconds
+# (300); failing cases land in $RESULTS/failed-cases/; bench/limit_calibration.py prints the worst figures per
+# tensor over every seed's report (the numbers strict's limits are set from).
 if [ "${CHECK_PROPERTY:-0}" != 0 ]; then
-  echo "== dplr check --property $CHECK_PROPERTY --seed ${CHECK_PROPERTY_SEED:-7}"
-  ./carry/dplr check --property "$CHECK_PROPERTY" --seed "${CHECK_PROPERTY_SEED:-7}" \
-    --time-budget "${CHECK_PROPERTY_BUDGET:-300}" --report "$RESULTS/property-report.json" > "$RESULTS/property.log" 2>&1
-  echo "property rc=$?" | tee -a "$RESULTS/property.log"
-  grep -E "^\[(fail|error)|shrunk in|replay:|skipped|positions run|verdict" "$RESULTS/property.log" | head -30
+  for seed in ${CHECK_PROPERTY_SEEDS:-7}; do
+    echo "== dplr check --property $CHECK_PROPERTY --seed $seed"
+    ( ./carry/dplr check --property "$CHECK_PROPERTY" --seed "$seed" --threads 5 \
+        --time-budget "${CHECK_PROPERTY_BUDGET:-300}" --report "$RESULTS/property-report-$seed.json" \
+        > "$RESULTS/property-$seed.log" 2>&1; echo "property rc=$?" >> "$RESULTS/property-$seed.log" ) &
+    while [ "$(jobs -rp | wc -l)" -ge 3 ]; do sleep 1; done
+  done
+  wait
+  for seed in ${CHECK_PROPERTY_SEEDS:-7}; do
+    grep -E "^\[(fail|error)|shrunk in|replay:|skipped|positions run|verdict|property rc" "$RESULTS/property-$seed.log" | head -20
+  done
+  python3 bench/limit_calibration.py "$RESULTS"/property-report-*.json > "$RESULTS/property-calibration.txt" 2>&1
+  head -40 "$RESULTS/property-calibration.txt"
 fi
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   for t in ${GPU_TESTS:-test_gpu_forward test_gpu_recurrent_bwd}; do

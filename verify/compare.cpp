@@ -119,9 +119,13 @@ ComparisonResult compare_exact(const TensorMap& actual, const ExactTensorMap& ex
     check_actual(name, a);
     check_shapes(name, a.shape, e.shape, "exact");
     const DType judged_as = judged_dtype(a.dtype, working, policy.floor_basis());
+    std::optional<double> conditioning;
+    if (options.conditioning)
+      if (auto it = options.conditioning->find(name); it != options.conditioning->end()) conditioning = it->second;
     auto metrics = compute_metrics(a.values, rounded_values(name, e), a.dtype, a.shape,
                                    {.floor_dtype = judged_as,
-                                    .layout = layout_for(name, a.shape, cu_seqlens, options.block_tokens)});
+                                    .layout = layout_for(name, a.shape, cu_seqlens, options.block_tokens),
+                                    .conditioning_rel_rmse = conditioning});
     return judge_tensor(name, a, std::move(metrics), judged_as, policy, "exact");
   });
 }

@@ -7,6 +7,7 @@
 // fp32 floor, fla's chunk ht would be 4e4x "off"; judged against the bf16 floor it is 0.58x, which is the
 // statement a user can act on (and the one issue 5's targets make). ulps stay in the storage dtype.
 #pragma once
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,6 +41,9 @@ struct CompareOptions {
   // Varlen packing for the locality figures; empty: the actual side's cu_seqlens tensor, if any.
   std::optional<std::vector<std::int64_t>> cu_seqlens{};
   std::int64_t block_tokens = kDefaultBlockTokens;  // tokens per block of the locality figures
+  // Conditioning floors by tensor name (verify/conditioning.hpp); a tensor named here is judged against the
+  // larger of its rounding floor and this. nullptr: rounding floors alone.
+  const std::map<std::string, double>* conditioning = nullptr;
 };
 
 // `dplr diff`: B is the expected side. Floors: measured from B where B's dtype is more precise than the

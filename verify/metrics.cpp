@@ -327,6 +327,14 @@ TensorMetrics measure(std::span<const double> actual, std::span<const double> ex
       floor.nominal = true;
       floor.used_rel_rmse = nominal;
     }
+    floor.rounding_rel_rmse = floor.used_rel_rmse;
+    if (options.conditioning_rel_rmse && std::isfinite(*options.conditioning_rel_rmse)) {
+      floor.conditioning_rel_rmse = *options.conditioning_rel_rmse;
+      if (*options.conditioning_rel_rmse > floor.used_rel_rmse) {
+        floor.used_rel_rmse = *options.conditioning_rel_rmse;
+        floor.conditioned = true;
+      }
+    }
     floor.ratio = m.rel_rmse / floor.used_rel_rmse;
     m.floor = floor;
   }

@@ -3,6 +3,7 @@
 //   rel RMSE     = ||actual - expected||_2 / ||expected||_2                  (fla's ratio)
 //   floor        = rel RMSE of round(expected, floor dtype) against expected  (the best any result stored
 //                  in that dtype can do: the correctly rounded answer)
+//                  or, where a conditioning floor is given (verify/conditioning.hpp), the larger of the two
 //   floor ratio  = rel RMSE / floor                                           (1.0: as good as correctly rounded)
 //   rel error_i  = |a_i - e_i| / max(|e_i|, kRelativeFloor * RMS(expected))
 //   ulp error_i  = |a_i - e_i| / dtype_ulp(max(|e_i|, kRelativeFloor * RMS(expected)), storage dtype)
@@ -99,6 +100,11 @@ struct FloorRatio {
   bool substituted = false;         // true when used_rel_rmse is kMinimumFloorFraction x nominal
   double ratio = 0.0;               // rel RMSE / used_rel_rmse
   bool nominal = false;             // FloorSource::Nominal: used_rel_rmse is the nominal floor, nothing measured
+  // The rounding floor (measured, substitute or nominal), and the conditioning floor where one was given
+  // (verify/conditioning.hpp). used_rel_rmse is the larger; `conditioned` when the conditioning floor is.
+  double rounding_rel_rmse = 0.0;
+  std::optional<double> conditioning_rel_rmse{};
+  bool conditioned = false;
 };
 
 // Where a tensor's elements sit in the case, so errors can be located by (sequence, head) and tokens.
@@ -178,6 +184,9 @@ struct MetricsOptions {
   FloorSource floor_source = FloorSource::Measured;
   std::optional<TensorLayout> layout{};  // empty: no locality figures
   bool expected_is_exact = true;         // false for diff: no misrounded fraction
+  // The conditioning floor (verify/conditioning.hpp), a rel RMSE: the floor divided by is the larger of it and
+  // the rounding floor. Empty: the rounding floor alone.
+  std::optional<double> conditioning_rel_rmse{};
 };
 
 // actual and expected hold one tensor's values in row-major order, both of length prod(shape); `expected`

@@ -240,11 +240,26 @@ struct CpuJudge {
   }
 };
 
-// The kernel's raw tensors (outputs, and the staged kernel's stage tensors).
-TensorMap kernel_tensors(const SweepCase& c, const DplrProblem& p) {
-  if (c.kernel == "recurrent") return run_gpu_recurrent(p);
-  if (c.kernel == "chunk-fused") return run_gpu_chunk_fused(p, c.chunk_size);
-  return run_gpu_chunk(p, c.chunk_size);
+// The kernel's raw tensors (outputs, and the staged kernel's stage tensors), with the run's planted defect.
+TensorMap kernel_tensors(const SweepCase& c, const DplrProblem& p, const std::string& planted_defect) {
+  const GpuRunOptions run{.planted_defect = planted_defect};
+  if (c.kernel == "recurrent") return run_gpu_recurrent(p, run);
+  if (c.kernel == "chunk-fused") return run_gpu_chunk_fused(p, c.chunk_size, run);
+  return run_gpu_chunk(p, c.chunk_size, run);
+}
+
+// Names of `a` whose values differ bitwise from `b`'s, with counts ("o (3 of 512 elements)").
+std::vector<std::string> bitwise_differences(const TensorMap& a, const TensorMap& b, const std::vector<std::string>& names) {
+  std::vector<std::string> differing;
+  for (const auto& name : names) {
+    const auto& x = a.at(name).values;
+    const auto& y = b.at(name).values;
+    std::int64_t differ = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+      if (std::memcmp(&x[i], &y[i], sizeof(double)) != 0) ++differ;
+    if (differ) differing.push_back(fmt::format("{} ({} of {} elements)", name, differ, x.size()));
+  }
+  return differing;
 }
 
 struct GpuJudge {
@@ -266,21 +281,39 @@ struct GpuJudge {
     r.reference = reference_info(exact);
     r.working_dtype = c.spec.dtype;
     try {
-      run_gpu_kernel_case(c.kernel, c.chunk_size, c.spec, p, exact, o.threads, policy, r, o.gpu_planted_defect);
+      run_gpu_kernel_case(c.kernel, c.chunk_size, c.spec, p, exact, o.threads, policy, r, o.gpu_planted_defect,
+                          o.conditioning_floor);
       // Bitwise determinism run to run: the same inputs twice, every output and stage tensor equal.
-      const TensorMap first = kernel_tensors(c, p), second = kernel_tensors(c, p);
-      std::vector<std::string> differing;
-      for (const auto& [name, tensor] : first) {
-        std::int64_t differ = 0;
-        const auto& again = second.at(name).values;
-        for (std::size_t i = 0; i < tensor.values.size(); ++i)
-          if (std::memcmp(&tensor.values[i], &again[i], sizeof(double)) != 0) ++differ;
-        if (differ) differing.push_back(fmt::format("{} ({} of {} elements)", name, differ, tensor.values.size()));
-      }
+      const TensorMap first = kernel_tensors(c, p, o.gpu_planted_defect),
+                      second = kernel_tensors(c, p, o.gpu_planted_defect);
+      std::vector<std::string> all_names;
+      for (const auto& [name, tensor] : first) all_names.push_back(name);
+      const auto differing = bitwise_differences(first, second, all_names);
       if (differing.empty())
         r.notes.push_back(fmt::format("bitwise the same in a second run ({} tensors)", first.size()));
       else
         r.failures.push_back(fmt::format("not deterministic: a second run differs in {}", fmt::join(differing, ", ")));
+      // Invariance under permuting heads and sequences: (sequence, head) pairs are independent problems, so the
+      // kernel on the problem with its heads and sequences reversed gives, bitwise, its outputs reversed the same
+      // way. A head or sequence offset computed wrongly (fla's stride K for H*K) moves data between pairs.
+      const Permutation perm = reversal(p);
+      if (p.shape.H > 1 || p.num_sequences() > 1) {
+        const TensorMap permuted = kernel_tensors(c, permute_problem(p, perm), o.gpu_planted_defect);
+        TensorMap expected;
+        std::vector<std::string> outputs;
+        for (const auto& name : judged_names())
+          if (first.count(name) && permuted.count(name)) {
+            expected[name] = is_state(name) ? permute_states(first.at(name), perm) : permute_tokens(first.at(name), p, perm);
+            outputs.push_back(name);
+          }
+        const auto moved = bitwise_differences(permuted, expected, outputs);
+        const std::string what = fmt::format("heads reversed ({}), sequences reversed ({})", p.shape.H, p.num_sequences());
+        if (moved.empty())
+          r.notes.push_back(fmt::format("{}: {} bitwise the permuted outputs", what, fmt::join(outputs, ", ")));
+        else
+          r.failures.push_back(fmt::format("{}: the kernel's outputs are not the permuted ones: {} differ", what,
+                                           fmt::join(moved, ", ")));
+      }
     } catch (const std::exception& e) {
       r.error = e.what();
     }

@@ -13,8 +13,10 @@
 //   gpu   where a CUDA device is present (and not --cpu-only): a case of the GPU kernels' range
 //         (gen_gpu_sweep_case: the kernel, chunk size, shape, dtypes, distribution, ...) run as `dplr check`
 //         runs its GPU cases (run_gpu_kernel_case) and judged against the exact recurrence under the policy
-//         (the staged kernel stage by stage against the oracles); then run twice more: the two runs must be
-//         bitwise the same (determinism run to run).
+//         (the staged kernel stage by stage against the oracles, every tensor against the larger of its rounding
+//         and conditioning floors, verify/conditioning.hpp); then run twice more: the two runs must be bitwise
+//         the same (determinism run to run); then, with H > 1 or several sequences, on the problem with heads and
+//         sequences reversed: its outputs must be, bitwise, the first run's outputs reversed the same way.
 // A failing case is shrunk (RapidCheck's shrink tree, greedily: the first smaller case that still fails,
 // until none does, the step limit or the time budget), reported beside the original, and written as a case
 // file (verify/case_file.hpp) under the report's folder with its one-line replay command.
@@ -51,6 +53,7 @@ struct PropertyOptions {
   std::filesystem::path failed_case_folder;  // empty: failing cases are not written
   std::string planted;                        // "" or one of kPlantedDefects
   std::string gpu_planted_defect = "none";    // the GPU kernels' planted defect (a -DDPLR_PLANT_DEFECTS=ON build)
+  bool conditioning_floor = true;             // as SweepOptions::conditioning_floor
   int max_shrink_steps = 100;                 // successful shrink steps per failing case
 };
 

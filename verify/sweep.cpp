@@ -11,6 +11,7 @@
 #include "reports/sha256.hpp"
 #include "verify/case_file.hpp"
 #include "verify/case_info.hpp"
+#include "verify/conditioning.hpp"
 #include "verify/gpu_runner.hpp"
 
 namespace dplr {
@@ -221,13 +222,30 @@ std::vector<GpuCase> gpu_cases(bool quick, std::uint64_t seed) {
   return cases;
 }
 
+// The conditioning floors (verify/conditioning.hpp) of `exact`'s tensors at our kernels' working precision, the
+// perturbed problems evaluated by `evaluate` in double; empty where there is no such precision or they are off.
+ConditioningFloors conditioning_of(const DplrProblem& p, const CaseSpec& spec, const SweepOptions& o,
+                                   const ExactTensorMap& exact,
+                                   const std::function<ExactTensorMap(const DplrProblem&)>& evaluate) {
+  const auto unit = kernel_working_unit(spec.dtype);
+  if (!o.conditioning_floor || !unit) return {};
+  return conditioning_floors(p, exact, evaluate, {.unit = *unit});
+}
+
 // One GPU case: the kernel's o and ht (and, staged, every stage tensor) against the exact answer.
 void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult& exact, const SweepOptions& o,
                   const TolerancePolicy& policy, CaseResult& c) {
-  const CompareOptions options{.working_dtype = g.spec.dtype,
-                               .cu_seqlens = g.spec.cu_seqlens.empty() ? std::nullopt
-                                                                       : std::optional(g.spec.cu_seqlens),
-                               .block_tokens = g.chunk_size > 0 ? g.chunk_size : kDefaultBlockTokens};
+  const ConditioningFloors output_conditioning =
+      conditioning_of(p, g.spec, o, exact.tensors, [&](const DplrProblem& perturbed) {
+        ReferenceOptions options;
+        options.precision = Precision::parse("double");
+        options.threads = o.threads;
+        return run_reference(perturbed, options).tensors;
+      });
+  CompareOptions options{.working_dtype = g.spec.dtype,
+                         .cu_seqlens = g.spec.cu_seqlens.empty() ? std::nullopt : std::optional(g.spec.cu_seqlens),
+                         .block_tokens = g.chunk_size > 0 ? g.chunk_size : kDefaultBlockTokens,
+                         .conditioning = &output_conditioning};
   const GpuRunOptions run{.output = g.output, .planted_defect = o.planted_defect};
   if (g.kernel == "recurrent") {
     c.comparison = compare(run_gpu_recurrent(p, run), exact.tensors, policy, options);
@@ -241,6 +259,11 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
     chunk_options.backward = false;
     chunk_options.threads = o.threads;
     const ChunkStages oracle = run_chunk_stages(p, g.chunk_size, Precision::parse("dd"), chunk_options);
+    const ConditioningFloors stage_conditioning =
+        conditioning_of(p, g.spec, o, oracle.tensors, [&](const DplrProblem& perturbed) {
+          return run_chunk_stages(perturbed, g.chunk_size, Precision::parse("double"), chunk_options).tensors;
+        });
+    options.conditioning = &stage_conditioning;
     StageSection section;
     for (const auto& stage : chunk_stage_table()) {
       ExactTensorMap stage_exact;
@@ -301,10 +324,11 @@ std::vector<Replay> read_replays(const std::vector<std::filesystem::path>& paths
 
 void run_gpu_kernel_case(const std::string& kernel, int chunk_size, const CaseSpec& spec, const DplrProblem& problem,
                          const ReferenceResult& exact, int threads, const TolerancePolicy& policy, CaseResult& c,
-                         const std::string& planted_defect) {
+                         const std::string& planted_defect, bool conditioning_floor) {
   SweepOptions options;
   options.threads = threads;
   options.planted_defect = planted_defect;
+  options.conditioning_floor = conditioning_floor;
   run_gpu_case(GpuCase{kernel, chunk_size, spec}, problem, exact, options, policy, c);
 }
 

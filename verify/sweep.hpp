@@ -40,6 +40,9 @@ struct SweepOptions {
   // Seed of every generated case; unset: the committed sweep's seeds (2024 for the CPU part, 7 for the GPU part).
   std::optional<std::uint64_t> seed;
   std::string planted_defect = "none";  // GPU kernels with a planted defect (a -DDPLR_PLANT_DEFECTS=ON build only)
+  // GPU tensors judged against the larger of their rounding floor and their conditioning floor
+  // (verify/conditioning.hpp); false: the rounding floor alone.
+  bool conditioning_floor = true;
   // Which positions of the case list this process runs (verify/shard.hpp). The list: the CPU part's cases,
   // the replays' CPU parts, then (without --cpu-only) the GPU cases and the replays' GPU kernels.
   Shard shard;
@@ -72,6 +75,6 @@ SweepOutcome run_sweep(const SweepOptions& options, const TolerancePolicy& gpu_p
 // against `exact` under `policy` into `c` (the property sweep reuses it). Throws what the kernel throws.
 void run_gpu_kernel_case(const std::string& kernel, int chunk_size, const CaseSpec& spec, const DplrProblem& problem,
                          const ReferenceResult& exact, int threads, const TolerancePolicy& policy, CaseResult& c,
-                         const std::string& planted_defect = "none");
+                         const std::string& planted_defect = "none", bool conditioning_floor = true);
 
 }  // namespace dplr

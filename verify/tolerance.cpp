@@ -171,7 +171,7 @@ Judgement judge(const TensorMetrics& m, const Tolerance& tolerance, std::string_
   };
   if (limits.floor_ratio) {
     if (m.floor)
-      check(limits.floor_ratio, m.floor->ratio, "floor ratio");
+      check(limits.floor_ratio, m.floor->ratio, m.floor->conditioned ? "floor ratio (conditioning floor)" : "floor ratio");
     else
       not_evaluated.push_back(fmt::format("floor ratio <= {} (no floor computed)", format_number(*limits.floor_ratio)));
   }
@@ -207,7 +207,10 @@ Judgement judge(const TensorMetrics& m, const Tolerance& tolerance, std::string_
     std::string context = fmt::format("rel RMSE {}", format_number(m.rel_rmse));
     if (m.floor)
       context += fmt::format(", floor {} in {}{}", format_number(m.floor->used_rel_rmse), dtype_name(m.floor->dtype),
-                             m.floor->nominal ? " (nominal)" : "");
+                             m.floor->nominal       ? " (nominal)"
+                             : m.floor->conditioned ? fmt::format(" (conditioning; rounding {})",
+                                                                  format_number(m.floor->rounding_rel_rmse))
+                                                    : std::string());
     context += fmt::format("; max abs err {} at {} (actual {}, {} {})", format_number(m.max_abs.error),
                            index_text(m.max_abs.index), format_number(m.max_abs.actual), expected_name,
                            format_number(m.max_abs.expected));

@@ -358,5 +358,34 @@ TEST(Metrics, ElementwiseErrorIsInUnitsOfTheJudgedDtype) {
   EXPECT_EQ(m.misrounded_fraction, 0.25);
 }
 
+TEST(Metrics, ConditioningFloorReplacesASmallerRoundingFloorOnly) {
+  const auto exact = normal_values(4096, 3);
+  std::vector<double> actual = rounded(exact, DType::F32);
+  for (double& x : actual) x *= 1.0 + 40 * 0x1p-24;  // ~40 u off: ~100 fp32 rounding floors
+  const auto plain = compute_metrics(actual, exact, DType::F32, {4096});
+  ASSERT_TRUE(plain.floor);
+  EXPECT_FALSE(plain.floor->conditioned);
+  EXPECT_FALSE(plain.floor->conditioning_rel_rmse);
+  EXPECT_GT(plain.floor->ratio, 50.0);
+  EXPECT_EQ(plain.floor->rounding_rel_rmse, plain.floor->used_rel_rmse);
+
+  // A conditioning floor 64x the rounding floor judges instead: the ratio drops by the same factor.
+  const double conditioning = 64 * plain.floor->used_rel_rmse;
+  const auto conditioned =
+      compute_metrics(actual, exact, DType::F32, {4096}, {.conditioning_rel_rmse = conditioning});
+  ASSERT_TRUE(conditioned.floor);
+  EXPECT_TRUE(conditioned.floor->conditioned);
+  EXPECT_EQ(conditioned.floor->used_rel_rmse, conditioning);
+  EXPECT_EQ(conditioned.floor->rounding_rel_rmse, plain.floor->used_rel_rmse);
+  EXPECT_NEAR(conditioned.floor->ratio, plain.floor->ratio / 64, 1e-12 * plain.floor->ratio);
+
+  // One below the rounding floor changes nothing but is reported.
+  const auto small = compute_metrics(actual, exact, DType::F32, {4096},
+                                     {.conditioning_rel_rmse = plain.floor->used_rel_rmse / 4});
+  EXPECT_FALSE(small.floor->conditioned);
+  EXPECT_EQ(small.floor->ratio, plain.floor->ratio);
+  EXPECT_EQ(*small.floor->conditioning_rel_rmse, plain.floor->used_rel_rmse / 4);
+}
+
 }  // namespace
 }  // namespace dplr
