@@ -5,7 +5,9 @@
 //   and training (forward + backward) B8 T4096 H16 D64 and B4 T4096 H8 D128 bf16: chunk and recurrent.
 // Each chunk shape is timed on the staged path (chunk_forward) and the fused one (chunk_forward_fused), with the
 // fused stages (A+WY, h+o) alone and their kernel variants (ForwardInputs::variant: AVariant, HOVariant).
-// Usage: dplr_bench_gpu [out.json], or `dplr bench --gpu [--json out.json]`
+// The training steps also time each stage of the chunk backward alone (the recomputed forward stages A, WY, h, then
+// o_bwd, h_bwd, WY_bwd, A_bwd, cumsum_bwd), on the workspace the step just filled.
+// Usage: dplr_bench_gpu [out.json [part]], or `dplr bench --gpu [--gpu-part all|forward|training] [--json out.json]`
 // Validates what it times (llm.c's dev/cuda habit): before timing a shape, the kernel runs once on input set 0 and
 // a sample of its heads is checked against the exact reference (double) on those heads alone; a wrong result
 // throws and no time is printed for it. Inputs are contractive as in fla's tests: k and a unit-norm per (token,
@@ -219,7 +221,10 @@ std::vector<float> time_graph(int nsets, int per_graph, int reps, const std::fun
 
 }  // namespace
 
-int dplr::run_gpu_benchmarks(const char* json_path) {
+int dplr::run_gpu_benchmarks(const char* json_path, const std::string& part) {
+  if (part != "all" && part != "forward" && part != "training")
+    throw std::invalid_argument("dplr bench --gpu: unknown part '" + part + "' (expected all, forward or training)");
+  const bool forward_part = part != "training", training_part = part != "forward";
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -309,13 +314,15 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
              }), goal, fla);
   };
 
-  bench_rec("decode T=1 bf16", 64, 1, 16, 64, 16, 0.017, 0.050);
-  bench_rec("fused_recurrent bf16", 8, 4096, 16, 64, 2, 3.5, 5.34);
-  bench_rec("fused_recurrent bf16", 4, 4096, 8, 128, 2, 0, 0);
-  for (int C : {64, 32, 16}) bench_chunk(8, 4096, 16, 64, C, 0.8, 2.01);
-  bench_chunk(4, 4096, 8, 128, 64, 0, 1.39);
-  bench_chunk(4, 4096, 8, 128, 32, 0, 1.39);
-  bench_chunk(4, 4096, 8, 128, 16, 0, 1.39);
+  if (forward_part) {
+    bench_rec("decode T=1 bf16", 64, 1, 16, 64, 16, 0.017, 0.050);
+    bench_rec("fused_recurrent bf16", 8, 4096, 16, 64, 2, 3.5, 5.34);
+    bench_rec("fused_recurrent bf16", 4, 4096, 8, 128, 2, 0, 0);
+    for (int C : {64, 32, 16}) bench_chunk(8, 4096, 16, 64, C, 0.8, 2.01);
+    bench_chunk(4, 4096, 8, 128, 64, 0, 1.39);
+    bench_chunk(4, 4096, 8, 128, 32, 0, 1.39);
+    bench_chunk(4, 4096, 8, 128, 16, 0, 1.39);
+  }
 
   // ---- training: forward + backward (issue 12's shapes; fla's forward + backward is timed in the same device call
   // by bench/fla_peer.py). Our step: the fused chunk forward (C16) and the staged chunk backward (which recomputes
@@ -350,9 +357,44 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
     };
     validate_backward(std::string("chunk fwd+bwd C16 ") + shape, sets[0], dobuf.get(), dhtbuf.f(), out, [&] { chunk_step(0); });
     record("chunk fwd+bwd bf16 C16", shape, time_it(2, 2, 10, chunk_step), 0.6 * fla, fla);
-    record("  chunk bwd alone C16", shape, time_it(2, 2, 10, [&](int s) {
-             g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f()}, C, bws, out);
-           }), 0, 0);
+    const auto bwd = time_it(2, 2, 10, [&](int s) {
+      g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f()}, C, bws, out);
+    });
+    record("  chunk bwd alone C16", shape, bwd, 0, 0);
+    {  // The backward's stages, each timed alone on the workspace the backward just filled (the stages that add to
+       // a total, dv += and the like, only grow it over the repeats: the times do not depend on the values).
+      const g::ChunkWorkspace& w = bws.forward;
+      const g::GatedOperands& gt = w.gated;
+      const g::GradientShares& sh = bws.shares;
+      auto bin = [&](int s) { return g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f()}; };
+      double sum = 0;
+      auto stage = [&](const std::string& name, const std::function<void(int)>& fn) {
+        const auto ts = time_it(2, 2, 10, fn);
+        sum += ts[ts.size() / 2];
+        record("  bwd stage " + name, shape, ts, 0, 0);
+      };
+      stage("recompute A", [&](int s) { g::chunk_A(sets[s].in, C, w.A_qk, w.A_qb, w.A_ak, w.A_ab, gt); });
+      stage("recompute WY", [&](int s) { g::chunk_WY(sets[s].in, C, w.A_ab, w.A_ak, gt.ag, w.A_ab_inv, w.w, w.u); });
+      stage("recompute h", [&](int s) {
+        g::chunk_h(sets[s].in, C, gt.kg, gt.bg, gt.eg_last, w.w, w.u, w.h, w.v_new, nullptr);
+      });
+      stage("o_bwd", [&](int s) {
+        g::chunk_o_bwd(bin(s), C, w.A_qk, w.A_qb, gt.qg, w.v_new, w.h, bws.dA_qk, bws.dA_qb, bws.dv, sh);
+      });
+      stage("h_bwd (2 kernels)", [&](int s) {
+        g::chunk_h_bwd(bin(s), C, gt.kg, gt.bg, gt.eg_last, w.w, w.h, w.v_new, bws.dh, bws.dv_new, bws.dw, bws.dv,
+                       nullptr, sh);
+      });
+      stage("WY_bwd", [&](int s) {
+        g::chunk_WY_bwd(bin(s), C, w.A_ab_inv, w.A_ak, w.w, w.u, bws.dw, bws.dv_new, bws.dA_ab, bws.dA_ak, bws.dv, sh);
+      });
+      stage("A_bwd", [&](int s) {
+        g::chunk_A_bwd(bin(s), C, bws.dA_qk, bws.dA_qb, bws.dA_ak, bws.dA_ab, bws.dq, bws.dk, bws.da, bws.db, sh);
+      });
+      stage("cumsum_bwd", [&](int s) { g::chunk_cumsum_bwd(bin(s), C, out.dgk, sh); });
+      std::printf("  bwd stages: sum of the medians %.4f ms, whole backward %.4f ms (the rest: the 5 roundings to "
+                  "bf16 and launch gaps)\n", sum, double(bwd[bwd.size() / 2]));
+    }
     std::printf("  memory: held between forward and backward: o and ht (%.1f MiB; the backward recomputes); "
                 "forward workspace %.1f MiB, backward workspace %.1f MiB\n",
                 (nk * 2 + ns * 4) / 1048576.0, fs.total() * 4 / 1048576.0, bs.total() * 4 / 1048576.0);
@@ -370,8 +412,10 @@ int dplr::run_gpu_benchmarks(const char* json_path) {
     record("recurrent fwd+bwd bf16", shape, time_it(2, 2, 10, rec_step), 0, fla);
     std::printf("  memory: recurrent backward workspace %.1f MiB\n", rs.total() * 4 / 1048576.0);
   };
-  bench_training(8, 4096, 16, 64, 6.95);
-  bench_training(4, 4096, 8, 128, 4.85);
+  if (training_part) {
+    bench_training(8, 4096, 16, 64, 7.23);  // fla: session 6, call 1 (H200)
+    bench_training(4, 4096, 8, 128, 4.91);
+  }
 
   if (json_path) {
     FILE* f = std::fopen(json_path, "w");

@@ -3,6 +3,10 @@
 // Returns 0; throws dplr::gpu::CudaError (a CUDA call failed) or std::runtime_error (a wrong result: no time printed).
 #pragma once
 
+#include <string>
+
 namespace dplr {
-int run_gpu_benchmarks(const char* json_path);
+// Which part of the benchmarks runs: "all"; "forward" (decode, fused recurrent, chunk forward); "training" (the
+// forward + backward steps, with the backward's stages timed alone). Anything else throws std::invalid_argument.
+int run_gpu_benchmarks(const char* json_path, const std::string& part = "all");
 }

@@ -26,6 +26,7 @@ struct BenchOptions {
   int repeats = 3;
   int threads = 0;
   bool gpu = false, reference = false;
+  std::string gpu_part = "all";  // bench/gpu_bench.hpp: all, forward, training
   double prove_bits = 0;  // > 0: also a rigorous (ball) run, proving this many bits, and the bits it proves of each row
   std::string json = "out/bench.json";
 };
@@ -37,7 +38,7 @@ int run_gpu_bench(const BenchOptions& o) {
   fmt::print("dplr bench --gpu: {}\n", device.name);
   const std::filesystem::path json(o.json);
   if (json.has_parent_path()) std::filesystem::create_directories(json.parent_path());
-  const int code = run_gpu_benchmarks(o.json.c_str());
+  const int code = run_gpu_benchmarks(o.json.c_str(), o.gpu_part);
   fmt::print("benchmark JSON: {}\n", std::filesystem::absolute(json).string());
   return code;
 #else
@@ -111,6 +112,11 @@ void add_bench_command(CLI::App& app, Command& selected) {
   command->add_option("--repeats", options->repeats, "Timed repeats (median reported)")->capture_default_str();
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
   command->add_flag("--gpu", options->gpu, "Time our CUDA kernels");
+  command->add_option("--gpu-part", options->gpu_part,
+                      "With --gpu: all; forward (decode, recurrent, chunk forward); training (forward + backward, "
+                      "the backward's stages timed alone)")
+      ->check(CLI::IsMember({"all", "forward", "training"}))
+      ->capture_default_str();
   command->add_flag("--reference", options->reference, "Time the exact reference (fwd+bwd) on the CPU");
   command->add_option("--prove", options->prove_bits,
                       "With --reference: a rigorous (Arb ball) run proving this many bits, timed, and the bits it "
