@@ -1,6 +1,7 @@
 #include "verify/sweep.hpp"
 
 #include <algorithm>
+#include <set>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -427,20 +428,29 @@ SweepOutcome run_sweep(const SweepOptions& o, const TolerancePolicy& gpu_policy,
     }
     const std::vector<GpuCase> cases = gpu_list(o, replays);
     if (!device.available && !cases.empty()) {
-      std::size_t replayed = 0, backward = 0;
+      // What did not run, by direction: how many cases, of which kernels, at which chunk sizes.
+      struct Part {
+        std::size_t cases = 0;
+        std::vector<std::string> kernels;
+        std::set<int> chunk_sizes;
+      } forward, backward;
+      std::size_t replayed = 0;
       for (const GpuCase& g : cases) {
-        if (g.replay) ++replayed;
-        else if (is_backward_kernel(g.kernel)) ++backward;
+        if (g.replay) {
+          ++replayed;
+          continue;
+        }
+        Part& part = is_backward_kernel(g.kernel) ? backward : forward;
+        ++part.cases;
+        if (std::find(part.kernels.begin(), part.kernels.end(), g.kernel) == part.kernels.end()) part.kernels.push_back(g.kernel);
+        if (g.chunk_size > 0) part.chunk_sizes.insert(g.chunk_size);
       }
-      const std::size_t forward = cases.size() - replayed - backward;
       std::vector<std::string> what;
-      if (forward)
-        what.push_back(fmt::format("{} forward cases: chunk C16/32/64 staged and fused, fused recurrent", forward));
-      if (backward)
-        what.push_back(fmt::format("{} backward cases: the staged chunk backward C16/32/64 with every stage against its "
-                                   "oracle, the fused recurrent backward",
-                                   backward));
-      if (forward || backward) what.back() += ", bf16/fp16/fp32";
+      for (const auto& [name, part] : {std::pair<const char*, const Part*>{"forward", &forward}, {"backward", &backward}})
+        if (part->cases)
+          what.push_back(fmt::format("{} {} cases of {}{}, bf16/fp16/fp32", part->cases, name, fmt::join(part->kernels, ", "),
+                                     part->chunk_sizes.empty() ? ""
+                                                               : fmt::format(" (chunk sizes {})", fmt::join(part->chunk_sizes, "/"))));
       if (replayed) what.push_back(fmt::format("{} replayed case files' kernels", replayed));
       outcome.skipped.push_back(fmt::format("GPU kernels ({}): {}", fmt::join(what, "; "), device.reason));
       position += static_cast<std::int64_t>(cases.size());
