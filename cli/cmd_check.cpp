@@ -94,6 +94,7 @@ void print_written(const std::vector<WrittenCase>& written) {
 // --property N: the RapidCheck-driven sweep (verify/property_sweep.hpp).
 void run_property_check(const CheckOptions& o, Report& report, const TolerancePolicy& policy) {
   if (!o.sweep.seed) throw InputError("--property needs --seed S: the property sweep is the same for the same seed");
+  if (!o.sweep.gpu_kernels.empty()) throw InputError("--gpu-kernels belongs to the fixed sweep, not --property");
   if (!o.case_file.empty()) throw InputError("--property and --case: give one (a sweep, or a replay)");
   if (o.sweep.quick) throw InputError("--property and --quick: give one (--property N sets the sweep's size)");
   PropertyOptions options;
@@ -135,6 +136,8 @@ int run_check(const CheckOptions& o) {
     }
     if (o.property) return run_property_check(o, report, policy);
     if (o.time_budget || !o.plant.empty()) throw InputError("--time-budget and --plant belong to --property N");
+    if (o.sweep.cpu_only && !o.sweep.gpu_kernels.empty())
+      throw InputError("--gpu-kernels and --cpu-only: --cpu-only runs no GPU kernel");
     SweepOptions sweep = o.sweep;
     std::vector<std::string> skipped;
     if (!o.shard.empty()) sweep.shard = parse_shard(o.shard);
@@ -188,6 +191,11 @@ void add_check_command(CLI::App& app, Command& selected) {
   command->add_flag("!--rounding-floor-only", options->sweep.conditioning_floor,
                     "Judge GPU tensors against their correctly rounded floor alone (default: the larger of it and the "
                     "conditioning floor, the exact answer's change under a perturbation of the inputs at fp32's u)");
+  command->add_option("--gpu-kernels", options->sweep.gpu_kernels,
+                      "Run only the GPU cases (fixed and replayed) of these kernels, comma-separated: chunk, "
+                      "chunk-fused, recurrent (forwards), chunk-bwd, recurrent-bwd (backwards); default all")
+      ->delimiter(',')
+      ->check(CLI::IsMember(std::vector<std::string>(std::begin(kGpuSweepKernels), std::end(kGpuSweepKernels))));
   command->add_option("--shard", options->shard,
                       "Run shard I of N (0 <= I < N): the positions i of the case list with i mod N == I; "
                       "`dplr report merge` combines the N reports");

@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
@@ -76,8 +77,8 @@ CaseFile read_case_file(const std::filesystem::path& path) {
   out.problem = problem_from_file(file, origin);
   out.kernel = required(file, "kernel", origin);
   if (std::find(std::begin(kCaseKernels), std::end(kCaseKernels), out.kernel) == std::end(kCaseKernels))
-    throw InputError(fmt::format("{}: metadata 'kernel' is '{}'; expected chunk, chunk-fused, recurrent or cpu", origin,
-                                 out.kernel));
+    throw InputError(fmt::format("{}: metadata 'kernel' is '{}'; expected one of {}", origin, out.kernel,
+                                 fmt::join(kCaseKernels, ", ")));
   const std::string& chunk = required(file, "chunk_size", origin);
   try {
     std::size_t used = 0;
@@ -87,12 +88,15 @@ CaseFile read_case_file(const std::filesystem::path& path) {
     throw InputError(fmt::format("{}: metadata 'chunk_size' is '{}'; expected a whole number", origin, chunk));
   }
   const bool chunk_size_ok = out.chunk_size == 16 || out.chunk_size == 32 || out.chunk_size == 64;
-  if ((out.kernel == "chunk" || out.kernel == "chunk-fused") && !chunk_size_ok)
+  if ((out.kernel == "chunk" || out.kernel == "chunk-fused" || out.kernel == "chunk-bwd") && !chunk_size_ok)
     throw InputError(fmt::format("{}: metadata 'chunk_size' is {} for kernel {}; expected 16, 32 or 64", origin,
                                  out.chunk_size, out.kernel));
-  if (out.kernel == "recurrent" && out.chunk_size != 0)
-    throw InputError(fmt::format("{}: metadata 'chunk_size' is {} for kernel recurrent; expected 0 (it has no chunks)",
-                                 origin, out.chunk_size));
+  if ((out.kernel == "recurrent" || out.kernel == "recurrent-bwd") && out.chunk_size != 0)
+    throw InputError(fmt::format("{}: metadata 'chunk_size' is {} for kernel {}; expected 0 (it has no chunks)", origin,
+                                 out.chunk_size, out.kernel));
+  if ((out.kernel == "chunk-bwd" || out.kernel == "recurrent-bwd") && !out.problem.grad_o)
+    throw InputError(fmt::format("{}: kernel {} is a backward, and the file holds no 'do' (the upstream gradient)", origin,
+                                 out.kernel));
   if (out.kernel == "cpu" && out.chunk_size != 0 && !chunk_size_ok)
     throw InputError(fmt::format("{}: metadata 'chunk_size' is {} for kernel cpu; expected 0 (the sweep's chunk "
                                  "oracles) or the oracle's 16, 32 or 64",

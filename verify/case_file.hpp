@@ -4,9 +4,10 @@
 // A case file is a .safetensors file with the contract's input names (q k v a b gk, h0, cu_seqlens, do, dht)
 // and this metadata (all strings, as safetensors holds them):
 //   scale, reverse   as every case file (problem_from_file reads them)
-//   kernel           what it failed on: "chunk" (staged), "chunk-fused", "recurrent" (GPU kernels), or "cpu"
-//                    (the CPU part alone: the certified reference and the chunk-form oracles)
-//   chunk_size       the kernel's chunk size (16, 32, 64); "0" for recurrent; for cpu 0 or the chunk
+//   kernel           what it failed on: "chunk" (staged), "chunk-fused", "recurrent", "chunk-bwd", "recurrent-bwd"
+//                    (GPU kernels, verify/sweep.hpp; the backward ones need do), or "cpu" (the CPU part alone:
+//                    the certified reference and the chunk-form oracles)
+//   chunk_size       the kernel's chunk size (16, 32, 64); "0" for recurrent(-bwd); for cpu 0 or the chunk
 //                    size of the oracle that failed (replayed beside the sweep's C = 16 and 64)
 //   generator, seed  the distribution and seed the inputs were drawn from
 //   spec             the (shrunk) case parameters as JSON: shape, cu_seqlens, dtype, gk_dtype, distribution,
@@ -23,7 +24,7 @@
 
 namespace dplr {
 
-inline constexpr const char* kCaseKernels[] = {"chunk", "chunk-fused", "recurrent", "cpu"};
+inline constexpr const char* kCaseKernels[] = {"chunk", "chunk-fused", "recurrent", "chunk-bwd", "recurrent-bwd", "cpu"};
 
 struct CaseFile {
   DplrProblem problem;

@@ -30,6 +30,7 @@ TensorMap run_gpu_chunk_fused(const DplrProblem&, int, const GpuRunOptions&) {
 }
 TensorMap run_gpu_recurrent_backward(const DplrProblem&) { throw InputError("GPU kernels: " + gpu_device().reason); }
 TensorMap run_gpu_chunk_backward(const DplrProblem&, int) { throw InputError("GPU kernels: " + gpu_device().reason); }
+TensorMap run_gpu_chunk_stages(const DplrProblem&, int) { throw InputError("GPU kernels: " + gpu_device().reason); }
 
 #else
 
@@ -108,6 +109,27 @@ struct ChunkShapes {
   }
 };
 
+// The staged forward's stage tensors in `ws` (fp32), named and laid out as the oracles name them: gi, ge, A_qk,
+// A_qb, A_ak, A_ab, A_ab_inv, w, u, h, v_new, and with `gated` stage A's gated operands qg, kg, bg, ag, eg_last too.
+void download_forward_stages(const DeviceProblem& d, const gpu::ChunkWorkspace& ws, const ChunkShapes& shapes, bool gated,
+                             TensorMap& out) {
+  const auto& [key, value, a_shape, h_shape, state] = shapes;
+  std::vector<std::int64_t> chunk_key = h_shape;  // eg_last [B', NT, H, K]: the per-chunk states' leading dims
+  chunk_key.pop_back();
+  const std::pair<const char*, std::pair<const float*, const std::vector<std::int64_t>*>> stages[] = {
+      {"gi", {ws.gi, &key}},         {"ge", {ws.ge, &key}},         {"A_qk", {ws.A_qk, &a_shape}},
+      {"A_qb", {ws.A_qb, &a_shape}}, {"A_ak", {ws.A_ak, &a_shape}}, {"A_ab", {ws.A_ab, &a_shape}},
+      {"A_ab_inv", {ws.A_ab_inv, &a_shape}}, {"w", {ws.w, &key}},   {"u", {ws.u, &value}},
+      {"h", {ws.h, &h_shape}},       {"v_new", {ws.v_new, &value}}};
+  for (const auto& [name, buffer_and_shape] : stages)
+    out[name] = d.download(buffer_and_shape.first, DType::F32, *buffer_and_shape.second);
+  if (!gated) return;
+  const gpu::GatedOperands& g = ws.gated;
+  for (const auto& [name, ptr] : {std::pair<const char*, const float*>{"qg", g.qg}, {"kg", g.kg}, {"bg", g.bg}, {"ag", g.ag}})
+    out[name] = d.download(ptr, DType::F32, key);
+  out["eg_last"] = d.download(g.eg_last, DType::F32, chunk_key);
+}
+
 // The chunk forward, staged (each stage its own kernel; every intermediate returned) or fused (the fastest
 // path: o and ht only).
 TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused, const GpuRunOptions& options) {
@@ -116,27 +138,21 @@ TensorMap run_chunk_forward(const DplrProblem& p, int C, bool fused, const GpuRu
   // With cu_seqlens when the problem has them (the drivers number the chunks).
   const gpu::ForwardInputs in = with_options(d.inputs(), options);
   const DType o_dtype = options.output == GpuOutput::Fp32 ? DType::F32 : d.dtype();
-  const auto [key, value, a_shape, h_shape, state] = ChunkShapes::of(p, C);
+  const ChunkShapes shapes = ChunkShapes::of(p, C);
   // One NaN-poisoned buffer carved into every intermediate (gi and ge included), so an element a stage
   // fails to write shows up.
   const gpu::ChunkWorkspaceSizes sizes = gpu::chunk_workspace_floats(in, C);
   auto* buffer = static_cast<float*>(d.output(sizes.total(), DType::F32));
   const gpu::ChunkWorkspace ws = gpu::carve_chunk_workspace(in, C, buffer);
-  auto* ht = static_cast<float*>(d.output(count(state), DType::F32));
-  void* o = d.output(count(value), o_dtype);
+  auto* ht = static_cast<float*>(d.output(count(shapes.state), DType::F32));
+  void* o = d.output(count(shapes.value), o_dtype);
   if (fused) gpu::chunk_forward_fused(in, C, ws, o, ht);
   else gpu::chunk_forward(in, C, ws, o, ht);  // cumsum, A, WY, h, o, each its own kernel
   TensorMap out;
-  out["o"] = d.download(o, o_dtype, value);
-  out["ht"] = d.download(ht, DType::F32, state);
+  out["o"] = d.download(o, o_dtype, shapes.value);
+  out["ht"] = d.download(ht, DType::F32, shapes.state);
   if (fused) return out;
-  const std::pair<const char*, std::pair<const float*, const std::vector<std::int64_t>*>> stages[] = {
-      {"gi", {ws.gi, &key}},         {"ge", {ws.ge, &key}},         {"A_qk", {ws.A_qk, &a_shape}},
-      {"A_qb", {ws.A_qb, &a_shape}}, {"A_ak", {ws.A_ak, &a_shape}}, {"A_ab", {ws.A_ab, &a_shape}},
-      {"A_ab_inv", {ws.A_ab_inv, &a_shape}}, {"w", {ws.w, &key}},   {"u", {ws.u, &value}},
-      {"h", {ws.h, &h_shape}},       {"v_new", {ws.v_new, &value}}};
-  for (const auto& [name, buffer_and_shape] : stages)
-    out[name] = d.download(buffer_and_shape.first, DType::F32, *buffer_and_shape.second);
+  download_forward_stages(d, ws, shapes, false, out);
   return out;
 }
 }  // namespace
@@ -222,6 +238,50 @@ TensorMap run_gpu_chunk_backward(const DplrProblem& p, int C) {
       {"dA_qk", {ws.dA_qk, &a_shape}}, {"dA_qb", {ws.dA_qb, &a_shape}}, {"dA_ak", {ws.dA_ak, &a_shape}},
       {"dA_ab", {ws.dA_ab, &a_shape}}, {"dh", {ws.dh, &h_shape}},       {"dv_new", {ws.dv_new, &value}},
       {"dw", {ws.dw, &key}}};
+  for (const auto& [name, buffer_and_shape] : stages)
+    t[name] = d.download(buffer_and_shape.first, DType::F32, *buffer_and_shape.second);
+  return t;
+}
+
+TensorMap run_gpu_chunk_stages(const DplrProblem& p, int C) {
+  if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
+  DeviceProblem d(p);
+  gpu::BackwardInputs in = d.backward_inputs();
+  const ChunkShapes shapes = ChunkShapes::of(p, C);
+  const auto& [key, value, a_shape, h_shape, state] = shapes;
+  // One NaN-poisoned buffer carved into every intermediate, so an element a stage fails to write shows up.
+  auto* buffer = static_cast<float*>(d.output(gpu::chunk_backward_workspace_floats(in, C).total(), DType::F32));
+  const gpu::BackwardWorkspace ws = gpu::carve_backward_workspace(in, C, buffer);
+  const gpu::ChunkWorkspace& fw = ws.forward;
+  const gpu::GatedOperands& g = fw.gated;
+  auto* ht = static_cast<float*>(d.output(count(state), DType::F32));
+  void* o = d.output(count(value), d.dtype());
+  auto* dh0 = static_cast<float*>(d.output(count(state), DType::F32));
+  auto* dgk = static_cast<float*>(d.output(count(key), DType::F32));
+  // The forward, staged: cumsum, A, WY, h, o (with cu_seqlens it fills fw.chunk_offsets, which the backward stages
+  // then read).
+  gpu::chunk_forward(in.fwd, C, fw, o, ht);
+  if (in.fwd.cu_seqlens) {
+    in.fwd.chunk_offsets = fw.chunk_offsets;
+    in.fwd.chunk_offsets_C = C;
+  }
+  // The backward, one stage a call, on the forward's tensors.
+  const gpu::GradientShares& sh = ws.shares;
+  gpu::chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, g.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh);
+  gpu::chunk_h_bwd(in, C, g.kg, g.bg, g.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, dh0, sh);
+  gpu::chunk_WY_bwd(in, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, ws.dw, ws.dv_new, ws.dA_ab, ws.dA_ak, ws.dv, sh);
+  gpu::chunk_A_bwd(in, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, ws.dq, ws.dk, ws.da, ws.db, sh);
+  gpu::chunk_cumsum_bwd(in, C, dgk, sh);
+  TensorMap t;
+  t["o"] = d.download(o, d.dtype(), value);
+  t["ht"] = d.download(ht, DType::F32, state);
+  download_forward_stages(d, fw, shapes, true, t);
+  const std::pair<const char*, std::pair<const float*, const std::vector<std::int64_t>*>> stages[] = {
+      {"dA_qk", {ws.dA_qk, &a_shape}}, {"dA_qb", {ws.dA_qb, &a_shape}}, {"dA_ak", {ws.dA_ak, &a_shape}},
+      {"dA_ab", {ws.dA_ab, &a_shape}}, {"dh", {ws.dh, &h_shape}},       {"dv_new", {ws.dv_new, &value}},
+      {"dw", {ws.dw, &key}},           {"dv", {ws.dv, &value}},         {"dq", {ws.dq, &key}},
+      {"dk", {ws.dk, &key}},           {"da", {ws.da, &key}},           {"db", {ws.db, &key}},
+      {"dgk", {dgk, &key}},            {"dh0", {dh0, &state}}};
   for (const auto& [name, buffer_and_shape] : stages)
     t[name] = d.download(buffer_and_shape.first, DType::F32, *buffer_and_shape.second);
   return t;

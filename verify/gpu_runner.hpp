@@ -50,5 +50,13 @@ TensorMap run_gpu_recurrent_backward(const DplrProblem& problem);
 // dA_ak, dA_ab, dh, dv_new, dw (fp32; dh laid out as the oracles lay it, ChunkGrid). As run_gpu_chunk does for o,
 // dq, dk, dv, da, db are the rounded gradients, not the stages' fp32 totals.
 TensorMap run_gpu_chunk_backward(const DplrProblem& problem, int chunk_size);
+// The chunk form's stages one kernel at a time, forward then backward, in pipeline order (`dplr stages --gpu`, and the
+// stage checks of `dplr check`'s chunk-bwd cases): the staged forward (gpu::chunk_forward: cumsum, A, WY, h, o), then
+// o_bwd, h_bwd, WY_bwd, A_bwd, cumsum_bwd called one by one on the forward's own tensors, each stage on its
+// predecessors' outputs, so that a wrong stage shows first in its own tensors. Returns every stage tensor the oracles
+// name (reference/chunk_stages.hpp), in their layouts: gi, ge, A_qk, A_qb, A_ak, A_ab, qg, kg, bg, ag, eg_last,
+// A_ab_inv, w, u, h, v_new, ht, o (the input dtype), dA_qk, dA_qb, dh, dv_new, dw, dh0, dA_ab, dA_ak, and the fp32
+// totals dv, dq, dk, da, db (not rounded: the stages' own outputs) and dgk. The problem needs do.
+TensorMap run_gpu_chunk_stages(const DplrProblem& problem, int chunk_size);
 
 }  // namespace dplr

@@ -1,8 +1,10 @@
 #include "verify/sweep.hpp"
 
 #include <algorithm>
+#include <set>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "core/error.hpp"
 #include "generators/distributions.hpp"
@@ -13,6 +15,7 @@
 #include "verify/case_info.hpp"
 #include "verify/conditioning.hpp"
 #include "verify/gpu_runner.hpp"
+#include "verify/stage_check.hpp"
 
 namespace dplr {
 namespace {
@@ -157,16 +160,12 @@ void cpu_part(const SweepOptions& o, const std::vector<Replay>& replays, std::in
   }
 }
 
-struct GpuCase {
-  std::string kernel;  // "chunk" (staged, every stage checked), "chunk-fused" (o, ht), or "recurrent"
-  int chunk_size = 0;
-  CaseSpec spec;
-  GpuOutput output = GpuOutput::Rounded;  // Fp32: o before its final rounding, judged against fp32 bars
+struct GpuCase : GpuSweepCase {
   const Replay* replay = nullptr;  // a case file's tensors instead of generate_case(spec)
 };
 
-std::vector<GpuCase> gpu_cases(bool quick, std::uint64_t seed) {
-  std::vector<GpuCase> cases;
+std::vector<GpuSweepCase> forward_cases(bool quick, std::uint64_t seed) {
+  std::vector<GpuSweepCase> cases;
   const std::vector<DType> dtypes{DType::BF16, DType::F16, DType::F32};
   for (DType dtype : dtypes)
     for (const std::string distribution : {"fla", "strong-decay"}) {
@@ -232,7 +231,52 @@ ConditioningFloors conditioning_of(const DplrProblem& p, const CaseSpec& spec, c
   return conditioning_floors(p, exact, evaluate, {.unit = *unit});
 }
 
-// One GPU case: the kernel's o and ht (and, staged, every stage tensor) against the exact answer.
+// The backward's cases (verify/sweep.hpp lists what they cover). Every spec draws do and dht (with_backward) and
+// has h0; T = 100 and 70 are multiples of no chunk size; heads differ (independent draws). The shapes are small so
+// that the exact backward at double-double and the chunk-form oracles (the sweep's CPU cost) stay modest.
+std::vector<GpuSweepCase> backward_cases(bool quick, std::uint64_t seed) {
+  std::vector<GpuSweepCase> cases;
+  for (DType dtype : {DType::BF16, DType::F16, DType::F32}) {
+    CaseSpec spec;
+    spec.distribution = "fla";
+    spec.dtype = dtype;
+    spec.gk_dtype = DType::F32;
+    spec.shape = quick ? DplrShape{1, 100, 2, 64, 64} : DplrShape{2, 100, 2, 64, 64};
+    spec.with_h0 = true;
+    spec.with_backward = true;
+    spec.seed = seed;
+    const auto both = [&](const CaseSpec& s, std::initializer_list<int> chunk_sizes) {
+      for (int C : chunk_sizes) cases.push_back({"chunk-bwd", C, s});
+      cases.push_back({"recurrent-bwd", 0, s});
+    };
+    if (quick) {
+      both(spec, {16, 64});
+      continue;
+    }
+    both(spec, {16, 32, 64});
+    CaseSpec strong = spec;
+    strong.distribution = "strong-decay";
+    both(strong, {16, 64});
+    CaseSpec wide = spec;
+    wide.shape = {1, 70, 2, 128, 128};
+    both(wide, {64});
+    CaseSpec odd = strong;
+    odd.shape = {1, 70, 2, 60, 100};
+    both(odd, {32});
+    // Packed sequences: an empty one, lengths that are multiples of no chunk size, h0 and dht per sequence.
+    CaseSpec varlen = spec;
+    varlen.shape = {1, 150, 2, 64, 64};
+    varlen.cu_seqlens = {0, 37, 37, 100, 150};
+    both(varlen, {16, 32, 64});
+    CaseSpec reverse = spec;
+    reverse.reverse = true;
+    cases.push_back({"recurrent-bwd", 0, reverse});
+  }
+  return cases;
+}
+
+// One GPU case: the kernel's o and ht (and, staged, every stage tensor) against the exact answer; a backward
+// kernel's gradients (and, chunk-bwd, every stage of a staged run).
 void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult& exact, const SweepOptions& o,
                   const TolerancePolicy& policy, CaseResult& c) {
   const ConditioningFloors output_conditioning =
@@ -247,6 +291,30 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
                          .block_tokens = g.chunk_size > 0 ? g.chunk_size : kDefaultBlockTokens,
                          .conditioning = &output_conditioning};
   const GpuRunOptions run{.output = g.output, .planted_defect = o.planted_defect};
+  if (is_backward_kernel(g.kernel)) {
+    // The planted defects are the forward kernels' (gpu::ForwardInputs::planted); the backward runs do not take one.
+    if (o.planted_defect != "none")
+      c.notes.push_back(fmt::format("planted defect '{}' not applied: the planted defects are the forward kernels'",
+                                    o.planted_defect));
+    if (g.kernel == "recurrent-bwd") {
+      judge_backward_case(run_gpu_recurrent_backward(p), nullptr, exact.tensors, nullptr, policy, options, c);
+      return;
+    }
+    const TensorMap gradients = run_gpu_chunk_backward(p, g.chunk_size);
+    const TensorMap stages = run_gpu_chunk_stages(p, g.chunk_size);
+    ChunkOptions chunk_options;
+    chunk_options.threads = o.threads;
+    const ChunkStages oracle = run_chunk_stages(p, g.chunk_size, Precision::parse("dd"), chunk_options);
+    // Stage tensors by the chunk oracle's conditioning; o, ht and the gradients by the recurrence's.
+    ConditioningFloors conditioning =
+        conditioning_of(p, g.spec, o, oracle.tensors, [&](const DplrProblem& perturbed) {
+          return run_chunk_stages(perturbed, g.chunk_size, Precision::parse("double"), chunk_options).tensors;
+        });
+    for (const auto& [name, floor] : output_conditioning) conditioning[name] = floor;
+    options.conditioning = &conditioning;
+    judge_backward_case(gradients, &stages, exact.tensors, &oracle.tensors, policy, options, c);
+    return;
+  }
   if (g.kernel == "recurrent") {
     c.comparison = compare(run_gpu_recurrent(p, run), exact.tensors, policy, options);
   } else if (g.kernel == "chunk-fused") {
@@ -264,39 +332,60 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
           return run_chunk_stages(perturbed, g.chunk_size, Precision::parse("double"), chunk_options).tensors;
         });
     options.conditioning = &stage_conditioning;
-    StageSection section;
-    for (const auto& stage : chunk_stage_table()) {
-      ExactTensorMap stage_exact;
-      for (const auto& t : stage.tensors)
-        if (auto it = oracle.tensors.find(t); it != oracle.tensors.end() && t != "ht") stage_exact[t] = it->second;
-      for (auto& r : compare_stage(stage.stage, kernel_tensors, stage_exact, policy, options))
-        section.results.push_back(std::move(r));
-    }
-    section.first_diverging_stage = first_diverging_stage(section.results);
-    c.stages = std::move(section);
+    // ht is judged against the exact recurrence above; the staged forward returns no gated operands (stage A's
+    // qg ... eg_last): those the chunk-bwd cases' staged runs judge.
+    c.stages = judge_stages(kernel_tensors, oracle.tensors, policy, options, {"ht"}).section;
   }
 }
 
-// The GPU part of the list: the fixed cases, then the replays that name a GPU kernel.
+bool selected(const SweepOptions& o, const std::string& kernel) {
+  return o.gpu_kernels.empty() || std::find(o.gpu_kernels.begin(), o.gpu_kernels.end(), kernel) != o.gpu_kernels.end();
+}
+
+// The GPU part of the list: the fixed cases, then the replays that name a GPU kernel; only the kernels of
+// --gpu-kernels where given.
 std::vector<GpuCase> gpu_list(const SweepOptions& o, const std::vector<Replay>& replays) {
   std::vector<GpuCase> cases;
-  if (!o.replays_only) cases = gpu_cases(o.quick, o.seed.value_or(7));
+  if (!o.replays_only)
+    for (GpuSweepCase& g : gpu_sweep_cases(o.quick, o.seed.value_or(7)))
+      if (selected(o, g.kernel)) cases.push_back({std::move(g)});
   for (const Replay& r : replays)
-    if (r.file.kernel != "cpu") cases.push_back({r.file.kernel, r.file.chunk_size, r.file.spec, GpuOutput::Rounded, &r});
+    if (r.file.kernel != "cpu" && selected(o, r.file.kernel))
+      cases.push_back({{r.file.kernel, r.file.chunk_size, r.file.spec, GpuOutput::Rounded}, &r});
   return cases;
+}
+
+// Whether two generated specs draw the same problem (every field generate_case reads).
+bool same_problem(const CaseSpec& a, const CaseSpec& b) {
+  return a.shape.B == b.shape.B && a.shape.T == b.shape.T && a.shape.H == b.shape.H && a.shape.K == b.shape.K &&
+         a.shape.V == b.shape.V && a.cu_seqlens == b.cu_seqlens && a.dtype == b.dtype && a.gk_dtype == b.gk_dtype &&
+         a.distribution == b.distribution && a.seed == b.seed && a.with_h0 == b.with_h0 &&
+         a.with_backward == b.with_backward && a.gate_normalizer == b.gate_normalizer && a.scale == b.scale &&
+         a.reverse == b.reverse;
 }
 
 void gpu_part(const SweepOptions& o, const std::vector<GpuCase>& cases, std::int64_t& position,
               const TolerancePolicy& policy, Report& report, SweepOutcome& outcome,
               const std::function<void(const CaseResult&)>& on_case) {
+  // The problem and its exact answer, kept while consecutive cases share them (the kernels of one spec).
+  std::optional<std::pair<DplrProblem, ReferenceResult>> last;
+  const GpuCase* last_case = nullptr;
   for (const GpuCase& g : cases) {
     const std::int64_t at = position++;
     if (!o.shard.holds(at)) continue;
     const std::size_t first = report.cases.size();
-    const DplrProblem p = g.replay ? g.replay->file.problem : generate_case(g.spec);
-    const ReferenceResult exact = exact_of(p, false, o.threads);
-    const std::string kernel = (g.kernel == "recurrent" ? "gpu recurrent" : fmt::format("gpu {} C{}", g.kernel, g.chunk_size)) +
-                               (g.output == GpuOutput::Fp32 ? " fp32-output" : "");
+    const bool reuse = last && last_case->replay == g.replay && (g.replay || same_problem(last_case->spec, g.spec));
+    if (!reuse) {
+      DplrProblem problem = g.replay ? g.replay->file.problem : generate_case(g.spec);
+      ReferenceResult exact = exact_of(problem, false, o.threads);
+      last.emplace(std::move(problem), std::move(exact));
+    }
+    last_case = &g;
+    const DplrProblem& p = last->first;
+    const ReferenceResult& exact = last->second;
+    const std::string kernel =
+        (g.chunk_size == 0 ? fmt::format("gpu {}", g.kernel) : fmt::format("gpu {} C{}", g.kernel, g.chunk_size)) +
+        (g.output == GpuOutput::Fp32 ? " fp32-output" : "");
     CaseResult c = case_of(p, fmt::format("{}: {}", kernel, g.replay ? replay_tag(*g.replay) : describe(g.spec)), g.spec,
                            g.replay);
     c.reference = reference_info(exact);
@@ -322,6 +411,20 @@ std::vector<Replay> read_replays(const std::vector<std::filesystem::path>& paths
 
 }  // namespace
 
+bool is_backward_kernel(std::string_view kernel) { return kernel == "chunk-bwd" || kernel == "recurrent-bwd"; }
+
+void require_gpu_sweep_kernels(const std::vector<std::string>& kernels) {
+  for (const auto& k : kernels)
+    if (std::find(std::begin(kGpuSweepKernels), std::end(kGpuSweepKernels), k) == std::end(kGpuSweepKernels))
+      throw InputError(fmt::format("GPU kernel '{}': expected one of {}", k, fmt::join(kGpuSweepKernels, ", ")));
+}
+
+std::vector<GpuSweepCase> gpu_sweep_cases(bool quick, std::uint64_t seed) {
+  std::vector<GpuSweepCase> cases = forward_cases(quick, seed);
+  for (GpuSweepCase& g : backward_cases(quick, seed)) cases.push_back(std::move(g));
+  return cases;
+}
+
 void run_gpu_kernel_case(const std::string& kernel, int chunk_size, const CaseSpec& spec, const DplrProblem& problem,
                          const ReferenceResult& exact, int threads, const TolerancePolicy& policy, CaseResult& c,
                          const std::string& planted_defect, bool conditioning_floor) {
@@ -329,7 +432,7 @@ void run_gpu_kernel_case(const std::string& kernel, int chunk_size, const CaseSp
   options.threads = threads;
   options.planted_defect = planted_defect;
   options.conditioning_floor = conditioning_floor;
-  run_gpu_case(GpuCase{kernel, chunk_size, spec}, problem, exact, options, policy, c);
+  run_gpu_case(GpuCase{{kernel, chunk_size, spec}}, problem, exact, options, policy, c);
 }
 
 SweepOutcome run_sweep(const SweepOptions& o, const TolerancePolicy& gpu_policy, Report& report,
@@ -345,14 +448,42 @@ SweepOutcome run_sweep(const SweepOptions& o, const TolerancePolicy& gpu_policy,
   if (o.cpu_only) {
     outcome.skipped.push_back("GPU kernels: --cpu-only");
   } else {
+    require_gpu_sweep_kernels(o.gpu_kernels);
+    if (!o.gpu_kernels.empty()) {
+      std::vector<std::string> left_out;
+      for (const char* k : kGpuSweepKernels)
+        if (!selected(o, k)) left_out.emplace_back(k);
+      if (!left_out.empty())
+        outcome.skipped.push_back(fmt::format("GPU cases of the kernels {}: --gpu-kernels {}", fmt::join(left_out, ", "),
+                                              fmt::join(o.gpu_kernels, ",")));
+    }
     const std::vector<GpuCase> cases = gpu_list(o, replays);
     if (!device.available && !cases.empty()) {
-      const std::size_t replayed = static_cast<std::size_t>(
-          std::count_if(cases.begin(), cases.end(), [](const GpuCase& g) { return g.replay != nullptr; }));
-      std::string what = o.replays_only ? "" : fmt::format("{} cases of chunk C16/32/64 and fused recurrent, bf16/fp16/fp32",
-                                                           cases.size() - replayed);
-      if (replayed) what += fmt::format("{}{} replayed case files' kernels", what.empty() ? "" : "; ", replayed);
-      outcome.skipped.push_back(fmt::format("GPU kernels ({}): {}", what, device.reason));
+      // What did not run, by direction: how many cases, of which kernels, at which chunk sizes.
+      struct Part {
+        std::size_t cases = 0;
+        std::vector<std::string> kernels;
+        std::set<int> chunk_sizes;
+      } forward, backward;
+      std::size_t replayed = 0;
+      for (const GpuCase& g : cases) {
+        if (g.replay) {
+          ++replayed;
+          continue;
+        }
+        Part& part = is_backward_kernel(g.kernel) ? backward : forward;
+        ++part.cases;
+        if (std::find(part.kernels.begin(), part.kernels.end(), g.kernel) == part.kernels.end()) part.kernels.push_back(g.kernel);
+        if (g.chunk_size > 0) part.chunk_sizes.insert(g.chunk_size);
+      }
+      std::vector<std::string> what;
+      for (const auto& [name, part] : {std::pair<const char*, const Part*>{"forward", &forward}, {"backward", &backward}})
+        if (part->cases)
+          what.push_back(fmt::format("{} {} cases of {}{}, bf16/fp16/fp32", part->cases, name, fmt::join(part->kernels, ", "),
+                                     part->chunk_sizes.empty() ? ""
+                                                               : fmt::format(" (chunk sizes {})", fmt::join(part->chunk_sizes, "/"))));
+      if (replayed) what.push_back(fmt::format("{} replayed case files' kernels", replayed));
+      outcome.skipped.push_back(fmt::format("GPU kernels ({}): {}", fmt::join(what, "; "), device.reason));
       position += static_cast<std::int64_t>(cases.size());
     } else if (device.available) {
       report.host.gpu = device.name;
@@ -366,6 +497,7 @@ SweepOutcome run_sweep(const SweepOptions& o, const TolerancePolicy& gpu_policy,
                             {"cpu_only", o.cpu_only},
                             {"gpu_only", o.gpu_only},
                             {"planted_defect", o.planted_defect},
+                            {"gpu_kernels", o.gpu_kernels},
                             {"seed", o.seed ? nlohmann::json(*o.seed) : nlohmann::json(nullptr)},
                             {"replays_only", o.replays_only},
                             {"replays", replay_files}},

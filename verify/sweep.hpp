@@ -9,22 +9,30 @@
 //                 rounded to double they are compared under the fp64 rule (rel RMSE 1e-12)
 //   chunk-float   the same stages in float (stable decay evaluation) against the exact answer:
 //                 reported, not gated: the yardstick GPU kernels are measured by
-// GPU part (our kernels, gpu/): the staged chunk forward (C = 16, 32, 64; every stage checked), the fused
-// chunk forward (o and ht) and the fused recurrent forward in bf16, fp16 and fp32, on fla and strong decay (gk in [-30, -5]), K = V = 64 and 128 (60 and
-// 100 too), T not a multiple of the chunk, H > 1, h0, varlen, reverse, decode (T = 1); o and ht against
-// the exact recurrence and every stage tensor against its oracle, under the policy (default "strict":
-// issue 5's targets), with the first diverging stage named.
+// GPU part (our kernels, gpu/), forward: the staged chunk forward (C = 16, 32, 64; every stage checked), the fused
+// chunk forward (o and ht) and the fused recurrent forward in bf16, fp16 and fp32, on fla and strong decay (gk in
+// [-30, -5]), K = V = 64 and 128 (60 and 100 too), T not a multiple of the chunk, H > 1, h0, varlen, reverse, decode
+// (T = 1); o and ht against the exact recurrence and every stage tensor against its oracle, under the policy
+// (default "strict": issue 5's targets), with the first diverging stage named.
+// Backward (issue 12): the staged chunk backward (chunk-bwd, C = 16, 32, 64) and the fused recurrent backward
+// (recurrent-bwd) in bf16, fp16 and fp32, fla and strong decay, K = V = 64 and 128, K = 60 with V = 100, T = 100 and
+// 70 (no multiple of any chunk size), H = 2 (heads drawn apart), h0 and dht always, varlen with an empty sequence,
+// reverse (recurrent): dq, dk, dv, da, db, dgk, dh0 against the exact backward of the recurrence, and for chunk-bwd
+// a second run of every stage one kernel at a time (run_gpu_chunk_stages), each stage tensor, forward and backward,
+// against the exact chunk-form stages, the first diverging stage named (verify/stage_check.hpp).
 #pragma once
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "generators/distributions.hpp"
 #include "reference/reference.hpp"
 #include "reports/report.hpp"
+#include "verify/gpu_runner.hpp"
 #include "verify/shard.hpp"
 #include "verify/tolerance.hpp"
 
@@ -43,6 +51,8 @@ struct SweepOptions {
   // GPU tensors judged against the larger of their rounding floor and their conditioning floor
   // (verify/conditioning.hpp); false: the rounding floor alone.
   bool conditioning_floor = true;
+  // Only the GPU cases (fixed and replayed) of these kernels (kGpuSweepKernels); empty: all of them.
+  std::vector<std::string> gpu_kernels;
   // Which positions of the case list this process runs (verify/shard.hpp). The list: the CPU part's cases,
   // the replays' CPU parts, then (without --cpu-only) the GPU cases and the replays' GPU kernels.
   Shard shard;
@@ -65,13 +75,31 @@ struct SweepOutcome {
   std::vector<WrittenCase> written;   // case files of failing cases (options.failed_case_folder)
 };
 
+// The GPU kernels of the sweep, as its cases and case files name them: "chunk" (the staged forward, every stage
+// checked), "chunk-fused" (o, ht), "recurrent" (the fused recurrent forward), "chunk-bwd" (the staged chunk backward:
+// its gradients, and every stage of a staged run against its oracle), "recurrent-bwd" (the fused recurrent backward).
+inline constexpr const char* kGpuSweepKernels[] = {"chunk", "chunk-fused", "recurrent", "chunk-bwd", "recurrent-bwd"};
+bool is_backward_kernel(std::string_view kernel);  // chunk-bwd, recurrent-bwd
+// Throws InputError naming the known kernels unless each of `kernels` is one of kGpuSweepKernels.
+void require_gpu_sweep_kernels(const std::vector<std::string>& kernels);
+
+// One fixed case of the GPU part.
+struct GpuSweepCase {
+  std::string kernel;  // one of kGpuSweepKernels
+  int chunk_size = 0;  // 16, 32, 64 for the chunk kernels, 0 for the recurrent ones
+  CaseSpec spec;       // spec.with_backward (do, dht) for the backward kernels
+  GpuOutput output = GpuOutput::Rounded;  // Fp32: o before its final rounding, judged against fp32 bars
+};
+// The GPU part's fixed cases in list order (the forward's, then the backward's), before --gpu-kernels filters them.
+std::vector<GpuSweepCase> gpu_sweep_cases(bool quick, std::uint64_t seed);
+
 // Runs the sweep, appending one CaseResult per case to `report` and calling `on_case` after each (for
 // the terminal table). `gpu_policy` judges the GPU kernels.
 // Also sets report.sweep (name "check", the options that choose the list, its length, the shard).
 SweepOutcome run_sweep(const SweepOptions& options, const TolerancePolicy& gpu_policy, Report& report,
                        const std::function<void(const CaseResult&)>& on_case);
 
-// One GPU kernel run as the sweep runs it ("chunk" with every stage, "chunk-fused", "recurrent"), judged
+// One GPU kernel run as the sweep runs it (a name of kGpuSweepKernels), judged
 // against `exact` under `policy` into `c` (the property sweep reuses it). Throws what the kernel throws.
 void run_gpu_kernel_case(const std::string& kernel, int chunk_size, const CaseSpec& spec, const DplrProblem& problem,
                          const ReferenceResult& exact, int threads, const TolerancePolicy& policy, CaseResult& c,

@@ -20,6 +20,8 @@ namespace {
 constexpr std::array<std::string_view, 3> kPresetNames = {"strict", "default", "report-only"};
 constexpr std::array<std::string_view, 2> kForward = {"o", "ht"};
 constexpr std::array<std::string_view, 7> kGradients = {"dq", "dk", "dv", "da", "db", "dgk", "dh0"};
+// The chunk backward's stage tensors that are not gradients (reference/chunk_stages.hpp: o_bwd, h_bwd, WY_bwd).
+constexpr std::array<std::string_view, 7> kBackwardStages = {"dA_qk", "dA_qb", "dA_ak", "dA_ab", "dh", "dv_new", "dw"};
 constexpr std::array<DType, 2> kSixteenBit = {DType::BF16, DType::F16};
 
 // The "default" preset's elementwise (u of the judged dtype) and worst-block (floors) limits, from fla's
@@ -268,6 +270,13 @@ TolerancePolicy TolerancePolicy::preset(std::string_view name) {
     rule(DType::F32, "h", {.floor_ratio = 8.0, .max_elem = 128.0, .local_ratio = 16.0});
     for (auto tensor : {"gi", "ge"}) rule(DType::F32, tensor, {.floor_ratio = 4.0, .max_elem = 4.0, .local_ratio = 4.0});
     for (auto tensor : kGradients) rule(DType::F32, tensor, {.rel_rmse = 1e-6, .max_elem = 512.0, .local_ratio = 128.0});
+    // The backward's own stage tensors (fp32; `dplr check`'s chunk-bwd cases, `dplr stages`): issue 12's bar is 1e-5
+    // relative RMSE against the exact oracles; measured on the H200 (session 6, tests/gpu/test_gpu_backward, 33 cases
+    // x C 16/32/64, the oracles at double): worst dA_ab 8.3e-7 (about 33 fp32 floors, over the forward stages' 32),
+    // db 4.3e-7. So rel RMSE 2e-6 (2.4x the worst), elementwise and worst block as the fp32 gradients (provisional:
+    // not measured yet).
+    for (auto tensor : kBackwardStages)
+      rule(DType::F32, tensor, {.rel_rmse = 2e-6, .max_elem = 512.0, .local_ratio = 128.0});
     // fp64: the double path agrees with >= 128 bits to ~1e-12 on benign cases (issue 2); 2^13 u = 9e-13.
     rule(DType::F64, "*", {.rel_rmse = 1e-12, .max_elem = 8192.0});
     exact_integers();

@@ -198,6 +198,25 @@ def test_stages(args):
     assert "first diverging stage: WY" in proc.stdout, proc.stdout
     report = validate(args, os.path.join(args.workdir, "bad.json")) or json.load(open(os.path.join(args.workdir, "bad.json")))
     assert report["cases"][0]["stages"]["first_diverging_stage"] == "WY"
+    # A wrong backward stage (the forward ones right) is named too: dh of h_bwd, dA_ab of WY_bwd, dgk of cumsum_bwd.
+    for tensor, stage in (("dh", "h_bwd"), ("dA_ab", "WY_bwd"), ("dgk", "cumsum_bwd")):
+        bad = {k: v.astype(np.float32) for k, v in stages.items()}
+        bad[tensor] = bad[tensor] * np.float32(1.001)
+        save_file(bad, os.path.join(args.workdir, f"bad_{tensor}.safetensors"))
+        proc = run(args, ["stages", "--shape", "1,40,2,8,8", "--dtype", "f32", "-C", "16", "-o", "stages4.safetensors",
+                          "--compare", f"bad_{tensor}.safetensors", "--report", f"bad_{tensor}.json"], expect_code=1)
+        assert f"first diverging stage: {stage}" in proc.stdout, proc.stdout
+    # --gpu: our staged kernels, forward and backward one stage a kernel. Without a device it refuses before computing.
+    proc = run(args, ["stages", "--shape", "1,40,2,8,8", "--dtype", "bf16", "-C", "16", "-o", "stages5.safetensors",
+                      "--gpu", "--report", "gpu.json"])
+    if proc.returncode == 2:
+        assert "stages --gpu needs a CUDA device" in proc.stderr, proc.stderr
+        print(f"no CUDA device here; refused as expected: {proc.stderr.strip()}")
+    else:
+        assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        assert "first diverging stage: none" in proc.stdout, proc.stdout
+    refused(args, ["stages", "--shape", "1,40,2,8,8", "--gpu", "--compare", "kernel.safetensors"], "--gpu and --compare")
+    refused(args, ["stages", "--shape", "1,40,2,8,8", "--gpu-out", "x.safetensors"], "--gpu-out belongs to --gpu")
 
 
 def test_check_quick(args):
@@ -206,7 +225,45 @@ def test_check_quick(args):
     if proc.returncode != 0:
         sys.exit(f"dplr check --quick: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     assert "skipped:" in proc.stdout
-    validate(args, os.path.join(args.workdir, "check.json"))
+    report = validate(args, os.path.join(args.workdir, "check.json")) or json.load(open(os.path.join(args.workdir, "check.json")))
+    # The backward cases: run where there is a device, else named among what was skipped.
+    skipped_gpu = [line for line in proc.stdout.splitlines() if line.startswith("skipped: GPU kernels (")]
+    if skipped_gpu:
+        assert "backward cases of chunk-bwd, recurrent-bwd" in skipped_gpu[0], skipped_gpu[0]
+    else:
+        ids = [c["id"] for c in report["cases"]]
+        for kernel in ("gpu chunk-bwd C16", "gpu chunk-bwd C64", "gpu recurrent-bwd"):
+            assert any(i.startswith(kernel + ":") for i in ids), (kernel, ids)
+    refused(args, ["check", "--gpu-kernels", "chunk-backward"], "chunk-backward")
+    refused(args, ["check", "--cpu-only", "--gpu-kernels", "chunk-bwd"], "--gpu-kernels and --cpu-only")
+
+
+def test_check_backward_gpu(args):
+    """(label gpu) The backward part of `dplr check` on a device: every chunk-bwd case judges the seven gradients and
+    every stage, o_bwd ... cumsum_bwd included, and passes; recurrent-bwd cases judge the gradients. Exit 77 without
+    a device."""
+    proc = run(args, ["check", "--quick", "--gpu-only", "--gpu-kernels", "chunk-bwd,recurrent-bwd", "--no-regressions",
+                      "--report", "bwd.json"])
+    if proc.returncode == 2 and "no GPU kernels to run" in proc.stderr:
+        print(f"SKIP: no CUDA device: {proc.stderr.strip()}")
+        sys.exit(77)
+    print(proc.stdout[-4000:])
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    report = validate(args, os.path.join(args.workdir, "bwd.json")) or json.load(open(os.path.join(args.workdir, "bwd.json")))
+    gradients = ["dq", "dk", "dv", "da", "db", "dgk", "dh0"]
+    kinds = set()
+    for c in report["cases"]:
+        kind = c["id"].split(":")[0]
+        kinds.add(kind.split(" C")[0])
+        assert c["verdict"] == "pass", c["id"]
+        assert [t["name"] for t in c["tensors"]] == gradients, (c["id"], [t["name"] for t in c["tensors"]])
+        if kind.startswith("gpu chunk-bwd"):
+            stages = {r["stage"] for r in c["stages"]["results"]}
+            for stage in ("A", "WY", "h", "o_bwd", "h_bwd", "WY_bwd", "A_bwd", "cumsum_bwd"):
+                assert stage in stages, (c["id"], stage)
+            assert c["stages"]["first_diverging_stage"] is None, c["id"]
+    assert kinds == {"gpu chunk-bwd", "gpu recurrent-bwd"}, kinds
+    assert "GPU cases of the kernels chunk, chunk-fused, recurrent: --gpu-kernels" in proc.stdout, proc.stdout
 
 
 def refused(args, cmd, *expected):
