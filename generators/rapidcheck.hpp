@@ -106,18 +106,22 @@ inline rc::Gen<std::int64_t> gen_head_size(std::int64_t max) {
 // What the GPU kernels are swept over: B 1..3, T 1..3000 (T = 1, short, long, rarely a multiple of the
 // chunk), H 1..4 (every head drawn apart), K and V 1..128, q..b in bf16/fp16/fp32 and gk in fp32 or the
 // same, every named distribution, h0 present or not, varlen with empty and length-1 sequences, reverse (the
-// recurrent kernel only), the scale. The forward kernels take no do/dht. B x T x H x K x V is kept below
-// 2^25 so the exact reference of one case stays within seconds.
+// recurrent kernels only), the scale; the forward kernels (chunk-fused, chunk, recurrent) take no do/dht, the
+// backward ones (chunk-bwd, recurrent-bwd; a quarter of the draws) take both. B x T x H x K x V is kept below
+// 2^25 (backward: 2^23) so the exact reference of one case stays within seconds.
 inline rc::Gen<SweepCase> gen_gpu_sweep_case() {
   return rc::gen::exec([] {
     SweepCase c;
-    c.kernel = *rc::gen::elementOf(std::vector<std::string>{"chunk-fused", "chunk", "recurrent"});
-    c.chunk_size = c.kernel == "recurrent" ? 0 : *rc::gen::elementOf(std::vector<int>{16, 64, 32});
+    c.kernel = *rc::gen::weightedElement<std::string>(
+        {{2, "chunk-fused"}, {2, "chunk"}, {2, "recurrent"}, {1, "chunk-bwd"}, {1, "recurrent-bwd"}});
+    const bool recurrent = c.kernel == "recurrent" || c.kernel == "recurrent-bwd";
+    const bool backward = c.kernel == "chunk-bwd" || c.kernel == "recurrent-bwd";
+    c.chunk_size = recurrent ? 0 : *rc::gen::elementOf(std::vector<int>{16, 64, 32});
     CaseSpec& s = c.spec;
     s.shape.H = *rc::gen::inRange<std::int64_t>(1, 5);
     s.shape.K = *gen_head_size(128);
     s.shape.V = *gen_head_size(128);
-    const std::int64_t budget = std::int64_t{1} << 25;
+    const std::int64_t budget = std::int64_t{1} << (backward ? 23 : 25);  // the exact backward costs ~3x
     const bool varlen = *rc::gen::weightedElement<bool>({{3, false}, {1, true}});
     if (varlen) {
       s.cu_seqlens = *gen_sequence_lengths(5, std::clamp<std::int64_t>(budget / (s.shape.H * s.shape.K * s.shape.V) / 5, 1, 700));
@@ -136,8 +140,8 @@ inline rc::Gen<SweepCase> gen_gpu_sweep_case() {
     s.distribution = *rc::gen::elementOf(distribution_names());
     s.seed = *rc::gen::inRange<std::uint32_t>(0, 1u << 31);
     s.with_h0 = *rc::gen::arbitrary<bool>();
-    s.with_backward = false;
-    s.reverse = c.kernel == "recurrent" && *rc::gen::weightedElement<bool>({{3, false}, {1, true}});
+    s.with_backward = backward;
+    s.reverse = recurrent && *rc::gen::weightedElement<bool>({{3, false}, {1, true}});
     s.scale = *rc::gen::elementOf(std::vector<double>{0.0, 1.0, 0.125});
     return c;
   });

@@ -243,6 +243,8 @@ struct CpuJudge {
 // The kernel's raw tensors (outputs, and the staged kernel's stage tensors), with the run's planted defect.
 TensorMap kernel_tensors(const SweepCase& c, const DplrProblem& p, const std::string& planted_defect) {
   const GpuRunOptions run{.planted_defect = planted_defect};
+  if (c.kernel == "chunk-bwd") return run_gpu_chunk_backward(p, c.chunk_size);
+  if (c.kernel == "recurrent-bwd") return run_gpu_recurrent_backward(p);
   if (c.kernel == "recurrent") return run_gpu_recurrent(p, run);
   if (c.kernel == "chunk-fused") return run_gpu_chunk_fused(p, c.chunk_size, run);
   return run_gpu_chunk(p, c.chunk_size, run);
@@ -268,7 +270,7 @@ struct GpuJudge {
   std::int64_t position;
 
   std::vector<CaseResult> operator()(const SweepCase& c) const {
-    const std::string kernel = c.kernel == "recurrent" ? "gpu recurrent" : fmt::format("gpu {} C{}", c.kernel, c.chunk_size);
+    const std::string kernel = c.chunk_size == 0 ? "gpu " + c.kernel : fmt::format("gpu {} C{}", c.kernel, c.chunk_size);
     const std::string id = fmt::format("property #{} {}: {}", position, kernel, describe(c.spec));
     DplrProblem p;
     try {
