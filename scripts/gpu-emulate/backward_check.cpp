@@ -82,6 +82,9 @@ int main(int argc, char** argv) {
       {{"", 2, 20, 1, 64, 64, E::F16, false, Gate::Strong, false, false, {}}, false},
       {{"", 1, 90, 2, 64, 40, E::F32, false, Gate::Fla, true, false, {0, 0, 5, 50, 50, 90}}, true},
       {{"", 1, 50, 1, 60, 100, E::BF16, true, Gate::Strong, true, false, {0, 3, 40, 50, 50}}, true},
+      // K, V not multiples of 4 (the kernels' 4-wide loops end in a scalar remainder)
+      {{"", 1, 45, 2, 37, 45, E::BF16, true, Gate::Strong, true, false, {}}, true},
+      {{"", 1, 40, 1, 70, 99, E::F32, false, Gate::Fla, true, false, {}}, true},
   };
   std::uint64_t seed = 100;
   for (int C : {16, 32, 64})
