@@ -73,6 +73,50 @@ __device__ void decayed_products_bwd_column(const ABwdArgs& p, const Chunk& ch, 
   }
 }
 
+// The same group for C = 16 with the thread's column in registers (gi hi / lo, x, dx, dgk: loops unrolled over
+// the chunk's 16 rows, L guarding them): the operations and their order are decayed_products_bwd_column's, without
+// its shared-memory read-modify-writes and reloads of x (session 7).
+template <int C, int kShift>
+__device__ __forceinline__ void decayed_products_bwd_regs(const ABwdArgs& p, const Chunk& ch, std::int64_t h, int d,
+                                                          const float (&x)[C], const float* dp1, const float* dp2,
+                                                          const float (&gh)[C], const float (&gl)[C], const float (&y1s)[C],
+                                                          const float (&y2s)[C], float (&dx)[C], float (&dgk)[C],
+                                                          bool first) {
+  const int L = ch.len;
+  const std::int64_t H = p.H;
+#pragma unroll
+  for (int s = 0; s < C; ++s) {
+    if (s >= L) break;
+    const std::int64_t is = tix(ch.bos + s, h, H, d, p.K);
+    const float y1 = y1s[s], y2 = y2s[s];
+    const float2 gs = make_float2(gh[s], gl[s]);
+    float dy1 = 0.f, dy2 = 0.f, running = 0.f;
+#pragma unroll
+    for (int r = C - 1; r >= s + kShift; --r) {
+      if (r >= L) continue;
+      const int rd = r - kShift;
+      const float e = exp2_diff_exact_scale(make_float2(gh[rd], gl[rd]), gs);
+      const float xr = x[r];
+      float g1 = dp1[r * C + s] * e;
+      const float g2 = dp2[r * C + s] * e;
+      dy1 = fmaf(g1, xr, dy1);
+      dy2 = fmaf(g2, xr, dy2);
+      g1 *= y1;
+      g1 = fmaf(g2, y2, g1);
+      dx[r] += g1;
+      running = fmaf(g1, xr, running);
+      if (rd > s) dgk[rd] += running;
+    }
+    if (first) {
+      p.dk[is] = dy1;
+      p.db[is] = dy2;
+    } else {
+      p.dk[is] += dy1;
+      p.db[is] += dy2;
+    }
+  }
+}
+
 template <typename T, typename G, int C>
 __global__ void __launch_bounds__(kThreads) chunk_A_bwd_kernel(ABwdArgs p) {
   const int K = p.K;
@@ -81,6 +125,60 @@ __global__ void __launch_bounds__(kThreads) chunk_A_bwd_kernel(ABwdArgs p) {
   float* dAqb = dAqk + C * C;
   float* dAak = dAqb + C * C;
   float* dAab = dAak + C * C;
+  if constexpr (C == 16) {  // the column in registers
+    const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
+    if (!ch.valid) return;
+    const std::int64_t h = blockIdx.y, H = p.H;
+    const int L = ch.len;
+    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+      const int r = e / C, s = e % C;
+      const bool incl = r < L && s <= r, strict = r < L && s < r;
+      const std::int64_t ix = ((ch.bos + r) * H + h) * C + s;
+      dAqk[e] = incl ? p.dAqk[ix] : 0.f;
+      dAqb[e] = incl ? p.dAqb[ix] : 0.f;
+      dAak[e] = strict ? p.dAak[ix] : 0.f;
+      dAab[e] = strict ? p.dAab[ix] : 0.f;
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < K; d += blockDim.x) {
+      float gh[C], gl[C], xq[C], xa[C], y1[C], y2[C], dx[C], dgk[C];
+      double acc = 0.0;  // for_chunk_log2_cumsum's sums, in its order
+#pragma unroll
+      for (int r = 0; r < C; ++r) {
+        gh[r] = gl[r] = xq[r] = xa[r] = y1[r] = y2[r] = dx[r] = dgk[r] = 0.f;
+        if (r < L) {
+          const std::int64_t ix = tix(ch.bos + r, h, H, d, K);
+          acc += static_cast<double>(ld<G>(p.gk, ix));
+          const float2 g = split_log2(acc);
+          gh[r] = g.x;
+          gl[r] = g.y;
+          xq[r] = ld<T>(p.q, ix) * p.scale;
+          xa[r] = ld<T>(p.a, ix) * 1.f;
+          y1[r] = ld<T>(p.k, ix);
+          y2[r] = ld<T>(p.b, ix);
+        }
+      }
+      decayed_products_bwd_regs<C, 0>(p, ch, h, d, xq, dAqk, dAqb, gh, gl, y1, y2, dx, dgk, true);
+#pragma unroll
+      for (int r = 0; r < C; ++r) {
+        if (r >= L) break;
+        const std::int64_t ix = tix(ch.bos + r, h, H, d, K);
+        p.dq[ix] = (p.dq_o[ix] + dx[r]) * p.scale;
+        dx[r] = 0.f;
+      }
+      decayed_products_bwd_regs<C, 1>(p, ch, h, d, xa, dAak, dAab, gh, gl, y1, y2, dx, dgk, false);
+#pragma unroll
+      for (int r = 0; r < C; ++r) {
+        if (r >= L) break;
+        const std::int64_t ix = tix(ch.bos + r, h, H, d, K);
+        p.da[ix] = p.da_wy[ix] + dx[r];
+        p.dk[ix] = p.dk_h[ix] + p.dk[ix];
+        p.db[ix] = p.db_h[ix] + p.db[ix];
+        p.dgk_A[ix] = dgk[r];
+      }
+    }
+    return;
+  }
   float* gh = dAab + C * C;    // [C][K] in-chunk sums of gk, log2 units, hi word
   float* gl = gh + C * K;      // lo word
   float* dx = gl + C * K;      // [C][K] dq_A, then da_A
@@ -137,13 +235,16 @@ void chunk_A_bwd(const BackwardInputs& in, int C, const float* dA_qk, const floa
   const int K = static_cast<int>(f.K);
   const ABwdArgs p{f.q, f.k, f.a, f.b, f.gk, dA_qk, dA_qb, dA_ak, dA_ab, shares.dq_o, shares.dk_h, shares.db_h,
                    shares.da_wy, dq, dk, da, db, shares.dgk_A, chunk_geom(f, C), f.H, K, f.resolved_scale()};
-  const std::size_t bytes = a_bwd_smem(C, K);
+  // C = 16 keeps a thread's column in registers and needs only the dA matrices in shared memory; one thread a key
+  // channel, 64 threads a block where K <= 64.
+  const std::size_t bytes = C == 16 ? 4 * std::size_t(C) * C * sizeof(float) : a_bwd_smem(C, K);
+  const int threads = C == 16 && K <= 64 ? 64 : kThreads;
   dispatch_types_and_chunk(f.dtype, f.gk_dtype, C, [&](auto t, auto g, auto c) {
     using T = decltype(t);
     using G = decltype(g);
     constexpr int CC = decltype(c)::value;
     set_smem(chunk_A_bwd_kernel<T, G, CC>, bytes);
-    chunk_A_bwd_kernel<T, G, CC><<<chunk_grid(f, C), kThreads, bytes, stream>>>(p);
+    chunk_A_bwd_kernel<T, G, CC><<<chunk_grid(f, C), threads, bytes, stream>>>(p);
   });
   DPLR_LAUNCHED("chunk_A_bwd_kernel");
 }

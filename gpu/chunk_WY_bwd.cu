@@ -5,8 +5,9 @@
 //     dv   += A_ak^T du^                 (completes dv)
 //     da_wy = dag (.) exp(ge)
 // exp(ge_r) = exp(gi_{r-1}) is re-formed from gk in fp64 and taken as chunk_A takes it for ag (1 on a chunk's
-// first row). One block (256 threads) per (chunk, head, batch row); M, A_ak, dag and du^ in shared memory;
-// every output element is one thread's fp32 FMA sum in a fixed order.
+// first row). One block (256 threads) per (chunk, head, batch row); M, A_ak, dag, du^ and the rows of w, u, v in
+// shared memory (session 7: w, u, v were read from global memory, lanes on up to 16 rows a load); every output
+// element is one thread's fp32 FMA sum in a fixed order.
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
@@ -22,8 +23,11 @@ struct WYBwdArgs {
   int K, V;
 };
 
+// Shared memory: M, A_ak, dag, du^, and the chunk's rows of w, u, v (padded by one float a row: the dA_ab, dA_ak
+// products read one column of them with lanes on different rows, conflict-free).
 std::size_t wy_bwd_smem(int C, int K, int V) {
-  return (2 * std::size_t(C) * C + std::size_t(C) * K + std::size_t(C) * V) * sizeof(float);
+  return (2 * std::size_t(C) * C + std::size_t(C) * K + std::size_t(C) * V + std::size_t(C) * (K + 1) +
+          2 * std::size_t(C) * (V + 1)) * sizeof(float);
 }
 
 template <typename T, typename G, int C>
@@ -34,6 +38,9 @@ __global__ void __launch_bounds__(256) chunk_WY_bwd_kernel(WYBwdArgs p) {
   float* Aak = M + C * C;     // [C][C], zero outside s < r < len
   float* dag = Aak + C * C;   // [C][K]
   float* duh = dag + C * K;   // [C][V]
+  float* ws = duh + C * V;    // [C][K + 1] w rows
+  float* us = ws + C * (K + 1);  // [C][V + 1] u rows
+  float* vs = us + C * (V + 1);  // [C][V + 1] v rows
   const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
   if (!ch.valid) return;
   const std::int64_t h = blockIdx.y, H = p.H;
@@ -43,6 +50,13 @@ __global__ void __launch_bounds__(256) chunk_WY_bwd_kernel(WYBwdArgs p) {
     const std::int64_t ix = ((ch.bos + r) * H + h) * C + s;
     M[e] = (r < L && s <= r) ? p.Ainv[ix] : 0.f;
     Aak[e] = (r < L && s < r) ? p.Aak[ix] : 0.f;
+  }
+  for (int e = threadIdx.x; e < L * K; e += blockDim.x) ws[(e / K) * (K + 1) + e % K] = p.w[tix(ch.bos + e / K, h, H, e % K, K)];
+  for (int e = threadIdx.x; e < L * V; e += blockDim.x) {
+    const int r = e / V, j = e % V;
+    const std::int64_t ix = tix(ch.bos + r, h, H, j, V);
+    us[r * (V + 1) + j] = p.u[ix];
+    vs[r * (V + 1) + j] = ld<T>(p.v, ix);
   }
   __syncthreads();
   for (int e = threadIdx.x; e < C * K; e += blockDim.x) {  // dag = M^T dw
@@ -63,11 +77,10 @@ __global__ void __launch_bounds__(256) chunk_WY_bwd_kernel(WYBwdArgs p) {
     float ab = 0.f, ak = 0.f;
     if (s < r) {
       float from_w = 0.f, from_u = 0.f;
-      for (int i = 0; i < K; ++i) from_w = fmaf(dag[r * K + i], p.w[tix(ch.bos + s, h, H, i, K)], from_w);
+      for (int i = 0; i < K; ++i) from_w = fmaf(dag[r * K + i], ws[s * (K + 1) + i], from_w);
       for (int j = 0; j < V; ++j) {
-        const std::int64_t ix = tix(ch.bos + s, h, H, j, V);
-        from_u = fmaf(duh[r * V + j], p.u[ix], from_u);
-        ak = fmaf(duh[r * V + j], ld<T>(p.v, ix), ak);
+        from_u = fmaf(duh[r * V + j], us[s * (V + 1) + j], from_u);
+        ak = fmaf(duh[r * V + j], vs[s * (V + 1) + j], ak);
       }
       ab = from_w + from_u;
     }

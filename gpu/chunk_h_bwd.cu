@@ -12,7 +12,9 @@
 // dv_new, dv and dh0; the gated operands kg, bg, exp(gl) come from stage A. The per-chunk one forms the
 // products that sum over all of V (dw, dk_h, db_h, d_chunk_decay) from the stored dh, so that no V tile
 // needs another's partial sums: one block (256 threads) per (chunk, head, batch row), exp(gl - gi) from the
-// fp64 in-chunk sums of gk (for_chunk_log2_cumsum), each factor the exponential of a difference.
+// fp64 in-chunk sums of gk (for_chunk_log2_cumsum), each factor the exponential of a difference. It stages S, dS'
+// and the chunk's rows in shared memory 32 columns of V at a time (session 7: the first version read S and dS'
+// from global memory with lanes 64 floats apart, 32 cache lines a load); each output keeps its FMA chain and order.
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
@@ -29,20 +31,72 @@ struct HBwdArgs {
   int K, V;
 };
 
+// The sequential kernel's shared memory: a 2-deep ring of chunk stages filled by cp.async one chunk ahead (the rows
+// of kg, bg and, where it fits, w; exp(gl); the tile's columns of dv_new_o, of dv (o_bwd's share) and of dh_o), the
+// K x 32 tile of dS' (padded rows) and the chunk's dv_new. At C = 64, K > 64 w does not fit twice and is read
+// from global memory (through L1, warp-wide broadcasts).
+template <int C, int KMAX>
+struct HBwdSeq {
+  static constexpr int LS = kVT + 1, NS = 2;
+  static constexpr std::size_t stage_floats(bool w) {
+    return std::size_t(w ? 3 : 2) * C * KMAX + KMAX + 2 * C * kVT + KMAX * kVT;
+  }
+  static constexpr std::size_t fixed_floats = std::size_t(KMAX) * LS + C * kVT;
+  static constexpr bool stage_w = (NS * stage_floats(true) + fixed_floats) * sizeof(float) <= 227 * 1024;
+  static constexpr int Kg = 0, Bg = C * KMAX, W = 2 * C * KMAX, E = W + (stage_w ? C * KMAX : 0), Dvo = E + KMAX,
+                       Dv = Dvo + C * kVT, Dho = Dv + C * kVT, stage = Dho + KMAX * kVT;
+  static constexpr std::size_t bytes = (NS * std::size_t(stage) + fixed_floats) * sizeof(float);
+};
+static_assert(HBwdSeq<64, 128>::bytes <= 227 * 1024, "h_bwd sequential: shared memory at C = 64, K = 128");
+
 // Thread (rg, cc) of 8 x 32: column cc of the tile; dv_new rows rg + 8 j, dS rows rg + 8 m. rg is the warp, so the
-// rows of kg, bg and w a warp reads are one address (broadcasts).
+// rows of kg, bg and w a warp reads are one address (broadcasts). Each output is the same fp32 FMA chain, in the
+// same order, as session 6's kernel (which read every operand from global memory inside the chain).
 template <int C, int KMAX>
 __global__ void __launch_bounds__(kThreads) chunk_h_bwd_kernel(HBwdArgs p) {
-  constexpr int LS = kVT + 1, KR = KMAX / kRG, CR = C / kRG;
-  __shared__ float dS[KMAX * LS];  // dS' of the chunk being processed
-  __shared__ float Dvn[C * kVT];   // its dv_new
+  using SQ = HBwdSeq<C, KMAX>;
+  constexpr int LS = SQ::LS, NS = SQ::NS, KR = KMAX / kRG, CR = C / kRG;
+  extern __shared__ __align__(16) float sm[];
+  float* dS = sm + NS * SQ::stage;  // [KMAX][LS] dS' of the chunk being processed
+  float* Dvn = dS + KMAX * LS;      // [C][kVT] its dv_new
   const int K = p.K, V = p.V;
   const std::int64_t h = blockIdx.y, H = p.H;
   const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
   const int cc = threadIdx.x % kVT, rg = threadIdx.x / kVT;
-  const int col = vtile_of_block(p.geo) * kVT + cc;
+  const int c0 = vtile_of_block(p.geo) * kVT, col = c0 + cc;
   const bool colok = col < V;
-  const std::int64_t nh = seq.n * H + h;
+  const std::int64_t nh = seq.n * H + h, count = seq.count;
+
+  // Stage x of the walk is chunk count - 1 - x (the walk runs from the last chunk).
+  auto load = [&](std::int64_t x, int slot) {
+    float* sg = sm + slot * SQ::stage;
+    const Chunk ch = chunk_in(seq, count - 1 - x, C);
+    for (int e = threadIdx.x; e < C * KMAX; e += kThreads) {
+      const int r = e / KMAX, i = e % KMAX;
+      const bool ok = r < ch.len && i < K;
+      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, i, K) : 0;
+      cp4(sg + SQ::Kg + e, p.kg + ix, ok);
+      cp4(sg + SQ::Bg + e, p.bg + ix, ok);
+      if constexpr (SQ::stage_w) cp4(sg + SQ::W + e, p.w + ix, ok);
+    }
+    for (int e = threadIdx.x; e < KMAX; e += kThreads) {
+      const bool ok = e < K;
+      cp4(sg + SQ::E + e, p.egl + (ok ? (ch.g * H + h) * K + e : 0), ok);
+    }
+    for (int e = threadIdx.x; e < C * kVT; e += kThreads) {
+      const int r = e / kVT, x2 = e % kVT;
+      const bool ok = r < ch.len && c0 + x2 < V;
+      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, c0 + x2, V) : 0;
+      cp4(sg + SQ::Dvo + e, p.dvnew_o + ix, ok);
+      cp4(sg + SQ::Dv + e, p.dv + ix, ok);
+    }
+    const std::int64_t base = (ch.g * H + h) * K * V;
+    for (int e = threadIdx.x; e < KMAX * kVT; e += kThreads) {
+      const int i = e / kVT, x2 = e % kVT;
+      const bool ok = i < K && c0 + x2 < V;
+      cp4(sg + SQ::Dho + e, p.dh_o + (ok ? base + i * V + c0 + x2 : 0), ok);
+    }
+  };
 
   float st[KR];  // this thread's rows of dS, mirrored in shared memory for the dv_new products
 #pragma unroll
@@ -51,49 +105,95 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_kernel(HBwdArgs p) {
     st[m] = (p.dht && i < K && colok) ? p.dht[(nh * K + i) * V + col] : 0.f;
     dS[i * LS + cc] = st[m];
   }
-  for (std::int64_t c = seq.count - 1; c >= 0; --c) {  // an empty sequence (cu_seqlens) has none: dh0 = dht
-    const Chunk ch = chunk_in(seq, c, C);
+  ring_start<NS>(count, load);
+  for (std::int64_t x = 0; x < count; ++x) {  // an empty sequence (cu_seqlens) has none: dh0 = dht
+    ring_advance<NS>(x, count, load);  // chunk x's stage landed; dS' complete; the later chunk's Dvn no longer read
+    const Chunk ch = chunk_in(seq, count - 1 - x, C);
+    const float* sg = sm + static_cast<int>(x % NS) * SQ::stage;
+    const float* kg = sg + SQ::Kg;
+    const float* bg = sg + SQ::Bg;
     const std::int64_t base = (ch.g * H + h) * K * V;
-    __syncthreads();  // dS' of this chunk complete; the later chunk's Dvn no longer read
     if (colok)
 #pragma unroll
       for (int m = 0; m < KR; ++m)
         if (rg + kRG * m < K) p.dh[base + (rg + kRG * m) * V + col] = st[m];
+    {  // dv_new = dv_new_o + bg dS', dv += kg dS'
+      float dvn[CR], dvk[CR];
 #pragma unroll
-    for (int j = 0; j < CR; ++j) {  // dv_new = dv_new_o + bg dS', dv += kg dS'
-      const int r = rg + kRG * j;
-      float dvn = 0.f;
-      if (r < ch.len) {
-        const std::int64_t row = (ch.bos + r) * H + h;
-        float dvk = 0.f;
-        for (int i = 0; i < K; ++i) {
-          const float s = dS[i * LS + cc];
-          dvn = fmaf(p.bg[row * K + i], s, dvn);
-          dvk = fmaf(p.kg[row * K + i], s, dvk);
-        }
-        if (colok) {
-          const std::int64_t ix = row * V + col;
-          dvn = p.dvnew_o[ix] + dvn;
-          p.dvnew[ix] = dvn;
-          p.dv[ix] += dvk;
-        } else {
-          dvn = 0.f;
+      for (int j = 0; j < CR; ++j) dvn[j] = dvk[j] = 0.f;
+      int i = 0;
+      for (; i + 4 <= K; i += 4) {  // 4 key channels a step, 16-byte reads of the kg, bg rows
+        const float s0 = dS[i * LS + cc], s1 = dS[(i + 1) * LS + cc], s2 = dS[(i + 2) * LS + cc],
+                    s3 = dS[(i + 3) * LS + cc];
+#pragma unroll
+        for (int j = 0; j < CR; ++j) {
+          const int r = rg + kRG * j;
+          const float4 b = *reinterpret_cast<const float4*>(bg + r * KMAX + i);
+          const float4 k = *reinterpret_cast<const float4*>(kg + r * KMAX + i);
+          dvn[j] = fmaf(b.x, s0, dvn[j]);
+          dvn[j] = fmaf(b.y, s1, dvn[j]);
+          dvn[j] = fmaf(b.z, s2, dvn[j]);
+          dvn[j] = fmaf(b.w, s3, dvn[j]);
+          dvk[j] = fmaf(k.x, s0, dvk[j]);
+          dvk[j] = fmaf(k.y, s1, dvk[j]);
+          dvk[j] = fmaf(k.z, s2, dvk[j]);
+          dvk[j] = fmaf(k.w, s3, dvk[j]);
         }
       }
-      Dvn[r * kVT + cc] = dvn;
+      for (; i < K; ++i) {
+        const float s = dS[i * LS + cc];
+#pragma unroll
+        for (int j = 0; j < CR; ++j) {
+          const int r = rg + kRG * j;
+          dvn[j] = fmaf(bg[r * KMAX + i], s, dvn[j]);
+          dvk[j] = fmaf(kg[r * KMAX + i], s, dvk[j]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < CR; ++j) {
+        const int r = rg + kRG * j;
+        float v = 0.f;
+        if (r < ch.len && colok) {
+          const std::int64_t ix = tix(ch.bos + r, h, H, col, V);
+          v = sg[SQ::Dvo + r * kVT + cc] + dvn[j];
+          p.dvnew[ix] = v;
+          p.dv[ix] = sg[SQ::Dv + r * kVT + cc] + dvk[j];
+        }
+        Dvn[r * kVT + cc] = v;
+      }
     }
     __syncthreads();
+    {  // dS = diag(exp(gl)) dS' + w^T dv_new + dh_o
+      float acc[KR];
 #pragma unroll
-    for (int m = 0; m < KR; ++m) {  // dS = diag(exp(gl)) dS' + w^T dv_new + dh_o
-      const int i = rg + kRG * m;
-      if (i >= K) continue;
-      float acc = p.egl[(ch.g * H + h) * K + i] * st[m];
-      for (int r = 0; r < ch.len; ++r) acc = fmaf(p.w[((ch.bos + r) * H + h) * K + i], Dvn[r * kVT + cc], acc);
-      if (colok) acc += p.dh_o[base + i * V + col];
-      st[m] = acc;
-      dS[i * LS + cc] = acc;
+      for (int m = 0; m < KR; ++m) {
+        const int i = rg + kRG * m;
+        acc[m] = i < K ? sg[SQ::E + i] * st[m] : 0.f;
+      }
+      for (int r = 0; r < ch.len; ++r) {
+        const float dv = Dvn[r * kVT + cc];
+#pragma unroll
+        for (int m = 0; m < KR; ++m) {
+          const int i = rg + kRG * m;
+          if (i < K) {
+            float wv;
+            if constexpr (SQ::stage_w) wv = sg[SQ::W + r * KMAX + i];
+            else wv = p.w[((ch.bos + r) * H + h) * K + i];
+            acc[m] = fmaf(wv, dv, acc[m]);
+          }
+        }
+      }
+#pragma unroll
+      for (int m = 0; m < KR; ++m) {
+        const int i = rg + kRG * m;
+        if (i >= K) continue;
+        if (colok) acc[m] += sg[SQ::Dho + i * kVT + cc];
+        st[m] = acc[m];
+        dS[i * LS + cc] = acc[m];
+      }
     }
   }
+  cp_wait<0>();
   if (p.dh0 && colok)
 #pragma unroll
     for (int m = 0; m < KR; ++m)
@@ -109,14 +209,35 @@ struct HBwdChunkArgs {
   int K, V;
 };
 
-std::size_t h_bwd_chunk_smem(int C, int K) { return 2 * std::size_t(C) * K * sizeof(float); }
+// The per-chunk kernel's shared memory: the in-chunk sums of gk (hi, lo words) and one tile of kJT columns of V of
+// S and dS' (one padded row a key channel: lanes read consecutive channels of 4 columns, conflict-free) and of the
+// chunk's rows of dv_new, v, v_new (read as warp-wide broadcasts).
+constexpr int kJT = 32;
+template <int C, int KMAX>
+struct HBwdChunkSmem {
+  static constexpr int LS = kJT + 4;  // 16-byte rows, conflict-free for 8 lanes' float4 reads
+  static constexpr int gh = 0, gl = C * KMAX, S = 2 * C * KMAX, dS = S + KMAX * LS, dvn = dS + KMAX * LS,
+                       vv = dvn + C * kJT, vn = vv + C * kJT, floats = vn + C * kJT;
+  static constexpr std::size_t bytes = std::size_t(floats) * sizeof(float);
+};
+static_assert(HBwdChunkSmem<64, 128>::bytes <= 227 * 1024, "h_bwd per chunk: shared memory at C = 64, K = 128");
 
-template <typename T, typename G, int C>
+// Thread (rq, i) of (256 / KMAX) x KMAX: key channel i, rows rq + RG m of the chunk (a warp shares its rows, so the
+// row operands are broadcasts). Every output is the same fp32 FMA chain, in the same order (j = 0 .. V - 1), as
+// one thread summing over all of V: the tiles only stage the operands.
+template <typename T, typename G, int C, int KMAX>
 __global__ void __launch_bounds__(256) chunk_h_bwd_chunk_kernel(HBwdChunkArgs p) {
+  using SM = HBwdChunkSmem<C, KMAX>;
+  constexpr int RG = 256 / KMAX, EPT = C / RG, LS = SM::LS;
   const int K = p.K, V = p.V;
   extern __shared__ __align__(16) float sm[];
-  float* gh = sm;          // [C][K] in-chunk sums of gk, log2 units, hi word
-  float* gl = gh + C * K;  // lo word
+  float* gh = sm + SM::gh;  // [C][K] in-chunk sums of gk, log2 units, hi word
+  float* gl = sm + SM::gl;  // lo word
+  float* St = sm + SM::S;   // [KMAX][LS]: S[i][jt + j]
+  float* dSt = sm + SM::dS; // [KMAX][LS]: dS'[i][jt + j]
+  float* dvn = sm + SM::dvn;  // [C][kJT] dv_new rows
+  float* vv = sm + SM::vv;    // [C][kJT] v rows
+  float* vn = sm + SM::vn;    // [C][kJT] v_new rows
   const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
   if (!ch.valid) return;
   const std::int64_t h = blockIdx.y, H = p.H;
@@ -125,31 +246,94 @@ __global__ void __launch_bounds__(256) chunk_h_bwd_chunk_kernel(HBwdChunkArgs p)
     gh[r * K + d] = g.x;
     gl[r * K + d] = g.y;
   });
-  __syncthreads();
   const std::int64_t base = (ch.g * H + h) * K * V;
   const float* S = p.h + base;
   const float* dSp = p.dh + base;
-  for (int e = threadIdx.x; e < L * K; e += blockDim.x) {
-    const int r = e / K, i = e % K;
-    float dw = 0.f, dkg = 0.f, dbg = 0.f;
-    for (int j = 0; j < V; ++j) {
-      const std::int64_t ix = tix(ch.bos + r, h, H, j, V);
-      dw = fmaf(p.dvnew[ix], S[i * V + j], dw);
-      dkg = fmaf(ld<T>(p.v, ix), dSp[i * V + j], dkg);
-      dbg = fmaf(p.vnew[ix], dSp[i * V + j], dbg);
+  const int i = threadIdx.x % KMAX, rq = threadIdx.x / KMAX;
+  float dw[EPT], dkg[EPT], dbg[EPT], dcd = 0.f;
+#pragma unroll
+  for (int m = 0; m < EPT; ++m) dw[m] = dkg[m] = dbg[m] = 0.f;
+  for (int jt = 0; jt < V; jt += kJT) {
+    const int jn = min(kJT, V - jt);
+    __syncthreads();  // the previous tile no longer read (and, the first time, gh / gl written)
+    for (int x = threadIdx.x; x < K * kJT; x += blockDim.x) {
+      const int ii = x / kJT, j = x % kJT;
+      if (j < jn) {
+        St[ii * LS + j] = S[ii * V + jt + j];
+        dSt[ii * LS + j] = dSp[ii * V + jt + j];
+      }
     }
-    const float to_end = exp2_diff_exact_scale(make_float2(gh[(L - 1) * K + i], gl[(L - 1) * K + i]),
-                                   make_float2(gh[r * K + i], gl[r * K + i]));
+    for (int x = threadIdx.x; x < L * kJT; x += blockDim.x) {
+      const int r = x / kJT, j = x % kJT;
+      if (j < jn) {
+        const std::int64_t ix = tix(ch.bos + r, h, H, jt + j, V);
+        dvn[x] = p.dvnew[ix];
+        vv[x] = ld<T>(p.v, ix);
+        vn[x] = p.vnew[ix];
+      }
+    }
+    __syncthreads();
+    if (i < K) {
+      int j = 0;
+      for (; j + 4 <= jn; j += 4) {  // 4 columns a step, 16-byte shared-memory reads
+        const float4 s = *reinterpret_cast<const float4*>(St + i * LS + j);
+        const float4 d = *reinterpret_cast<const float4*>(dSt + i * LS + j);
+#pragma unroll
+        for (int m = 0; m < EPT; ++m) {
+          const int r = rq + RG * m;
+          if (r < L) {
+            const float4 a = *reinterpret_cast<const float4*>(dvn + r * kJT + j);
+            const float4 b = *reinterpret_cast<const float4*>(vv + r * kJT + j);
+            const float4 c = *reinterpret_cast<const float4*>(vn + r * kJT + j);
+            dw[m] = fmaf(a.x, s.x, dw[m]);
+            dw[m] = fmaf(a.y, s.y, dw[m]);
+            dw[m] = fmaf(a.z, s.z, dw[m]);
+            dw[m] = fmaf(a.w, s.w, dw[m]);
+            dkg[m] = fmaf(b.x, d.x, dkg[m]);
+            dkg[m] = fmaf(b.y, d.y, dkg[m]);
+            dkg[m] = fmaf(b.z, d.z, dkg[m]);
+            dkg[m] = fmaf(b.w, d.w, dkg[m]);
+            dbg[m] = fmaf(c.x, d.x, dbg[m]);
+            dbg[m] = fmaf(c.y, d.y, dbg[m]);
+            dbg[m] = fmaf(c.z, d.z, dbg[m]);
+            dbg[m] = fmaf(c.w, d.w, dbg[m]);
+          }
+        }
+        if (rq == 0) {
+          dcd = fmaf(s.x, d.x, dcd);
+          dcd = fmaf(s.y, d.y, dcd);
+          dcd = fmaf(s.z, d.z, dcd);
+          dcd = fmaf(s.w, d.w, dcd);
+        }
+      }
+      for (; j < jn; ++j) {  // the tile's last columns where V is not a multiple of 4
+        const float s = St[i * LS + j], d = dSt[i * LS + j];
+#pragma unroll
+        for (int m = 0; m < EPT; ++m) {
+          const int r = rq + RG * m;
+          if (r < L) {
+            dw[m] = fmaf(dvn[r * kJT + j], s, dw[m]);
+            dkg[m] = fmaf(vv[r * kJT + j], d, dkg[m]);
+            dbg[m] = fmaf(vn[r * kJT + j], d, dbg[m]);
+          }
+        }
+        if (rq == 0) dcd = fmaf(s, d, dcd);
+      }
+    }
+  }
+  if (i >= K) return;
+  const float2 g_end = make_float2(gh[(L - 1) * K + i], gl[(L - 1) * K + i]);
+#pragma unroll
+  for (int m = 0; m < EPT; ++m) {
+    const int r = rq + RG * m;
+    if (r >= L) continue;
+    const float to_end = exp2_diff_exact_scale(g_end, make_float2(gh[r * K + i], gl[r * K + i]));
     const std::int64_t ix = tix(ch.bos + r, h, H, i, K);
-    p.dw[ix] = dw;
-    p.dk_h[ix] = dkg * to_end;
-    p.db_h[ix] = dbg * to_end;
+    p.dw[ix] = dw[m];
+    p.dk_h[ix] = dkg[m] * to_end;
+    p.db_h[ix] = dbg[m] * to_end;
   }
-  for (int i = threadIdx.x; i < K; i += blockDim.x) {
-    float acc = 0.f;
-    for (int j = 0; j < V; ++j) acc = fmaf(S[i * V + j], dSp[i * V + j], acc);
-    p.dcd[(ch.g * H + h) * K + i] = acc * exp2_split(make_float2(gh[(L - 1) * K + i], gl[(L - 1) * K + i]));
-  }
+  if (rq == 0) p.dcd[(ch.g * H + h) * K + i] = dcd * exp2_split(g_end);
 }
 
 }  // namespace
@@ -170,18 +354,29 @@ void chunk_h_bwd(const BackwardInputs& in, int C, const float* kg, const float* 
   const dim3 grid = sequential_grid(f, (V + kVT - 1) / kVT);
   dispatch_types_and_chunk(f.dtype, f.gk_dtype, C, [&](auto, auto, auto c) {
     constexpr int CC = decltype(c)::value;
-    if (K <= 64) chunk_h_bwd_kernel<CC, 64><<<grid, kThreads, 0, stream>>>(p);
-    else chunk_h_bwd_kernel<CC, 128><<<grid, kThreads, 0, stream>>>(p);
+    auto go = [&](auto km) {
+      constexpr int KM = decltype(km)::value;
+      constexpr std::size_t bytes = HBwdSeq<CC, KM>::bytes;
+      set_smem(chunk_h_bwd_kernel<CC, KM>, bytes);
+      chunk_h_bwd_kernel<CC, KM><<<grid, kThreads, bytes, stream>>>(p);
+    };
+    if (K <= 64) go(std::integral_constant<int, 64>{});
+    else go(std::integral_constant<int, 128>{});
   });
   DPLR_LAUNCHED("chunk_h_bwd_kernel");
   const HBwdChunkArgs q{f.v, f.gk, h, dh, v_new, dv_new, dw, shares.dk_h, shares.db_h, shares.d_chunk_decay, geo, f.H, K, V};
-  const std::size_t bytes = h_bwd_chunk_smem(C, K);
   dispatch_types_and_chunk(f.dtype, f.gk_dtype, C, [&](auto t, auto g, auto c) {
     using T = decltype(t);
     using G = decltype(g);
     constexpr int CC = decltype(c)::value;
-    set_smem(chunk_h_bwd_chunk_kernel<T, G, CC>, bytes);
-    chunk_h_bwd_chunk_kernel<T, G, CC><<<chunk_grid(f, C), 256, bytes, stream>>>(q);
+    auto go = [&](auto km) {
+      constexpr int KM = decltype(km)::value;
+      constexpr std::size_t bytes = HBwdChunkSmem<CC, KM>::bytes;
+      set_smem(chunk_h_bwd_chunk_kernel<T, G, CC, KM>, bytes);
+      chunk_h_bwd_chunk_kernel<T, G, CC, KM><<<chunk_grid(f, C), 256, bytes, stream>>>(q);
+    };
+    if (K <= 64) go(std::integral_constant<int, 64>{});
+    else go(std::integral_constant<int, 128>{});
   });
   DPLR_LAUNCHED("chunk_h_bwd_chunk_kernel");
 }

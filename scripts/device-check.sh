@@ -8,9 +8,9 @@
 # program at a time. With carry/fla_cases (case files from `dplr gen`) it also records fla's outputs and gradients
 # on them (bench/fla_record.py) for `dplr verify` here. Run with carry=["carry"]. Results go to $OUT (default
 # out/device), packed into one device.tar.gz. Parts: SKIP_CHECK=1, SKIP_TESTS=1, SKIP_BENCH=1, SKIP_FLA=1,
-# SKIP_SAN=1, SKIP_PLANTED=1 (needs carry/dplr-planted, a -DDPLR_PLANT_DEFECTS=ON build); CHECK_SEEDS="7 11" (default:
-# the committed sweep's seeds only); CHECK_PROPERTY=N (the property sweep, off by default; CHECK_PROPERTY_SEEDS="7 8");
-# GPU_TESTS="test_gpu_forward ..."
+# SKIP_SAN=1, SKIP_PLANTED=1 (needs carry/dplr-planted, a -DDPLR_PLANT_DEFECTS=ON build); BENCH_PART=forward|training
+# (`dplr bench --gpu --gpu-part`; default all); CHECK_SEEDS="7 11" (default: the committed sweep's seeds only);
+# CHECK_PROPERTY=N (the property sweep, off by default; CHECK_PROPERTY_SEEDS="7 8"); GPU_TESTS="test_gpu_forward ..."
 # (default: every GPU test binary carried).
 set -u
 OUT=${OUT:-out/device}
@@ -102,9 +102,13 @@ if [ -x carry/dplr-planted ] && [ "${PLANTED_PROPERTY:-0}" != 0 ]; then
 fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== dplr bench --gpu"
-  ./carry/dplr bench --gpu --json "$RESULTS/bench.json" > "$RESULTS/bench.log" 2>&1
+  ./carry/dplr bench --gpu --gpu-part "${BENCH_PART:-all}" --json "$RESULTS/bench.json" > "$RESULTS/bench.log" 2>&1
   echo "bench rc=$?" | tee -a "$RESULTS/bench.log"
-  grep -E "median" "$RESULTS/bench.log" | grep -v "stage" | head -24
+  if [ "${BENCH_PART:-all}" = training ]; then  # the training steps and every backward stage
+    grep -E "median|bwd stages|rc=|wrong" "$RESULTS/bench.log" | head -40
+  else
+    grep -E "median" "$RESULTS/bench.log" | grep -v "stage" | head -24
+  fi
 fi
 touch "$flag"
 if [ -n "$fla_pid" ]; then

@@ -2,9 +2,12 @@
 // workspace) against the exact stage oracles (<= 1e-5 relative RMSE), and the driver's gradients against the
 // exact reference (fp32 inputs <= 1e-6; 16-bit inputs <= 1.3x the correctly-rounded floor, dgk and dh0 <= 1e-5).
 // Cases as tests/gpu/test_gpu_backward.cpp's, smaller (one std::thread per CUDA thread is slow). Exit status 1 on
-// any failure. Argument: one case index (default all).
+// any failure. Argument: one case index (default all). DPLR_EMULATE_DIGEST=1 also prints a hash of every tensor's bits
+// (to show that a rewritten kernel computes bitwise what the one before it did).
 #include "emu.hpp"
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include "core/dtype.hpp"
 #include "gpu/dplr_gpu.hpp"
@@ -79,6 +82,9 @@ int main(int argc, char** argv) {
       {{"", 2, 20, 1, 64, 64, E::F16, false, Gate::Strong, false, false, {}}, false},
       {{"", 1, 90, 2, 64, 40, E::F32, false, Gate::Fla, true, false, {0, 0, 5, 50, 50, 90}}, true},
       {{"", 1, 50, 1, 60, 100, E::BF16, true, Gate::Strong, true, false, {0, 3, 40, 50, 50}}, true},
+      // K, V not multiples of 4 (the kernels' 4-wide loops end in a scalar remainder)
+      {{"", 1, 45, 2, 37, 45, E::BF16, true, Gate::Strong, true, false, {}}, true},
+      {{"", 1, 40, 1, 70, 99, E::F32, false, Gate::Fla, true, false, {}}, true},
   };
   std::uint64_t seed = 100;
   for (int C : {16, 32, 64})
@@ -121,6 +127,23 @@ int main(int argc, char** argv) {
           {"dk", down(ws.dk, nk, E::F32)}, {"da", down(ws.da, nk, E::F32)}, {"db", down(ws.db, nk, E::F32)},
           {"dgk", down(og.p(), nk, E::F32)}, {"dh0", down(oh.p(), N * c.H * c.K * c.V, E::F32)},
           {"h", down(fw.h, nh, E::F32)}, {"v_new", down(fw.v_new, nv, E::F32)}, {"w", down(fw.w, nk, E::F32)}};
+      if (std::getenv("DPLR_EMULATE_DIGEST")) {  // bit patterns of every tensor, to compare two trees' kernels
+        auto digest = [](const std::vector<double>& x) {
+          std::uint64_t hsh = 1469598103934665603ull;
+          for (double y : x) {
+            std::uint64_t b;
+            std::memcpy(&b, &y, 8);
+            hsh = (hsh ^ b) * 1099511628211ull;
+          }
+          return hsh;
+        };
+        for (const auto& [name, x] : got) std::printf("    digest %-8s %016llx\n", name.c_str(), (unsigned long long)digest(x));
+        const std::pair<const char*, std::pair<void*, std::size_t>> outs[] = {
+            {"out.dq", {out.dq, nk}}, {"out.dk", {out.dk, nk}}, {"out.da", {out.da, nk}}, {"out.db", {out.db, nk}},
+            {"out.dv", {out.dv, nv}}};
+        for (const auto& [name, pn] : outs)
+          std::printf("    digest %-8s %016llx\n", name, (unsigned long long)digest(down(pn.first, pn.second, dt)));
+      }
       for (auto& [name, x] : got) {
         std::vector<double> r = oracle.tensors.at(name).rounded();
         for (auto& y : r) y = dplr::round_to_dtype(y, DType::F32);

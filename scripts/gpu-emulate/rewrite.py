@@ -1,6 +1,6 @@
 # Rewrites gpu/*.cu into host C++ for the emulation (emu.hpp): kernel launches <<<grid, block, smem, stream>>>(args)
 # become emu::launch calls, dynamic shared memory one buffer, the PTX exponential (ex2.approx.ftz) exp2f with
-# the flush to zero, the chunk numbering's warp-shuffle scan a host loop.
+# the flush to zero, cp.async a copy that completes at once, the chunk numbering's warp-shuffle scan a host loop.
 # Usage: rewrite.py REPO OUT FILE.cu...   (writes OUT/FILE.cpp and OUT/gpu/common.cuh)
 import os
 import re
@@ -11,8 +11,18 @@ os.makedirs(os.path.join(out, "gpu"), exist_ok=True)
 common = open(os.path.join(repo, "gpu", "common.cuh")).read()
 ex2 = 'asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));'
 assert ex2 in common, "common.cuh's ex2_ftz changed: update rewrite.py"
-open(os.path.join(out, "gpu", "common.cuh"), "w").write(
-    common.replace(ex2, "y = exp2f(x); if (y < 1.17549435e-38f) y = 0.f;"))
+common = common.replace(ex2, "y = exp2f(x); if (y < 1.17549435e-38f) y = 0.f;")
+# cp.async as a copy that completes at once (zero-filled where !ok); commit and wait become no-ops. A valid
+# ordering of the real copies, so it checks the arithmetic and indices, not a missing wait.
+for width in (4, 16):
+    asm = ('asm volatile("cp.async.%s.shared.global [%%0], [%%1], %d, %%2;\\n" ::"r"(s), "l"(gmem), "r"(ok ? %d : 0) : "memory");'
+           % ("ca" if width == 4 else "cg", width, width))
+    assert asm in common, "common.cuh's cp%d changed: update rewrite.py" % width
+    common = common.replace(asm, "(void)s; if (ok) std::memcpy(smem, gmem, %d); else std::memset(smem, 0, %d);" % (width, width))
+for asm in ('asm volatile("cp.async.commit_group;\\n" ::: "memory");', 'asm volatile("cp.async.wait_group %0;\\n" ::"n"(N) : "memory");'):
+    assert asm in common, "common.cuh's cp.async commit / wait changed: update rewrite.py"
+    common = common.replace(asm, "")
+open(os.path.join(out, "gpu", "common.cuh"), "w").write(common)
 
 
 def launch(m):

@@ -32,6 +32,6 @@ for f in "$out"/*.cpp "$here/backward_check.cpp"; do
   while [ "$(jobs -r | wc -l)" -ge 2 ]; do sleep 1; done
 done
 wait
-g++ -pthread "${link[@]}" "$out"/obj/*.o "$build/reference/libdplr_reference.a" "$build/core/libdplr_core.a" -lqd -lmpfr -lgmp \
+g++ -pthread "${link[@]}" "$out"/obj/*.o "$build/reference/libdplr_reference.a" "$build/core/libdplr_core.a" -lqd -lflint-arb -lflint -lmpfr -lgmp \
   -L/usr/local/cuda/targets/x86_64-linux/lib -lcudart_static -ldl -lrt -o "$out/backward_check"
 "$out/backward_check" "$@"

@@ -86,6 +86,9 @@ def test_exit_codes(args):
     proc = run(args, ["verify", "no-such-file.safetensors"], expect_code=2)
     assert "no-such-file.safetensors" in proc.stderr, proc.stderr
     proc = run(args, ["frobnicate"], expect_code=2)
+    # `bench --gpu --gpu-part` takes all, forward or training only (refused before any device is looked at).
+    proc = run(args, ["bench", "--gpu", "--gpu-part", "nope"], expect_code=2)
+    assert "--gpu-part" in proc.stderr + proc.stdout, proc.stderr
     pathlib.Path(args.workdir, "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
     proc = run(args, ["verify", "bad.safetensors"], expect_code=2)
     assert "bad.safetensors" in proc.stderr, proc.stderr

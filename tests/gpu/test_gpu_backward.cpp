@@ -7,7 +7,7 @@
 //     floor (the exact gradient rounded once to the dtype) for dq, dk, dv, da, db, and <= 1e-5 for the fp32 dgk
 //     and dh0; the driver's stage tensors bitwise equal to the stages run alone;
 //   - two runs bitwise equal; every kernel once on small cases (for compute-sanitizer); refusals before launch.
-// Cases: H > 1 with differing heads, K, V in {60, 64, 100, 128}, T not a multiple of C, varlen with empty and
+// Cases: H > 1 with differing heads, K, V in {60, 64, 100, 128} and 37, 45, 70, 99, T not a multiple of C, varlen with empty and
 // short sequences, h0 and dht, C 16 / 32 / 64, gk ~ fla's logsigmoid, U[-30, 0] and pinned -30, fp32 / fp16 /
 // bf16 (gk fp32 with 16-bit inputs). Outputs are poisoned (NaN) before every run; every element must come back
 // finite. Skips without a CUDA device; built without CUDA it holds one skipping test.
@@ -58,6 +58,9 @@ std::vector<BackwardCase> backward_cases() {
       {{"", 1, 120, 2, 64, 64, E::F32, false, Gate::Fla, true, false, {0, 0, 5, 60, 60, 120}}, true},
       {{"", 1, 90, 2, 60, 100, E::BF16, true, Gate::Strong, true, false, {0, 3, 50, 90, 90}}, true},
       {{"", 1, 100, 2, 128, 128, E::F32, false, Gate::Strong, false, false, {0, 1, 65, 100}}, false},
+      // K, V not multiples of 4: the 4-wide loops of h_bwd end in a scalar remainder
+      {{"", 1, 90, 2, 37, 45, E::BF16, true, Gate::Strong, true, false, {}}, true},
+      {{"", 1, 80, 2, 70, 99, E::F32, false, Gate::Fla, true, false, {}}, true},
   };
   for (auto& b : cs) b.c.name = describe(b.c) + (b.dht ? " dht" : "");
   return cs;
