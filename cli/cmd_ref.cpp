@@ -90,7 +90,7 @@ void add_ref_command(CLI::App& app, Command& selected) {
                        "the reference (ignores --precision), writing NAME.radius beside each tensor");
   command->add_flag_callback("--no-certify", [o = options.get()] { o->certify = false; }, "Skip the repeat at higher precision that estimates the bits");
   command->add_option("-o,--out", options->out, "Output tensor file")->capture_default_str();
-  command->add_option("--checkpoint-interval", options->checkpoint_interval, "Backward checkpoint interval (0: sqrt(T))")
+  command->add_option("--checkpoint-interval", options->checkpoint_interval, "Backward checkpoint interval (0: every state where they fit in memory, else sqrt(T))")
       ->check(at_least(0));
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
   command->callback([options, &selected] { selected = [options] { return run_ref(*options); }; });

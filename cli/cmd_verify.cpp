@@ -62,8 +62,6 @@ void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& 
                                  o.rigorous ? "proven (--rigorous)" : o.certify ? "estimated" : "unestimated (--no-certify)");
   c.source.files.push_back({"case", o.input.file, sha256_file(o.input.file)});
   fmt::print("{}", format_table(c));
-  for (const auto& note : exact.notes)
-    if (o.rigorous) fmt::print("rigorous run: {}\n", note);
   if (o.rigorous)
     fmt::print("reference accurate to {:.1f} proven bits (worst tensor), {:.2f} s (the last run)\n", exact.min_proven_bits(),
                exact.seconds);

@@ -11,7 +11,8 @@
 // The backward keeps the state every `checkpoint_interval` tokens and recomputes the states of one
 // segment at a time, so its memory is O((T / interval + interval) K V) instead of O(T K V). By default
 // (interval 0) it keeps every state where a sequence's states fit in kKeepAllStatesBytes per worker, and
-// then recomputes nothing (a fifth of fwd+bwd's arithmetic at ceil(sqrt(T))), else keeps every ceil(sqrt(T))-th.
+// then recomputes nothing (at ceil(sqrt(T)) the recomputation is about 4 of the 19 element updates per token
+// of fwd+bwd, by count), else keeps every ceil(sqrt(T))-th.
 // The forward also keeps each step's x = S^T a and decay (O(T (K + V)) scalars) and gives dq.
 #pragma once
 #include <algorithm>
@@ -36,8 +37,9 @@ struct RecurrentOptions {
 inline std::uint64_t state_scalar_bytes(int limbs, bool heap) {
   return static_cast<std::uint64_t>(limbs) * 8 + (heap ? 48 : 0);
 }
-// Every state of a sequence is kept (interval 1) when they take at most this per worker.
-inline constexpr std::uint64_t kKeepAllStatesBytes = std::uint64_t(256) << 20;
+// Every state of a sequence is kept (interval 1) when they take at most this per worker: T4096 K=V=64 in td
+// (384 MiB) fits; a 16-core device host holds 16 such workers (6 GiB).
+inline constexpr std::uint64_t kKeepAllStatesBytes = std::uint64_t(512) << 20;
 // The checkpoint interval of a sequence of `length` steps whose states have `state_elements` scalars of
 // `scalar_bytes`: `requested` when > 0; else 1 when the states fit in kKeepAllStatesBytes, else ceil(sqrt(length)).
 inline std::int64_t resolve_checkpoint_interval(std::int64_t requested, std::int64_t length, std::int64_t state_elements,

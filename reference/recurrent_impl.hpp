@@ -199,9 +199,22 @@ struct Outputs {
   ExactTensor o, ht, dq, dk, dv, da, db, dgk, dh0;
 };
 
+// A worker's checkpoints, kept from one pair to the next: allocated anew for each pair, the states (every
+// state where they fit) cost as much system time in page faults as a third of the arithmetic's user time (td,
+// bench case, one thread).
+template <class S>
+struct Checkpoints {
+  std::vector<std::vector<S>> states;
+  std::size_t used = 0;
+  void keep(const std::vector<S>& state) {
+    if (used == states.size()) states.emplace_back();
+    states[used++] = state;  // reuses the element's storage
+  }
+};
+
 template <class S>
 S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const RecurrentOptions& options,
-           bool want_loss, Outputs& out) {
+           bool want_loss, Outputs& out, Checkpoints<S>& kept) {
   const DplrProblem& p = reader.problem();
   PairRecurrence<S> pair(reader, n, h);
   const std::int64_t K = p.shape.K, V = p.shape.V, L = pair.steps();
@@ -213,14 +226,15 @@ S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const R
   // x = S^T a and decay (O(L (K + V)) scalars), and gives dq = scale S_t do_t, which needs only the state.
   std::vector<S> state;
   pair.initial_state(state);
-  std::vector<std::vector<S>> checkpoints;
+  kept.used = 0;
+  std::vector<std::vector<S>>& checkpoints = kept.states;
   std::vector<S> xs(backward ? L * V : 0), decays(backward ? L * K : 0);
   std::vector<S> grad_o(V), grad_ht, dq(K);
   S loss = 0.0;
   const bool read_do = want_loss || backward;
 
   for (std::int64_t step = 0; step < L; ++step) {
-    if (backward && step % interval == 0) checkpoints.push_back(state);
+    if (backward && step % interval == 0) kept.keep(state);
     pair.load(step);
     if (read_do) reader.read("do", *p.grad_o, pair.value_offset(step), V, grad_o);
     pair.template advance<true>(state, nullptr, backward ? &grad_o : nullptr, &dq);
@@ -250,7 +264,7 @@ S run_pair(const InputReader<S>& reader, std::int64_t n, std::int64_t h, const R
   const std::int64_t segment = std::min(interval, std::max<std::int64_t>(L, 1));  // no segment is longer than L
   std::vector<std::vector<S>> segment_states(segment - 1, std::vector<S>(K * V));  // before steps first+1 .. last-1
   std::vector<S> scaled_q(K), y(V), dv(V), dk(K), da(K), db(K), dgk(K);
-  for (std::int64_t c = static_cast<std::int64_t>(checkpoints.size()) - 1; c >= 0; --c) {
+  for (std::int64_t c = static_cast<std::int64_t>(kept.used) - 1; c >= 0; --c) {
     const std::int64_t first = c * interval, last = std::min(L, first + interval);
     auto state_before = [&](std::int64_t step) -> std::vector<S>& {
       return step == first ? checkpoints[c] : segment_states[step - first - 1];
@@ -343,8 +357,8 @@ ExactTensorMap recurrent_reference(const DplrProblem& p, const RecurrentOptions&
   for (std::int64_t n = 0; n < N; ++n) steps += p.sequence(n).length() * s.H * (backward ? 2 : 1);
   token_progress().total.fetch_add(steps, std::memory_order_relaxed);
   std::vector<S> pair_loss(want_loss ? pairs : 0);
-  parallel_for(pairs, options.threads, [&](std::int64_t pair) {
-    S l = run_pair(reader, pair / s.H, pair % s.H, options, want_loss, out);
+  parallel_for_with(pairs, options.threads, [] { return Checkpoints<S>{}; }, [&](Checkpoints<S>& kept, std::int64_t pair) {
+    S l = run_pair(reader, pair / s.H, pair % s.H, options, want_loss, out, kept);
     if (want_loss) pair_loss[pair] = l;
   });
   if (want_loss) {

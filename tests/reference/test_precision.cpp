@@ -64,7 +64,7 @@ TEST(Precision, CertifiedBitsTellTheTruth) {
         const std::string name = precision;
         EXPECT_GE(certified.min_estimated_bits(), name == "td" ? 125 : name == "dd" ? 90 : 35);
       }
-      std::printf("%-18s %-6s certified %.1f bits (worst tensor)\n", distribution.c_str(), precision,
+      std::printf("%-18s %-6s estimated %.1f bits (worst tensor)\n", distribution.c_str(), precision,
                   certified.min_estimated_bits());
     }
   }
