@@ -175,4 +175,17 @@ std::string write_output(const std::string& path, const TensorFile& file) {
 
 bool stderr_is_terminal() { return isatty(STDERR_FILENO) != 0; }
 
+void add_rigorous_options(CLI::App& command, bool& rigorous, RigorousOptions& options, std::string_view what) {
+  command.add_flag("--rigorous", rigorous,
+                   fmt::format("Proven bits: {} in Arb ball arithmetic, the bits proven by the balls' radii "
+                               "(not in a build without Arb)", what));
+  command.add_option("--proven-bits", options.proven_bits, "--rigorous: bits to prove on every tensor")
+      ->check(CLI::Range(1.0, 100000.0))
+      ->capture_default_str();
+  command.add_option("--max-precision", options.max_precision,
+                     "--rigorous: the largest working precision (bits) tried before giving up")
+      ->check(CLI::Range(24, 1 << 20))
+      ->capture_default_str();
+}
+
 }  // namespace dplr::cli

@@ -9,6 +9,7 @@
 
 #include "generators/distributions.hpp"
 #include "reference/problem.hpp"
+#include "reference/reference.hpp"
 
 namespace dplr::cli {
 
@@ -55,6 +56,11 @@ std::optional<DType> require_float_results(const TensorMap& tensors, const std::
 inline constexpr int kReferenceMarginBits = 10;
 void require_reference_finer_than(double reference_bits, DType judged, const std::string& origin,
                                   std::string_view how);
+
+// --rigorous, --proven-bits, --max-precision (ref, verify, check): the reference in Arb ball arithmetic,
+// its bits proven by the radii. `what` says what runs in balls (in the flag's help). Where the build has no
+// Arb, run_rigorous_reference refuses with a message (reference/reference.hpp).
+void add_rigorous_options(CLI::App& command, bool& rigorous, RigorousOptions& options, std::string_view what);
 
 inline constexpr std::string_view kDefaultDtype = "bf16";
 DType parse_dtype(const std::string& text);

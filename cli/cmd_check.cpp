@@ -35,6 +35,8 @@ struct CheckOptions {
   std::optional<std::int64_t> property;  // --property N: the RapidCheck sweep instead of the fixed one
   std::optional<double> time_budget;
   std::string plant;
+  bool rigorous = false;
+  RigorousOptions rigorous_options{.proven_bits = kMinReferenceBits};
 };
 
 // The regression corpus every check replays: --regressions DIR (which must exist), else the source tree's
@@ -134,11 +136,24 @@ int run_check(const CheckOptions& o) {
                                      fmt::join(names, ", ")));
       fmt::print("dplr check: GPU kernels with the PLANTED defect '{}'\n", o.sweep.planted_defect);
     }
+    if (o.property && o.rigorous)
+      throw InputError("--rigorous and --property N: the property sweep's reference has no rigorous mode; "
+                       "give --rigorous to the fixed sweep (dplr check) or a replay (--case)");
     if (o.property) return run_property_check(o, report, policy);
     if (o.time_budget || !o.plant.empty()) throw InputError("--time-budget and --plant belong to --property N");
     if (o.sweep.cpu_only && !o.sweep.gpu_kernels.empty())
       throw InputError("--gpu-kernels and --cpu-only: --cpu-only runs no GPU kernel");
     SweepOptions sweep = o.sweep;
+    if (o.rigorous) {
+      if (o.rigorous_options.proven_bits < kMinReferenceBits)
+        throw InputError(fmt::format("--proven-bits {}: the check's reference gate needs at least {:.0f}",
+                                     o.rigorous_options.proven_bits, kMinReferenceBits));
+      if (o.sweep.gpu_only)
+        throw InputError("--rigorous and --gpu-only: --rigorous is the CPU part's reference, which --gpu-only skips");
+      sweep.rigorous = o.rigorous_options;
+      fmt::print("dplr check: the CPU part's reference in ball arithmetic (Arb), {:.0f} bits proven on every tensor\n",
+                 o.rigorous_options.proven_bits);
+    }
     std::vector<std::string> skipped;
     if (!o.shard.empty()) sweep.shard = parse_shard(o.shard);
     if (!o.case_file.empty()) {
@@ -183,6 +198,8 @@ void add_check_command(CLI::App& app, Command& selected) {
   command->add_flag("--gpu-only", options->sweep.gpu_only, "Skip the CPU part (the reference's self-checks, the chunk oracles)")
       ->excludes(cpu_only);
   command->add_option("--threads", options->sweep.threads, "Worker threads (0: all cores)")->check(at_least(0));
+  add_rigorous_options(*command, options->rigorous, options->rigorous_options,
+                       "the CPU part's reference, gated on proven instead of estimated bits,");
   command->add_option("--seed", options->sweep.seed,
                       "Seed of every generated case (default: the committed sweep's, 2024 CPU and 7 GPU)");
   command->add_option("--plant-defect", options->sweep.planted_defect,

@@ -44,7 +44,7 @@ int run_ref(const RefOptions& o) {
   const ReferenceResult result = o.rigorous ? run_rigorous_reference(problem, options, o.rigorous_options)
                                  : o.certify ? run_certified_reference(problem, options)
                                              : run_reference(problem, options);
-  const std::map<std::string, double>& bits_of = o.rigorous ? result.proven_bits : result.certified_bits;
+  const std::map<std::string, double>& bits_of = o.rigorous ? result.proven_bits : result.estimated_bits;
   const bool with_bits = o.rigorous || o.certify;
 
   for (const auto& note : result.notes) fmt::print("note: {}\n", note);
@@ -66,14 +66,14 @@ int run_ref(const RefOptions& o) {
   file.metadata["precision"] = result.precision.name();
   file.metadata["source"] = description;
   if (o.rigorous) file.metadata["proven_bits"] = bits.dump();
-  else if (o.certify) file.metadata["certified_bits"] = bits.dump();  // the estimate; the key is kept for readers
+  else if (o.certify) file.metadata["estimated_bits"] = bits.dump();
   const std::string out = write_output(o.out, file);
   fmt::print("time: {:.3f} s for the run at {}{}\n", result.seconds, result.precision.name(),
              o.rigorous ? " (the last run)"
              : o.certify ? " (the estimate repeats it at the certifier's precision, not counted)" : "");
   if (with_bits)
     fmt::print("{}: {:.1f} bits on every tensor (worst)\n", o.rigorous ? "proven" : "estimated",
-               o.rigorous ? result.min_proven_bits() : result.min_certified_bits());
+               o.rigorous ? result.min_proven_bits() : result.min_estimated_bits());
   fmt::print("outputs (correctly rounded to float64{}): {}\n",
              o.rigorous ? "; NAME.radius, rounded up, bounds |exact - NAME| less half an ulp of NAME" : "", out);
   return 0;
@@ -86,18 +86,11 @@ void add_ref_command(CLI::App& app, Command& selected) {
   auto* command = app.add_subcommand("ref", "Exact outputs and gradients of a case, with estimated (or, --rigorous, proven) bits");
   add_case_options(*command, options->input, true);
   command->add_option("--precision", options->precision, "double, dd, td, qd, or MPFR bits (e.g. 256)")->capture_default_str();
-  command->add_flag("--rigorous", options->rigorous,
-                    "Proven enclosures (Arb ball arithmetic): writes NAME.radius beside each tensor; ignores --precision");
-  command->add_option("--proven-bits", options->rigorous_options.proven_bits, "--rigorous: bits to prove on every tensor")
-      ->check(CLI::Range(1.0, 100000.0))
-      ->capture_default_str();
-  command->add_option("--max-precision", options->rigorous_options.max_precision,
-                      "--rigorous: the largest working precision (bits) tried before giving up")
-      ->check(CLI::Range(24, 1 << 20))
-      ->capture_default_str();
+  add_rigorous_options(*command, options->rigorous, options->rigorous_options,
+                       "the reference (ignores --precision), writing NAME.radius beside each tensor");
   command->add_flag_callback("--no-certify", [o = options.get()] { o->certify = false; }, "Skip the repeat at higher precision that estimates the bits");
   command->add_option("-o,--out", options->out, "Output tensor file")->capture_default_str();
-  command->add_option("--checkpoint-interval", options->checkpoint_interval, "Backward checkpoint interval (0: sqrt(T))")
+  command->add_option("--checkpoint-interval", options->checkpoint_interval, "Backward checkpoint interval (0: every state where they fit in memory, else sqrt(T))")
       ->check(at_least(0));
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
   command->callback([options, &selected] { selected = [options] { return run_ref(*options); }; });

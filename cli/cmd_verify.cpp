@@ -18,6 +18,8 @@ struct VerifyOptions {
   CaseOptions input;
   std::string precision = "dd";
   bool certify = true;
+  bool rigorous = false;
+  RigorousOptions rigorous_options;
   int threads = 0;
   std::int64_t block_tokens = kDefaultBlockTokens;
   std::string convention = "contract";
@@ -36,23 +38,35 @@ void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& 
   VerifyCaseOptions options;
   options.precision = Precision::parse(o.precision);
   options.certify = o.certify;
+  if (o.rigorous) options.rigorous = o.rigorous_options;
   options.threads = o.threads;
   options.block_tokens = o.block_tokens;
   options.convention = parse_convention(o.convention);
   if (!o.decay.empty()) options.convention.decay = parse_decay(o.decay);
   options.convention.layout = parse_layout(o.layout);
   for (const auto& map : o.maps) options.convention.map.push_back(parse_map(map));
-  fmt::print("dplr verify: {} against the exact answer at {}{}\n", o.input.file, options.precision.name(),
-             o.certify ? fmt::format(" (bits estimated against {})", options.precision.certifier().name()) : "");
+  if (o.rigorous)
+    fmt::print("dplr verify: {} against the exact answer in ball arithmetic (Arb), working precision growing until "
+               "{:.1f} bits are proven (limit {} bits)\n", o.input.file, o.rigorous_options.proven_bits,
+               o.rigorous_options.max_precision);
+  else
+    fmt::print("dplr verify: {} against the exact answer at {}{}\n", o.input.file, options.precision.name(),
+               o.certify ? fmt::format(" (bits estimated against {})", options.precision.certifier().name()) : "");
   ReferenceResult exact;
   CaseResult c = verify_case(file, policy, options, o.input.file, &exact);
   if (judged)
-    require_reference_finer_than(o.certify ? exact.min_certified_bits() : exact.precision.significand_bits(), *judged,
-                                 o.input.file, o.certify ? "certified" : "uncertified (--no-certify)");
+    require_reference_finer_than(o.rigorous  ? exact.min_proven_bits()
+                                 : o.certify ? exact.min_estimated_bits()
+                                             : exact.precision.significand_bits(),
+                                 *judged, o.input.file,
+                                 o.rigorous ? "proven (--rigorous)" : o.certify ? "estimated" : "unestimated (--no-certify)");
   c.source.files.push_back({"case", o.input.file, sha256_file(o.input.file)});
   fmt::print("{}", format_table(c));
-  if (o.certify)
-    fmt::print("reference accurate to {:.1f} estimated bits (worst tensor), {:.2f} s\n", exact.min_certified_bits(), exact.seconds);
+  if (o.rigorous)
+    fmt::print("reference accurate to {:.1f} proven bits (worst tensor), {:.2f} s (the last run)\n", exact.min_proven_bits(),
+               exact.seconds);
+  else if (o.certify)
+    fmt::print("reference accurate to {:.1f} estimated bits (worst tensor), {:.2f} s\n", exact.min_estimated_bits(), exact.seconds);
   report.cases.push_back(std::move(c));
 }
 
@@ -74,7 +88,9 @@ void add_verify_command(CLI::App& app, Command& selected) {
   command->add_option("file", options->input.file, "Recorded case (.safetensors, .npz, .npy folder)")->required();
   command->add_option("--precision", options->precision, "Reference precision: double, dd, qd, or MPFR bits")
       ->capture_default_str();
-  command->add_flag_callback("--no-certify", [o = options.get()] { o->certify = false; }, "Skip the reference's self-certification");
+  command->add_flag_callback("--no-certify", [o = options.get()] { o->certify = false; },
+                             "Skip the repeat at higher precision that estimates the reference's bits");
+  add_rigorous_options(*command, options->rigorous, options->rigorous_options, "the reference (ignores --precision)");
   command->add_option("--threads", options->threads, "Worker threads (0: all cores)")->check(at_least(0));
   command->add_option("--block-tokens", options->block_tokens,
                       "Tokens per block of the local gate (the kernel's chunk size; blocks start at each sequence)")

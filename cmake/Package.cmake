@@ -55,7 +55,7 @@ foreach(_dplr_dir core io reference generators verify reports)
           PATTERN "sweep.hpp" EXCLUDE PATTERN "gpu_runner.hpp" EXCLUDE PATTERN "rapidcheck.hpp" EXCLUDE
           PATTERN "property_sweep.hpp" EXCLUDE PATTERN "shard.hpp" EXCLUDE PATTERN "case_file.hpp" EXCLUDE)
 endforeach()
-install(FILES ${PROJECT_SOURCE_DIR}/reports/schema/dplr-report.v1.schema.json
+install(FILES ${PROJECT_SOURCE_DIR}/reports/schema/dplr-report.v2.schema.json
         DESTINATION ${CMAKE_INSTALL_DATADIR}/dplr_verify)
 
 install(EXPORT dplr_verifyTargets NAMESPACE dplr:: DESTINATION ${DPLR_INSTALL_CMAKEDIR})

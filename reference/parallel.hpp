@@ -35,8 +35,10 @@ inline TokenProgress& token_progress() {
   return progress;
 }
 
-template <class Body>
-void parallel_for(std::int64_t items, int requested_threads, Body&& body) {
+// As parallel_for below, with state per worker: `make()` runs once in each worker and body(state, i) for each
+// of its items (the reference reuses one pair's stored states for the next instead of allocating them anew).
+template <class Make, class Body>
+void parallel_for_with(std::int64_t items, int requested_threads, Make&& make, Body&& body) {
   const int threads = resolve_thread_count(requested_threads, items);
   std::atomic<std::int64_t> next{0};
   std::exception_ptr failure;
@@ -44,9 +46,10 @@ void parallel_for(std::int64_t items, int requested_threads, Body&& body) {
   std::atomic<std::int64_t> finished{0};
   const auto& hook = progress_hook();
   auto worker = [&] {
+    auto state = make();
     for (std::int64_t i; (i = next.fetch_add(1)) < items;) {
       try {
-        body(i);
+        body(state, i);
         if (hook) {
           std::lock_guard lock(failure_mutex);
           hook(++finished, items);
@@ -66,6 +69,11 @@ void parallel_for(std::int64_t items, int requested_threads, Body&& body) {
     for (auto& thread : pool) thread.join();
   }
   if (failure) std::rethrow_exception(failure);
+}
+
+template <class Body>
+void parallel_for(std::int64_t items, int requested_threads, Body&& body) {
+  parallel_for_with(items, requested_threads, [] { return 0; }, [&](int&, std::int64_t i) { body(i); });
 }
 
 }  // namespace dplr

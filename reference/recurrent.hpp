@@ -9,8 +9,14 @@
 //   dgk_t = exp(gk_t) .* rowsum(G_t .* S_{t-1});  G_{t-1} = D_t G_t + a_t y_t^T;  dh0 = G_0
 //
 // The backward keeps the state every `checkpoint_interval` tokens and recomputes the states of one
-// segment at a time, so its memory is O((T / interval + interval) K V) instead of O(T K V).
+// segment at a time, so its memory is O((T / interval + interval) K V) instead of O(T K V). By default
+// (interval 0) it keeps every state where a sequence's states fit in kKeepAllStatesBytes per worker, and
+// then recomputes nothing (at ceil(sqrt(T)) the recomputation is about 4 of the 19 element updates per token
+// of fwd+bwd, by count), else keeps every ceil(sqrt(T))-th.
+// The forward also keeps each step's x = S^T a and decay (O(T (K + V)) scalars) and gives dq.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -23,9 +29,26 @@ namespace dplr {
 
 struct RecurrentOptions {
   bool backward = true;
-  std::int64_t checkpoint_interval = 0;  // 0: ceil(sqrt(sequence length))
+  std::int64_t checkpoint_interval = 0;  // 0: resolve_checkpoint_interval's choice
   int threads = 0;
 };
+
+// Bytes one scalar of `limbs` doubles takes in a state (heap: MPFR's and Arb's limbs and their header).
+inline std::uint64_t state_scalar_bytes(int limbs, bool heap) {
+  return static_cast<std::uint64_t>(limbs) * 8 + (heap ? 48 : 0);
+}
+// Every state of a sequence is kept (interval 1) when they take at most this per worker: T4096 K=V=64 in td
+// (384 MiB) fits; a 16-core device host holds 16 such workers (6 GiB).
+inline constexpr std::uint64_t kKeepAllStatesBytes = std::uint64_t(512) << 20;
+// The checkpoint interval of a sequence of `length` steps whose states have `state_elements` scalars of
+// `scalar_bytes`: `requested` when > 0; else 1 when the states fit in kKeepAllStatesBytes, else ceil(sqrt(length)).
+inline std::int64_t resolve_checkpoint_interval(std::int64_t requested, std::int64_t length, std::int64_t state_elements,
+                                                std::uint64_t scalar_bytes) {
+  if (requested > 0) return requested;
+  const double bytes = double(length) * double(state_elements) * double(scalar_bytes);
+  if (bytes <= double(kKeepAllStatesBytes)) return 1;
+  return std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(std::sqrt(double(length)))));
+}
 
 // Inputs moved along a direction, x + epsilon * d, for finite differences. Tensors by contract name
 // (q, k, v, a, b, gk, h0); a missing name is not moved.

@@ -16,10 +16,10 @@
 
 namespace dplr {
 
-double ReferenceResult::min_certified_bits() const {
+double ReferenceResult::min_estimated_bits() const {
   double bits = std::numeric_limits<double>::infinity();
-  for (const auto& [name, b] : certified_bits) bits = std::min(bits, b);
-  return certified_bits.empty() ? 0.0 : bits;
+  for (const auto& [name, b] : estimated_bits) bits = std::min(bits, b);
+  return estimated_bits.empty() ? 0.0 : bits;
 }
 
 double ReferenceResult::min_proven_bits() const {
@@ -42,20 +42,24 @@ std::uint64_t output_bytes(const DplrProblem& p, const ReferenceOptions& options
   return saturating_product({elements, U(limbs), sizeof(double)});
 }
 
-// Bytes of the workers' states: the backward's checkpoints and one segment's recomputed states (and the
-// forward's one state), per worker, in the scalar type (MPFR: its limbs plus the mpfr_t header).
+// Bytes of the workers' states: the backward's checkpoints, one segment's recomputed states, G, and each
+// step's x and decay (and the forward's one state), per worker, in the scalar type (MPFR, Arb: their limbs
+// plus the header). The interval is the one the recurrence resolves (reference/recurrent.hpp).
 std::uint64_t working_bytes(const DplrProblem& p, const ReferenceOptions& options, int limbs) {
   using U = std::uint64_t;
   std::int64_t longest = 0;
   for (std::int64_t n = 0; n < p.num_sequences(); ++n) longest = std::max(longest, p.sequence(n).length());
   const std::int64_t pairs = p.num_sequences() * p.shape.H;
   const bool heap_limbs = options.precision.arithmetic == Arithmetic::Mpfr || options.precision.encloses();
-  const U scalar = heap_limbs ? U(limbs) * 8 + 48 : U(limbs) * 8;  // + the mpfr_t / arb_t header
-  std::int64_t interval = options.checkpoint_interval;
-  if (interval <= 0) interval = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(std::sqrt(double(longest)))));
+  const U scalar = state_scalar_bytes(limbs, heap_limbs);
+  const std::int64_t state = p.shape.K * p.shape.V;
+  const bool backward = options.backward && p.has_backward();
+  const std::int64_t interval = resolve_checkpoint_interval(options.checkpoint_interval, longest, state, scalar);
   const std::int64_t segment = std::min(interval, std::max<std::int64_t>(longest, 1));
-  const U states = options.backward && p.has_backward() ? U((longest + interval - 1) / interval + segment + 2) : 1;
-  return saturating_product({U(resolve_thread_count(options.threads, pairs)), states, U(p.shape.K), U(p.shape.V), scalar});
+  const U states = backward ? U((longest + interval - 1) / interval + segment + 2) : 1;
+  const U per_step = backward ? saturating_product({U(longest), U(p.shape.K + p.shape.V), scalar}) : 0;
+  return saturating_product({U(resolve_thread_count(options.threads, pairs)),
+                             saturating_sum({saturating_product({states, U(state), scalar}), per_step})});
 }
 
 std::string memory_purpose(const ReferenceOptions& options) {
@@ -116,8 +120,8 @@ ReferenceResult run_certified_reference(const DplrProblem& problem, const Refere
   ReferenceResult result = run_reference(problem, options);
   check.precision = result.precision.certifier();  // of the precision really used (MPFR after an overflow)
   const ReferenceResult more_precise = run_reference(problem, check);
-  result.certified_bits = certify(result, more_precise);
-  result.certified_against = check.precision;
+  result.estimated_bits = certify(result, more_precise);
+  result.estimated_against = check.precision;
   return result;
 }
 

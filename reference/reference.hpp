@@ -16,7 +16,7 @@ namespace dplr {
 struct ReferenceOptions {
   Precision precision;
   bool backward = true;              // computed when the problem has `do`
-  std::int64_t checkpoint_interval = 0;  // states kept every this many tokens; 0: about sqrt(T)
+  std::int64_t checkpoint_interval = 0;  // states kept every this many tokens; 0: resolve_checkpoint_interval's choice
   int threads = 0;                   // 0: all cores
   std::string origin = "case";       // names the case (a file) in error messages
 };
@@ -25,11 +25,11 @@ struct ReferenceResult {
   ExactTensorMap tensors;  // o, ht, and with the backward dq, dk, dv, da, db, dgk, dh0
   Precision precision;
   double seconds = 0.0;
-  std::optional<Precision> certified_against;
-  std::map<std::string, double> certified_bits;  // per tensor, when certified: the estimate (agreement of two runs)
+  std::optional<Precision> estimated_against;
+  std::map<std::string, double> estimated_bits;  // per tensor, when certified: the estimate (agreement of two runs)
   std::map<std::string, double> proven_bits;     // per tensor, of a rigorous (ball) run: proven_bits() of exact_tensor.hpp
   std::vector<std::string> notes;  // e.g. why the run moved to MPFR
-  double min_certified_bits() const;
+  double min_estimated_bits() const;
   double min_proven_bits() const;
 };
 

@@ -84,7 +84,10 @@ json read_report_file(const std::filesystem::path& path, std::string_view role) 
   } catch (const json::exception& e) {
     throw InputError(fmt::format("{} {}: not valid JSON: {}", role, path.string(), e.what()));
   }
-  if (!report.is_object() || report.value("schema", "") != kReportSchemaId || !report.contains("cases"))
+  // A v1 report serves too: v2 renamed and added reference fields only (certified_* -> estimated_*,
+  // proven_bits), which a baseline does not read.
+  const std::string schema = report.is_object() ? report.value("schema", "") : "";
+  if ((schema != kReportSchemaId && schema != "dplr-report.v1") || !report.contains("cases"))
     throw InputError(fmt::format("{} {}: not a {} report (expected \"schema\": \"{}\" and \"cases\")",
                                  role, path.string(), kReportSchemaId, kReportSchemaId));
   return report;

@@ -12,7 +12,7 @@
 // one rounding: 0.05 floors, 0.1 local floors, 0.5 u for the worst element, 0.2 percentage points of
 // misrounded elements, and rel RMSE 0.05 floors (0 where no floor was computed).
 //
-// Refused (InputError, exit 2): a file that is not a dplr-report.v1, a report of another command, and a
+// Refused (InputError, exit 2): a file that is not a dplr-report.v2 (or v1: the fields a baseline reads are the same), a report of another command, and a
 // tensor judged against another floor dtype in the baseline than now (the figures would not compare).
 // Cases only in one of the two are listed, not failed: `--quick` and full sweeps share a baseline format.
 #pragma once

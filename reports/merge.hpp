@@ -9,7 +9,7 @@
 // the worst. `merged_from` lists every shard (path, sha256, shard, host, time, cases, verdict); sweep.shard
 // becomes 0/1.
 //
-// Refused (InputError naming the file and the field, exit 2): a file that is not a dplr-report.v1; a report
+// Refused (InputError naming the file and the field, exit 2): a file that is not a dplr-report.v2; a report
 // that is not a sweep's (sweep null); reports that differ in tool (name, version, git_revision), command,
 // policy (preset, floor_basis, sources), sweep (name, every parameter, cases_total, shard count), or
 // baseline path; two reports of the same shard; shards missing from 0..N-1; a case whose sweep_index is not

@@ -1,5 +1,5 @@
 // One run's report: what was run, where, on which inputs, and how far every tensor is from the exact (or
-// expected) answer. Written as JSON that validates against reports/schema/dplr-report.v1.schema.json
+// expected) answer. Written as JSON that validates against reports/schema/dplr-report.v2.schema.json
 // (fields documented in reports/SCHEMA.md), printed as a short table with fmt, and as JUnit XML for CI.
 #pragma once
 #include <chrono>
@@ -17,8 +17,8 @@
 
 namespace dplr {
 
-inline constexpr int kReportSchemaVersion = 1;
-inline constexpr std::string_view kReportSchemaId = "dplr-report.v1";
+inline constexpr int kReportSchemaVersion = 2;
+inline constexpr std::string_view kReportSchemaId = "dplr-report.v2";
 
 struct ToolInfo {
   std::string name = "dplr-verify";
@@ -65,10 +65,11 @@ struct CaseSource {
 };
 
 struct ReferenceInfo {
-  std::string precision;                          // Precision::name(): "double", "dd", "qd", "mpfr256"
+  std::string precision;                          // Precision::name(): "double", "dd", "qd", "mpfr256", "ball256"
   int significand_bits = 0;
-  std::optional<std::string> certified_against;   // the certifier's precision name, when certified
-  std::map<std::string, double> certified_bits;   // per tensor; empty when not certified
+  std::optional<std::string> estimated_against;   // the precision the run was repeated at to estimate its bits
+  std::map<std::string, double> estimated_bits;   // per tensor, the agreement of the two runs; empty when not estimated
+  std::map<std::string, double> proven_bits;      // per tensor, from a rigorous (ball) run's radii; empty otherwise
   double seconds = 0.0;
 };
 

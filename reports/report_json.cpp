@@ -1,4 +1,4 @@
-// The JSON form of a report (schema: reports/schema/dplr-report.v1.schema.json; fields: reports/SCHEMA.md).
+// The JSON form of a report (schema: reports/schema/dplr-report.v2.schema.json; fields: reports/SCHEMA.md).
 #include <cmath>
 #include <ctime>
 #include <fstream>
@@ -158,12 +158,14 @@ json to_json(const CaseResult& c) {
   for (const auto& f : c.source.files) files.push_back({{"role", f.role}, {"path", f.path}, {"sha256", f.sha256}});
   json reference = nullptr;
   if (c.reference) {
-    json bits = json::object();
-    for (const auto& [name, value] : c.reference->certified_bits) bits[name] = real(value);
+    json bits = json::object(), proven = json::object();
+    for (const auto& [name, value] : c.reference->estimated_bits) bits[name] = real(value);
+    for (const auto& [name, value] : c.reference->proven_bits) proven[name] = real(value);
     reference = {{"precision", c.reference->precision},
                  {"significand_bits", c.reference->significand_bits},
-                 {"certified_against", optional_or_null(c.reference->certified_against)},
-                 {"certified_bits", bits},
+                 {"estimated_against", optional_or_null(c.reference->estimated_against)},
+                 {"estimated_bits", bits},
+                 {"proven_bits", proven},
                  {"seconds", real(c.reference->seconds)}};
   }
   json tensors = json::array();

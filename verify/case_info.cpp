@@ -29,8 +29,9 @@ ReferenceInfo reference_info(const ReferenceResult& r) {
   ReferenceInfo info;
   info.precision = r.precision.name();
   info.significand_bits = r.precision.significand_bits();
-  if (r.certified_against) info.certified_against = r.certified_against->name();
-  info.certified_bits = r.certified_bits;
+  if (r.estimated_against) info.estimated_against = r.estimated_against->name();
+  info.estimated_bits = r.estimated_bits;
+  info.proven_bits = r.proven_bits;
   info.seconds = r.seconds;
   return info;
 }

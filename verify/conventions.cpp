@@ -204,9 +204,11 @@ void name_as_file(CaseResult& result, const ContractView& view) {
   if (view.decay) dtypes[file_name("gk")] = view.w.dtype;  // gk = g(w) was formed in double; w's dtype is the file's
   result.dtypes = std::move(dtypes);
   if (result.reference) {
-    std::map<std::string, double> bits;
-    for (const auto& [name, value] : result.reference->certified_bits) bits[file_name(name)] = value;
-    result.reference->certified_bits = std::move(bits);
+    for (auto* per_tensor : {&result.reference->estimated_bits, &result.reference->proven_bits}) {
+      std::map<std::string, double> bits;
+      for (const auto& [name, value] : *per_tensor) bits[file_name(name)] = value;
+      *per_tensor = std::move(bits);
+    }
   }
   result.notes.insert(result.notes.begin(), view.notes.begin(), view.notes.end());
 }

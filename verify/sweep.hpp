@@ -2,10 +2,11 @@
 // CUDA device is present, and the report says what was skipped and why.
 //
 // CPU part, per distribution (fla, strong-decay, mixed-decay, edge-of-stability, near-zero-decay):
-//   reference     the exact recurrence at double-double, certified against quad-double; the case fails
-//                 if any tensor is certified to fewer than kMinCertifiedBits
+//   reference     the exact recurrence at double-double, its bits estimated against quad-double (with
+//                 --rigorous: in ball arithmetic, its bits proven); the case fails if any tensor's estimated
+//                 (proven) bits are fewer than kMinReferenceBits
 //   chunk-oracle  the exact chunk-form stages (C = 16, 64) against the recurrence, both at double-double:
-//                 o, ht and all seven gradients must agree to kMinCertifiedBits (they reach ~90-100), and
+//                 o, ht and all seven gradients must agree to kMinReferenceBits (they reach ~90-100), and
 //                 rounded to double they are compared under the fp64 rule (rel RMSE 1e-12)
 //   chunk-float   the same stages in float (stable decay evaluation) against the exact answer:
 //                 reported, not gated: the yardstick GPU kernels are measured by
@@ -38,7 +39,7 @@
 
 namespace dplr {
 
-inline constexpr double kMinCertifiedBits = 80.0;
+inline constexpr double kMinReferenceBits = 80.0;
 
 struct SweepOptions {
   bool quick = false;     // fewer and smaller cases (CI)
@@ -59,6 +60,9 @@ struct SweepOptions {
   // Case files replayed after the fixed cases (verify/case_file.hpp): the regression corpus, or --case.
   std::vector<std::filesystem::path> replays;
   bool replays_only = false;  // --case: the replays and nothing else
+  // --rigorous: the CPU part's reference in ball arithmetic (Arb; refused by a build without it), gated on the
+  // bits its radii prove (at least kMinReferenceBits are asked) instead of the estimate.
+  std::optional<RigorousOptions> rigorous;
   // Where a failing generated case's file is written (empty: nowhere).
   std::filesystem::path failed_case_folder;
 };
@@ -71,7 +75,7 @@ struct WrittenCase {
 
 struct SweepOutcome {
   std::vector<std::string> skipped;   // what did not run, and why
-  std::vector<std::string> failures;  // gates outside the tensor comparisons (certified or agreement bits)
+  std::vector<std::string> failures;  // gates outside the tensor comparisons (estimated, proven or agreement bits)
   std::vector<WrittenCase> written;   // case files of failing cases (options.failed_case_folder)
 };
 

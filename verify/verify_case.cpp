@@ -66,7 +66,9 @@ CaseResult verify_case(const TensorFile& recorded, const TolerancePolicy& policy
   options.backward = has_gradients;
   options.threads = o.threads;
   options.origin = std::string(origin);
-  ReferenceResult exact = o.certify ? run_certified_reference(problem, options) : run_reference(problem, options);
+  ReferenceResult exact = o.rigorous ? run_rigorous_reference(problem, options, *o.rigorous)
+                         : o.certify ? run_certified_reference(problem, options)
+                                     : run_reference(problem, options);
 
   CaseResult c = describe_case(problem, std::string(origin));
   for (const auto& [name, tensor] : file.tensors) c.dtypes[name] = tensor.dtype;

@@ -2,6 +2,7 @@
 // package (python/) build the same report from the same code: the exact answer of the inputs a file
 // holds, and every output and gradient it holds compared with it under a policy.
 #pragma once
+#include <optional>
 #include <string>
 
 #include "core/tensor.hpp"
@@ -20,7 +21,10 @@ DplrProblem problem_from_file(const TensorFile& file, std::string_view origin);
 
 struct VerifyCaseOptions {
   Precision precision = Precision::parse("dd");
-  bool certify = true;  // repeat the reference at precision.certifier() and report the bits they agree on
+  bool certify = true;  // repeat the reference at precision.certifier() and report the bits they agree on (estimated)
+  // Set: the reference in ball arithmetic instead (run_rigorous_reference; precision and certify are ignored),
+  // the case's bits proven by its radii.
+  std::optional<RigorousOptions> rigorous;
   int threads = 0;      // 0: all cores
   TensorConvention convention;  // the file's names and layout (verify/conventions.hpp)
   std::int64_t block_tokens = kDefaultBlockTokens;  // tokens per block of the local gate (verify/metrics.hpp)

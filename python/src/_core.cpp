@@ -163,7 +163,7 @@ NB_MODULE(_core, m) {
   m.def(
       "reference",
       [](const NamedArrays& arrays, std::optional<double> scale, bool reverse, const std::string& precision,
-         bool certify, int threads) {
+         bool certify, int threads, bool rigorous, double proven_bits, int max_precision) {
         const dplr::TensorMap tensors = to_tensor_map(arrays);
         dplr::ReferenceResult result;
         {
@@ -173,14 +173,20 @@ NB_MODULE(_core, m) {
           dplr::ReferenceOptions options;
           options.precision = dplr::Precision::parse(precision);
           options.threads = threads;
-          result = certify ? dplr::run_certified_reference(problem, options) : dplr::run_reference(problem, options);
+          if (rigorous)
+            result = dplr::run_rigorous_reference(problem, options, {.proven_bits = proven_bits, .max_precision = max_precision});
+          else
+            result = certify ? dplr::run_certified_reference(problem, options) : dplr::run_reference(problem, options);
         }
-        std::map<std::string, OutArray> out;
-        for (const auto& [name, exact] : result.tensors) out.emplace(name, to_numpy(exact.rounded(), exact.shape));
-        return std::tuple{out, result.certified_bits, result.precision.name(), result.seconds};
+        std::map<std::string, OutArray> out, radius;
+        for (const auto& [name, exact] : result.tensors) {
+          out.emplace(name, to_numpy(exact.rounded(), exact.shape));
+          if (rigorous) radius.emplace(name, to_numpy(exact.radius, exact.shape));
+        }
+        return std::tuple{out, result.estimated_bits, result.proven_bits, radius, result.precision.name(), result.seconds};
       },
       nb::arg("tensors"), nb::arg("scale"), nb::arg("reverse"), nb::arg("precision"), nb::arg("certify"),
-      nb::arg("threads"));
+      nb::arg("threads"), nb::arg("rigorous"), nb::arg("proven_bits"), nb::arg("max_precision"));
 
   m.def(
       "verify_path",

@@ -29,7 +29,7 @@ def recorded_dir():
 
 @pytest.fixture(scope="session")
 def report_schema():
-    path = REPOSITORY / "reports" / "schema" / "dplr-report.v1.schema.json"
+    path = REPOSITORY / "reports" / "schema" / "dplr-report.v2.schema.json"
     jsonschema = pytest.importorskip("jsonschema", reason="jsonschema validates the reports")
     import json
 

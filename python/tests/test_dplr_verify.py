@@ -57,8 +57,30 @@ def test_reference_at_one_token_is_the_closed_form():
     np.testing.assert_allclose(exact["dh0"][0, 0], np.exp(gk[0, 0, 0])[:, None] * G + np.outer(a[0, 0, 0], y),
                                rtol=1e-13)
     assert exact["o"].dtype == np.float64
-    assert set(exact["certified_bits"]) == {"o", "ht", "dq", "dk", "dv", "da", "db", "dgk", "dh0"}
-    assert min(exact["certified_bits"].values()) > 90  # dd certified against qd
+    assert set(exact["estimated_bits"]) == {"o", "ht", "dq", "dk", "dv", "da", "db", "dgk", "dh0"}
+    assert min(exact["estimated_bits"].values()) > 90  # dd certified against qd
+
+
+def test_reference_rigorous_proves_its_bits():
+    # rigorous=True: ball arithmetic; the bits are proven by the radii (no estimate), and the radii bound the
+    # distance to a far more precise run (MPFR 400 bits, the truth to about 2^-390).
+    case = dv.gen("fla", **SMALL, dtype="f32", seed=5)
+    balls = dv.reference(**case, rigorous=True, proven_bits=60)
+    assert balls["precision"].startswith("ball"), balls["precision"]
+    assert balls["estimated_bits"] == {}
+    names = {"o", "ht", "dq", "dk", "dv", "da", "db", "dgk", "dh0"}
+    assert set(balls["proven_bits"]) == names and set(balls["radius"]) == names
+    assert min(balls["proven_bits"].values()) >= 60
+    truth = dv.reference(**case, precision="400", certify=False)
+    for name in names:
+        radius = balls["radius"][name]
+        # Both sides are rounded to float64: each within half an ulp of its exact value.
+        ulp = np.spacing(np.abs(balls[name]))
+        assert np.all(np.abs(truth[name] - balls[name]) <= radius + ulp), name
+    # The estimate's name: the non-rigorous run has estimated bits and no proven ones.
+    estimated = dv.reference(**case)
+    assert estimated["proven_bits"] == {} and estimated["radius"] == {}
+    assert min(estimated["estimated_bits"].values()) > 80
 
 
 def test_reference_equals_dplr_ref(dplr_binary, tmp_path):

@@ -76,7 +76,7 @@ def test_recorded(args):
             assert abs(got - expected) <= allowed, \
                 f"{name} {tensor}: rel RMSE {got:.4e}, recorded {expected:.1e} (allowed +-{allowed:.1e})"
             print(f"{name:42} {tensor:4} rel RMSE {got:.3e} (recorded {expected:.1e})")
-        bits = report["cases"][0]["reference"]["certified_bits"]
+        bits = report["cases"][0]["reference"]["estimated_bits"]
         assert min(bits.values()) > 60, bits
 
 
@@ -267,6 +267,32 @@ def test_check_backward_gpu(args):
             assert c["stages"]["first_diverging_stage"] is None, c["id"]
     assert kinds == {"gpu chunk-bwd", "gpu recurrent-bwd"}, kinds
     assert "GPU cases of the kernels chunk, chunk-fused, recurrent: --gpu-kernels" in proc.stdout, proc.stdout
+
+
+def test_rigorous(args):
+    """--rigorous on verify and check: a ball reference, its bits proven (reference.proven_bits), no estimate."""
+    recorded = pathlib.Path(args.recorded) / "fla_recurrent_default_bf16.safetensors"
+    proc = run(args, ["verify", str(recorded), "--rigorous", "--proven-bits", "40", "--report", "rigorous.json"])
+    if proc.returncode == 2 and "not in this build" in proc.stderr:
+        skip("this dplr has no Arb (the rigorous mode)")
+        return
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "proven bits (worst tensor)" in proc.stdout, proc.stdout
+    validate(args, os.path.join(args.workdir, "rigorous.json"))
+    with open(os.path.join(args.workdir, "rigorous.json")) as f:
+        reference = json.load(f)["cases"][0]["reference"]
+    assert reference["precision"].startswith("ball"), reference
+    assert reference["estimated_bits"] == {} and reference["estimated_against"] is None, reference
+    assert min(reference["proven_bits"].values()) >= 40, reference
+    # The estimate, without --rigorous, under its v2 name and with no proven bits.
+    run(args, ["verify", str(recorded), "--report", "estimated.json"], expect_code=0)
+    with open(os.path.join(args.workdir, "estimated.json")) as f:
+        reference = json.load(f)["cases"][0]["reference"]
+    assert reference["proven_bits"] == {} and min(reference["estimated_bits"].values()) > 60, reference
+    # check's gate needs 80 proven bits, has no rigorous property sweep, and --gpu-only skips what it applies to.
+    refused(args, ["check", "--quick", "--cpu-only", "--rigorous", "--proven-bits", "70"], "--proven-bits 70", "80")
+    refused(args, ["check", "--property", "2", "--seed", "1", "--rigorous"], "--rigorous and --property")
+    refused(args, ["check", "--quick", "--gpu-only", "--rigorous"], "--rigorous and --gpu-only")
 
 
 def refused(args, cmd, *expected):

@@ -147,7 +147,7 @@ def test_report_on_every_exit(args):
     # A bad baseline file as well.
     pathlib.Path(args.workdir, "not-a-report.json").write_text("{}")
     run(args, ["verify", str(recorded(args)), "--baseline", "not-a-report.json", "--report", "b.json"], 2)
-    assert "not a dplr-report.v1" in report(args, "b.json")["input_error"]
+    assert "not a dplr-report.v2" in report(args, "b.json")["input_error"]
     # Planted defects are a test build's (-DDPLR_PLANT_DEFECTS=ON): the normal build refuses them, and a name that
     # is not a defect is refused in any build.
     run(args, ["check", "--quick", "--cpu-only", "--plant-defect", "head-stride", "--report", "p.json"], 2)

@@ -106,6 +106,7 @@ TEST(Report, VerdictsAndExitCodes) {
   const auto& full = sample("verify_full");
   EXPECT_EQ(full.verdict(), Verdict::Error);  // a NaN tensor
   EXPECT_EQ(full.exit_code(), 1);
+  EXPECT_EQ(to_json(sample("verify_minimal"))["cases"][0]["reference"]["proven_bits"]["o"], 81.5);
   EXPECT_EQ(sample("verify_minimal").verdict(), Verdict::Pass);
   EXPECT_EQ(sample("verify_minimal").exit_code(), 0);
   EXPECT_EQ(sample("diff").verdict(), Verdict::Fail);
@@ -126,7 +127,7 @@ TEST(Report, VerdictsAndExitCodes) {
 
 TEST(Report, JsonCarriesEverything) {
   const auto j = to_json(sample("verify_full"));
-  EXPECT_EQ(j["schema"], "dplr-report.v1");
+  EXPECT_EQ(j["schema"], "dplr-report.v2");
   EXPECT_EQ(j["schema_version"], kReportSchemaVersion);
   EXPECT_EQ(j["start_time"], "2023-11-14T22:13:20.123Z");
   EXPECT_EQ(j["host"]["gpu"], "NVIDIA H100 80GB HBM3 (sm_90)");
@@ -134,7 +135,9 @@ TEST(Report, JsonCarriesEverything) {
   EXPECT_EQ(j["verdict"], "error");
   const auto& c = j["cases"][0];
   EXPECT_EQ(c["source"]["generator"]["seed"], 11);
-  EXPECT_EQ(c["reference"]["certified_bits"]["dq"], 97.25);
+  EXPECT_EQ(c["reference"]["estimated_bits"]["dq"], 97.25);
+  EXPECT_TRUE(c["reference"]["proven_bits"].empty());  // not a rigorous run
+  EXPECT_FALSE(c["reference"].contains("certified_bits"));  // v1's name, renamed in v2
   EXPECT_EQ(c["dtypes"]["ht"], "F32");
   EXPECT_EQ(c["working_dtype"], "BF16");
   std::vector<std::string> names;

@@ -74,7 +74,7 @@ CaseResult full_case(const TolerancePolicy& policy) {
   c.source.generator = GeneratorSource{"fla-default", 11};
   c.source.files.push_back({"case", "recorded/case <1>.safetensors", sha256_hex("case bytes")});
   c.baseline = "exact";
-  c.reference = ReferenceInfo{"dd", 106, std::string("qd"), {{"o", 101.5}, {"ht", 99.0}, {"dq", 97.25}}, 0.75};
+  c.reference = ReferenceInfo{"dd", 106, std::string("qd"), {{"o", 101.5}, {"ht", 99.0}, {"dq", 97.25}}, {}, 0.75};
   c.comparison = compare(actual, exact, policy);
 
   StageSection stages;
@@ -153,8 +153,8 @@ std::vector<std::pair<std::string, Report>> sample_reports() {
   minimal.policy_preset = loose.preset_name();
   minimal.policy_sources = loose.sources();
   CaseResult with_passing_stages = minimal_case(loose);
-  // An uncertified reference, and stages that all pass (no first diverging stage).
-  with_passing_stages.reference = ReferenceInfo{"double", 53, std::nullopt, {}, 0.01};
+  // A rigorous reference (proven bits, no estimate), and stages that all pass (no first diverging stage).
+  with_passing_stages.reference = ReferenceInfo{"ball112", 112, std::nullopt, {}, {{"o", 81.5}, {"ht", 90.0}}, 0.01};
   {
     const auto values = testing::normal_values(16, 30);
     TensorMap stage_actual;
@@ -194,7 +194,7 @@ std::vector<std::pair<std::string, Report>> sample_reports() {
   regressed.policy_preset = "strict";
   regressed.floor_basis = FloorBasis::Storage;
   CaseResult gated = minimal_case(loose);
-  gated.failures.push_back("the reference is certified to 70.0 bits, below the 80 required");
+  gated.failures.push_back("the reference has 70.0 estimated bits, below the 80 required");
   regressed.cases.push_back(std::move(gated));
   BaselineComparison comparison;
   comparison.path = "reports/baselines/cpu/check-quick.json";

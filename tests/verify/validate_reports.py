@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Validates the sample reports written by dplr_write_sample_reports.
 
-usage: validate_reports.py --schema reports/schema/dplr-report.v1.schema.json DIR
+usage: validate_reports.py --schema reports/schema/dplr-report.v2.schema.json DIR
 
 1. The schema itself is valid against the JSON Schema 2020-12 metaschema.
 2. Every DIR/*.json report validates against it (format checks on), and together the samples cover every
@@ -68,7 +68,8 @@ def check_coverage(reports):
             if case["stages"] is not None:
                 note("first_diverging_stage", case["stages"]["first_diverging_stage"] is not None)
             if case["reference"] is not None:
-                note("certified_against", case["reference"]["certified_against"] is not None)
+                note("estimated_against", case["reference"]["estimated_against"] is not None)
+                note("proven_bits", len(case["reference"]["proven_bits"]) > 0)
             for tensor in case["tensors"]:
                 metrics = tensor["metrics"]
                 note("locality", metrics["locality"] is not None)
@@ -118,6 +119,11 @@ def mutations(report):
     yield mutated("diff case with a reference", lambda r: r["cases"][0].update(baseline="file"))
     yield mutated("stage result without stage", lambda r: r["cases"][0]["stages"]["results"][0].pop("stage"))
     yield mutated("tensor result with a stage", lambda r: tensor(r).update(stage="h"))
+    # v2 renamed v1's certified_* (the estimate) to estimated_* and added proven_bits: v1's names are refused.
+    yield mutated("reference with v1's certified_bits", lambda r: r["cases"][0]["reference"].update(
+        certified_bits=r["cases"][0]["reference"].pop("estimated_bits")))
+    yield mutated("reference without proven_bits", lambda r: r["cases"][0]["reference"].pop("proven_bits"))
+    yield mutated("schema v1", lambda r: r.update(schema="dplr-report.v1", schema_version=1))
 
 
 def check_junit(path, report):

@@ -4,7 +4,7 @@ A thin layer over dplr-verify's C++ core (the same reference, metrics and report
 
     import dplr_verify as dv
     case = dv.gen("fla", B=1, T=256, H=2, K=64, V=64, dtype="bf16", seed=0)   # inputs, do, dht
-    exact = dv.reference(**case)                  # o, ht, dq ... dh0 (float64), certified_bits
+    exact = dv.reference(**case)                  # o, ht, dq ... dh0 (float64), estimated_bits
     dv.assert_close_to_exact({**case, "o": o, "dq": dq, ...})    # pytest: raises with the table
     dv.record("case.safetensors", **case, o=o)    # a file any `dplr` command reads
 
@@ -112,20 +112,28 @@ def distributions() -> list[str]:
 
 
 def reference(q, k, v, a, b, gk, h0=None, do=None, dht=None, cu_seqlens=None, scale=None, reverse=False,
-              precision="dd", certify=True, threads=0) -> dict[str, Any]:
+              precision="dd", certify=True, threads=0, rigorous=False, proven_bits=64.0,
+              max_precision=4096) -> dict[str, Any]:
     """The exact outputs of the contract's recurrence, and with `do` its seven gradients.
 
     Returns {"o", "ht"[, "dq", "dk", "dv", "da", "db", "dgk", "dh0"]} as float64 numpy arrays (the exact
-    values correctly rounded to double), plus "certified_bits" (per tensor, the bits on which the run and
-    a more precise repeat agree; empty with certify=False), "precision" and "seconds".
-    precision: "double", "dd" (double-double), "qd", or a bit count for MPFR ("256").
+    values correctly rounded to double), plus "estimated_bits" (per tensor, the bits on which the run and
+    a more precise repeat agree; empty with certify=False or rigorous=True), "proven_bits" (per tensor, the
+    bits the balls' radii prove; empty unless rigorous=True), "radius" (rigorous=True: per tensor, a float64
+    array bounding |exact - value| less half an ulp of the value; else empty), "precision" and "seconds".
+    precision: "double", "dd" (double-double), "td", "qd", or a bit count for MPFR ("256").
+    rigorous: Arb ball arithmetic at a working precision growing until `proven_bits` are proven on every
+    tensor or `max_precision` bits are reached (then an error says what was reached); precision and
+    certify are ignored. A build without Arb refuses it with an error.
     """
     case = dict(q=q, k=k, v=v, a=a, b=b, gk=gk, h0=h0, do=do, dht=dht, cu_seqlens=cu_seqlens)
     tensors, _, _ = _split_case(case)
-    outputs, certified_bits, precision_name, seconds = _core.reference(
-        tensors, None if scale is None else float(scale), bool(reverse), str(precision), bool(certify), int(threads))
+    outputs, estimated_bits, proven, radius, precision_name, seconds = _core.reference(
+        tensors, None if scale is None else float(scale), bool(reverse), str(precision), bool(certify), int(threads),
+        bool(rigorous), float(proven_bits), int(max_precision))
     result: dict[str, Any] = dict(outputs)
-    result.update(certified_bits=dict(certified_bits), precision=precision_name, seconds=seconds)
+    result.update(estimated_bits=dict(estimated_bits), proven_bits=dict(proven), radius=dict(radius),
+                  precision=precision_name, seconds=seconds)
     return result
 
 

@@ -238,9 +238,9 @@ def _case_section(case: dict) -> str:
         facts.append(f"working dtype {case['working_dtype']}")
     reference = case.get("reference")
     if reference:
-        bits = reference.get("certified_bits") or {}
-        certified = f", certified against {reference['certified_against']} to {min(bits.values()):.1f} bits" \
-            if reference.get("certified_against") and bits else ""
+        bits = reference.get("estimated_bits") or {}
+        certified = f", certified against {reference['estimated_against']} to {min(bits.values()):.1f} bits" \
+            if reference.get("estimated_against") and bits else ""
         facts.append(f"reference {reference['precision']}{certified}")
     parts.append(f'<p class="facts">{html.escape("; ".join(facts))}</p>')
     for note in case.get("notes") or []:
