@@ -3,7 +3,7 @@
 limits are set from. For every tensor of every case (and stage) in the reports: floor ratio, worst element (u),
 worst block (floors), misrounded fraction; prints the maximum of each with the case that reached it, and how many
 tensors were judged against their conditioning floor. Only cases whose id starts with PREFIX (default "gpu":
-our kernels, not the CPU part's study cases). Usage: limit_calibration.py [--prefix PREFIX] REPORT.json ..."""
+our kernels, not the CPU part's study cases; property cases "property #i gpu ..." match too). Usage: limit_calibration.py [--prefix PREFIX] REPORT.json ..."""
 import json
 import sys
 from collections import defaultdict
@@ -35,7 +35,7 @@ for path in args:
     with open(path) as f:
         report = json.load(f)
     for case in report.get("cases", []):
-        if not case.get("id", "").startswith(prefix):
+        if not (case.get("id", "").startswith(prefix) or f" {prefix} " in case.get("id", "")):
             continue
         for stage, t in tensors_of(case):
             key = (t.get("judged_as", t.get("dtype", "?")), t["name"])

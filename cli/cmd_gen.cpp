@@ -84,9 +84,10 @@ void add_gen_command(CLI::App& app, Command& selected) {
   command->add_option("-o,--out", options->out, "Output file (.safetensors, .npz, or a folder for .npy files)")
       ->required();
   command->add_option("--kernel", options->kernel,
-                      "Write a replayable case file for this kernel (chunk, chunk-fused, recurrent, cpu): "
+                      "Write a replayable case file for this kernel (chunk, chunk-fused, recurrent, chunk-bwd, recurrent-bwd, "
+                      "cpu): "
                       "`dplr check --case FILE` replays it, tests/data/regressions/ holds such files")
-      ->check(CLI::IsMember({"chunk", "chunk-fused", "recurrent", "cpu"}));
+      ->check(CLI::IsMember(std::vector<std::string>(std::begin(kCaseKernels), std::end(kCaseKernels))));
   command->add_option("--chunk-size", options->chunk_size, "--kernel's chunk size (16, 32, 64; 0 for recurrent)");
   command->callback([options, &selected] { selected = [options] { return run_gen(*options); }; });
 }

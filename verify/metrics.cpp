@@ -224,6 +224,8 @@ TensorMetrics measure(std::span<const double> actual, std::span<const double> ex
   m.elements = numel;
   const DType floor_dtype = options.floor_dtype.value_or(actual_dtype);
   m.elem_unit = dtype_unit_roundoff(floor_dtype);
+  // Rounding's absolute part near zero (metrics.hpp): half the judged dtype's subnormal spacing.
+  const double elem_underflow = m.elem_unit > 0.0 ? 0.5 * dtype_ulp(0.0, floor_dtype) : 0.0;
 
   // First pass: non-finite bookkeeping and the norms (the relative floor needs the RMS before the second).
   std::vector<bool> comparable(static_cast<std::size_t>(numel));
@@ -283,7 +285,7 @@ TensorMetrics measure(std::span<const double> actual, std::span<const double> ex
       max_ulp_at = i;
     }
     if (m.elem_unit > 0.0) {
-      const double scale = m.elem_unit * (std::fabs(e) + m.expected_rms);
+      const double scale = m.elem_unit * (std::fabs(e) + m.expected_rms) + elem_underflow;
       const double elem = abs_error == 0.0 ? 0.0 : (scale == 0.0 ? kInfinity : abs_error / scale);
       if (elem > max_elem) {
         max_elem = elem;

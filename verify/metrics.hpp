@@ -7,7 +7,10 @@
 //   floor ratio  = rel RMSE / floor                                           (1.0: as good as correctly rounded)
 //   rel error_i  = |a_i - e_i| / max(|e_i|, kRelativeFloor * RMS(expected))
 //   ulp error_i  = |a_i - e_i| / dtype_ulp(max(|e_i|, kRelativeFloor * RMS(expected)), storage dtype)
-//   elem error_i = |a_i - e_i| / (u (|e_i| + RMS(expected)))    u: the judged dtype's unit roundoff
+//   elem error_i = |a_i - e_i| / (u (|e_i| + RMS(expected)) + eta/2)    u: the judged dtype's unit roundoff,
+//                  eta its subnormal spacing (rounding's absolute error near zero: fl(x) = x (1 + d) + e,
+//                  |d| <= u, |e| <= eta/2), so a tensor whose exact values lie below the dtype's range (exp(gl)
+//                  of a strongly decaying chunk: ~1e-270 in fp32) is correctly rounded to 0 at elem error <= 1
 //   local ratio  = per block of tokens of one (sequence, head): RMS_block(a - e) /
 //                  (floor x max(RMS_block(e), kLocalScaleFloor x RMS(expected)))
 //   misrounded   = fraction of elements with a_i != round(e_i, storage dtype)   (16-bit storage, exact e)
@@ -15,7 +18,7 @@
 // Why elementwise and local figures beside the RMSE: a whole-tensor RMSE dilutes a defect confined to one
 // element, one head or one chunk by the number of elements it misses (one bad element of 500,000 moves the
 // RMSE by 1/700 of its own error). The elementwise bound is the mixed absolute/relative test that
-// torch.testing.assert_close makes (|err| <= atol + rtol |e|, here atol = k u RMS, rtol = k u): a correctly
+// torch.testing.assert_close makes (|err| <= atol + rtol |e|, here atol = k (u RMS + eta/2), rtol = k u): a correctly
 // rounded element has elem error <= 1 (|err| <= u |e|), and an element near zero is held to the tensor's
 // scale, not its own. The local ratio is the floor ratio of one block of tokens of one head.
 //

@@ -343,7 +343,10 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
   }
 }
 
+// Whether the list holds the cases of `kernel`: --gpu-kernels, and with a planted defect (the forward kernels'
+// defects: the backward runs take none) no backward kernel's.
 bool selected(const SweepOptions& o, const std::string& kernel) {
+  if (o.planted_defect != "none" && is_backward_kernel(kernel)) return false;
   return o.gpu_kernels.empty() || std::find(o.gpu_kernels.begin(), o.gpu_kernels.end(), kernel) != o.gpu_kernels.end();
 }
 
@@ -352,8 +355,7 @@ bool selected(const SweepOptions& o, const std::string& kernel) {
 std::vector<GpuCase> gpu_list(const SweepOptions& o, const std::vector<Replay>& replays) {
   std::vector<GpuCase> cases;
   if (!o.replays_only)
-    for (GpuSweepCase& g : gpu_sweep_cases(o.quick, o.seed.value_or(7)))
-      if (selected(o, g.kernel)) cases.push_back({std::move(g)});
+    for (GpuSweepCase& g : selected_gpu_cases(o)) cases.push_back({std::move(g)});
   for (const Replay& r : replays)
     if (r.file.kernel != "cpu" && selected(o, r.file.kernel))
       cases.push_back({{r.file.kernel, r.file.chunk_size, r.file.spec, GpuOutput::Rounded}, &r});
@@ -430,6 +432,13 @@ std::vector<GpuSweepCase> gpu_sweep_cases(bool quick, std::uint64_t seed) {
   return cases;
 }
 
+std::vector<GpuSweepCase> selected_gpu_cases(const SweepOptions& o) {
+  std::vector<GpuSweepCase> cases;
+  for (GpuSweepCase& g : gpu_sweep_cases(o.quick, o.seed.value_or(7)))
+    if (selected(o, g.kernel)) cases.push_back(std::move(g));
+  return cases;
+}
+
 void run_gpu_kernel_case(const std::string& kernel, int chunk_size, const CaseSpec& spec, const DplrProblem& problem,
                          const ReferenceResult& exact, int threads, const TolerancePolicy& policy, CaseResult& c,
                          const std::string& planted_defect, bool conditioning_floor) {
@@ -454,14 +463,16 @@ SweepOutcome run_sweep(const SweepOptions& o, const TolerancePolicy& gpu_policy,
     outcome.skipped.push_back("GPU kernels: --cpu-only");
   } else {
     require_gpu_sweep_kernels(o.gpu_kernels);
-    if (!o.gpu_kernels.empty()) {
-      std::vector<std::string> left_out;
-      for (const char* k : kGpuSweepKernels)
-        if (!selected(o, k)) left_out.emplace_back(k);
-      if (!left_out.empty())
-        outcome.skipped.push_back(fmt::format("GPU cases of the kernels {}: --gpu-kernels {}", fmt::join(left_out, ", "),
-                                              fmt::join(o.gpu_kernels, ",")));
-    }
+    std::vector<std::string> left_out;
+    for (const char* k : kGpuSweepKernels)
+      if (!selected(o, k)) left_out.emplace_back(k);
+    std::vector<std::string> why;
+    if (!o.gpu_kernels.empty()) why.push_back(fmt::format("--gpu-kernels {}", fmt::join(o.gpu_kernels, ",")));
+    if (o.planted_defect != "none")
+      why.push_back(fmt::format("--plant-defect {} (the planted defects are the forward kernels': no backward case)",
+                                o.planted_defect));
+    if (!left_out.empty())
+      outcome.skipped.push_back(fmt::format("GPU cases of the kernels {}: {}", fmt::join(left_out, ", "), fmt::join(why, "; ")));
     const std::vector<GpuCase> cases = gpu_list(o, replays);
     if (!device.available && !cases.empty()) {
       // What did not run, by direction: how many cases, of which kernels, at which chunk sizes.

@@ -273,10 +273,12 @@ TolerancePolicy TolerancePolicy::preset(std::string_view name) {
     // The backward's own stage tensors (fp32; `dplr check`'s chunk-bwd cases, `dplr stages`): issue 12's bar is 1e-5
     // relative RMSE against the exact oracles; measured on the H200 (session 6, tests/gpu/test_gpu_backward, 33 cases
     // x C 16/32/64, the oracles at double): worst dA_ab 8.3e-7 (about 33 fp32 floors, over the forward stages' 32),
-    // db 4.3e-7. So rel RMSE 2e-6 (2.4x the worst), elementwise and worst block as the fp32 gradients (provisional:
-    // not measured yet).
+    // db 4.3e-7. So rel RMSE 2e-6 (2.4x the worst). Elementwise and worst block from `dplr check`'s 30 chunk-bwd cases
+    // run in the host emulation of the kernels (scripts/gpu-emulate; session 7, not yet on a device): worst element
+    // 90 u (dA_ab), worst block 114 floors (dw, dA_ak: the 4-token last chunk of strong-decay fp32 C16, 2.8e-6
+    // relative there), so 512 u and 256 floors (2.2x).
     for (auto tensor : kBackwardStages)
-      rule(DType::F32, tensor, {.rel_rmse = 2e-6, .max_elem = 512.0, .local_ratio = 128.0});
+      rule(DType::F32, tensor, {.rel_rmse = 2e-6, .max_elem = 512.0, .local_ratio = 256.0});
     // fp64: the double path agrees with >= 128 bits to ~1e-12 on benign cases (issue 2); 2^13 u = 9e-13.
     rule(DType::F64, "*", {.rel_rmse = 1e-12, .max_elem = 8192.0});
     exact_integers();

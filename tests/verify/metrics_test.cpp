@@ -385,6 +385,19 @@ TEST(Metrics, ConditioningFloorReplacesASmallerRoundingFloorOnly) {
   EXPECT_FALSE(small.floor->conditioned);
   EXPECT_EQ(small.floor->ratio, plain.floor->ratio);
   EXPECT_EQ(*small.floor->conditioning_rel_rmse, plain.floor->used_rel_rmse / 4);
+
+// Values below the dtype's range round to 0 (or a subnormal): correctly rounded, so elem error <= 1 even where the
+// whole tensor lies there (its RMS too), as exp(gl) of a strongly decaying chunk does in fp32; a wrong element
+// still fails.
+TEST(Metrics, ElementwiseErrorAllowsUnderflowToZero) {
+  const std::vector<double> exact = {1e-274, 3e-200, 2e-46, 1.5e-45};
+  std::vector<double> actual(exact.size());
+  for (std::size_t i = 0; i < exact.size(); ++i) actual[i] = round_to_dtype(exact[i], DType::F32);
+  EXPECT_EQ(actual[0], 0.0);
+  const auto m = compute_metrics(actual, exact, DType::F32, {4});
+  EXPECT_LE(m.max_elem.error, 1.0);
+  actual[3] = 0x1p-147;  // four subnormal spacings, where the correct answer is one
+  EXPECT_GT(compute_metrics(actual, exact, DType::F32, {4}).max_elem.error, 4.0);
 }
 
 }  // namespace

@@ -99,6 +99,22 @@ TEST(BackwardCaseList, QuickHasBothKernelsInEveryDtypeAndTheForwardCasesComeFirs
   EXPECT_TRUE(std::none_of(first_backward, all.end(), [](const auto& g) { return !is_backward_kernel(g.kernel); }));
 }
 
+TEST(BackwardCaseList, GpuKernelsAndPlantedDefectsSelect) {
+  SweepOptions o;
+  const auto all = selected_gpu_cases(o);
+  EXPECT_EQ(all.size(), gpu_sweep_cases(false, 7).size());
+  o.gpu_kernels = {"chunk-bwd", "recurrent-bwd"};
+  const auto backward = selected_gpu_cases(o);
+  EXPECT_EQ(backward.size(), backward_of(all).size());
+  EXPECT_TRUE(std::all_of(backward.begin(), backward.end(), [](const auto& g) { return is_backward_kernel(g.kernel); }));
+  // A planted defect (the forward kernels') leaves the backward cases out, and only them.
+  o.gpu_kernels.clear();
+  o.planted_defect = "head-stride";
+  const auto planted = selected_gpu_cases(o);
+  EXPECT_EQ(planted.size(), all.size() - backward.size());
+  EXPECT_TRUE(std::none_of(planted.begin(), planted.end(), [](const auto& g) { return is_backward_kernel(g.kernel); }));
+}
+
 TEST(BackwardCaseList, KernelNamesAreChecked) {
   EXPECT_NO_THROW(require_gpu_sweep_kernels({"chunk-bwd", "recurrent-bwd", "chunk"}));
   try {
