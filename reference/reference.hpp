@@ -52,6 +52,10 @@ ReferenceResult run_rigorous_reference(const DplrProblem& problem, const Referen
 // (it could not be stored or compared), the run is refused with an InputError naming origin and tensor.
 ReferenceResult run_reference(const DplrProblem& problem, const ReferenceOptions& options);
 
+// Study only, never a reference: the recurrence (forward and, with do, backward) computed in float, inputs rounded
+// to float once (reference/instantiate_float.cpp). What a plain fp32 implementation of the recurrence achieves.
+ExactTensorMap recurrent_in_float(const DplrProblem& problem, int threads = 0);
+
 // Runs at options.precision and again at its certifier(); returns the first run's tensors with the bits
 // on which the two runs agree, per tensor.
 ReferenceResult run_certified_reference(const DplrProblem& problem, const ReferenceOptions& options);

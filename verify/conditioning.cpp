@@ -1,5 +1,6 @@
 #include "verify/conditioning.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -52,6 +53,28 @@ ConditioningFloors conditioning_floors(const DplrProblem& problem, const ExactTe
   ConditioningFloors floors;
   for (const auto& [name, sum] : squares) floors[name] = std::sqrt(sum / options.samples);
   return floors;
+}
+
+ConditioningFloors implementation_floors(const ExactTensorMap& computed, const ExactTensorMap& exact) {
+  ConditioningFloors floors;
+  for (const auto& [name, e] : exact) {
+    const auto it = computed.find(name);
+    if (it == computed.end() || it->second.numel() != e.numel()) continue;
+    double diff = 0.0, norm = 0.0;
+    for (std::int64_t i = 0; i < e.numel(); ++i) {
+      const double x = e.value(i), y = it->second.value(i);
+      if (!std::isfinite(x) || !std::isfinite(y)) continue;
+      diff += (y - x) * (y - x);
+      norm += x * x;
+    }
+    if (norm > 0.0) floors[name] = std::sqrt(diff / norm);
+  }
+  return floors;
+}
+
+void raise_floors(ConditioningFloors& floors, const ConditioningFloors& more) {
+  for (const auto& [name, floor] : more)
+    if (auto [it, added] = floors.emplace(name, floor); !added) it->second = std::max(it->second, floor);
 }
 
 }  // namespace dplr

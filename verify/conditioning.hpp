@@ -14,7 +14,8 @@
 // are computed in double: their own rounding error (~1e-16 x the conditioning) sits ~2^29 below the
 // perturbation's effect at u = 2^-24.
 //
-// A comparison given these floors divides by max(correctly rounded floor, conditioning floor)
+// A comparison given these floors divides by max(correctly rounded floor, conditioning floor), where `dplr check`
+// takes as conditioning floor the larger of this estimate and the fp32-implementation floor (below)
 // (MetricsOptions::conditioning_rel_rmse). For a well-conditioned tensor the conditioning floor is of the order
 // of u, near fp32's rounding floor (0.42 u), and far below the 16-bit floors (0.42 x 2^-8 or 2^-11): it moves a
 // 16-bit verdict only past a conditioning of ~1e3, and an fp32 verdict by the factor the conditioning exceeds
@@ -53,5 +54,15 @@ DplrProblem perturbed_problem(const DplrProblem& problem, double unit, std::uint
 ConditioningFloors conditioning_floors(const DplrProblem& problem, const ExactTensorMap& exact,
                                        const std::function<ExactTensorMap(const DplrProblem&)>& evaluate,
                                        const ConditioningOptions& options = {});
+
+// The fp32-implementation floor: per tensor, the rel RMSE against `exact` of the same algorithm computed in plain fp32
+// on the CPU (`computed`: reference/ recurrence or chunk form in float). Where it exceeds the conditioning floor, the
+// algorithm's own fp32 error is what a kernel of that algorithm cannot avoid (a long accumulation without decay, the
+// chunk form's inverse at the edge of stability); the property sweep met both (session 7, H200). The same idea as
+// FlashAttention's tests, which hold a kernel to a multiple of a same-precision reference implementation's error.
+ConditioningFloors implementation_floors(const ExactTensorMap& computed, const ExactTensorMap& exact);
+
+// `floors` raised, per name, to `more`'s floor where that is larger (names only in `more` are added).
+void raise_floors(ConditioningFloors& floors, const ConditioningFloors& more);
 
 }  // namespace dplr

@@ -190,7 +190,7 @@ TensorMap run_gpu_recurrent_backward(const DplrProblem& p) {
   args.da = d.output(key, d.dtype()), args.db = d.output(key, d.dtype());
   args.dv = d.output(s.B * s.T * s.H * s.V, d.dtype());
   args.dgk = static_cast<float*>(d.output(key, DType::F32));
-  if (p.h0) args.dh0 = static_cast<float*>(d.output(N * s.H * s.K * s.V, DType::F32));
+  args.dh0 = static_cast<float*>(d.output(N * s.H * s.K * s.V, DType::F32));
   args.workspace = static_cast<float*>(d.output(gpu::fused_recurrent_backward_workspace(in).total(), DType::F32));
   gpu::fused_recurrent_backward(in, args);
   const std::vector<std::int64_t> key_shape{s.B, s.T, s.H, s.K};

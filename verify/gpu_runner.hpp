@@ -40,7 +40,7 @@ TensorMap run_gpu_chunk(const DplrProblem& problem, int chunk_size, const GpuRun
 // The fused chunk forward (gpu::chunk_forward_fused, the fast path): o and ht.
 TensorMap run_gpu_chunk_fused(const DplrProblem& problem, int chunk_size, const GpuRunOptions& options = {});
 // The fused recurrent backward (gpu::fused_recurrent_backward) of the problem's do and dht (dht zero when absent):
-// dq, dk, dv, da, db (the input dtype), dgk (F32), and dh0 (F32) when the problem has h0. Needs do; do and dht
+// dq, dk, dv, da, db (the input dtype), dgk (F32), and dh0 (F32; dL/dh0 is defined without h0). Needs do; do and dht
 // must be exactly representable in the kernel's dtypes (do in the inputs', dht in fp32), else InputError: the
 // kernel would run another problem than the one the exact reference is given.
 TensorMap run_gpu_recurrent_backward(const DplrProblem& problem);

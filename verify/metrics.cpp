@@ -191,7 +191,7 @@ LocalityMetrics measure_locality(std::span<const double> actual, std::span<const
     group.head = b.head;
     if (b.elements > 0 && (group.worst_block.elements == 0 || b.local_ratio > group.worst_block.local_ratio))
       group.worst_block = b;
-    if (b.elements > 0 && b.local_ratio > worst) {
+    if (b.elements >= kMinLocalBlockElements && b.local_ratio > worst) {
       worst = b.local_ratio;
       out.worst_block = b;
     }

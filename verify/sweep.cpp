@@ -284,17 +284,48 @@ std::vector<GpuSweepCase> backward_cases(bool quick, std::uint64_t seed) {
 // kernel's gradients (and, chunk-bwd, every stage of a staged run).
 void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult& exact, const SweepOptions& o,
                   const TolerancePolicy& policy, CaseResult& c) {
-  const ConditioningFloors output_conditioning =
-      conditioning_of(p, g.spec, o, exact.tensors, [&](const DplrProblem& perturbed) {
-        ReferenceOptions options;
-        options.precision = Precision::parse("double");
-        options.threads = o.threads;
-        return run_reference(perturbed, options).tensors;
-      });
+  const bool chunk_kernel = g.chunk_size > 0;
+  const bool judged_beyond_rounding = o.conditioning_floor && kernel_working_unit(g.spec.dtype).has_value();
+  ChunkOptions chunk_options;
+  chunk_options.backward = is_backward_kernel(g.kernel);
+  chunk_options.threads = o.threads;
+  // The chunk kernels' stages are judged against the dd oracles; their outputs and gradients, as every kernel's,
+  // against the exact recurrence.
+  std::optional<ChunkStages> oracle;
+  if (chunk_kernel && g.kernel != "chunk-fused")
+    oracle = run_chunk_stages(p, g.chunk_size, Precision::parse("dd"), chunk_options);
+  // Floors beyond rounding (verify/conditioning.hpp): the perturbation estimate, raised to the fp32-implementation
+  // floor of the kernel's algorithm (the recurrence, or the chunk form, in float on the CPU).
+  ConditioningFloors output_floors, stage_floors;
+  if (judged_beyond_rounding) {
+    output_floors = conditioning_of(p, g.spec, o, exact.tensors, [&](const DplrProblem& perturbed) {
+      ReferenceOptions options;
+      options.precision = Precision::parse("double");
+      options.threads = o.threads;
+      return run_reference(perturbed, options).tensors;
+    });
+    if (chunk_kernel) {
+      ChunkOptions in_float = chunk_options;
+      in_float.single_precision = true;
+      const ExactTensorMap fp32_chunk = run_chunk_stages(p, g.chunk_size, Precision::parse("double"), in_float).tensors;
+      raise_floors(output_floors, implementation_floors(fp32_chunk, exact.tensors));
+      if (oracle) {
+        stage_floors = conditioning_of(p, g.spec, o, oracle->tensors, [&](const DplrProblem& perturbed) {
+          return run_chunk_stages(perturbed, g.chunk_size, Precision::parse("double"), chunk_options).tensors;
+        });
+        raise_floors(stage_floors, implementation_floors(fp32_chunk, oracle->tensors));
+      }
+    } else {
+      raise_floors(output_floors, implementation_floors(recurrent_in_float(p, o.threads), exact.tensors));
+    }
+  }
+  // Stage tensors by the stages' floors; o, ht and the gradients by the recurrence's.
+  ConditioningFloors all_floors = stage_floors;
+  for (const auto& [name, floor] : output_floors) all_floors[name] = floor;
   CompareOptions options{.working_dtype = g.spec.dtype,
                          .cu_seqlens = g.spec.cu_seqlens.empty() ? std::nullopt : std::optional(g.spec.cu_seqlens),
-                         .block_tokens = g.chunk_size > 0 ? g.chunk_size : kDefaultBlockTokens,
-                         .conditioning = &output_conditioning};
+                         .block_tokens = chunk_kernel ? g.chunk_size : kDefaultBlockTokens,
+                         .conditioning = &output_floors};
   const GpuRunOptions run{.output = g.output, .planted_defect = o.planted_defect};
   if (is_backward_kernel(g.kernel)) {
     // The planted defects are the forward kernels' (gpu::ForwardInputs::planted); the backward runs do not take one.
@@ -307,17 +338,8 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
     }
     const TensorMap gradients = run_gpu_chunk_backward(p, g.chunk_size);
     const TensorMap stages = run_gpu_chunk_stages(p, g.chunk_size);
-    ChunkOptions chunk_options;
-    chunk_options.threads = o.threads;
-    const ChunkStages oracle = run_chunk_stages(p, g.chunk_size, Precision::parse("dd"), chunk_options);
-    // Stage tensors by the chunk oracle's conditioning; o, ht and the gradients by the recurrence's.
-    ConditioningFloors conditioning =
-        conditioning_of(p, g.spec, o, oracle.tensors, [&](const DplrProblem& perturbed) {
-          return run_chunk_stages(perturbed, g.chunk_size, Precision::parse("double"), chunk_options).tensors;
-        });
-    for (const auto& [name, floor] : output_conditioning) conditioning[name] = floor;
-    options.conditioning = &conditioning;
-    judge_backward_case(gradients, &stages, exact.tensors, &oracle.tensors, policy, options, c);
+    options.conditioning = &all_floors;
+    judge_backward_case(gradients, &stages, exact.tensors, &oracle->tensors, policy, options, c);
     return;
   }
   if (g.kernel == "recurrent") {
@@ -328,18 +350,10 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
     const TensorMap kernel_tensors = run_gpu_chunk(p, g.chunk_size, run);
     const TensorMap outputs{{"o", kernel_tensors.at("o")}, {"ht", kernel_tensors.at("ht")}};
     c.comparison = compare(outputs, exact.tensors, policy, options);
-    ChunkOptions chunk_options;
-    chunk_options.backward = false;
-    chunk_options.threads = o.threads;
-    const ChunkStages oracle = run_chunk_stages(p, g.chunk_size, Precision::parse("dd"), chunk_options);
-    const ConditioningFloors stage_conditioning =
-        conditioning_of(p, g.spec, o, oracle.tensors, [&](const DplrProblem& perturbed) {
-          return run_chunk_stages(perturbed, g.chunk_size, Precision::parse("double"), chunk_options).tensors;
-        });
-    options.conditioning = &stage_conditioning;
+    options.conditioning = &stage_floors;
     // ht is judged against the exact recurrence above; the staged forward returns no gated operands (stage A's
     // qg ... eg_last): those the chunk-bwd cases' staged runs judge.
-    c.stages = judge_stages(kernel_tensors, oracle.tensors, policy, options, {"ht"}).section;
+    c.stages = judge_stages(kernel_tensors, oracle->tensors, policy, options, {"ht"}).section;
   }
 }
 

@@ -182,8 +182,15 @@ Judgement judge(const TensorMetrics& m, const Tolerance& tolerance, std::string_
   check(limits.max_rel, m.max_rel.error, "max rel err");
   check(limits.max_abs, m.max_abs.error, "max abs err");
   if (limits.max_elem) {
+    // Where the conditioning floor judges (metrics.hpp), the elementwise limit grows by the same factor over the
+    // rounding floor: an ill-conditioned tensor's elements are as far from rounding as its RMSE is.
+    const double factor = m.floor && m.floor->conditioned && m.floor->rounding_rel_rmse > 0.0
+                              ? m.floor->used_rel_rmse / m.floor->rounding_rel_rmse
+                              : 1.0;
+    const std::optional<double> elem_limit =
+        factor > 1.0 ? std::optional<double>(*limits.max_elem * factor) : limits.max_elem;
     if (m.elem_unit > 0.0 && !m.max_elem.index.empty())
-      check(limits.max_elem, m.max_elem.error, "worst element",
+      check(elem_limit, m.max_elem.error, factor > 1.0 ? fmt::format("worst element (limit x{} conditioning)", format_number(factor)) : std::string("worst element"),
             fmt::format("u at {} (actual {}, {} {}; |err| <= k u (|{}| + RMS) with u = {})", index_text(m.max_elem.index),
                         format_number(m.max_elem.actual), expected_name, format_number(m.max_elem.expected),
                         expected_name, format_number(m.elem_unit)));
@@ -191,7 +198,9 @@ Judgement judge(const TensorMetrics& m, const Tolerance& tolerance, std::string_
       not_evaluated.push_back("worst element (integer dtype)");
   }
   if (limits.local_ratio) {
-    if (m.locality)
+    if (m.locality && m.locality->worst_block.elements == 0)
+      not_evaluated.push_back(fmt::format("worst block (no block of >= {} elements)", kMinLocalBlockElements));
+    else if (m.locality)
       check(limits.local_ratio, m.locality->worst_block.local_ratio, "worst block",
             fmt::format("floors at {} (block rel RMSE {})", block_text(*m.locality),
                         format_number(m.locality->worst_block.rel_rmse)));
@@ -269,16 +278,19 @@ TolerancePolicy TolerancePolicy::preset(std::string_view name) {
     rule(DType::F32, "ht", {.floor_ratio = 16.0, .max_elem = 128.0, .local_ratio = 32.0});
     rule(DType::F32, "h", {.floor_ratio = 8.0, .max_elem = 128.0, .local_ratio = 16.0});
     for (auto tensor : {"gi", "ge"}) rule(DType::F32, tensor, {.floor_ratio = 4.0, .max_elem = 4.0, .local_ratio = 4.0});
-    for (auto tensor : kGradients) rule(DType::F32, tensor, {.rel_rmse = 1e-6, .max_elem = 512.0, .local_ratio = 128.0});
+    // fp32 gradients: issue 12's target rel RMSE 1e-6, written as 40 fp32 rounding floors (~2.5e-8 measured) so that
+    // where the conditioning floor is larger (a long accumulation without decay: recurrent-bwd dgk at 7.9e-6 in the
+    // property sweep, T 1100, near-zero decay) the bar is 40 of those floors and the report says why.
+    for (auto tensor : kGradients) rule(DType::F32, tensor, {.floor_ratio = 40.0, .max_elem = 512.0, .local_ratio = 128.0});
     // The backward's own stage tensors (fp32; `dplr check`'s chunk-bwd cases, `dplr stages`): issue 12's bar is 1e-5
     // relative RMSE against the exact oracles; measured on the H200 (session 6, tests/gpu/test_gpu_backward, 33 cases
     // x C 16/32/64, the oracles at double): worst dA_ab 8.3e-7 (about 33 fp32 floors, over the forward stages' 32),
-    // db 4.3e-7. So rel RMSE 2e-6 (2.4x the worst). Elementwise and worst block from `dplr check`'s 30 chunk-bwd cases
+    // db 4.3e-7. So 80 fp32 floors (~2e-6, 2.4x the worst; in floors so that the conditioning floor applies). Elementwise and worst block from `dplr check`'s 30 chunk-bwd cases
     // run in the host emulation of the kernels (scripts/gpu-emulate; session 7, not yet on a device): worst element
     // 90 u (dA_ab), worst block 114 floors (dw, dA_ak: the 4-token last chunk of strong-decay fp32 C16, 2.8e-6
     // relative there), so 512 u and 256 floors (2.2x).
     for (auto tensor : kBackwardStages)
-      rule(DType::F32, tensor, {.rel_rmse = 2e-6, .max_elem = 512.0, .local_ratio = 256.0});
+      rule(DType::F32, tensor, {.floor_ratio = 80.0, .max_elem = 512.0, .local_ratio = 256.0});
     // fp64: the double path agrees with >= 128 bits to ~1e-12 on benign cases (issue 2); 2^13 u = 9e-13.
     rule(DType::F64, "*", {.rel_rmse = 1e-12, .max_elem = 8192.0});
     exact_integers();

@@ -385,6 +385,7 @@ TEST(Metrics, ConditioningFloorReplacesASmallerRoundingFloorOnly) {
   EXPECT_FALSE(small.floor->conditioned);
   EXPECT_EQ(small.floor->ratio, plain.floor->ratio);
   EXPECT_EQ(*small.floor->conditioning_rel_rmse, plain.floor->used_rel_rmse / 4);
+}
 
 // Values below the dtype's range round to 0 (or a subnormal): correctly rounded, so elem error <= 1 even where the
 // whole tensor lies there (its RMS too), as exp(gl) of a strongly decaying chunk does in fp32; a wrong element
