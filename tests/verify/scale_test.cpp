@@ -124,28 +124,32 @@ TEST_F(CaseFileTest, RefusesMalformedMetadata) {
 }
 
 // Every case the GPU generator draws is one the kernels take (gpu_harness: q..b in one dtype of bf16, fp16,
-// fp32; gk fp32 or that dtype; reverse only for the recurrent kernel; varlen with B = 1) and keeps the
+// fp32; gk fp32 or that dtype; reverse only for the recurrent kernels; varlen with B = 1; do for the backward
+// kernels only) and keeps the
 // reference's cost bounded; the small ones are generated to be sure the spec is valid.
 RC_GTEST_PROP(SweepGenerators, GpuCasesAreOnesTheKernelsTake, (const std::uint64_t key)) {
   const rc::Random random(rc::Random::Key{key, key * 31, 1, 0});
   const SweepCase c = gen_gpu_sweep_case()(random, rc::kNominalSize).value();
   const auto& s = c.spec.shape;
-  RC_ASSERT(c.kernel == "chunk" || c.kernel == "chunk-fused" || c.kernel == "recurrent");
+  RC_ASSERT(c.kernel == "chunk" || c.kernel == "chunk-fused" || c.kernel == "recurrent" || c.kernel == "chunk-bwd" ||
+            c.kernel == "recurrent-bwd");
+  const bool recurrent = c.kernel == "recurrent" || c.kernel == "recurrent-bwd";
+  const bool backward = c.kernel == "chunk-bwd" || c.kernel == "recurrent-bwd";
   const bool chunk_size_ok =
-      c.kernel == "recurrent" ? c.chunk_size == 0 : (c.chunk_size == 16 || c.chunk_size == 32 || c.chunk_size == 64);
+      recurrent ? c.chunk_size == 0 : (c.chunk_size == 16 || c.chunk_size == 32 || c.chunk_size == 64);
   RC_ASSERT(chunk_size_ok);
-  RC_ASSERT(!c.spec.reverse || c.kernel == "recurrent");
+  RC_ASSERT(!c.spec.reverse || recurrent);
   RC_ASSERT(c.spec.dtype == DType::BF16 || c.spec.dtype == DType::F16 || c.spec.dtype == DType::F32);
   RC_ASSERT(c.spec.gk_dtype == DType::F32 || c.spec.gk_dtype == c.spec.dtype);
   RC_ASSERT(s.B >= 1 && s.T >= 1 && s.T <= 3500 && s.H >= 1 && s.H <= 4);
   RC_ASSERT(s.K >= 1 && s.K <= 128 && s.V >= 1 && s.V <= 128);
-  RC_ASSERT(s.B * s.T * s.H * s.K * s.V <= (std::int64_t{1} << 25));
+  RC_ASSERT(s.B * s.T * s.H * s.K * s.V <= (std::int64_t{1} << (backward ? 23 : 25)));
   if (!c.spec.cu_seqlens.empty()) {
     RC_ASSERT(s.B == 1);
     RC_ASSERT(c.spec.cu_seqlens.front() == 0 && c.spec.cu_seqlens.back() == s.T);
     RC_ASSERT(std::is_sorted(c.spec.cu_seqlens.begin(), c.spec.cu_seqlens.end()));
   }
-  RC_ASSERT(!c.spec.with_backward);
+  RC_ASSERT(c.spec.with_backward == backward);  // the backward kernels need do (and take dht)
   if (s.B * s.T * s.H * std::max(s.K, s.V) <= 200000) generate_case(c.spec);
 }
 
