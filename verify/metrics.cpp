@@ -242,7 +242,11 @@ TensorMetrics measure(std::span<const double> actual, std::span<const double> ex
     if (std::isinf(a)) ++m.nonfinite.actual_inf;
     if (std::isnan(e)) ++m.nonfinite.expected_nan;
     if (std::isinf(e)) ++m.nonfinite.expected_inf;
-    if ((std::isinf(a) || std::isinf(e)) && !std::isnan(a) && !std::isnan(e) && a != e) ++m.nonfinite.inf_mismatch;
+    // An infinity that is the exact value correctly rounded (past the dtype's largest finite value: fp16 above
+    // 65520) is no mismatch; the property sweep met fp16 o of 41152-65600 at the edge of stability (session 7).
+    const bool rounded_overflow = options.expected_is_exact && std::isinf(a) && e_finite && round_to_dtype(e, actual_dtype) == a;
+    if ((std::isinf(a) || std::isinf(e)) && !std::isnan(a) && !std::isnan(e) && a != e && !rounded_overflow)
+      ++m.nonfinite.inf_mismatch;
     if (!(a_finite && e_finite)) continue;
     comparable[i] = true;
     ++m.compared;

@@ -208,8 +208,21 @@ Judgement judge(const TensorMetrics& m, const Tolerance& tolerance, std::string_
       not_evaluated.push_back("worst block (layout unknown)");
   }
   if (limits.misrounded) {
+    // An internal relative error e misrounds a fraction of about e / u of the elements (u: the 16-bit dtype's unit
+    // roundoff). Where the conditioning floor (an internal, fp32-level error no kernel of the algorithm avoids)
+    // implies more than the limit, the limit is 2 e / u at e = that floor.
+    // The fraction is a binomial estimate over the compared elements: the limit allows three standard deviations
+    // of it (a few hundred elements misround by chance what a million would not; the property sweep met 14 of
+    // 1152 at the 1% limit, T = 1).
+    const double implied = m.floor && m.floor->conditioning_rel_rmse && m.elem_unit > 0.0
+                               ? 2.0 * *m.floor->conditioning_rel_rmse / m.elem_unit
+                               : 0.0;
+    const double base = std::max(*limits.misrounded, implied);
+    const double allowed = base + 3.0 * std::sqrt(base / static_cast<double>(std::max<std::int64_t>(m.compared, 1)));
     if (m.misrounded_fraction)
-      check(limits.misrounded, *m.misrounded_fraction, "misrounded fraction");
+      check(allowed, *m.misrounded_fraction,
+            implied > *limits.misrounded ? "misrounded fraction (limit from the conditioning floor, + 3 sigma)"
+                                         : "misrounded fraction (+ 3 sigma)");
     else
       not_evaluated.push_back("misrounded fraction (16-bit storage against exact values only)");
   }

@@ -1,6 +1,9 @@
 // The analytic backward against directional finite differences at >= 200 bits, for each of the seven
 // gradients, over random shapes and options.
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <rapidcheck/gtest.h>
 
 #include "generators/rapidcheck.hpp"
@@ -38,7 +41,10 @@ RC_GTEST_PROP(Gradients, DirectionalFiniteDifferencesAgreeTo30Digits, ()) {
     const auto result = check(p, direction_in(p, name, spec.seed + 1), "qd");
     RC_LOG() << describe(spec) << " d" << name << ": fd " << result.finite_difference << " analytic "
              << result.analytic << " rel " << result.relative_difference << "\n";
-    RC_ASSERT(result.relative_difference <= 1e-30);
+    // Relative to the gradient, or to 1e-12 where the gradient is smaller: strong decay makes dgk ~3e-15, where the
+    // finite difference's own error (~1e-44 absolute at qd) is 2e-30 of it (seed 24, B1 T2 K1 V1; session 7).
+    const double scale = std::max(1.0, 1e-12 / std::max(std::fabs(result.analytic), 1e-300));
+    RC_ASSERT(result.relative_difference <= 1e-30 * scale);
   }
 }
 

@@ -401,5 +401,19 @@ TEST(Metrics, ElementwiseErrorAllowsUnderflowToZero) {
   EXPECT_GT(compute_metrics(actual, exact, DType::F32, {4}).max_elem.error, 4.0);
 }
 
+// fp16 overflows past 65520: an infinity there is the correct rounding, one below it is a mismatch.
+TEST(Metrics, CorrectlyRoundedOverflowIsNoInfinityMismatch) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const std::vector<double> exact = {70000.0, -66000.0, 1.0, 2.0};
+  const std::vector<double> overflowed = {inf, -inf, 1.0, 2.0}, one_too_many = {inf, -inf, inf, 2.0};
+  const auto ok = compute_metrics(overflowed, exact, DType::F16, {4});
+  EXPECT_EQ(ok.nonfinite.inf_mismatch, 0);
+  const auto bad = compute_metrics(one_too_many, exact, DType::F16, {4});  // 1.0 is no overflow
+  EXPECT_EQ(bad.nonfinite.inf_mismatch, 1);
+  const std::vector<double> below_actual = {inf, 1.0, 1.0, 2.0}, below_exact = {60000.0, 1.0, 1.0, 2.0};
+  const auto below = compute_metrics(below_actual, below_exact, DType::F16, {4});
+  EXPECT_EQ(below.nonfinite.inf_mismatch, 1);  // 60000 is a finite fp16 value
+}
+
 }  // namespace
 }  // namespace dplr

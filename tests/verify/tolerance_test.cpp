@@ -349,5 +349,34 @@ TEST(ToleranceJudge, VerdictOrder) {
   EXPECT_EQ(verdict_name(Verdict::Error), "error");
 }
 
+// The misrounded limit grows where the conditioning floor implies more misrounding (2 e / u), and only there.
+TEST(ToleranceJudge, MisroundedLimitFollowsTheConditioningFloor) {
+  TensorMetrics m;
+  m.dtype = DType::F16;
+  m.shape = {1000000};
+  m.elements = m.compared = 1000000;  // 3 sigma of the fraction: 3 sqrt(0.01 / 1e6) = 0.03%
+  m.elem_unit = 0x1p-11;
+  m.misrounded_fraction = 0.015;
+  m.floor = FloorRatio{DType::F16, 2e-4, 2e-4, false, 1.0};
+  const Tolerance tolerance{{.misrounded = 0.01}, "test"};
+  EXPECT_EQ(judge(m, tolerance).verdict, Verdict::Fail);  // no conditioning floor: 1.5% > 1%
+  m.floor->conditioning_rel_rmse = 4e-6;                  // implies 2 x 4e-6 / 4.9e-4 = 1.6%
+  const Judgement raised = judge(m, tolerance);
+  EXPECT_EQ(raised.verdict, Verdict::Pass) << raised.reason;
+  EXPECT_NE(raised.reason.find("conditioning"), std::string::npos) << raised.reason;
+  m.misrounded_fraction = 0.069;  // 4x what the floor implies: still fails
+  EXPECT_EQ(judge(m, tolerance).verdict, Verdict::Fail);
+  m.floor->conditioning_rel_rmse = 1e-7;  // implies 0.04%: the 1% limit stands
+  m.misrounded_fraction = 0.015;
+  EXPECT_EQ(judge(m, tolerance).verdict, Verdict::Fail);
+  // Few elements: 14 of 1152 (1.2%) is within 3 sigma of 1% (1% + 0.88%), 40 of 1152 (3.5%) is not.
+  m.floor->conditioning_rel_rmse.reset();
+  m.elements = m.compared = 1152;
+  m.misrounded_fraction = 14.0 / 1152;
+  EXPECT_EQ(judge(m, tolerance).verdict, Verdict::Pass);
+  m.misrounded_fraction = 40.0 / 1152;
+  EXPECT_EQ(judge(m, tolerance).verdict, Verdict::Fail);
+}
+
 }  // namespace
 }  // namespace dplr
