@@ -5,6 +5,29 @@
 #include <random>
 
 namespace dplr {
+namespace {
+
+// Per tensor of `exact` that `computed` has with the same size: the squared rel RMSE of `computed` against it, over
+// the elements finite on both sides. An all-zero exact tensor has no relative scale and no entry (the rounding
+// floor's substitute judges it, metrics.hpp).
+std::map<std::string, double> squared_rel_rmse(const ExactTensorMap& computed, const ExactTensorMap& exact) {
+  std::map<std::string, double> out;
+  for (const auto& [name, e] : exact) {
+    const auto it = computed.find(name);
+    if (it == computed.end() || it->second.numel() != e.numel()) continue;
+    double diff = 0.0, norm = 0.0;
+    for (std::int64_t i = 0; i < e.numel(); ++i) {
+      const double x = e.value(i), y = it->second.value(i);
+      if (!std::isfinite(x) || !std::isfinite(y)) continue;
+      diff += (y - x) * (y - x);
+      norm += x * x;
+    }
+    if (norm > 0.0) out[name] = diff / norm;
+  }
+  return out;
+}
+
+}  // namespace
 
 std::optional<double> kernel_working_unit(DType dtype) {
   switch (dtype) {
@@ -35,20 +58,7 @@ ConditioningFloors conditioning_floors(const DplrProblem& problem, const ExactTe
   std::map<std::string, double> squares;  // sum over samples of the squared rel RMSE
   for (int s = 0; s < options.samples; ++s) {
     const ExactTensorMap perturbed = evaluate(perturbed_problem(problem, options.unit, options.seed + s));
-    for (const auto& [name, e] : exact) {
-      const auto it = perturbed.find(name);
-      if (it == perturbed.end() || it->second.numel() != e.numel()) continue;
-      double diff = 0.0, norm = 0.0;
-      for (std::int64_t i = 0; i < e.numel(); ++i) {
-        const double x = e.value(i), y = it->second.value(i);
-        if (!std::isfinite(x) || !std::isfinite(y)) continue;
-        diff += (y - x) * (y - x);
-        norm += x * x;
-      }
-      // An all-zero exact tensor has no relative scale: no conditioning floor (the rounding floor's substitute
-      // judges it, metrics.hpp).
-      if (norm > 0.0) squares[name] += diff / norm;
-    }
+    for (const auto& [name, squared] : squared_rel_rmse(perturbed, exact)) squares[name] += squared;
   }
   ConditioningFloors floors;
   for (const auto& [name, sum] : squares) floors[name] = std::sqrt(sum / options.samples);
@@ -57,18 +67,7 @@ ConditioningFloors conditioning_floors(const DplrProblem& problem, const ExactTe
 
 ConditioningFloors implementation_floors(const ExactTensorMap& computed, const ExactTensorMap& exact) {
   ConditioningFloors floors;
-  for (const auto& [name, e] : exact) {
-    const auto it = computed.find(name);
-    if (it == computed.end() || it->second.numel() != e.numel()) continue;
-    double diff = 0.0, norm = 0.0;
-    for (std::int64_t i = 0; i < e.numel(); ++i) {
-      const double x = e.value(i), y = it->second.value(i);
-      if (!std::isfinite(x) || !std::isfinite(y)) continue;
-      diff += (y - x) * (y - x);
-      norm += x * x;
-    }
-    if (norm > 0.0) floors[name] = std::sqrt(diff / norm);
-  }
+  for (const auto& [name, squared] : squared_rel_rmse(computed, exact)) floors[name] = std::sqrt(squared);
   return floors;
 }
 
