@@ -125,20 +125,20 @@ __global__ void __launch_bounds__(kThreads) chunk_A_bwd_kernel(ABwdArgs p) {
   float* dAqb = dAqk + C * C;
   float* dAak = dAqb + C * C;
   float* dAab = dAak + C * C;
+  const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
+  if (!ch.valid) return;
+  const std::int64_t h = blockIdx.y, H = p.H;
+  const int L = ch.len;
+  for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+    const int r = e / C, s = e % C;
+    const bool incl = r < L && s <= r, strict = r < L && s < r;
+    const std::int64_t ix = ((ch.bos + r) * H + h) * C + s;
+    dAqk[e] = incl ? p.dAqk[ix] : 0.f;
+    dAqb[e] = incl ? p.dAqb[ix] : 0.f;
+    dAak[e] = strict ? p.dAak[ix] : 0.f;
+    dAab[e] = strict ? p.dAab[ix] : 0.f;
+  }
   if constexpr (C == 16) {  // the column in registers
-    const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
-    if (!ch.valid) return;
-    const std::int64_t h = blockIdx.y, H = p.H;
-    const int L = ch.len;
-    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
-      const int r = e / C, s = e % C;
-      const bool incl = r < L && s <= r, strict = r < L && s < r;
-      const std::int64_t ix = ((ch.bos + r) * H + h) * C + s;
-      dAqk[e] = incl ? p.dAqk[ix] : 0.f;
-      dAqb[e] = incl ? p.dAqb[ix] : 0.f;
-      dAak[e] = strict ? p.dAak[ix] : 0.f;
-      dAab[e] = strict ? p.dAab[ix] : 0.f;
-    }
     __syncthreads();
     for (int d = threadIdx.x; d < K; d += blockDim.x) {
       float gh[C], gl[C], xq[C], xa[C], y1[C], y2[C], dx[C], dgk[C];
@@ -183,19 +183,6 @@ __global__ void __launch_bounds__(kThreads) chunk_A_bwd_kernel(ABwdArgs p) {
   float* gl = gh + C * K;      // lo word
   float* dx = gl + C * K;      // [C][K] dq_A, then da_A
   float* dgk = dx + C * K;     // [C][K] dgk_A
-  const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
-  if (!ch.valid) return;
-  const std::int64_t h = blockIdx.y, H = p.H;
-  const int L = ch.len;
-  for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
-    const int r = e / C, s = e % C;
-    const bool incl = r < L && s <= r, strict = r < L && s < r;
-    const std::int64_t ix = ((ch.bos + r) * H + h) * C + s;
-    dAqk[e] = incl ? p.dAqk[ix] : 0.f;
-    dAqb[e] = incl ? p.dAqb[ix] : 0.f;
-    dAak[e] = strict ? p.dAak[ix] : 0.f;
-    dAab[e] = strict ? p.dAab[ix] : 0.f;
-  }
   for_chunk_log2_cumsum<G>(p.gk, ch, h, H, K, [&](int r, int d, float2 g) {
     gh[r * K + d] = g.x;
     gl[r * K + d] = g.y;
