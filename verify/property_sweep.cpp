@@ -152,6 +152,41 @@ DplrProblem permute_problem(const DplrProblem& p, const Permutation& perm) {
   return out;
 }
 
+// Names of `a` whose values differ bitwise from `b`'s, with counts ("o (3 of 512 elements)").
+std::vector<std::string> bitwise_differences(const TensorMap& a, const TensorMap& b, const std::vector<std::string>& names) {
+  std::vector<std::string> differing;
+  for (const auto& name : names) {
+    const auto& x = a.at(name).values;
+    const auto& y = b.at(name).values;
+    std::int64_t differ = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+      if (std::memcmp(&x[i], &y[i], sizeof(double)) != 0) ++differ;
+    if (differ) differing.push_back(fmt::format("{} ({} of {} elements)", name, differ, x.size()));
+  }
+  return differing;
+}
+
+// The permutation property's verdict: the outputs (judged_names) of the permuted problem, `permuted`, must be bitwise
+// `mine` permuted by `perm` (states by sequence and head, token tensors along T as `p` packs them). `whose` names
+// the side in the failure ("reference", "kernel").
+void judge_permutation(const TensorMap& mine, const TensorMap& permuted, const DplrProblem& p, const Permutation& perm,
+                       std::string_view whose, CaseResult& r) {
+  TensorMap expected;
+  std::vector<std::string> outputs;
+  for (const auto& name : judged_names())
+    if (mine.count(name) && permuted.count(name)) {
+      expected[name] = is_state(name) ? permute_states(mine.at(name), perm) : permute_tokens(mine.at(name), p, perm);
+      outputs.push_back(name);
+    }
+  const auto moved = bitwise_differences(permuted, expected, outputs);
+  const std::string what = fmt::format("heads reversed ({}), sequences reversed ({})", p.shape.H, p.num_sequences());
+  if (moved.empty())
+    r.notes.push_back(fmt::format("{}: {} bitwise the permuted outputs", what, fmt::join(outputs, ", ")));
+  else
+    r.failures.push_back(fmt::format("{}: the {}'s outputs are not the permuted ones: {} differ", what, whose,
+                                     fmt::join(moved, ", ")));
+}
+
 struct CpuJudge {
   const PropertyOptions& o;
   std::int64_t position;
@@ -213,26 +248,13 @@ struct CpuJudge {
       Permutation expected_perm = perm;
       // --plant head-mixup: the expectation's heads 0 and 1 swapped.
       if (o.planted == "head-mixup" && perm.heads.size() >= 2) std::swap(expected_perm.heads[0], expected_perm.heads[1]);
-      std::vector<std::string> compared, differing;
-      for (const auto& name : judged_names()) {
-        if (!exact.tensors.count(name) || !permuted.tensors.count(name)) continue;
-        const Tensor mine = exact.tensors.at(name).to_tensor(DType::F64);
-        const Tensor expected = is_state(name) ? permute_states(mine, expected_perm)
-                                               : permute_tokens(mine, p, expected_perm);
-        const Tensor got = permuted.tensors.at(name).to_tensor(DType::F64);
-        std::int64_t differ = 0;
-        for (std::size_t i = 0; i < got.values.size(); ++i)
-          if (got.values[i] != expected.values[i] && !(std::isnan(got.values[i]) && std::isnan(expected.values[i])))
-            ++differ;
-        compared.push_back(name);
-        if (differ) differing.push_back(fmt::format("{} ({} of {} elements)", name, differ, got.values.size()));
-      }
-      const std::string what = fmt::format("heads reversed ({}), sequences reversed ({})", p.shape.H, p.num_sequences());
-      if (differing.empty())
-        r.notes.push_back(fmt::format("{}: {} bitwise the permuted outputs", what, fmt::join(compared, ", ")));
-      else
-        r.failures.push_back(fmt::format("{}: the reference's outputs are not the permuted ones: {} differ", what,
-                                         fmt::join(differing, ", ")));
+      TensorMap mine, got;
+      for (const auto& name : judged_names())
+        if (exact.tensors.count(name) && permuted.tensors.count(name)) {
+          mine[name] = exact.tensors.at(name).to_tensor(DType::F64);
+          got[name] = permuted.tensors.at(name).to_tensor(DType::F64);
+        }
+      judge_permutation(mine, got, p, expected_perm, "reference", r);
     } catch (const std::exception& e) {
       r.error = e.what();
     }
@@ -248,20 +270,6 @@ TensorMap kernel_tensors(const SweepCase& c, const DplrProblem& p, const std::st
   if (c.kernel == "recurrent") return run_gpu_recurrent(p, run);
   if (c.kernel == "chunk-fused") return run_gpu_chunk_fused(p, c.chunk_size, run);
   return run_gpu_chunk(p, c.chunk_size, run);
-}
-
-// Names of `a` whose values differ bitwise from `b`'s, with counts ("o (3 of 512 elements)").
-std::vector<std::string> bitwise_differences(const TensorMap& a, const TensorMap& b, const std::vector<std::string>& names) {
-  std::vector<std::string> differing;
-  for (const auto& name : names) {
-    const auto& x = a.at(name).values;
-    const auto& y = b.at(name).values;
-    std::int64_t differ = 0;
-    for (std::size_t i = 0; i < x.size(); ++i)
-      if (std::memcmp(&x[i], &y[i], sizeof(double)) != 0) ++differ;
-    if (differ) differing.push_back(fmt::format("{} ({} of {} elements)", name, differ, x.size()));
-  }
-  return differing;
 }
 
 struct GpuJudge {
@@ -300,21 +308,8 @@ struct GpuJudge {
       // way. A head or sequence offset computed wrongly (fla's stride K for H*K) moves data between pairs.
       const Permutation perm = reversal(p);
       if (p.shape.H > 1 || p.num_sequences() > 1) {
-        const TensorMap permuted = kernel_tensors(c, permute_problem(p, perm), o.gpu_planted_defect);
-        TensorMap expected;
-        std::vector<std::string> outputs;
-        for (const auto& name : judged_names())
-          if (first.count(name) && permuted.count(name)) {
-            expected[name] = is_state(name) ? permute_states(first.at(name), perm) : permute_tokens(first.at(name), p, perm);
-            outputs.push_back(name);
-          }
-        const auto moved = bitwise_differences(permuted, expected, outputs);
-        const std::string what = fmt::format("heads reversed ({}), sequences reversed ({})", p.shape.H, p.num_sequences());
-        if (moved.empty())
-          r.notes.push_back(fmt::format("{}: {} bitwise the permuted outputs", what, fmt::join(outputs, ", ")));
-        else
-          r.failures.push_back(fmt::format("{}: the kernel's outputs are not the permuted ones: {} differ", what,
-                                           fmt::join(moved, ", ")));
+        judge_permutation(first, kernel_tensors(c, permute_problem(p, perm), o.gpu_planted_defect), p, perm, "kernel",
+                          r);
       }
     } catch (const std::exception& e) {
       r.error = e.what();

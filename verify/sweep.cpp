@@ -226,16 +226,6 @@ std::vector<GpuSweepCase> forward_cases(bool quick, std::uint64_t seed) {
   return cases;
 }
 
-// The conditioning floors (verify/conditioning.hpp) of `exact`'s tensors at our kernels' working precision, the
-// perturbed problems evaluated by `evaluate` in double; empty where there is no such precision or they are off.
-ConditioningFloors conditioning_of(const DplrProblem& p, const CaseSpec& spec, const SweepOptions& o,
-                                   const ExactTensorMap& exact,
-                                   const std::function<ExactTensorMap(const DplrProblem&)>& evaluate) {
-  const auto unit = kernel_working_unit(spec.dtype);
-  if (!o.conditioning_floor || !unit) return {};
-  return conditioning_floors(p, exact, evaluate, {.unit = *unit});
-}
-
 // The backward's cases (verify/sweep.hpp lists what they cover). Every spec draws do and dht (with_backward) and
 // has h0; T = 100 and 70 are multiples of no chunk size; heads differ (independent draws). The shapes are small so
 // that the exact backward at double-double and the chunk-form oracles (the sweep's CPU cost) stay modest.
@@ -285,7 +275,8 @@ std::vector<GpuSweepCase> backward_cases(bool quick, std::uint64_t seed) {
 void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult& exact, const SweepOptions& o,
                   const TolerancePolicy& policy, CaseResult& c) {
   const bool chunk_kernel = g.chunk_size > 0;
-  const bool judged_beyond_rounding = o.conditioning_floor && kernel_working_unit(g.spec.dtype).has_value();
+  // Our kernels' working precision; none for fp64 inputs (no fp64 kernel), and none when the floors are off.
+  const std::optional<double> unit = o.conditioning_floor ? kernel_working_unit(g.spec.dtype) : std::nullopt;
   ChunkOptions chunk_options;
   chunk_options.backward = is_backward_kernel(g.kernel);
   chunk_options.threads = o.threads;
@@ -297,31 +288,29 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
   // Floors beyond rounding (verify/conditioning.hpp): the perturbation estimate, raised to the fp32-implementation
   // floor of the kernel's algorithm (the recurrence, or the chunk form, in float on the CPU).
   ConditioningFloors output_floors, stage_floors;
-  if (judged_beyond_rounding) {
-    output_floors = conditioning_of(p, g.spec, o, exact.tensors, [&](const DplrProblem& perturbed) {
+  if (unit) {
+    const ConditioningOptions perturbation{.unit = *unit};
+    output_floors = conditioning_floors(p, exact.tensors, [&](const DplrProblem& perturbed) {
       ReferenceOptions options;
       options.precision = Precision::parse("double");
       options.threads = o.threads;
       return run_reference(perturbed, options).tensors;
-    });
+    }, perturbation);
     if (chunk_kernel) {
       ChunkOptions in_float = chunk_options;
       in_float.single_precision = true;
       const ExactTensorMap fp32_chunk = run_chunk_stages(p, g.chunk_size, Precision::parse("double"), in_float).tensors;
       raise_floors(output_floors, implementation_floors(fp32_chunk, exact.tensors));
       if (oracle) {
-        stage_floors = conditioning_of(p, g.spec, o, oracle->tensors, [&](const DplrProblem& perturbed) {
+        stage_floors = conditioning_floors(p, oracle->tensors, [&](const DplrProblem& perturbed) {
           return run_chunk_stages(perturbed, g.chunk_size, Precision::parse("double"), chunk_options).tensors;
-        });
+        }, perturbation);
         raise_floors(stage_floors, implementation_floors(fp32_chunk, oracle->tensors));
       }
     } else {
       raise_floors(output_floors, implementation_floors(recurrent_in_float(p, o.threads), exact.tensors));
     }
   }
-  // Stage tensors by the stages' floors; o, ht and the gradients by the recurrence's.
-  ConditioningFloors all_floors = stage_floors;
-  for (const auto& [name, floor] : output_floors) all_floors[name] = floor;
   CompareOptions options{.working_dtype = g.spec.dtype,
                          .cu_seqlens = g.spec.cu_seqlens.empty() ? std::nullopt : std::optional(g.spec.cu_seqlens),
                          .block_tokens = chunk_kernel ? g.chunk_size : kDefaultBlockTokens,
@@ -338,6 +327,9 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
     }
     const TensorMap gradients = run_gpu_chunk_backward(p, g.chunk_size);
     const TensorMap stages = run_gpu_chunk_stages(p, g.chunk_size);
+    // Stage tensors by the stages' floors; o, ht and the gradients by the recurrence's.
+    ConditioningFloors all_floors = stage_floors;
+    for (const auto& [name, floor] : output_floors) all_floors[name] = floor;
     options.conditioning = &all_floors;
     judge_backward_case(gradients, &stages, exact.tensors, &oracle->tensors, policy, options, c);
     return;
