@@ -33,6 +33,15 @@ const char* variant_name(HOVariant v) {
   return "unknown";
 }
 
+const char* variant_name(BwdKernel v) {
+  switch (v) {
+    case BwdKernel::Default: return "default";
+    case BwdKernel::TensorCores: return "tensor-cores";
+    case BwdKernel::Fma: return "fma";
+  }
+  return "unknown";
+}
+
 const char* output_mode_name(OutputMode m) {
   switch (m) {
     case OutputMode::Rounded: return "rounded";
@@ -94,6 +103,14 @@ void check_inputs(const ForwardInputs& in) {
 }
 
 namespace detail {
+bool use_tensor_cores(BwdKernel choice, bool supported, const char* stage) {
+  if (choice == BwdKernel::TensorCores && !supported)
+    refuse(std::string("the tensor-core kernel of ") + stage +
+           " does not take this request (BackwardVariant asked TensorCores; see " + stage +
+           "_tensor_cores_supported)");
+  return choice == BwdKernel::TensorCores || (choice == BwdKernel::Default && supported);
+}
+
 void throw_cuda(cudaError_t err, const char* what, const char* file, int line) {
   std::ostringstream os;
   os << "dplr::gpu: CUDA error " << cudaGetErrorName(err) << " (" << cudaGetErrorString(err) << ") in " << what

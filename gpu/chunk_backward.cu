@@ -27,7 +27,21 @@ void round_to_dtype(ElemType dtype, const float* x, void* y, std::int64_t n, cud
 void check_backward(const BackwardInputs& in, int C) {
   check_chunk(in.fwd, C);
   if (!in.d_o) refuse("the chunk backward needs do (BackwardInputs::d_o, [B, T, H, V] in the inputs' dtype)");
+  const std::pair<const char*, BwdKernel> stages[] = {{"recompute", in.variant.recompute}, {"o", in.variant.o},
+                                                      {"h", in.variant.h}, {"wy", in.variant.wy}, {"a", in.variant.a}};
+  for (const auto& [name, v] : stages)
+    if (std::string(variant_name(v)) == "unknown")
+      refuse(std::string("variant.") + name + " must be BwdKernel::Default, TensorCores or Fma (got " +
+             std::to_string(static_cast<int>(v)) + ")");
 }
+
+// No stage has a tensor-core kernel yet: Default runs the FMA kernels everywhere. Each stage's file replaces its
+// line here when its kernel lands.
+bool chunk_recompute_tensor_cores_supported(const BackwardInputs&, int) { return false; }
+bool chunk_o_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
+bool chunk_h_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
+bool chunk_WY_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
+bool chunk_A_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 
 BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int C) {
   check_chunk_shape(in.fwd, C);

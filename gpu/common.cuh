@@ -36,6 +36,9 @@ __host__ __device__ __forceinline__ bool planted(PlantedDefect have, PlantedDefe
 
 // Throws Unsupported("dplr::gpu: " + what): a request refused before anything is launched.
 [[noreturn]] void refuse(const std::string& what);
+// The chunk backward's choice for one stage (BackwardVariant): true to run its tensor-core kernel. Refuses an
+// explicit TensorCores the stage does not support (`supported`); `stage` names it in the message.
+bool use_tensor_cores(BwdKernel choice, bool supported, const char* stage);
 
 // Typed loads/stores: the kernels are templates over the input type T and the gk type G, so loads are plain
 // (no per-element dtype branch) and the compiler can keep several in flight.

@@ -291,13 +291,31 @@ void chunk_forward_fused(const ForwardInputs& in, int chunk_size, const ChunkWor
 // fixed order, and a gradient made of several stages' shares is added in a fixed stage order, so a run is
 // bitwise repeatable. dgk is formed by the direct sums (reference/chunk_cumsum_bwd.hpp,
 // GateGradient::Direct), not fla's cancelling identity.
+// The chunk backward's kernel choice, one a stage (BackwardInputs::variant), as the forward's ChunkVariant: Default
+// takes a stage's tensor-core kernel (3xTF32 mma.sync, fp32-accurate products) where that stage supports the
+// request (chunk_<stage>_bwd_tensor_cores_supported) and its fp32-FMA kernel elsewhere; an explicit TensorCores
+// the request cannot take is refused, never replaced. `recompute` picks how chunk_backward recomputes the forward
+// (A, WY, h): TensorCores through the fused forward's kernels, Fma through the staged chunk_A, chunk_WY, chunk_h.
+enum class BwdKernel { Default, TensorCores, Fma };
+const char* variant_name(BwdKernel v);  // "default", "tensor-cores", "fma"
+struct BackwardVariant {
+  BwdKernel recompute = BwdKernel::Default, o = BwdKernel::Default, h = BwdKernel::Default,
+            wy = BwdKernel::Default, a = BwdKernel::Default;
+};
 struct BackwardInputs {
   ForwardInputs fwd;           // the forward's inputs; with cu_seqlens the stages need fwd.chunk_offsets
+  BackwardVariant variant;     // the stages' kernels (check_backward refuses a value outside the enum)
   const void* d_o = nullptr;   // do [B, T, H, V] in fwd.dtype (required)
   const float* dht = nullptr;  // optional [N, H, K, V]; zero when absent
 };
 // check_chunk(in.fwd, C) and the backward's own inputs; throws Unsupported.
 void check_backward(const BackwardInputs& in, int chunk_size);
+// Whether a stage's tensor-core kernel takes this request (BackwardVariant: Default runs it where this is true).
+bool chunk_recompute_tensor_cores_supported(const BackwardInputs& in, int chunk_size);
+bool chunk_o_bwd_tensor_cores_supported(const BackwardInputs& in, int chunk_size);
+bool chunk_h_bwd_tensor_cores_supported(const BackwardInputs& in, int chunk_size);
+bool chunk_WY_bwd_tensor_cores_supported(const BackwardInputs& in, int chunk_size);
+bool chunk_A_bwd_tensor_cores_supported(const BackwardInputs& in, int chunk_size);
 
 // The shares of the gradients one stage hands a later one (fp32 device buffers; not oracle tensors, since the
 // oracles list totals). q is the scaled q in the chunk form; dq_o is with respect to it.

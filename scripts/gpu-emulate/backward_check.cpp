@@ -1,6 +1,7 @@
 // The staged chunk backward under the host emulation (run.sh): every backward stage tensor of the driver (its
 // workspace) against the exact stage oracles (<= 1e-5 relative RMSE), and the driver's gradients against the
-// exact reference (fp32 inputs <= 1e-6; 16-bit inputs <= 1.3x the correctly-rounded floor, dgk and dh0 <= 1e-5).
+// exact reference (fp32 inputs <= 1e-6; 16-bit inputs <= 1.3x the correctly-rounded floor, dgk and dh0 <= 1e-5),
+// and the fused forward's o and ht (its tensor-core kernels at C = 16 with 16-bit inputs) against the same reference.
 // Cases as tests/gpu/test_gpu_backward.cpp's, smaller (one std::thread per CUDA thread is slow). Exit status 1 on
 // any failure. Argument: one case index (default all). DPLR_EMULATE_DIGEST=1 also prints a hash of every tensor's bits
 // (to show that a rewritten kernel computes bitwise what the one before it did).
@@ -17,13 +18,6 @@
 
 namespace dplr {
 DType core_dtype(gpu::ElemType t) { return t == gpu::ElemType::F32 ? DType::F32 : t == gpu::ElemType::F16 ? DType::F16 : DType::BF16; }
-namespace gpu {  // the fused forward is not emulated
-bool chunk_fused_ho(const ForwardInputs&, int) { throw Unsupported("not emulated"); }
-bool chunk_A_WY_supported(const ForwardInputs&, int) { throw Unsupported("not emulated"); }
-void chunk_A_WY(const ForwardInputs&, int, float*, float*, const GatedOperands&, float*, float*, cudaStream_t) { throw Unsupported("not emulated"); }
-void chunk_h_o(const ForwardInputs&, int, const float*, const float*, const float*, const float*, const float*, const float*,
-               const float*, const float*, void*, float*, cudaStream_t) { throw Unsupported("not emulated"); }
-}  // namespace gpu
 }  // namespace dplr
 using namespace dplr_gpu_test;
 using E = g::ElemType;
@@ -162,6 +156,18 @@ int main(int argc, char** argv) {
       }
       check("grad dgk", down(og.p(), nk, E::F32), ex.tensors.at("dgk").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
       check("grad dh0", down(oh.p(), N * c.H * c.K * c.V, E::F32), ex.tensors.at("dh0").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
+      // The fused forward (its tensor-core kernels where they apply: 16-bit inputs at C = 16) on the same inputs.
+      {
+        Host fwb = buf(g::chunk_workspace_floats(f, C).total()), fo = buf(nv), fht = buf(N * c.H * c.K * c.V);
+        const g::ChunkWorkspace fws = g::carve_chunk_workspace(f, C, fwb.f());
+        g::chunk_forward_fused(f, C, fws, fo.p(), fht.f());
+        const std::vector<double> r = ex.tensors.at("o").rounded();
+        std::vector<double> fl = r;
+        for (auto& y : fl) y = dplr::round_to_dtype(y, dplr::core_dtype(dt));
+        check(std::string("fused fwd o") + (dt == E::F32 ? "" : " (1.3x floor)"), down(fo.p(), nv, dt), r,
+              dt == E::F32 ? 1e-6 : 1.3 * rel(fl, r));
+        check("fused fwd ht", down(fht.p(), N * c.H * c.K * c.V, E::F32), ex.tensors.at("ht").rounded(), 1e-5);
+      }
     }
   std::printf("%d failures, %lld launches\n", failures, emu::launches);
   return failures != 0;

@@ -2,6 +2,11 @@
 // another (so a static __shared__ array is one block's), __syncthreads a std::barrier (a thread that returns drops
 // out of it), dynamic shared memory one NaN-poisoned buffer a block; device pointers are host pointers. Launch
 // errors and attributes (cudaGetLastError, cudaFuncSetAttribute) are no-ops; nothing checks bounds or races.
+// Warp collectives (__shfl_*_sync, __syncwarp, mma.sync m16n8k8 TF32) exchange through per-warp slots between two
+// waits on a per-warp std::barrier, so every lane of the warp must take part, as CUDA's full-mask forms require.
+// The emulated mma reads the top 19 bits of each operand (as the tensor core does), forms the products and their
+// sum with the accumulator in double and rounds once: the hardware's own order and truncation of the sum are not
+// reproduced, so an mma kernel's results are close to, not bitwise, the device's.
 #pragma once
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
@@ -13,6 +18,8 @@
 #include <vector>
 #include <algorithm>
 #include <cstdio>
+#include <cstdint>
+#include <memory>
 
 using std::max;
 using std::min;
@@ -23,6 +30,11 @@ inline dim3 bDim, gDim;
 inline std::barrier<>* bar = nullptr;
 inline std::vector<unsigned char> smem_buf;
 inline long long launches = 0;
+struct WarpSlots {
+  alignas(16) unsigned char lane[32][64];
+};
+inline std::vector<WarpSlots> warp_slots;
+inline std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
 // Bytes past the end of every emulated allocation: none under a sanitizer, so that it sees an overrun.
 #ifdef DPLR_EMULATE_EXACT_BUFFERS
 inline constexpr std::size_t kSlack = 0;
@@ -41,6 +53,10 @@ void launch(F&& f, dim3 grid, dim3 block, std::size_t smem = 0, cudaStream_t = 0
         smem_buf.assign(smem + kSlack, 0xff);  // NaN-poisoned, as uninitialised shared memory may be anything
         std::barrier<> b(nt);
         bar = &b;
+        const unsigned nw = (nt + 31) / 32;
+        warp_slots.assign(nw, WarpSlots{});
+        warp_bars.clear();
+        for (unsigned w = 0; w < nw; ++w) warp_bars.emplace_back(std::make_unique<std::barrier<>>(std::min(32u, nt - 32 * w)));
         std::vector<std::thread> ts;
         ts.reserve(nt);
         for (unsigned t = 0; t < nt; ++t)
@@ -49,6 +65,7 @@ void launch(F&& f, dim3 grid, dim3 block, std::size_t smem = 0, cudaStream_t = 0
             bIdx = make_uint3(bx, by, bz);
             f();
             bar->arrive_and_drop();
+            warp_bars[t / 32]->arrive_and_drop();
           });
         for (auto& th : ts) th.join();
       }
@@ -56,8 +73,60 @@ void launch(F&& f, dim3 grid, dim3 block, std::size_t smem = 0, cudaStream_t = 0
 template <typename T>
 T* dyn_smem() { return reinterpret_cast<T*>(smem_buf.data()); }
 inline unsigned cvta(const void* p) { return static_cast<unsigned>(reinterpret_cast<std::uintptr_t>(p)); }
-template <typename T> T shfl_dummy(unsigned, T x, int) { return x; }
+inline unsigned flat_thread() { return tIdx.x + bDim.x * (tIdx.y + bDim.y * tIdx.z); }
+inline void syncwarp() { warp_bars[flat_thread() / 32]->arrive_and_wait(); }
+// Every lane posts x; each reads the value of lane src(lane) (its own where src is outside the segment).
+template <typename T, typename Src>
+T shfl_exchange(T x, Src src) {
+  static_assert(sizeof(T) <= 64);
+  const unsigned t = flat_thread(), w = t / 32, lane = t % 32;
+  std::memcpy(warp_slots[w].lane[lane], &x, sizeof(T));
+  syncwarp();
+  T y;
+  std::memcpy(&y, warp_slots[w].lane[src(static_cast<int>(lane))], sizeof(T));
+  syncwarp();
+  return y;
+}
+template <typename T> T shfl_xor(unsigned, T x, int m, int width = 32) {
+  return shfl_exchange(x, [&](int l) { const int s = l ^ m; return (s / width == l / width) ? s : l; });
+}
+template <typename T> T shfl_idx(unsigned, T x, int src, int width = 32) {
+  return shfl_exchange(x, [&](int l) { return (l / width) * width + (src % width); });
+}
+template <typename T> T shfl_up(unsigned, T x, int d, int width = 32) {
+  return shfl_exchange(x, [&](int l) { return (l % width) >= d ? l - d : l; });
+}
+template <typename T> T shfl_down(unsigned, T x, int d, int width = 32) {
+  return shfl_exchange(x, [&](int l) { return (l % width) + d < width ? l + d : l; });
+}
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, d += a b, fragments as gpu/mma.cuh documents them.
+inline void mma_tf32(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  struct Frag { unsigned a[4], b[2]; };
+  const unsigned t = flat_thread(), w = t / 32, lane = t % 32;
+  Frag mine{{a[0], a[1], a[2], a[3]}, {b0, b1}};
+  std::memcpy(warp_slots[w].lane[lane], &mine, sizeof mine);
+  syncwarp();
+  Frag all[32];
+  for (int l = 0; l < 32; ++l) std::memcpy(&all[l], warp_slots[w].lane[l], sizeof(Frag));
+  syncwarp();
+  auto tf32 = [](unsigned bits) { float f; bits &= 0xffffe000u; std::memcpy(&f, &bits, 4); return static_cast<double>(f); };
+  auto A = [&](int r, int k) { return tf32(all[(r % 8) * 4 + k % 4].a[(r >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]); };
+  auto B = [&](int k, int n) { return tf32(all[n * 4 + k % 4].b[k >= 4 ? 1 : 0]); };
+  const int g = static_cast<int>(lane) / 4, q = static_cast<int>(lane) % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int r = g + (e >= 2 ? 8 : 0), n = 2 * q + (e & 1);
+    double acc = d[e];
+    for (int k = 0; k < 8; ++k) acc += A(r, k) * B(k, n);
+    d[e] = static_cast<float>(acc);
+  }
+}
 }  // namespace emu
+
+// Bit casts the device code uses (device intrinsics, not declared for host code).
+inline unsigned __float_as_uint(float x) { unsigned u; std::memcpy(&u, &x, 4); return u; }
+inline float __uint_as_float(unsigned u) { float x; std::memcpy(&x, &u, 4); return x; }
+inline int __float_as_int(float x) { int u; std::memcpy(&u, &x, 4); return u; }
+inline float __int_as_float(int u) { float x; std::memcpy(&x, &u, 4); return x; }
 
 #undef __device__
 #undef __global__
@@ -73,6 +142,10 @@ template <typename T> T shfl_dummy(unsigned, T x, int) { return x; }
 #define gridDim ::emu::gDim
 #define __syncthreads() ::emu::bar->arrive_and_wait()
 #define __cvta_generic_to_shared(p) ::emu::cvta(p)
-#define __shfl_up_sync(m, x, d) ::emu::shfl_dummy(m, x, d)
+#define __shfl_up_sync(...) ::emu::shfl_up(__VA_ARGS__)
+#define __shfl_down_sync(...) ::emu::shfl_down(__VA_ARGS__)
+#define __shfl_xor_sync(...) ::emu::shfl_xor(__VA_ARGS__)
+#define __shfl_sync(...) ::emu::shfl_idx(__VA_ARGS__)
+#define __syncwarp(...) ::emu::syncwarp()
 #define cudaFuncSetAttribute(...) cudaSuccess
 #define cudaGetLastError() cudaSuccess

@@ -1,7 +1,7 @@
 # Rewrites gpu/*.cu into host C++ for the emulation (emu.hpp): kernel launches <<<grid, block, smem, stream>>>(args)
 # become emu::launch calls, dynamic shared memory one buffer, the PTX exponential (ex2.approx.ftz) exp2f with
-# the flush to zero, cp.async a copy that completes at once, the chunk numbering's warp-shuffle scan a host loop.
-# Usage: rewrite.py REPO OUT FILE.cu...   (writes OUT/FILE.cpp and OUT/gpu/common.cuh)
+# the flush to zero, cp.async a copy that completes at once, mma.sync emu::mma_tf32, the chunk numbering's warp-shuffle scan a host loop.
+# Usage: rewrite.py REPO OUT FILE.cu...   (writes OUT/FILE.cpp, OUT/gpu/common.cuh and OUT/gpu/mma.cuh)
 import os
 import re
 import sys
@@ -23,6 +23,12 @@ for asm in ('asm volatile("cp.async.commit_group;\\n" ::: "memory");', 'asm vola
     assert asm in common, "common.cuh's cp.async commit / wait changed: update rewrite.py"
     common = common.replace(asm, "")
 open(os.path.join(out, "gpu", "common.cuh"), "w").write(common)
+# mma.sync as emu::mma_tf32 (a warp exchange, emu.hpp).
+mma = open(os.path.join(repo, "gpu", "mma.cuh")).read()
+mma_asm = re.compile(r'  asm\("mma\.sync\.aligned\.m16n8k8\.row\.col\.f32\.tf32\.tf32\.f32.*?\);\n', re.S)
+assert len(mma_asm.findall(mma)) == 1, "mma.cuh's mma_tf32 changed: update rewrite.py"
+mma = mma_asm.sub("  ::emu::mma_tf32(d, a, b0, b1);\n", mma)
+open(os.path.join(out, "gpu", "mma.cuh"), "w").write(mma)
 
 
 def launch(m):

@@ -7,7 +7,8 @@
 # writes past the end of an input, an output or a block's shared memory: a partial memcheck, since the workspace
 # is one allocation), =thread with ThreadSanitizer (two threads of a block touching one address with no barrier
 # between: racecheck inside a block; blocks run one after another, so nothing across blocks). Needs a configured
-# build (the reference libraries) and the CUDA headers. Usage: scripts/gpu-emulate/run.sh [case index]
+# build (the reference libraries) and the CUDA headers. DPLR_EMULATE_DIR (default /tmp/dplr-gpu-emulate) is where
+# the rewritten sources and objects go: give each worktree its own. Usage: scripts/gpu-emulate/run.sh [case index]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -17,7 +18,7 @@ out=${DPLR_EMULATE_DIR:-/tmp/dplr-gpu-emulate}${sanitize:+-$sanitize}
 mkdir -p "$out/obj"
 cmake --build "$build" --target dplr_reference >/dev/null
 python3 "$here/rewrite.py" "$repo" "$out" checks.cu chunk_offsets.cu chunk_A.cu chunk_WY.cu chunk_h.cu chunk_o.cu \
-  chunk_cumsum.cu chunk_forward.cu chunk_o_bwd.cu chunk_h_bwd.cu chunk_WY_bwd.cu chunk_A_bwd.cu chunk_cumsum_bwd.cu \
+  chunk_cumsum.cu chunk_forward.cu chunk_A_WY.cu chunk_ho.cu chunk_ho_fma.cu chunk_ho_mma.cu chunk_o_bwd.cu chunk_h_bwd.cu chunk_WY_bwd.cu chunk_A_bwd.cu chunk_cumsum_bwd.cu \
   chunk_backward.cu
 cp "$here/emu.hpp" "$out/"
 # -I$out first: its gpu/common.cuh (rewritten) shadows the repository's.
@@ -27,8 +28,11 @@ if [ -n "$sanitize" ]; then
   flags+=(-fsanitize="$sanitize" -g -DDPLR_EMULATE_EXACT_BUFFERS)
   link+=(-fsanitize="$sanitize")
 fi
+# ccache where installed: a rebuild after one kernel changed recompiles that file only.
+cxx=(g++)
+command -v ccache >/dev/null && cxx=(ccache g++)
 for f in "$out"/*.cpp "$here/backward_check.cpp"; do
-  g++ "${flags[@]}" -c "$f" -o "$out/obj/$(basename "$f" .cpp).o" &
+  "${cxx[@]}" "${flags[@]}" -c "$f" -o "$out/obj/$(basename "$f" .cpp).o" &
   while [ "$(jobs -r | wc -l)" -ge 2 ]; do sleep 1; done
 done
 wait
