@@ -304,9 +304,9 @@ struct BackwardVariant {
 };
 struct BackwardInputs {
   ForwardInputs fwd;           // the forward's inputs; with cu_seqlens the stages need fwd.chunk_offsets
-  BackwardVariant variant;     // the stages' kernels (check_backward refuses a value outside the enum)
   const void* d_o = nullptr;   // do [B, T, H, V] in fwd.dtype (required)
   const float* dht = nullptr;  // optional [N, H, K, V]; zero when absent
+  BackwardVariant variant;     // the stages' kernels (check_backward refuses a value outside the enum)
 };
 // check_chunk(in.fwd, C) and the backward's own inputs; throws Unsupported.
 void check_backward(const BackwardInputs& in, int chunk_size);

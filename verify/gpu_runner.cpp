@@ -29,8 +29,8 @@ TensorMap run_gpu_chunk_fused(const DplrProblem&, int, const GpuRunOptions&) {
   throw InputError("GPU kernels: " + gpu_device().reason);
 }
 TensorMap run_gpu_recurrent_backward(const DplrProblem&) { throw InputError("GPU kernels: " + gpu_device().reason); }
-TensorMap run_gpu_chunk_backward(const DplrProblem&, int) { throw InputError("GPU kernels: " + gpu_device().reason); }
-TensorMap run_gpu_chunk_stages(const DplrProblem&, int) { throw InputError("GPU kernels: " + gpu_device().reason); }
+TensorMap run_gpu_chunk_backward(const DplrProblem&, int, const GpuRunOptions&) { throw InputError("GPU kernels: " + gpu_device().reason); }
+TensorMap run_gpu_chunk_stages(const DplrProblem&, int, const GpuRunOptions&) { throw InputError("GPU kernels: " + gpu_device().reason); }
 
 #else
 
@@ -212,10 +212,22 @@ TensorMap run_gpu_chunk_fused(const DplrProblem& p, int C, const GpuRunOptions& 
   return run_chunk_forward(p, C, true, options);
 }
 
-TensorMap run_gpu_chunk_backward(const DplrProblem& p, int C) {
+namespace {
+gpu::BwdKernel to_gpu(GpuKernelChoice c) {
+  return c == GpuKernelChoice::TensorCores ? gpu::BwdKernel::TensorCores
+         : c == GpuKernelChoice::Fma       ? gpu::BwdKernel::Fma
+                                           : gpu::BwdKernel::Default;
+}
+gpu::BackwardVariant to_gpu(const GpuBackwardKernels& k) {
+  return {to_gpu(k.recompute), to_gpu(k.o), to_gpu(k.h), to_gpu(k.wy), to_gpu(k.a)};
+}
+}  // namespace
+
+TensorMap run_gpu_chunk_backward(const DplrProblem& p, int C, const GpuRunOptions& options) {
   if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
   DeviceProblem d(p);
-  const gpu::BackwardInputs in = d.backward_inputs();  // the driver numbers the chunks itself with cu_seqlens
+  gpu::BackwardInputs in = d.backward_inputs();  // the driver numbers the chunks itself with cu_seqlens
+  in.variant = to_gpu(options.backward);
   const auto [key, value, a_shape, h_shape, state] = ChunkShapes::of(p, C);
   // One NaN-poisoned buffer carved into every intermediate, so an element a stage fails to write shows up.
   const gpu::BackwardWorkspaceSizes sizes = gpu::chunk_backward_workspace_floats(in, C);
@@ -243,10 +255,11 @@ TensorMap run_gpu_chunk_backward(const DplrProblem& p, int C) {
   return t;
 }
 
-TensorMap run_gpu_chunk_stages(const DplrProblem& p, int C) {
+TensorMap run_gpu_chunk_stages(const DplrProblem& p, int C, const GpuRunOptions& options) {
   if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
   DeviceProblem d(p);
   gpu::BackwardInputs in = d.backward_inputs();
+  in.variant = to_gpu(options.backward);
   const ChunkShapes shapes = ChunkShapes::of(p, C);
   const auto& [key, value, a_shape, h_shape, state] = shapes;
   // One NaN-poisoned buffer carved into every intermediate, so an element a stage fails to write shows up.

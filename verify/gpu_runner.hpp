@@ -21,8 +21,17 @@ GpuDevice gpu_device();
 // How the kernels write o: in the input dtype (the contract), or in fp32 before that final rounding (the
 // fp32-output mode, gpu::OutputMode::Fp32), which shows the 16-bit paths' internal accuracy.
 enum class GpuOutput { Rounded, Fp32 };
+// The chunk backward's kernel per stage (gpu::BackwardVariant, mirrored here so that g++ code needs no CUDA
+// header): Default is each stage's tensor-core kernel where it takes the request, else its fp32-FMA kernel.
+enum class GpuKernelChoice { Default, TensorCores, Fma };
+struct GpuBackwardKernels {
+  GpuKernelChoice recompute = GpuKernelChoice::Default, o = GpuKernelChoice::Default, h = GpuKernelChoice::Default,
+                  wy = GpuKernelChoice::Default, a = GpuKernelChoice::Default;
+  static GpuBackwardKernels all(GpuKernelChoice c) { return {c, c, c, c, c}; }
+};
 struct GpuRunOptions {
   GpuOutput output = GpuOutput::Rounded;
+  GpuBackwardKernels backward;  // the chunk backward's kernels (run_gpu_chunk_backward, run_gpu_chunk_stages)
   // A planted defect by name (gpu::PlantedDefect: "head-stride", ...; "none"): only a -DDPLR_PLANT_DEFECTS=ON build
   // runs one, any other refuses it (InputError).
   std::string planted_defect = "none";
@@ -49,14 +58,15 @@ TensorMap run_gpu_recurrent_backward(const DplrProblem& problem);
 // always: dL/dh0 is defined without h0), and the backward stage tensors the oracles add to them, dA_qk, dA_qb,
 // dA_ak, dA_ab, dh, dv_new, dw (fp32; dh laid out as the oracles lay it, ChunkGrid). As run_gpu_chunk does for o,
 // dq, dk, dv, da, db are the rounded gradients, not the stages' fp32 totals.
-TensorMap run_gpu_chunk_backward(const DplrProblem& problem, int chunk_size);
+TensorMap run_gpu_chunk_backward(const DplrProblem& problem, int chunk_size, const GpuRunOptions& options = {});
 // The chunk form's stages one kernel at a time, forward then backward, in pipeline order (`dplr stages --gpu`, and the
 // stage checks of `dplr check`'s chunk-bwd cases): the staged forward (gpu::chunk_forward: cumsum, A, WY, h, o), then
 // o_bwd, h_bwd, WY_bwd, A_bwd, cumsum_bwd called one by one on the forward's own tensors, each stage on its
 // predecessors' outputs, so that a wrong stage shows first in its own tensors. Returns every stage tensor the oracles
 // name (reference/chunk_stages.hpp), in their layouts: gi, ge, A_qk, A_qb, A_ak, A_ab, qg, kg, bg, ag, eg_last,
 // A_ab_inv, w, u, h, v_new, ht, o (the input dtype), dA_qk, dA_qb, dh, dv_new, dw, dh0, dA_ab, dA_ak, and the fp32
-// totals dv, dq, dk, da, db (not rounded: the stages' own outputs) and dgk. The problem needs do.
-TensorMap run_gpu_chunk_stages(const DplrProblem& problem, int chunk_size);
+// totals dv, dq, dk, da, db (not rounded: the stages' own outputs) and dgk. The problem needs do. The backward
+// stages run options.backward's kernels (its `recompute` does not apply: the forward here is the staged one).
+TensorMap run_gpu_chunk_stages(const DplrProblem& problem, int chunk_size, const GpuRunOptions& options = {});
 
 }  // namespace dplr

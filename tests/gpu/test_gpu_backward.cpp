@@ -82,9 +82,11 @@ void expect_stage(const char* stage, const char* name, const std::vector<double>
 
 // Every forward and backward stage alone, in pipeline order, each on the GPU's own previous stages; returns the
 // backward stage tensors (fp32, oracle names; dq, dk, dv, da, db are the stages' fp32 totals).
-std::map<std::string, std::vector<double>> run_stages_alone(const dplr::DplrProblem& p, int C) {
+std::map<std::string, std::vector<double>> run_stages_alone(const dplr::DplrProblem& p, int C,
+                                                            const g::BackwardVariant& variant) {
   dplr::DeviceProblem d(p);
   g::BackwardInputs in = d.backward_inputs();
+  in.variant = variant;
   const auto& s = p.shape;
   const std::int64_t N = p.num_sequences();
   const g::BackwardWorkspaceSizes sz = g::chunk_backward_workspace_floats(in, C);
@@ -129,25 +131,50 @@ const StageTensor kStageTensors[] = {{"o_bwd", "dA_qk"},  {"o_bwd", "dA_qb"},  {
                                      {"WY_bwd", "dv"},    {"A_bwd", "dq"},     {"A_bwd", "dk"},      {"A_bwd", "da"},
                                      {"A_bwd", "db"},     {"cumsum_bwd", "dgk"}};
 
+// The kernel sets each case runs: every stage's FMA kernel; each stage's default (its tensor-core kernel where it
+// takes the request) on the staged recomputed forward, so that the driver's tensors are bitwise the stages' alone;
+// and the default everywhere (the fast path: recomputed on the fused forward's kernels), whose stage tensors are
+// checked against the oracles instead.
+struct KernelSet {
+  const char* name;
+  dplr::GpuBackwardKernels kernels;
+  bool driver_is_stages;  // the driver recomputes the forward as run_stages_alone does
+};
+const KernelSet kKernelSets[] = {
+    {"fma", dplr::GpuBackwardKernels::all(dplr::GpuKernelChoice::Fma), true},
+    {"default-stages", {dplr::GpuKernelChoice::Fma}, true},
+    {"default", {}, false},
+};
+g::BackwardVariant to_variant(const dplr::GpuBackwardKernels& k) {
+  auto one = [](dplr::GpuKernelChoice c) {
+    return c == dplr::GpuKernelChoice::Fma ? g::BwdKernel::Fma
+           : c == dplr::GpuKernelChoice::TensorCores ? g::BwdKernel::TensorCores : g::BwdKernel::Default;
+  };
+  return {one(k.recompute), one(k.o), one(k.h), one(k.wy), one(k.a)};
+}
+
 TEST(GpuChunkBackward, StagesAndGradientsMatchExact) {
   REQUIRE_DEVICE();
   std::uint64_t seed = 7000;
   for (int C : {16, 32, 64})
-    for (const BackwardCase& bc : backward_cases()) {
+    for (const BackwardCase& bc : backward_cases())
+      for (const KernelSet& ks : kKernelSets) {
       const Case& c = bc.c;
-      SCOPED_TRACE(c.name + " C" + std::to_string(C));
+      SCOPED_TRACE(c.name + " C" + std::to_string(C) + " kernels " + ks.name);
       const dplr::DplrProblem p = make_backward_problem(c, bc.dht, ++seed);
-      std::printf("  %s C%d\n", c.name.c_str(), C);
+      std::printf("  %s C%d kernels %s\n", c.name.c_str(), C, ks.name);
       // Stages alone against the exact stage oracles.
       const dplr::ChunkStages oracle = dplr::run_chunk_stages(p, C, dplr::Precision{dplr::Arithmetic::Double, 0});
-      const auto stages = run_stages_alone(p, C);
+      const auto stages = run_stages_alone(p, C, to_variant(ks.kernels));
       for (const auto& st : kStageTensors) {
         ASSERT_EQ(dplr::chunk_stage_of(st.name), st.stage) << st.name;
         expect_stage(st.stage, st.name, stages.at(st.name), oracle.tensors.at(st.name).rounded(), 1e-5);
       }
       // The driver against the exact reference.
       const dplr::ReferenceResult exact = dplr::run_reference(p, dplr::ReferenceOptions{dplr::Precision{dplr::Arithmetic::Double, 0}});
-      const dplr::TensorMap got = dplr::run_gpu_chunk_backward(p, C);
+      dplr::GpuRunOptions run;
+      run.backward = ks.kernels;
+      const dplr::TensorMap got = dplr::run_gpu_chunk_backward(p, C, run);
       for (const char* name : kGradients) {
         const std::vector<double>& x = got.at(name).values;
         const std::vector<double> ref = exact.tensors.at(name).rounded();
@@ -162,6 +189,14 @@ TEST(GpuChunkBackward, StagesAndGradientsMatchExact) {
                     bar);
         EXPECT_LE(e, bar) << name << ": rel RMSE " << e << " against the exact reference, over the bar " << bar
                           << (rounded ? " (1.3x the correctly-rounded floor " + std::to_string(floor) + ")" : "");
+      }
+      if (!ks.driver_is_stages) {
+        // Another recomputed forward (same values to fp32 rounding, not bitwise): the driver's own stage tensors
+        // against the oracles.
+        for (const char* name : {"dA_qk", "dA_qb", "dA_ak", "dA_ab", "dh", "dv_new", "dw"})
+          expect_stage(dplr::chunk_stage_of(name).c_str(), name, got.at(name).values, oracle.tensors.at(name).rounded(),
+                       1e-5);
+        continue;
       }
       // The driver's stage tensors are the stages' own (same kernels, same inputs): bitwise.
       for (const char* name : {"dA_qk", "dA_qb", "dA_ak", "dA_ab", "dh", "dv_new", "dw", "dgk", "dh0"})
@@ -202,12 +237,15 @@ TEST(GpuSanitizeBackward, EveryKernelOnce) {
     Case c = bc.c;
     c.name = describe(c);
     const dplr::DplrProblem p = make_backward_problem(c, bc.dht, ++seed);
-    for (int C : {16, 32, 64}) {
-      SCOPED_TRACE(c.name + " C" + std::to_string(C));
-      dplr::TensorMap got;
-      ASSERT_NO_THROW(got = dplr::run_gpu_chunk_backward(p, C));
-      for (const auto& [name, t] : got) EXPECT_EQ(count_bad(t.values), 0) << name << " has unwritten or non-finite elements";
-    }
+    for (int C : {16, 32, 64})
+      for (const KernelSet& ks : kKernelSets) {
+        SCOPED_TRACE(c.name + " C" + std::to_string(C) + " kernels " + ks.name);
+        dplr::GpuRunOptions run;
+        run.backward = ks.kernels;
+        dplr::TensorMap got;
+        ASSERT_NO_THROW(got = dplr::run_gpu_chunk_backward(p, C, run));
+        for (const auto& [name, t] : got) EXPECT_EQ(count_bad(t.values), 0) << name << " has unwritten or non-finite elements";
+      }
   }
 }
 
@@ -237,6 +275,9 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   y = in;
   y.fwd.K = 129;
   refused([&] { g::check_backward(y, 16); }, "K > 128", "K and V");
+  y = in;
+  y.variant.wy = static_cast<g::BwdKernel>(7);
+  refused([&] { g::check_backward(y, 16); }, "a backward kernel choice outside the enum", "variant.wy");
   g::GradientShares shares;  // all null
   refused([&] { g::chunk_o_bwd(in, 16, f, f, f, f, f, f, f, f, shares); }, "o_bwd without its shares", "dq_o");
   refused([&] { g::chunk_h_bwd(in, 16, f, f, f, f, f, f, f, f, f, f, nullptr, shares); }, "h_bwd without its shares",
