@@ -14,6 +14,7 @@
 #include "gpu/dplr_gpu.hpp"
 #include "reference/chunk_stages.hpp"
 #include "reference/reference.hpp"
+#include "io/tensor_io.hpp"
 #include "tests/gpu/gpu_test_cases.hpp"
 
 namespace dplr {
@@ -63,7 +64,46 @@ void check(const std::string& what, const std::vector<double>& x, const std::vec
   std::printf("    %-22s %.3e (bar %.1e)%s%s\n", what.c_str(), e, bar, nb ? " NONFINITE" : "", ok ? "" : "  <-- FAIL");
 }
 
+// `backward_check --case FILE C`: the staged and the fused forward on a case file's inputs (16-bit inputs take the
+// tensor-core kernels at C = 16), o and ht against the exact reference: rel RMSE and the fraction of o's elements
+// that are not the correctly rounded exact value (what the property sweep's misrounding gate counts).
+int forward_case(const char* path, int C) {
+  const dplr::TensorFile file = dplr::read_tensor_file(path);
+  double scale = std::numeric_limits<double>::quiet_NaN();
+  if (auto it = file.metadata.find("scale"); it != file.metadata.end()) scale = std::stod(it->second);
+  const dplr::DplrProblem p = dplr::problem_from_tensors(file.tensors, scale, false, path);
+  const auto& sh = p.shape;
+  const E dt = p.q.dtype == DType::F32 ? E::F32 : p.q.dtype == DType::F16 ? E::F16 : E::BF16;
+  const E gdt = p.gk.dtype == DType::F32 ? E::F32 : dt;
+  Host q = up(p.q.values, dt), k = up(p.k.values, dt), v = up(p.v.values, dt), a = up(p.a.values, dt),
+       b = up(p.b.values, dt), gk = up(p.gk.values, gdt);
+  Host h0 = p.h0 ? up(p.h0->values, E::F32) : Host{};
+  g::ForwardInputs f;
+  f.B = sh.B, f.T = sh.T, f.H = sh.H, f.K = sh.K, f.V = sh.V, f.dtype = dt, f.gk_dtype = gdt, f.scale = float(p.scale);
+  f.q = q.p(), f.k = k.p(), f.v = v.p(), f.a = a.p(), f.b = b.p(), f.gk = gk.p();
+  if (p.h0) f.h0 = h0.f();
+  std::vector<std::int64_t> cu = p.cu_seqlens;
+  if (!cu.empty()) f.cu_seqlens = cu.data(), f.num_sequences = std::int64_t(cu.size()) - 1;
+  const std::int64_t N = p.num_sequences(), nv = sh.B * sh.T * sh.H * sh.V, ns = N * sh.H * sh.K * sh.V;
+  const dplr::ReferenceResult ex = dplr::run_reference(p, dplr::ReferenceOptions{dplr::Precision{dplr::Arithmetic::Double, 0}});
+  const std::vector<double> ro = ex.tensors.at("o").rounded(), rht = ex.tensors.at("ht").rounded();
+  std::printf("%s: B%lld T%lld H%lld K%lld V%lld %s C%d\n", path, (long long)sh.B, (long long)sh.T, (long long)sh.H,
+              (long long)sh.K, (long long)sh.V, g::elem_type_name(dt), C);
+  for (int fused = 0; fused < 2; ++fused) {
+    Host wb = buf(g::chunk_workspace_floats(f, C).total()), o = buf(nv), ht = buf(ns);
+    const g::ChunkWorkspace ws = g::carve_chunk_workspace(f, C, wb.f());
+    (fused ? g::chunk_forward_fused : g::chunk_forward)(f, C, ws, o.p(), ht.f(), 0);
+    const std::vector<double> x = down(o.p(), nv, dt);
+    long mis = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) mis += x[i] != dplr::round_to_dtype(ro[i], dplr::core_dtype(dt));
+    std::printf("  %-6s o rel RMSE %.4e, misrounded %.3f%%; ht rel RMSE %.4e\n", fused ? "fused" : "staged", rel(x, ro),
+                100.0 * mis / double(x.size()), rel(down(ht.p(), ns, E::F32), rht));
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 2 && std::string(argv[1]) == "--case") return forward_case(argv[2], argc > 3 ? std::atoi(argv[3]) : 16);
   const int only = argc > 1 ? std::atoi(argv[1]) : -1;
   struct BC { Case c; bool dht; };
   std::vector<BC> cs = {

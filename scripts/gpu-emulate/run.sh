@@ -16,7 +16,7 @@ build=$repo/${DPLR_BUILD_DIR:-build}
 sanitize=${DPLR_EMULATE_SANITIZE:-}
 out=${DPLR_EMULATE_DIR:-/tmp/dplr-gpu-emulate}${sanitize:+-$sanitize}
 mkdir -p "$out/obj"
-cmake --build "$build" --target dplr_reference >/dev/null
+cmake --build "$build" --target dplr_reference dplr_io >/dev/null
 python3 "$here/rewrite.py" "$repo" "$out" checks.cu chunk_offsets.cu chunk_A.cu chunk_WY.cu chunk_h.cu chunk_o.cu \
   chunk_cumsum.cu chunk_forward.cu chunk_A_WY.cu chunk_ho.cu chunk_ho_fma.cu chunk_ho_mma.cu chunk_o_bwd.cu chunk_h_bwd.cu chunk_WY_bwd.cu chunk_A_bwd.cu chunk_cumsum_bwd.cu \
   chunk_backward.cu
@@ -36,6 +36,6 @@ for f in "$out"/*.cpp "$here/backward_check.cpp"; do
   while [ "$(jobs -r | wc -l)" -ge 2 ]; do sleep 1; done
 done
 wait
-g++ -pthread "${link[@]}" "$out"/obj/*.o "$build/reference/libdplr_reference.a" "$build/core/libdplr_core.a" -lqd -lflint-arb -lflint -lmpfr -lgmp \
+g++ -pthread "${link[@]}" "$out"/obj/*.o "$build/reference/libdplr_reference.a" "$build/io/libdplr_io.a" "$build/core/libdplr_core.a" -lqd -lflint-arb -lflint -lmpfr -lgmp -lz \
   -L/usr/local/cuda/targets/x86_64-linux/lib -lcudart_static -ldl -lrt -o "$out/backward_check"
 "$out/backward_check" "$@"
