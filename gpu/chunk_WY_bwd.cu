@@ -5,10 +5,12 @@
 //     dv   += A_ak^T du^                 (completes dv)
 //     da_wy = dag (.) exp(ge)
 // exp(ge_r) = exp(gi_{r-1}) is re-formed from gk in fp64 and taken as chunk_A takes it for ag (1 on a chunk's
-// first row). One block (256 threads) per (chunk, head, batch row); M, A_ak, dag, du^ and the rows of w, u, v in
+// first row). Two kernels (BackwardVariant::wy): the tensor-core one (chunk_WY_bwd_mma.cu; 16-bit inputs, C = 16,
+// K and V multiples of 8, 16-byte aligned operands), the default where it applies, and the FMA one here (any
+// request): one block (256 threads) per (chunk, head, batch row); M, A_ak, dag, du^ and the rows of w, u, v in
 // shared memory (session 7: w, u, v were read from global memory, lanes on up to 16 rows a load); every output
 // element is one thread's fp32 FMA sum in a fixed order.
-#include "gpu/common.cuh"
+#include "gpu/chunk_bwd_mma.cuh"
 
 namespace dplr::gpu {
 namespace {
@@ -104,6 +106,8 @@ __global__ void __launch_bounds__(256) chunk_WY_bwd_kernel(WYBwdArgs p) {
 
 }  // namespace
 
+bool chunk_WY_bwd_tensor_cores_supported(const BackwardInputs& in, int C) { return bwd_mma_shape(in.fwd, C); }
+
 void chunk_WY_bwd(const BackwardInputs& in, int C, const float* A_ab_inv, const float* A_ak, const float* w,
                   const float* u, const float* dw, const float* dv_new, float* dA_ab, float* dA_ak, float* dv,
                   const GradientShares& shares, cudaStream_t stream) {
@@ -112,6 +116,17 @@ void chunk_WY_bwd(const BackwardInputs& in, int C, const float* A_ab_inv, const 
   if (!dw || !dv_new) refuse("chunk_WY_bwd needs h_bwd's dw and dv_new");
   if (!dA_ab || !dA_ak || !dv || !shares.da_wy)
     refuse("chunk_WY_bwd needs dA_ab, dA_ak, dv (the o_bwd and h_bwd shares in it) and the share da_wy");
+  bool tensor_cores = use_tensor_cores(in.variant.wy, chunk_WY_bwd_tensor_cores_supported(in, C), "chunk_WY_bwd");
+  if (tensor_cores && !all_aligned16({A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, shares.da_wy})) {
+    if (in.variant.wy == BwdKernel::TensorCores)
+      refuse("chunk_WY_bwd's tensor-core kernel needs 16-byte aligned A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, "
+             "dA_ak, dv and da_wy (16-byte copies); carve_backward_workspace's pieces are");
+    tensor_cores = false;  // Default: the FMA kernel takes any alignment
+  }
+  if (tensor_cores) {
+    launch_WY_bwd_mma(in, A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, shares, stream);
+    return;
+  }
   const ForwardInputs& f = in.fwd;
   const int K = static_cast<int>(f.K), V = static_cast<int>(f.V);
   const WYBwdArgs p{f.v, f.gk, A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, shares.da_wy, chunk_geom(f, C),

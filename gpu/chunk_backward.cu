@@ -35,12 +35,10 @@ void check_backward(const BackwardInputs& in, int C) {
              std::to_string(static_cast<int>(v)) + ")");
 }
 
-// No stage has a tensor-core kernel yet: Default runs the FMA kernels everywhere. Each stage's file replaces its
-// line here when its kernel lands.
+// The stages with no tensor-core kernel yet (Default runs their FMA kernels). Each stage's file replaces its line
+// here when its kernel lands (o_bwd and WY_bwd: chunk_o_bwd.cu, chunk_WY_bwd.cu).
 bool chunk_recompute_tensor_cores_supported(const BackwardInputs&, int) { return false; }
-bool chunk_o_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 bool chunk_h_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
-bool chunk_WY_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 bool chunk_A_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 
 BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int C) {

@@ -6,9 +6,11 @@
 //     dv_new_o = A_qb^T dO
 //     dh_o  = (q (.) exp(gi))^T dO = qg^T dO                   (the chunk's share of dL/dS at its start)
 // exp(gi) is re-formed from gk in fp64 (for_chunk_log2_cumsum) and taken as chunk_A takes it for qg. Needs
-// nothing from other chunks. One block (256 threads) per (chunk, head, batch row); dO, A_qk, A_qb, exp(gi), qg and
-// tiles of v, v_new, S in shared memory; every output element is one thread's fp32 FMA sum in a fixed order.
-#include "gpu/common.cuh"
+// nothing from other chunks. Two kernels (BackwardVariant::o): the tensor-core one (chunk_o_bwd_mma.cu; 16-bit
+// inputs, C = 16, K and V multiples of 8, 16-byte aligned operands), the default where it applies, and the FMA one
+// here (any request): one block (256 threads) per (chunk, head, batch row); dO, A_qk, A_qb, exp(gi), qg and tiles of
+// v, v_new, S in shared memory; every output element is one thread's fp32 FMA sum in a fixed order.
+#include "gpu/chunk_bwd_mma.cuh"
 
 namespace dplr::gpu {
 namespace {
@@ -149,6 +151,10 @@ __global__ void __launch_bounds__(256) chunk_o_bwd_kernel(OBwdArgs p) {
 
 }  // namespace
 
+bool chunk_o_bwd_tensor_cores_supported(const BackwardInputs& in, int C) {
+  return bwd_mma_shape(in.fwd, C) && all_aligned16({in.d_o});
+}
+
 void chunk_o_bwd(const BackwardInputs& in, int C, const float* A_qk, const float* A_qb, const float* qg,
                  const float* v_new, const float* h, float* dA_qk, float* dA_qb, float* dv, const GradientShares& shares,
                  cudaStream_t stream) {
@@ -157,6 +163,18 @@ void chunk_o_bwd(const BackwardInputs& in, int C, const float* A_qk, const float
     refuse("chunk_o_bwd needs the forward's A_qk, A_qb, qg, v_new and h");
   if (!dA_qk || !dA_qb || !dv || !shares.dq_o || !shares.dv_new_o || !shares.dh_o)
     refuse("chunk_o_bwd needs dA_qk, dA_qb, dv and the shares dq_o, dv_new_o, dh_o");
+  bool tensor_cores = use_tensor_cores(in.variant.o, chunk_o_bwd_tensor_cores_supported(in, C), "chunk_o_bwd");
+  if (tensor_cores && !all_aligned16({A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, shares.dq_o, shares.dv_new_o,
+                                      shares.dh_o})) {
+    if (in.variant.o == BwdKernel::TensorCores)
+      refuse("chunk_o_bwd's tensor-core kernel needs 16-byte aligned A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, "
+             "dq_o, dv_new_o and dh_o (16-byte copies); carve_backward_workspace's pieces are");
+    tensor_cores = false;  // Default: the FMA kernel takes any alignment
+  }
+  if (tensor_cores) {
+    launch_o_bwd_mma(in, A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, shares, stream);
+    return;
+  }
   const ForwardInputs& f = in.fwd;
   const int K = static_cast<int>(f.K), V = static_cast<int>(f.V);
   OBwdArgs p{in.d_o, f.v, f.gk, A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, shares.dq_o, shares.dv_new_o,

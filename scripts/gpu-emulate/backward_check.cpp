@@ -3,7 +3,7 @@
 // exact reference (fp32 inputs <= 1e-6; 16-bit inputs <= 1.3x the correctly-rounded floor, dgk and dh0 <= 1e-5),
 // and the fused forward's o and ht (its tensor-core kernels at C = 16 with 16-bit inputs) against the same reference.
 // Cases as tests/gpu/test_gpu_backward.cpp's, smaller (one std::thread per CUDA thread is slow). Exit status 1 on
-// any failure. Argument: one case index (default all). DPLR_EMULATE_DIGEST=1 also prints a hash of every tensor's bits
+// any failure. Arguments: one case index (default all), then one chunk size (default 16, 32 and 64). DPLR_EMULATE_DIGEST=1 also prints a hash of every tensor's bits
 // (to show that a rewritten kernel computes bitwise what the one before it did).
 #include "emu.hpp"
 #include <cstdio>
@@ -104,7 +104,7 @@ int forward_case(const char* path, int C) {
 
 int main(int argc, char** argv) {
   if (argc > 2 && std::string(argv[1]) == "--case") return forward_case(argv[2], argc > 3 ? std::atoi(argv[3]) : 16);
-  const int only = argc > 1 ? std::atoi(argv[1]) : -1;
+  const int only = argc > 1 ? std::atoi(argv[1]) : -1, only_C = argc > 2 ? std::atoi(argv[2]) : 0;
   struct BC { Case c; bool dht; };
   std::vector<BC> cs = {
       {{"", 1, 37, 2, 60, 100, E::F32, false, Gate::Strong, true, false, {}}, true},
@@ -119,11 +119,18 @@ int main(int argc, char** argv) {
       // K, V not multiples of 4 (the kernels' 4-wide loops end in a scalar remainder)
       {{"", 1, 45, 2, 37, 45, E::BF16, true, Gate::Strong, true, false, {}}, true},
       {{"", 1, 40, 1, 70, 99, E::F32, false, Gate::Fla, true, false, {}}, true},
+      // 16-bit, K and V multiples of 8 (the tensor-core o_bwd and WY_bwd at C = 16): K = V = 128, T not a multiple
+      // of 16; gk pinned at -30 with fp32 gk; varlen with empty and short sequences; K != V (64 x 128, 128 x 64)
+      {{"", 1, 40, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
+      {{"", 2, 37, 1, 64, 64, E::BF16, true, Gate::Pinned30, false, false, {}}, false},
+      {{"", 1, 60, 2, 64, 64, E::BF16, false, Gate::Fla, true, false, {0, 0, 5, 37, 37, 60}}, true},
+      {{"", 1, 35, 1, 64, 128, E::F16, true, Gate::Strong, true, false, {}}, true},
+      {{"", 1, 35, 1, 128, 64, E::BF16, false, Gate::Fla, false, false, {}}, false},
   };
   std::uint64_t seed = 100;
   for (int C : {16, 32, 64})
     for (std::size_t ci = 0; ci < cs.size(); ++ci) {
-      if (only >= 0 && int(ci) != only) continue;
+      if ((only >= 0 && int(ci) != only) || (only_C != 0 && C != only_C)) continue;
       Case c = cs[ci].c;
       c.name = describe(c);
       const dplr::DplrProblem p = make_backward_problem(c, cs[ci].dht, ++seed);

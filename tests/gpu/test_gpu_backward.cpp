@@ -61,6 +61,12 @@ std::vector<BackwardCase> backward_cases() {
       // K, V not multiples of 4: the 4-wide loops of h_bwd end in a scalar remainder
       {{"", 1, 90, 2, 37, 45, E::BF16, true, Gate::Strong, true, false, {}}, true},
       {{"", 1, 80, 2, 70, 99, E::F32, false, Gate::Fla, true, false, {}}, true},
+      // 16-bit, K and V multiples of 8: the tensor-core o_bwd and WY_bwd at C = 16 (K = V = 128 with T not a
+      // multiple of 16, gk pinned at -30, varlen with empty and short sequences, K != V)
+      {{"", 1, 130, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
+      {{"", 2, 100, 3, 64, 64, E::BF16, true, Gate::Pinned30, false, false, {}}, false},
+      {{"", 1, 120, 2, 64, 64, E::BF16, false, Gate::Fla, true, false, {0, 0, 5, 60, 60, 120}}, true},
+      {{"", 1, 90, 2, 64, 128, E::F16, true, Gate::Strong, true, false, {}}, true},
   };
   for (auto& b : cs) b.c.name = describe(b.c) + (b.dht ? " dht" : "");
   return cs;
@@ -286,6 +292,44 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   refused([&] { g::chunk_A_bwd(in, 16, f, f, f, f, f, f, f, f, shares); }, "A_bwd without its shares", "dq_o");
   refused([&] { g::chunk_cumsum_bwd(in, 16, f, shares); }, "cumsum_bwd without its shares", "dgk_A");
   refused([&] { g::chunk_o_bwd(in, 16, nullptr, f, f, f, f, f, f, f, shares); }, "o_bwd without A_qk", "A_qk");
+  // The tensor-core o_bwd and WY_bwd: an explicit TensorCores they do not take is refused, never replaced.
+  alignas(16) float pool[8] = {};
+  g::GradientShares all;
+  all.dq_o = all.dv_new_o = all.dh_o = all.da_wy = pool;
+  g::BackwardInputs tc = in;
+  tc.fwd.v = tc.d_o = pool;
+  tc.variant.o = tc.variant.wy = g::BwdKernel::TensorCores;
+  EXPECT_TRUE(g::chunk_o_bwd_tensor_cores_supported(tc, 16));
+  EXPECT_TRUE(g::chunk_WY_bwd_tensor_cores_supported(tc, 16));
+  auto o_bwd = [&](const g::BackwardInputs& r, int C, float* ws) { g::chunk_o_bwd(r, C, ws, ws, ws, ws, ws, ws, ws, ws, all); };
+  auto wy_bwd = [&](const g::BackwardInputs& r, int C, float* ws) {
+    g::chunk_WY_bwd(r, C, ws, ws, ws, ws, ws, ws, ws, ws, ws, all);
+  };
+  auto both_refused = [&](const g::BackwardInputs& r, int C, float* ws, const char* why, bool o_too, bool wy_too,
+                          const char* o_says, const char* wy_says) {
+    if (o_too) refused([&] { o_bwd(r, C, ws); }, why, o_says);
+    if (wy_too) refused([&] { wy_bwd(r, C, ws); }, why, wy_says);
+  };
+  const char* o_no = "tensor-core kernel of chunk_o_bwd";
+  const char* wy_no = "tensor-core kernel of chunk_WY_bwd";
+  y = tc;
+  y.fwd.dtype = y.fwd.gk_dtype = E::F32;
+  both_refused(y, 16, pool, "TensorCores with fp32 inputs", true, true, o_no, wy_no);
+  both_refused(tc, 32, pool, "TensorCores at C = 32", true, true, o_no, wy_no);
+  y = tc;
+  y.fwd.K = 60;
+  both_refused(y, 16, pool, "TensorCores with K = 60", true, true, o_no, wy_no);
+  y = tc;
+  y.fwd.V = 100;
+  both_refused(y, 16, pool, "TensorCores with V = 100", true, true, o_no, wy_no);
+  y = tc;
+  y.fwd.v = reinterpret_cast<const char*>(pool) + 4;
+  both_refused(y, 16, pool, "TensorCores with v not 16-byte aligned", true, true, o_no, wy_no);
+  y = tc;
+  y.d_o = reinterpret_cast<const char*>(pool) + 4;
+  both_refused(y, 16, pool, "TensorCores with do not 16-byte aligned", true, false, o_no, wy_no);
+  both_refused(tc, 16, pool + 1, "TensorCores with a workspace buffer not 16-byte aligned", true, true,
+               "chunk_o_bwd's tensor-core kernel needs 16-byte aligned", "chunk_WY_bwd's tensor-core kernel needs 16-byte aligned");
   // cu_seqlens: the stages need the chunk numbering of their chunk size; the workspace sizes and the driver do not.
   y = in;
   y.fwd.cu_seqlens = reinterpret_cast<const std::int64_t*>(&dummy);
