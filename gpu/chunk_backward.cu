@@ -39,7 +39,6 @@ void check_backward(const BackwardInputs& in, int C) {
 // line here when its kernel lands.
 bool chunk_recompute_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 bool chunk_o_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
-bool chunk_h_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 bool chunk_WY_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 bool chunk_A_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 

@@ -65,6 +65,15 @@ __device__ __forceinline__ void load_b_exact(const T* m, int ld, int k0, int n0,
   b1 = __float_as_uint(to_f(m[(k0 + t + 4) * ld + n0 + g]));
 }
 
+// An A fragment of a row-major matrix of 16-bit values (exact in TF32: no split), as fp32 bits.
+template <typename T>
+__device__ __forceinline__ void load_a_exact(const T* m, int ld, int k0, int g, int t, unsigned (&a)[4]) {
+  a[0] = __float_as_uint(to_f(m[g * ld + k0 + t]));
+  a[1] = __float_as_uint(to_f(m[(g + 8) * ld + k0 + t]));
+  a[2] = __float_as_uint(to_f(m[g * ld + k0 + t + 4]));
+  a[3] = __float_as_uint(to_f(m[(g + 8) * ld + k0 + t + 4]));
+}
+
 // The 3xTF32 product of split fragments, each term into its own accumulator (they may be the same array):
 // hl += a_hi b_lo, lh += a_lo b_hi, hh += a_hi b_hi (in this order; lo*lo dropped). Separate accumulators keep
 // the dependent MMA chains short; the caller adds them, (hh + ...) + (hl + lh), once at the end.
@@ -80,6 +89,12 @@ __device__ __forceinline__ void mma_2xtf32(float (&hh)[4], float (&lh)[4], const
                                            const unsigned (&al)[4], unsigned b0, unsigned b1) {
   mma_tf32(lh, al, b0, b1);
   mma_tf32(hh, ah, b0, b1);
+}
+// The same product with an exact A (16-bit values, no lo part): hl += a b_lo, hh += a b_hi.
+__device__ __forceinline__ void mma_2xtf32_exact_a(float (&hh)[4], float (&hl)[4], const unsigned (&a)[4], unsigned bh0,
+                                                   unsigned bl0, unsigned bh1, unsigned bl1) {
+  mma_tf32(hl, a, bl0, bl1);
+  mma_tf32(hh, a, bh0, bh1);
 }
 
 }  // namespace dplr::gpu::detail

@@ -79,6 +79,11 @@ int main(int argc, char** argv) {
       // K, V not multiples of 4 (the kernels' 4-wide loops end in a scalar remainder)
       {{"", 1, 45, 2, 37, 45, E::BF16, true, Gate::Strong, true, false, {}}, true},
       {{"", 1, 40, 1, 70, 99, E::F32, false, Gate::Fla, true, false, {}}, true},
+      // 16-bit inputs at C = 16 run the tensor-core h_bwd: K = V = 128, varlen with empty sequences under gk = -30,
+      // T not a multiple of 16
+      {{"", 1, 40, 1, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
+      {{"", 1, 60, 2, 64, 64, E::BF16, true, Gate::Pinned30, true, false, {0, 0, 5, 40, 40, 60}}, true},
+      {{"", 2, 40, 1, 64, 64, E::BF16, false, Gate::Fla, false, false, {}}, true},
   };
   std::uint64_t seed = 100;
   for (int C : {16, 32, 64})
