@@ -38,7 +38,6 @@ void check_backward(const BackwardInputs& in, int C) {
 // The stages with no tensor-core kernel yet (Default runs their FMA kernels). Each stage's file replaces its line
 // here when its kernel lands (o_bwd and WY_bwd: chunk_o_bwd.cu, chunk_WY_bwd.cu).
 bool chunk_recompute_tensor_cores_supported(const BackwardInputs&, int) { return false; }
-bool chunk_h_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 bool chunk_A_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 
 BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int C) {

@@ -15,21 +15,19 @@
 // fp64 in-chunk sums of gk (for_chunk_log2_cumsum), each factor the exponential of a difference. It stages S, dS'
 // and the chunk's rows in shared memory 32 columns of V at a time (session 7: the first version read S and dS'
 // from global memory with lanes 64 floats apart, 32 cache lines a load); each output keeps its FMA chain and order.
-#include "gpu/common.cuh"
+// This file also holds the stage's entry point, which runs the tensor-core pair instead (chunk_h_bwd_mma.cu) where
+// chunk_h_bwd_tensor_cores_supported (BackwardVariant::h, Default or TensorCores).
+#include <cstdint>
+#include <string>
+
+#include "gpu/chunk_h_bwd.cuh"
 
 namespace dplr::gpu {
 namespace {
 using namespace detail;
+using namespace detail::hbwd;
 
-constexpr int kVT = 32, kThreads = 256, kRG = kThreads / kVT;  // 8 row groups, one warp each
-
-struct HBwdArgs {
-  const float *kg, *bg, *egl, *w, *dvnew_o, *dh_o, *dht;
-  float *dh, *dvnew, *dv, *dh0;
-  ChunkGeom geo;
-  std::int64_t H;
-  int K, V;
-};
+constexpr int kRG = kThreads / kVT;  // 8 row groups, one warp each
 
 // The sequential kernel's shared memory: a 2-deep ring of chunk stages filled by cp.async one chunk ahead (the rows
 // of kg, bg and, where it fits, w; exp(gl); the tile's columns of dv_new_o, of dv (o_bwd's share) and of dh_o), the
@@ -200,15 +198,6 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_kernel(HBwdArgs p) {
       if (rg + kRG * m < K) p.dh0[(nh * K + rg + kRG * m) * V + col] = st[m];
 }
 
-struct HBwdChunkArgs {
-  const void *v, *gk;
-  const float *h, *dh, *vnew, *dvnew;
-  float *dw, *dk_h, *db_h, *dcd;
-  ChunkGeom geo;
-  std::int64_t H;
-  int K, V;
-};
-
 // The per-chunk kernel's shared memory: the in-chunk sums of gk (hi, lo words) and one tile of kJT columns of V of
 // S and dS' (one padded row a key channel: lanes read consecutive channels of 4 columns, conflict-free) and of the
 // chunk's rows of dv_new, v, v_new (read as warp-wide broadcasts).
@@ -336,7 +325,17 @@ __global__ void __launch_bounds__(256) chunk_h_bwd_chunk_kernel(HBwdChunkArgs p)
   if (rq == 0) p.dcd[(ch.g * H + h) * K + i] = dcd * exp2_split(g_end);
 }
 
+bool aligned(const void* x, std::uintptr_t n) { return reinterpret_cast<std::uintptr_t>(x) % n == 0; }
+
 }  // namespace
+
+// The tensor-core pair (chunk_h_bwd_mma.cu): 16-bit inputs (v exact in TF32), C = 16, K and V multiples of 4 (16-byte
+// copies of the fp32 rows and tiles; K, V <= 128 by check_inputs), v 4-byte aligned (copies of 16-bit pairs).
+bool chunk_h_bwd_tensor_cores_supported(const BackwardInputs& in, int C) {
+  check_chunk_shape(in.fwd, C);
+  const ForwardInputs& f = in.fwd;
+  return C == 16 && f.dtype != ElemType::F32 && f.K % 4 == 0 && f.V % 4 == 0 && aligned(f.v, 4);
+}
 
 void chunk_h_bwd(const BackwardInputs& in, int C, const float* kg, const float* bg, const float* eg_last,
                  const float* w, const float* h, const float* v_new, float* dh, float* dv_new, float* dw, float* dv,
@@ -351,7 +350,23 @@ void chunk_h_bwd(const BackwardInputs& in, int C, const float* kg, const float* 
   const int K = static_cast<int>(f.K), V = static_cast<int>(f.V);
   const ChunkGeom geo = chunk_geom(f, C);
   const HBwdArgs p{kg, bg, eg_last, w, shares.dv_new_o, shares.dh_o, in.dht, dh, dv_new, dv, dh0, geo, f.H, K, V};
+  const HBwdChunkArgs q{f.v, f.gk, h, dh, v_new, dv_new, dw, shares.dk_h, shares.db_h, shares.d_chunk_decay, geo, f.H, K, V};
   const dim3 grid = sequential_grid(f, (V + kVT - 1) / kVT);
+  // The tensor-core pair copies the fp32 tensors 16 bytes at a time and stores pairs (8 bytes); the workspace
+  // (carve_backward_workspace) aligns every piece to 256 bytes. Default takes it only where the request's
+  // pointers allow it; an explicit TensorCores with misaligned ones is refused.
+  const bool a16 = aligned(kg, 16) && aligned(bg, 16) && aligned(eg_last, 16) && aligned(w, 16) && aligned(h, 16) &&
+                   aligned(v_new, 16) && aligned(dh, 16) && aligned(dv_new, 16) && aligned(dv, 16) &&
+                   aligned(shares.dv_new_o, 16) && aligned(shares.dh_o, 16) && aligned(dw, 8) &&
+                   aligned(shares.dk_h, 8) && aligned(shares.db_h, 8);
+  const bool supported = chunk_h_bwd_tensor_cores_supported(in, C);
+  if (in.variant.h == BwdKernel::TensorCores && supported && !a16)
+    refuse("chunk_h_bwd's tensor-core kernels need kg, bg, eg_last, w, h, v_new, dh, dv_new, dv, dv_new_o and dh_o "
+           "16-byte aligned and dw, dk_h, db_h 8-byte aligned (as carve_backward_workspace makes them)");
+  if (use_tensor_cores(in.variant.h, supported && a16, "chunk_h_bwd")) {
+    launch_mma(p, q, f.dtype, f.gk_dtype, grid, chunk_grid(f, C), stream);
+    return;
+  }
   dispatch_types_and_chunk(f.dtype, f.gk_dtype, C, [&](auto, auto, auto c) {
     constexpr int CC = decltype(c)::value;
     auto go = [&](auto km) {
@@ -364,7 +379,6 @@ void chunk_h_bwd(const BackwardInputs& in, int C, const float* kg, const float* 
     else go(std::integral_constant<int, 128>{});
   });
   DPLR_LAUNCHED("chunk_h_bwd_kernel");
-  const HBwdChunkArgs q{f.v, f.gk, h, dh, v_new, dv_new, dw, shares.dk_h, shares.db_h, shares.d_chunk_decay, geo, f.H, K, V};
   dispatch_types_and_chunk(f.dtype, f.gk_dtype, C, [&](auto t, auto g, auto c) {
     using T = decltype(t);
     using G = decltype(g);

@@ -126,6 +126,11 @@ int main(int argc, char** argv) {
       {{"", 1, 60, 2, 64, 64, E::BF16, false, Gate::Fla, true, false, {0, 0, 5, 37, 37, 60}}, true},
       {{"", 1, 35, 1, 64, 128, E::F16, true, Gate::Strong, true, false, {}}, true},
       {{"", 1, 35, 1, 128, 64, E::BF16, false, Gate::Fla, false, false, {}}, false},
+      // 16-bit inputs at C = 16 run the tensor-core h_bwd: K = V = 128, varlen with empty sequences under gk = -30,
+      // T not a multiple of 16
+      {{"", 1, 40, 1, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
+      {{"", 1, 60, 2, 64, 64, E::BF16, true, Gate::Pinned30, true, false, {0, 0, 5, 40, 40, 60}}, true},
+      {{"", 2, 40, 1, 64, 64, E::BF16, false, Gate::Fla, false, false, {}}, true},
   };
   std::uint64_t seed = 100;
   for (int C : {16, 32, 64})

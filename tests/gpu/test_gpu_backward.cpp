@@ -67,6 +67,9 @@ std::vector<BackwardCase> backward_cases() {
       {{"", 2, 100, 3, 64, 64, E::BF16, true, Gate::Pinned30, false, false, {}}, false},
       {{"", 1, 120, 2, 64, 64, E::BF16, false, Gate::Fla, true, false, {0, 0, 5, 60, 60, 120}}, true},
       {{"", 1, 90, 2, 64, 128, E::F16, true, Gate::Strong, true, false, {}}, true},
+      // 16-bit at C = 16 (h_bwd's tensor-core kernels): K = V = 128 under gk = -30, varlen with empty sequences
+      {{"", 1, 70, 2, 128, 128, E::BF16, false, Gate::Pinned30, true, false, {}}, true},
+      {{"", 1, 100, 2, 64, 64, E::BF16, true, Gate::Strong, true, false, {0, 0, 37, 37, 100}}, true},
   };
   for (auto& b : cs) b.c.name = describe(b.c) + (b.dht ? " dht" : "");
   return cs;
@@ -330,6 +333,32 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   both_refused(y, 16, pool, "TensorCores with do not 16-byte aligned", true, false, o_no, wy_no);
   both_refused(tc, 16, pool + 1, "TensorCores with a workspace buffer not 16-byte aligned", true, true,
                "chunk_o_bwd's tensor-core kernel needs 16-byte aligned", "chunk_WY_bwd's tensor-core kernel needs 16-byte aligned");
+  {  // h_bwd's tensor-core kernels: 16-bit inputs, C = 16, K and V multiples of 4, aligned tensors; an explicit
+     // TensorCores outside that is refused, never replaced by the FMA kernels
+    alignas(16) float buf[8] = {};
+    float* a = buf;
+    g::GradientShares sh;
+    sh.dq_o = sh.dv_new_o = sh.dh_o = sh.dk_h = sh.db_h = sh.d_chunk_decay = sh.da_wy = sh.dgk_A = a;
+    EXPECT_TRUE(g::chunk_h_bwd_tensor_cores_supported(in, 16));
+    g::BackwardInputs z = in;
+    z.variant.h = g::BwdKernel::TensorCores;
+    auto h_bwd = [&](const g::BackwardInputs& r, int C, float* kg) {
+      return [&r, C, kg, a, &sh] { g::chunk_h_bwd(r, C, kg, a, a, a, a, a, a, a, a, a, nullptr, sh); };
+    };
+    z.fwd.dtype = z.fwd.gk_dtype = E::F32;
+    EXPECT_FALSE(g::chunk_h_bwd_tensor_cores_supported(z, 16));
+    refused(h_bwd(z, 16, a), "h_bwd tensor cores with fp32 inputs", "tensor-core kernel of chunk_h_bwd");
+    z = in;
+    z.variant.h = g::BwdKernel::TensorCores;
+    EXPECT_FALSE(g::chunk_h_bwd_tensor_cores_supported(z, 32));
+    refused(h_bwd(z, 32, a), "h_bwd tensor cores at C = 32", "tensor-core kernel of chunk_h_bwd");
+    z.fwd.K = 62;
+    EXPECT_FALSE(g::chunk_h_bwd_tensor_cores_supported(z, 16));
+    refused(h_bwd(z, 16, a), "h_bwd tensor cores with K not a multiple of 4", "tensor-core kernel of chunk_h_bwd");
+    z = in;
+    z.variant.h = g::BwdKernel::TensorCores;
+    refused(h_bwd(z, 16, a + 1), "h_bwd tensor cores with kg not 16-byte aligned", "16-byte aligned");
+  }
   // cu_seqlens: the stages need the chunk numbering of their chunk size; the workspace sizes and the driver do not.
   y = in;
   y.fwd.cu_seqlens = reinterpret_cast<const std::int64_t*>(&dummy);

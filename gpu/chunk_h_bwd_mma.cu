@@ -1,0 +1,364 @@
+// The tensor-core kernels of stage h_bwd (chunk_h_bwd, chunk_h_bwd.cu; 16-bit inputs, C = 16, K, V <= 128 and
+// multiples of 4): the same quantities as the FMA pair (chunk_h_bwd.cu has the formulas), the products on mma.sync
+// m16n8k8 TF32 with fp32 operands split hi + lo (3xTF32, mma.cuh: each product to about 2^-21 relative, fp32
+// accumulation) and the 16-bit v exact in TF32 (2 MMAs). Not bitwise the FMA pair: other summation orders.
+//
+// Sequential kernel: the backward mirror of chunk_ho_mma.cu. One block of 8 warps per (32 columns of V, head,
+// sequence) walks the chunks from the last; the K x 32 tile of dS' lives in MMA accumulator registers (TPW = KM / 32
+// tiles of 16 x 8 a warp: KM = 64 rows 16 (w / 2), columns 16 (w % 2) .. + 15; KM = 128 rows 16 w, all 32 columns)
+// and is mirrored once a chunk to shared memory (padded rows) as the B operand of the next chunk. Per chunk:
+//     dh    = dS'                                      (from the registers)
+//     phase 1, warp w, columns 8 (w % 4) .. + 7:      dv_new = dv_new_o + bg dS'  (w < 4),  dv += kg dS'  (w >= 4)
+//     barrier (dv_new in shared memory)
+//     dS    = diag(exp(gl)) dS' + dh_o + w^T dv_new    (every warp its TPW tiles)
+// Operands (kg, bg, w rows, exp(gl), the tile's dv_new_o, dv and dh_o) arrive by cp.async in a ring of three
+// stages, two chunks ahead. KM = 64: 99 KB, two blocks an SM; KM = 128: 177 KB, one.
+//
+// Per-chunk kernel: one block of 8 warps per (chunk, head, batch row), the products that sum over all of V:
+//     dw = dv_new S^T,  dkg = v dS'^T,  dbg = v_new dS'^T     (16 x KM outputs, warp w the 8-column tiles w, w + 8)
+//     d_chunk_decay = exp(gl) (.) rowsum(S (.) dS')            (fp32 FMA, one thread a key channel, j in order)
+// V in slabs of 32 columns (S, dS', dv_new, v_new, v of the chunk) through a cp.async ring (3 stages at KM = 64:
+// 81 KB, two blocks an SM; 2 at KM = 128: 102 KB, two); then dk_h = dkg (.) exp(gl - gi), db_h = dbg (.) exp(gl -
+// gi), each factor the exponential of a difference of the fp64 in-chunk sums of gk (exp2_diff_exact_scale, as the
+// FMA kernel).
+#include <cstdint>
+#include <type_traits>
+
+#include "gpu/chunk_h_bwd.cuh"
+#include "gpu/mma.cuh"
+
+namespace dplr::gpu::detail::hbwd {
+namespace {
+
+// The sequential kernel's shared memory, in floats: NS stages of [kg | bg | w rows (C x KP) | exp(gl) (KM) |
+// dv_new_o, dv tiles (C x LS) | dh_o tile (KM x LS)], then dS' (KM x LS) and dv_new (C x LS). Rows of kg, bg, w
+// (read as A fragments, or A^T) are 4 mod 32 floats apart, rows of the V tiles 8 mod 32: conflict-free fragments.
+template <int KMAX>
+struct SeqM {
+  static constexpr int C = 16, KM = KMAX, KP = KM + 4, LS = kVT + 8, NS = 3;
+  static constexpr int Kg = 0, Bg = C * KP, W = 2 * C * KP, E = 3 * C * KP, Dvo = E + KM, Dv = Dvo + C * LS,
+                       Dho = Dv + C * LS, stage = Dho + KM * LS;
+  static constexpr int TPW = KM / 32, WPR = 128 / KM;  // state tiles a warp; warps a 16-row tile
+  static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + C * LS) * sizeof(float);
+};
+static_assert(SeqM<64>::bytes <= 110 * 1024, "h_bwd sequential mma: two blocks an SM at K <= 64");
+static_assert(SeqM<128>::bytes <= 227 * 1024, "h_bwd sequential mma: one block an SM at K <= 128");
+static_assert(SeqM<64>::stage % 4 == 0 && SeqM<128>::stage % 4 == 0 && SeqM<64>::Dvo % 4 == 0, "16-byte stage rows");
+
+template <int KMAX>
+__global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs p) {
+  using L = SeqM<KMAX>;
+  constexpr int NS = L::NS, C = L::C, KP = L::KP, LS = L::LS, TPW = L::TPW;
+  const int K = p.K, V = p.V;
+  extern __shared__ __align__(16) float sm[];
+  float* Ss = sm + NS * L::stage;  // [KM][LS] dS' of the chunk being processed
+  float* Vn = Ss + L::KM * LS;     // [C][LS] its dv_new
+
+  const std::int64_t h = blockIdx.y, H = p.H;
+  const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
+  const std::int64_t count = seq.count, nh = seq.n * H + h;
+  const int c0 = vtile_of_block(p.geo) * kVT;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+
+  // Stage x of the walk is chunk count - 1 - x.
+  auto load = [&](std::int64_t x, int slot) {
+    float* sg = sm + slot * L::stage;
+    const Chunk ch = chunk_in(seq, count - 1 - x, C);
+    const int e = threadIdx.x;
+    for (int y = e; y < C * L::KM / 4; y += kThreads) {
+      const int r = y / (L::KM / 4), d = (y % (L::KM / 4)) * 4;
+      const bool ok = r < ch.len && d < K;
+      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, d, K) : 0;
+      const int o = r * KP + d;
+      cp16(sg + L::Kg + o, p.kg + ix, ok);
+      cp16(sg + L::Bg + o, p.bg + ix, ok);
+      cp16(sg + L::W + o, p.w + ix, ok);
+    }
+    if (e < L::KM / 4) {
+      const bool ok = 4 * e < K;
+      cp16(sg + L::E + 4 * e, p.egl + (ok ? (ch.g * H + h) * K + 4 * e : 0), ok);
+    }
+    if (e < C * kVT / 4) {
+      const int r = e / (kVT / 4), cx = (e % (kVT / 4)) * 4;
+      const bool ok = r < ch.len && c0 + cx < V;
+      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0;
+      cp16(sg + L::Dvo + r * LS + cx, p.dvnew_o + ix, ok);
+      cp16(sg + L::Dv + r * LS + cx, p.dv + ix, ok);
+    }
+    const std::int64_t base = (ch.g * H + h) * K * V;
+    for (int y = e; y < L::KM * kVT / 4; y += kThreads) {
+      const int i = y / (kVT / 4), cx = (y % (kVT / 4)) * 4;
+      const bool ok = i < K && c0 + cx < V;
+      cp16(sg + L::Dho + i * LS + cx, p.dh_o + (ok ? base + i * V + c0 + cx : 0), ok);
+    }
+  };
+
+  const int mt = warp / L::WPR, nb0 = (warp % L::WPR) * TPW;  // state tiles: rows 16 mt .., columns 8 (nb0 + j) ..
+  float sa[TPW][4];
+#pragma unroll
+  for (int j = 0; j < TPW; ++j)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = 8 * (nb0 + j) + 2 * t + (q & 1);
+      sa[j][q] = (p.dht && i < K && c0 + col < V) ? p.dht[(nh * K + i) * V + c0 + col] : 0.f;
+      Ss[i * LS + col] = sa[j][q];
+    }
+  ring_start<NS>(count, load);
+  const int mat = warp >> 2, nt = warp & 3;  // phase 1: dv_new (mat 0) or dv (mat 1), columns 8 nt ..
+  for (std::int64_t x = 0; x < count; ++x) {  // an empty sequence (cu_seqlens) has none: dh0 = dht
+    ring_advance<NS>(x, count, load);  // chunk x's stage landed; dS' in Ss; the later chunk's Vn no longer read
+    const Chunk ch = chunk_in(seq, count - 1 - x, C);
+    const float* sg = sm + static_cast<int>(x % NS) * L::stage;
+    {  // dh of this chunk: dS', the gradient at its end (V even, so col < V means col + 1 < V)
+      const std::int64_t base = (ch.g * H + h) * K * V;
+#pragma unroll
+      for (int j = 0; j < TPW; ++j) {
+        const int col = c0 + 8 * (nb0 + j) + 2 * t;
+#pragma unroll
+        for (int q = 0; q < 4; q += 2) {
+          const int i = 16 * mt + g + (q >= 2 ? 8 : 0);
+          if (i < K && col < V)
+            *reinterpret_cast<float2*>(p.dh + base + i * V + col) = make_float2(sa[j][q], sa[j][q + 1]);
+        }
+      }
+    }
+    {  // phase 1: dv_new = dv_new_o + bg dS' (mat 0), dv += kg dS' (mat 1)
+      const float* M = sg + (mat ? L::Kg : L::Bg);
+      const float* init = sg + (mat ? L::Dv : L::Dvo);
+      const int cn = 8 * nt + 2 * t;
+      float acc[4], acc2[4] = {0.f, 0.f, 0.f, 0.f}, cor[4] = {0.f, 0.f, 0.f, 0.f}, cor2[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[q] = init[(g + (q >= 2 ? 8 : 0)) * LS + cn + (q & 1)];
+#pragma unroll
+      for (int k0 = 0; k0 < L::KM; k0 += 8) {
+        unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
+        load_a_split(M, KP, k0, g, t, ah, al);
+        load_b_split(Ss, LS, k0, 8 * nt, g, t, bh0, bl0, bh1, bl1);
+        if ((k0 / 8) % 2 == 0) mma_3xtf32(acc, cor, cor2, ah, al, bh0, bl0, bh1, bl1);
+        else mma_3xtf32(acc2, cor, cor2, ah, al, bh0, bl0, bh1, bl1);
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[q] = (acc[q] + acc2[q]) + (cor[q] + cor2[q]);
+      const int col = c0 + cn;
+      if (col < V) {
+        float* out = mat ? p.dv : p.dvnew;
+#pragma unroll
+        for (int q = 0; q < 4; q += 2) {
+          const int r = g + (q >= 2 ? 8 : 0);
+          if (r < ch.len)
+            *reinterpret_cast<float2*>(out + tix(ch.bos + r, h, H, col, V)) = make_float2(acc[q], acc[q + 1]);
+        }
+      }
+      if (mat == 0) {  // rows past the chunk and columns past V are zero (their operands were zero-filled)
+        *reinterpret_cast<float2*>(Vn + g * LS + cn) = make_float2(acc[0], acc[1]);
+        *reinterpret_cast<float2*>(Vn + (g + 8) * LS + cn) = make_float2(acc[2], acc[3]);
+      }
+    }
+    __syncthreads();
+    {  // dS = diag(exp(gl)) dS' + dh_o + w^T dv_new, TPW tiles of 16 x 8 a warp
+      const float* W = sg + L::W;
+      const float* Dho = sg + L::Dho;
+      const float* egl = sg + L::E;
+      const float e0 = egl[16 * mt + g], e1 = egl[16 * mt + g + 8];
+      float cs[TPW][4];  // hi*lo and lo*hi apart from hi*hi: chains of 4 and 2
+#pragma unroll
+      for (int j = 0; j < TPW; ++j)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = 8 * (nb0 + j) + 2 * t + (q & 1);
+          sa[j][q] = fmaf(q >= 2 ? e1 : e0, sa[j][q], Dho[i * LS + col]);
+          cs[j][q] = 0.f;
+        }
+#pragma unroll
+      for (int k0 = 0; k0 < C; k0 += 8) {
+        unsigned ah[4], al[4];
+        load_at_split(W, KP, k0, 16 * mt, g, t, ah, al);
+#pragma unroll
+        for (int j = 0; j < TPW; ++j) {
+          unsigned bh0, bl0, bh1, bl1;
+          load_b_split(Vn, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
+          mma_3xtf32(sa[j], cs[j], cs[j], ah, al, bh0, bl0, bh1, bl1);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < TPW; ++j) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) sa[j][q] += cs[j][q];
+        const int cn = 8 * (nb0 + j) + 2 * t;
+        *reinterpret_cast<float2*>(Ss + (16 * mt + g) * LS + cn) = make_float2(sa[j][0], sa[j][1]);
+        *reinterpret_cast<float2*>(Ss + (16 * mt + g + 8) * LS + cn) = make_float2(sa[j][2], sa[j][3]);
+      }
+    }
+  }
+  cp_wait<0>();
+  if (p.dh0)
+#pragma unroll
+    for (int j = 0; j < TPW; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = c0 + 8 * (nb0 + j) + 2 * t + (q & 1);
+        if (i < K && col < V) p.dh0[(nh * K + i) * V + col] = sa[j][q];
+      }
+}
+
+// The per-chunk kernel's shared memory, in floats: NS slab stages of [S, dS' (KM x LB: key channel i's 32 columns,
+// read n-major as B fragments) | dv_new, v_new rows (C x LB, A fragments) | v rows (C x LV 16-bit values)], then the
+// split in-chunk sums of gk (hi, lo: C x KM each). LB = 4 mod 32 floats, LV = 20 mod 32 words: conflict-free.
+template <int KMAX>
+struct ChunkM {
+  static constexpr int C = 16, KM = KMAX, VS = 32, LB = VS + 4, LV = VS + 8, NS = KM <= 64 ? 3 : 2;
+  static constexpr int S = 0, dS = KM * LB, Dvn = 2 * KM * LB, Vn = Dvn + C * LB, Vv = Vn + C * LB,
+                       stage = Vv + C * LV / 2;
+  static constexpr int Gh = NS * stage, Gl = Gh + C * KM, floats = Gl + C * KM;
+  static constexpr std::size_t bytes = std::size_t(floats) * sizeof(float);
+};
+static_assert(ChunkM<64>::bytes <= 110 * 1024 && ChunkM<128>::bytes <= 110 * 1024, "h_bwd per-chunk mma: two blocks an SM");
+static_assert(ChunkM<64>::stage % 4 == 0 && ChunkM<128>::stage % 4 == 0 && ChunkM<64>::Vv % 4 == 0, "16-byte rows");
+
+template <typename T, typename G, int KMAX>
+__global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChunkArgs p) {
+  using L = ChunkM<KMAX>;
+  constexpr int NS = L::NS, C = L::C, LB = L::LB, LV = L::LV, VS = L::VS, NTW = KMAX / 64;  // n-tiles a warp
+  const int K = p.K, V = p.V;
+  extern __shared__ __align__(16) float sm[];
+  float* gh = sm + L::Gh;  // [C][K] in-chunk sums of gk, log2 units, hi word
+  float* gl = sm + L::Gl;  // lo word
+  const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
+  if (!ch.valid) return;
+  const std::int64_t h = blockIdx.y, H = p.H;
+  const int len = ch.len, slabs = (V + VS - 1) / VS;
+  const std::int64_t base = (ch.g * H + h) * K * V;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+
+  auto load = [&](std::int64_t x, int slot) {
+    float* sg = sm + slot * L::stage;
+    const int jt = static_cast<int>(x) * VS, e = threadIdx.x;
+    for (int y = e; y < L::KM * VS / 4; y += kThreads) {
+      const int i = y / (VS / 4), cx = (y % (VS / 4)) * 4;
+      const bool ok = i < K && jt + cx < V;
+      const std::int64_t ix = ok ? base + i * V + jt + cx : 0;
+      cp16(sg + L::S + i * LB + cx, p.h + ix, ok);
+      cp16(sg + L::dS + i * LB + cx, p.dh + ix, ok);
+    }
+    if (e < C * VS / 4) {
+      const int r = e / (VS / 4), cx = (e % (VS / 4)) * 4;
+      const bool ok = r < len && jt + cx < V;
+      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, jt + cx, V) : 0;
+      cp16(sg + L::Dvn + r * LB + cx, p.dvnew + ix, ok);
+      cp16(sg + L::Vn + r * LB + cx, p.vnew + ix, ok);
+    }
+    static_assert(C * VS / 2 == kThreads, "one 4-byte copy of v (two 16-bit values) a thread");
+    {
+      const int r = e / (VS / 2), cx = (e % (VS / 2)) * 2;
+      const bool ok = r < len && jt + cx < V;  // V even
+      T* vv = reinterpret_cast<T*>(sg + L::Vv);
+      cp4(vv + r * LV + cx, static_cast<const T*>(p.v) + (ok ? tix(ch.bos + r, h, H, jt + cx, V) : 0), ok);
+    }
+  };
+
+  ring_start<NS>(slabs, load);
+  for_chunk_log2_cumsum<G>(p.gk, ch, h, H, K, [&](int r, int d, float2 gs) {
+    gh[r * K + d] = gs.x;
+    gl[r * K + d] = gs.y;
+  });
+  // Accumulators of the warp's n-tiles (key channels 8 (warp + 8 m) ..): hi*hi apart from the cross terms.
+  float dw[NTW][4], dwc[NTW][4], dk[NTW][4], dkc[NTW][4], db[NTW][4], dbc[NTW][4];
+#pragma unroll
+  for (int m = 0; m < NTW; ++m)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) dw[m][q] = dwc[m][q] = dk[m][q] = dkc[m][q] = db[m][q] = dbc[m][q] = 0.f;
+  float dcd = 0.f;  // thread i < K: sum_j S[i][j] dS'[i][j], j in order
+  for (int x = 0; x < slabs; ++x) {
+    ring_advance<NS>(x, slabs, load);  // slab x landed (and, the first time, gh / gl written)
+    const float* sg = sm + (x % NS) * L::stage;
+    const float* St = sg + L::S;
+    const float* dSt = sg + L::dS;
+    const T* vv = reinterpret_cast<const T*>(sg + L::Vv);
+#pragma unroll
+    for (int k0 = 0; k0 < VS; k0 += 8) {
+      unsigned dvh[4], dvl[4], vnh[4], vnl[4], va[4];  // dv_new, v_new split; v exact
+      load_a_split(sg + L::Dvn, LB, k0, g, t, dvh, dvl);
+      load_a_split(sg + L::Vn, LB, k0, g, t, vnh, vnl);
+      load_a_exact(vv, LV, k0, g, t, va);
+#pragma unroll
+      for (int m = 0; m < NTW; ++m) {
+        const int n0 = 8 * (warp + 8 * m);
+        unsigned sh0, sl0, sh1, sl1, eh0, el0, eh1, el1;  // S^T, dS'^T split
+        load_bt_split(St, LB, k0, n0, g, t, sh0, sl0, sh1, sl1);
+        load_bt_split(dSt, LB, k0, n0, g, t, eh0, el0, eh1, el1);
+        mma_3xtf32(dw[m], dwc[m], dwc[m], dvh, dvl, sh0, sl0, sh1, sl1);
+        mma_2xtf32_exact_a(dk[m], dkc[m], va, eh0, el0, eh1, el1);
+        mma_3xtf32(db[m], dbc[m], dbc[m], vnh, vnl, eh0, el0, eh1, el1);
+      }
+    }
+    if (threadIdx.x < K) {
+      const int i = threadIdx.x;
+#pragma unroll
+      for (int j = 0; j < VS; j += 4) {
+        const float4 s = *reinterpret_cast<const float4*>(St + i * LB + j);
+        const float4 d = *reinterpret_cast<const float4*>(dSt + i * LB + j);
+        dcd = fmaf(s.x, d.x, dcd);
+        dcd = fmaf(s.y, d.y, dcd);
+        dcd = fmaf(s.z, d.z, dcd);
+        dcd = fmaf(s.w, d.w, dcd);
+      }
+    }
+  }
+  cp_wait<0>();
+  const int last = len - 1;
+#pragma unroll
+  for (int m = 0; m < NTW; ++m) {
+    const int i = 8 * (warp + 8 * m) + 2 * t;
+    if (i >= K) continue;  // K even: i + 1 < K too
+#pragma unroll
+    for (int q = 0; q < 4; q += 2) {
+      const int r = g + (q >= 2 ? 8 : 0);
+      if (r >= len) continue;
+      float te[2];
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+        te[u] = exp2_diff_exact_scale(make_float2(gh[last * K + i + u], gl[last * K + i + u]),
+                                      make_float2(gh[r * K + i + u], gl[r * K + i + u]));
+      const std::int64_t ix = tix(ch.bos + r, h, H, i, K);
+      *reinterpret_cast<float2*>(p.dw + ix) = make_float2(dw[m][q] + dwc[m][q], dw[m][q + 1] + dwc[m][q + 1]);
+      *reinterpret_cast<float2*>(p.dk_h + ix) =
+          make_float2((dk[m][q] + dkc[m][q]) * te[0], (dk[m][q + 1] + dkc[m][q + 1]) * te[1]);
+      *reinterpret_cast<float2*>(p.db_h + ix) =
+          make_float2((db[m][q] + dbc[m][q]) * te[0], (db[m][q + 1] + dbc[m][q + 1]) * te[1]);
+    }
+  }
+  if (threadIdx.x < K) {
+    const int i = threadIdx.x;
+    p.dcd[(ch.g * H + h) * K + i] = dcd * exp2_split(make_float2(gh[last * K + i], gl[last * K + i]));
+  }
+}
+
+}  // namespace
+
+void launch_mma(const HBwdArgs& seq, const HBwdChunkArgs& chunk, ElemType dtype, ElemType gk_dtype, dim3 seq_grid,
+                dim3 chunk_grid, cudaStream_t stream) {
+  auto by_k = [&](auto&& go) {
+    if (seq.K <= 64) go(std::integral_constant<int, 64>{});
+    else go(std::integral_constant<int, 128>{});
+  };
+  by_k([&](auto km) {
+    constexpr int KM = decltype(km)::value;
+    set_smem(chunk_h_bwd_seq_mma_kernel<KM>, SeqM<KM>::bytes);
+    chunk_h_bwd_seq_mma_kernel<KM><<<seq_grid, kThreads, SeqM<KM>::bytes, stream>>>(seq);
+  });
+  DPLR_LAUNCHED("chunk_h_bwd_seq_mma_kernel");
+  dispatch_types(dtype, gk_dtype, [&](auto tt, auto gg) {
+    using T = decltype(tt);
+    using G = decltype(gg);
+    if constexpr (!std::is_same_v<T, float>) {
+      by_k([&](auto km) {
+        constexpr int KM = decltype(km)::value;
+        set_smem(chunk_h_bwd_chunk_mma_kernel<T, G, KM>, ChunkM<KM>::bytes);
+        chunk_h_bwd_chunk_mma_kernel<T, G, KM><<<chunk_grid, kThreads, ChunkM<KM>::bytes, stream>>>(chunk);
+      });
+    }
+  });
+  DPLR_LAUNCHED("chunk_h_bwd_chunk_mma_kernel");
+}
+
+}  // namespace dplr::gpu::detail::hbwd
