@@ -210,7 +210,7 @@ void add_check_command(CLI::App& app, Command& selected) {
                     "conditioning floor, the exact answer's change under a perturbation of the inputs at fp32's u)");
   command->add_option("--gpu-kernels", options->sweep.gpu_kernels,
                       "Run only the GPU cases (fixed and replayed) of these kernels, comma-separated: chunk, "
-                      "chunk-fused, recurrent (forwards), chunk-bwd, recurrent-bwd (backwards); default all")
+                      "chunk-fused, recurrent (forwards), chunk-bwd, chunk-bwd-fma, recurrent-bwd (backwards); default all")
       ->delimiter(',')
       ->check(CLI::IsMember(std::vector<std::string>(std::begin(kGpuSweepKernels), std::end(kGpuSweepKernels))));
   command->add_option("--shard", options->shard,

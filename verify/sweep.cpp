@@ -241,7 +241,10 @@ std::vector<GpuSweepCase> backward_cases(bool quick, std::uint64_t seed) {
     spec.with_backward = true;
     spec.seed = seed;
     const auto both = [&](const CaseSpec& s, std::initializer_list<int> chunk_sizes) {
-      for (int C : chunk_sizes) cases.push_back({"chunk-bwd", C, s});
+      for (int C : chunk_sizes) {
+        cases.push_back({"chunk-bwd", C, s});
+        if (C == 16 && s.dtype != DType::F32) cases.push_back({"chunk-bwd-fma", C, s});
+      }
       cases.push_back({"recurrent-bwd", 0, s});
     };
     if (quick) {
@@ -315,7 +318,7 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
                          .cu_seqlens = g.spec.cu_seqlens.empty() ? std::nullopt : std::optional(g.spec.cu_seqlens),
                          .block_tokens = chunk_kernel ? g.chunk_size : kDefaultBlockTokens,
                          .conditioning = &output_floors};
-  const GpuRunOptions run{.output = g.output, .planted_defect = o.planted_defect};
+  const GpuRunOptions run{.output = g.output, .backward = {}, .planted_defect = o.planted_defect};
   if (is_backward_kernel(g.kernel)) {
     // The planted defects are the forward kernels' (gpu::ForwardInputs::planted); the backward runs do not take one.
     if (o.planted_defect != "none")
@@ -325,8 +328,10 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
       judge_backward_case(run_gpu_recurrent_backward(p), nullptr, exact.tensors, nullptr, policy, options, c);
       return;
     }
-    const TensorMap gradients = run_gpu_chunk_backward(p, g.chunk_size);
-    const TensorMap stages = run_gpu_chunk_stages(p, g.chunk_size);
+    GpuRunOptions kernels = run;
+    if (g.kernel == "chunk-bwd-fma") kernels.backward = GpuBackwardKernels::all(GpuKernelChoice::Fma);
+    const TensorMap gradients = run_gpu_chunk_backward(p, g.chunk_size, kernels);
+    const TensorMap stages = run_gpu_chunk_stages(p, g.chunk_size, kernels);
     // Stage tensors by the stages' floors; o, ht and the gradients by the recurrence's.
     ConditioningFloors all_floors = stage_floors;
     for (const auto& [name, floor] : output_floors) all_floors[name] = floor;
@@ -424,7 +429,9 @@ std::vector<Replay> read_replays(const std::vector<std::filesystem::path>& paths
 
 }  // namespace
 
-bool is_backward_kernel(std::string_view kernel) { return kernel == "chunk-bwd" || kernel == "recurrent-bwd"; }
+bool is_backward_kernel(std::string_view kernel) {
+  return kernel == "chunk-bwd" || kernel == "chunk-bwd-fma" || kernel == "recurrent-bwd";
+}
 
 void require_gpu_sweep_kernels(const std::vector<std::string>& kernels) {
   for (const auto& k : kernels)

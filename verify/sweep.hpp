@@ -81,9 +81,12 @@ struct SweepOutcome {
 
 // The GPU kernels of the sweep, as its cases and case files name them: "chunk" (the staged forward, every stage
 // checked), "chunk-fused" (o, ht), "recurrent" (the fused recurrent forward), "chunk-bwd" (the staged chunk backward:
-// its gradients, and every stage of a staged run against its oracle), "recurrent-bwd" (the fused recurrent backward).
-inline constexpr const char* kGpuSweepKernels[] = {"chunk", "chunk-fused", "recurrent", "chunk-bwd", "recurrent-bwd"};
-bool is_backward_kernel(std::string_view kernel);  // chunk-bwd, recurrent-bwd
+// its gradients, and every stage of a staged run against its oracle, on the default kernels: each stage's tensor-core
+// kernel where it takes the case), "chunk-bwd-fma" (the same on every stage's fp32-FMA kernel, for the cases where
+// chunk-bwd runs tensor cores: 16-bit inputs at C = 16), "recurrent-bwd" (the fused recurrent backward).
+inline constexpr const char* kGpuSweepKernels[] = {"chunk", "chunk-fused", "recurrent", "chunk-bwd", "chunk-bwd-fma",
+                                                   "recurrent-bwd"};
+bool is_backward_kernel(std::string_view kernel);  // chunk-bwd, chunk-bwd-fma, recurrent-bwd
 // Throws InputError naming the known kernels unless each of `kernels` is one of kGpuSweepKernels.
 void require_gpu_sweep_kernels(const std::vector<std::string>& kernels);
 

@@ -232,10 +232,10 @@ def test_check_quick(args):
     # The backward cases: run where there is a device, else named among what was skipped.
     skipped_gpu = [line for line in proc.stdout.splitlines() if line.startswith("skipped: GPU kernels (")]
     if skipped_gpu:
-        assert "backward cases of chunk-bwd, recurrent-bwd" in skipped_gpu[0], skipped_gpu[0]
+        assert "backward cases of chunk-bwd, chunk-bwd-fma, recurrent-bwd" in skipped_gpu[0], skipped_gpu[0]
     else:
         ids = [c["id"] for c in report["cases"]]
-        for kernel in ("gpu chunk-bwd C16", "gpu chunk-bwd C64", "gpu recurrent-bwd"):
+        for kernel in ("gpu chunk-bwd C16", "gpu chunk-bwd-fma C16", "gpu chunk-bwd C64", "gpu recurrent-bwd"):
             assert any(i.startswith(kernel + ":") for i in ids), (kernel, ids)
     refused(args, ["check", "--gpu-kernels", "chunk-backward"], "chunk-backward")
     refused(args, ["check", "--cpu-only", "--gpu-kernels", "chunk-bwd"], "--gpu-kernels and --cpu-only")
@@ -245,8 +245,8 @@ def test_check_backward_gpu(args):
     """(label gpu) The backward part of `dplr check` on a device: every chunk-bwd case judges the seven gradients and
     every stage, o_bwd ... cumsum_bwd included, and passes; recurrent-bwd cases judge the gradients. Exit 77 without
     a device."""
-    proc = run(args, ["check", "--quick", "--gpu-only", "--gpu-kernels", "chunk-bwd,recurrent-bwd", "--no-regressions",
-                      "--report", "bwd.json"])
+    proc = run(args, ["check", "--quick", "--gpu-only", "--gpu-kernels", "chunk-bwd,chunk-bwd-fma,recurrent-bwd",
+                      "--no-regressions", "--report", "bwd.json"])
     if proc.returncode == 2 and "no GPU kernels to run" in proc.stderr:
         print(f"SKIP: no CUDA device: {proc.stderr.strip()}")
         sys.exit(77)
@@ -265,7 +265,7 @@ def test_check_backward_gpu(args):
             for stage in ("A", "WY", "h", "o_bwd", "h_bwd", "WY_bwd", "A_bwd", "cumsum_bwd"):
                 assert stage in stages, (c["id"], stage)
             assert c["stages"]["first_diverging_stage"] is None, c["id"]
-    assert kinds == {"gpu chunk-bwd", "gpu recurrent-bwd"}, kinds
+    assert kinds == {"gpu chunk-bwd", "gpu chunk-bwd-fma", "gpu recurrent-bwd"}, kinds
     assert "GPU cases of the kernels chunk, chunk-fused, recurrent: --gpu-kernels" in proc.stdout, proc.stdout
 
 

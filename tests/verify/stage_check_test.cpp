@@ -103,7 +103,7 @@ TEST(BackwardCaseList, GpuKernelsAndPlantedDefectsSelect) {
   SweepOptions o;
   const auto all = selected_gpu_cases(o);
   EXPECT_EQ(all.size(), gpu_sweep_cases(false, 7).size());
-  o.gpu_kernels = {"chunk-bwd", "recurrent-bwd"};
+  o.gpu_kernels = {"chunk-bwd", "chunk-bwd-fma", "recurrent-bwd"};
   const auto backward = selected_gpu_cases(o);
   EXPECT_EQ(backward.size(), backward_of(all).size());
   EXPECT_TRUE(std::all_of(backward.begin(), backward.end(), [](const auto& g) { return is_backward_kernel(g.kernel); }));
@@ -124,8 +124,25 @@ TEST(BackwardCaseList, KernelNamesAreChecked) {
     EXPECT_NE(std::string(e.what()).find("chunk-backward"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("recurrent-bwd"), std::string::npos) << e.what();
   }
-  EXPECT_TRUE(is_backward_kernel("chunk-bwd") && is_backward_kernel("recurrent-bwd"));
+  EXPECT_TRUE(is_backward_kernel("chunk-bwd") && is_backward_kernel("chunk-bwd-fma") && is_backward_kernel("recurrent-bwd"));
   EXPECT_FALSE(is_backward_kernel("chunk") || is_backward_kernel("recurrent") || is_backward_kernel("chunk-fused"));
+}
+
+// The FMA kernels keep a place in the sweep once the default runs tensor cores: every 16-bit chunk-bwd case at
+// C = 16 has its chunk-bwd-fma twin, and no other case does.
+TEST(BackwardCaseList, FmaTwinsOfTheTensorCoreCases) {
+  const auto all = gpu_sweep_cases(false, 7);
+  std::size_t tc = 0, fma = 0;
+  for (const auto& g : all) {
+    if (g.kernel == "chunk-bwd" && g.chunk_size == 16 && g.spec.dtype != DType::F32) ++tc;
+    if (g.kernel == "chunk-bwd-fma") {
+      ++fma;
+      EXPECT_EQ(g.chunk_size, 16);
+      EXPECT_NE(g.spec.dtype, DType::F32);
+    }
+  }
+  EXPECT_GT(tc, 0u);
+  EXPECT_EQ(fma, tc);
 }
 
 // ---- judging: a staged run and its gradients ---------------------------------------------------------------
