@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 
 using std::max;
@@ -99,6 +100,15 @@ template <typename T> T shfl_up(unsigned, T x, int d, int width = 32) {
 template <typename T> T shfl_down(unsigned, T x, int d, int width = 32) {
   return shfl_exchange(x, [&](int l) { return (l % width) + d < width ? l + d : l; });
 }
+// Whether the emulated mma models the tensor core's truncating accumulation (DPLR_EMULATE_MMA_TRUNCATE=bits, the
+// significand bits kept below the largest term's leading bit; 23 is an fp32 significand, no extra bits) instead
+// of an exact sum rounded once. The model is an assumption about the hardware (published measurements describe
+// V100 / A100 tensor cores that align to the largest exponent and truncate), not a statement of it.
+inline const int mma_alignment_bits = [] {
+  const char* v = std::getenv("DPLR_EMULATE_MMA_TRUNCATE");
+  return v ? std::atoi(v) : 0;
+}();
+inline const bool mma_truncating = mma_alignment_bits > 0;
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, d += a b, fragments as gpu/mma.cuh documents them.
 inline void mma_tf32(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
   struct Frag { unsigned a[4], b[2]; };
@@ -115,9 +125,27 @@ inline void mma_tf32(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigne
   const int g = static_cast<int>(lane) / 4, q = static_cast<int>(lane) % 4;
   for (int e = 0; e < 4; ++e) {
     const int r = g + (e >= 2 ? 8 : 0), n = 2 * q + (e & 1);
-    double acc = d[e];
-    for (int k = 0; k < 8; ++k) acc += A(r, k) * B(k, n);
-    d[e] = static_cast<float>(acc);
+    if (!mma_truncating) {
+      double acc = d[e];
+      for (int k = 0; k < 8; ++k) acc += A(r, k) * B(k, n);
+      d[e] = static_cast<float>(acc);
+      continue;
+    }
+    // The truncating model: the 8 products (exact in double: 11 x 11 bits) and the accumulator aligned to the
+    // largest exponent among them, each cut to `mma_alignment_bits` bits below that leading bit (toward zero), the
+    // sum exact, the result cut to fp32 toward zero.
+    double terms[9];
+    terms[8] = d[e];
+    for (int k = 0; k < 8; ++k) terms[k] = A(r, k) * B(k, n);
+    int emax = -100000;
+    for (double x : terms)
+      if (x != 0) emax = std::max(emax, std::ilogb(x));
+    if (emax == -100000) { d[e] = 0.f; continue; }
+    const double quantum = std::ldexp(1.0, emax - mma_alignment_bits);
+    double acc = 0;
+    for (double x : terms) acc += std::trunc(x / quantum) * quantum;
+    const float rn = static_cast<float>(acc);
+    d[e] = (std::fabs(static_cast<double>(rn)) > std::fabs(acc)) ? std::nextafter(rn, 0.f) : rn;
   }
 }
 }  // namespace emu
