@@ -3,7 +3,7 @@
 // exact reference (fp32 inputs <= 1e-6; 16-bit inputs <= 1.3x the correctly-rounded floor, dgk and dh0 <= 1e-5),
 // and the fused forward's o and ht (its tensor-core kernels at C = 16 with 16-bit inputs) against the same reference.
 // Cases as tests/gpu/test_gpu_backward.cpp's, smaller (one std::thread per CUDA thread is slow). Exit status 1 on
-// any failure. Argument: one case index (default all). DPLR_EMULATE_DIGEST=1 also prints a hash of every tensor's bits
+// any failure. Arguments: one case index (default all, or -1), then one chunk size (default all). DPLR_EMULATE_DIGEST=1 also prints a hash of every tensor's bits
 // (to show that a rewritten kernel computes bitwise what the one before it did).
 #include "emu.hpp"
 #include <cstdio>
@@ -64,7 +64,7 @@ void check(const std::string& what, const std::vector<double>& x, const std::vec
 }
 
 int main(int argc, char** argv) {
-  const int only = argc > 1 ? std::atoi(argv[1]) : -1;
+  const int only = argc > 1 ? std::atoi(argv[1]) : -1, only_C = argc > 2 ? std::atoi(argv[2]) : 0;
   struct BC { Case c; bool dht; };
   std::vector<BC> cs = {
       {{"", 1, 37, 2, 60, 100, E::F32, false, Gate::Strong, true, false, {}}, true},
@@ -79,11 +79,14 @@ int main(int argc, char** argv) {
       // K, V not multiples of 4 (the kernels' 4-wide loops end in a scalar remainder)
       {{"", 1, 45, 2, 37, 45, E::BF16, true, Gate::Strong, true, false, {}}, true},
       {{"", 1, 40, 1, 70, 99, E::F32, false, Gate::Fla, true, false, {}}, true},
+      // the tensor-core A_bwd's range (16-bit inputs at C = 16): every gate pinned at -30, and K = V = 128
+      {{"", 1, 40, 2, 64, 64, E::BF16, false, Gate::Pinned30, true, false, {}}, true},
+      {{"", 1, 35, 1, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
   };
   std::uint64_t seed = 100;
   for (int C : {16, 32, 64})
     for (std::size_t ci = 0; ci < cs.size(); ++ci) {
-      if (only >= 0 && int(ci) != only) continue;
+      if ((only >= 0 && int(ci) != only) || (only_C && C != only_C)) continue;
       Case c = cs[ci].c;
       c.name = describe(c);
       const dplr::DplrProblem p = make_backward_problem(c, cs[ci].dht, ++seed);
