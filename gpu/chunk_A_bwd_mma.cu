@@ -39,7 +39,7 @@ namespace {
 constexpr int kC = 16, kN = 32;  // chunk size; key channels a warp
 constexpr int BP = kN + 8;       // operand / product rows: 8 mod 32 floats (k-major B fragments conflict-free)
 constexpr int AP = kC + 4;       // dA rows
-constexpr int kWarpFloats = 4 * kC * BP + 4 * kC * kN;  // Brow, Bcol, Prow, Pcol; the 4 shares
+constexpr int kWarpFloats = 4 * kC * BP + 6 * kC * kN;  // Brow, Bcol, Prow, Pcol; the 4 shares; later, earlier
 constexpr int kMaxWarps = kMaxHeadDim / kN;
 
 std::size_t mma_smem_bytes(int warps) { return (4 * kC * AP + std::size_t(warps) * kWarpFloats) * sizeof(float); }
@@ -264,27 +264,27 @@ __global__ void __launch_bounds__(32 * kMaxWarps) chunk_A_bwd_mma_kernel(ABwdMma
   __syncthreads();  // dA staged
   const float scale = p.scale;
   Accum acc{sh + lane, {}};
-  // dgk's other shares first (fused; the oracle's chunk_cumsum_bwd), while the tiles still hold the shares alone.
-  float chunk_decay = 0.f;
-  if constexpr (kFused) chunk_decay = dok ? p.dcd[(ch.g * H + h) * K + d] : 0.f;
-  float later = 0.f;  // sum_{r' >= r} q dq_o + sum_{r' > r} a da_wy
+  // Fused: cumsum_bwd's running sums of the other stages' shares, formed now while the tiles hold the shares alone
+  // and kept (the lane's column of sum) for the end, where they are added to dgk_A exactly as chunk_cumsum_bwd.cu adds
+  // them, so that dgk is bitwise the stages' run one by one.
+  float* sum = sh + 4 * kC * kN;  // [2][16][kN]: later, earlier
+  if constexpr (kFused) {
+    float later = 0.f;  // sum_{r' >= r} q dq_o + sum_{r' > r} a da_wy
 #pragma unroll
-  for (int r = kC - 1; r >= 0; --r) {
-    acc.dg[r] = 0.f;
-    if constexpr (kFused) {
+    for (int r = kC - 1; r >= 0; --r) {
       later = fmaf(row_value<T>(c.q, r) * scale, acc.at(0, r), later);
-      acc.dg[r] = later + chunk_decay;
+      sum[r * kN + lane] = later;
       later = fmaf(row_value<T>(c.a, r), acc.at(1, r), later);
     }
-  }
-  if constexpr (kFused) {
     float earlier = 0.f;  // sum_{r' < r} (k dk_h + b db_h)
 #pragma unroll
     for (int r = 0; r < kC; ++r) {
-      acc.dg[r] += earlier;
+      sum[(kC + r) * kN + lane] = earlier;
       earlier += fmaf(row_value<T>(c.k, r), acc.at(2, r), row_value<T>(c.b, r) * acc.at(3, r));
     }
   }
+#pragma unroll
+  for (int r = 0; r < kC; ++r) acc.dg[r] = 0.f;
 #pragma unroll
   for (int r = 0; r < kC; ++r) {  // the diagonal of A_qk, A_qb (factor 1)
     const float qkd = sA[r * AP + r], qbd = sA[kC * AP + r * AP + r], qr = row_value<T>(c.q, r) * scale;
@@ -296,6 +296,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) chunk_A_bwd_mma_kernel(ABwdMma
   level<T, 4>(sA, sw, lane, scale, c, acc);
   level<T, 2>(sA, sw, lane, scale, c, acc);
   level<T, 1>(sA, sw, lane, scale, c, acc);
+  float chunk_decay = 0.f;
+  if constexpr (kFused) chunk_decay = dok ? p.dcd[(ch.g * H + h) * K + d] : 0.f;
 #pragma unroll
   for (int r = 0; r < kC; ++r) {
     if (r < L && dok) {
@@ -304,7 +306,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) chunk_A_bwd_mma_kernel(ABwdMma
       p.da[ix] = acc.at(1, r);
       p.dk[ix] = acc.at(2, r);
       p.db[ix] = acc.at(3, r);
-      p.dgk[ix] = acc.dg[r];
+      if constexpr (kFused) p.dgk[ix] = acc.dg[r] + sum[r * kN + lane] + chunk_decay + sum[(kC + r) * kN + lane];
+      else p.dgk[ix] = acc.dg[r];
     }
   }
 }

@@ -159,6 +159,24 @@ int main(int argc, char** argv) {
       }
       check("grad dgk", down(og.p(), nk, E::F32), ex.tensors.at("dgk").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
       check("grad dh0", down(oh.p(), N * c.H * c.K * c.V, E::F32), ex.tensors.at("dh0").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
+      // Stages A_bwd and cumsum_bwd one by one (the stage checks' path; chunk_backward fuses them where A_bwd runs on
+      // tensor cores) on the driver's workspace: their dgk must be bitwise the driver's, their totals the oracles'.
+      {
+        g::BackwardInputs sin = in;
+        if (f.cu_seqlens) sin.fwd.chunk_offsets = fw.chunk_offsets, sin.fwd.chunk_offsets_C = C;
+        Host sq = buf(nk), sk = buf(nk), sa = buf(nk), sb = buf(nk), sg = buf(nk);
+        g::chunk_A_bwd(sin, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, sq.f(), sk.f(), sa.f(), sb.f(), ws.shares);
+        g::chunk_cumsum_bwd(sin, C, sg.f(), ws.shares);
+        const bool same = std::memcmp(sg.p(), og.p(), nk * 4) == 0;
+        if (!same) ++failures;
+        std::printf("    stages A_bwd, cumsum_bwd alone: dgk %s\n", same ? "bitwise the driver's" : "DIFFERS from the driver's  <-- FAIL");
+        const std::pair<const char*, Host*> totals[] = {{"dq", &sq}, {"dk", &sk}, {"da", &sa}, {"db", &sb}};
+        for (const auto& [name, hb] : totals) {
+          std::vector<double> r = oracle.tensors.at(name).rounded();
+          for (auto& y : r) y = dplr::round_to_dtype(y, DType::F32);
+          check(std::string("alone A_bwd ") + name, down(hb->p(), nk, E::F32), r, 1e-5);
+        }
+      }
       // The fused forward (its tensor-core kernels where they apply: 16-bit inputs at C = 16) on the same inputs.
       {
         Host fwb = buf(g::chunk_workspace_floats(f, C).total()), fo = buf(nv), fht = buf(N * c.H * c.K * c.V);

@@ -61,6 +61,9 @@ std::vector<BackwardCase> backward_cases() {
       // K, V not multiples of 4: the 4-wide loops of h_bwd end in a scalar remainder
       {{"", 1, 90, 2, 37, 45, E::BF16, true, Gate::Strong, true, false, {}}, true},
       {{"", 1, 80, 2, 70, 99, E::F32, false, Gate::Fla, true, false, {}}, true},
+      // the tensor-core A_bwd's range (16-bit inputs at C = 16): every gate pinned at -30; K = V = 128
+      {{"", 1, 70, 2, 64, 64, E::BF16, false, Gate::Pinned30, true, false, {}}, true},
+      {{"", 1, 60, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
   };
   for (auto& b : cs) b.c.name = describe(b.c) + (b.dht ? " dht" : "");
   return cs;
@@ -286,6 +289,24 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   refused([&] { g::chunk_A_bwd(in, 16, f, f, f, f, f, f, f, f, shares); }, "A_bwd without its shares", "dq_o");
   refused([&] { g::chunk_cumsum_bwd(in, 16, f, shares); }, "cumsum_bwd without its shares", "dgk_A");
   refused([&] { g::chunk_o_bwd(in, 16, nullptr, f, f, f, f, f, f, f, shares); }, "o_bwd without A_qk", "A_qk");
+  // An explicit TensorCores for A_bwd where its kernel does not apply (fp32 inputs; chunk size 32): refused, never
+  // replaced by the FMA kernel.
+  g::GradientShares all;
+  all.dq_o = all.dv_new_o = all.dh_o = all.dk_h = all.db_h = all.d_chunk_decay = all.da_wy = all.dgk_A = f;
+  y = in;
+  y.variant.a = g::BwdKernel::TensorCores;
+  EXPECT_TRUE(g::chunk_A_bwd_tensor_cores_supported(y, 16));
+  y.fwd.dtype = y.fwd.gk_dtype = E::F32;
+  EXPECT_FALSE(g::chunk_A_bwd_tensor_cores_supported(y, 16));
+  refused([&] { g::chunk_A_bwd(y, 16, f, f, f, f, f, f, f, f, all); }, "A_bwd TensorCores on fp32 inputs",
+          "tensor-core kernel of chunk_A_bwd");
+  refused([&] { g::chunk_A_cumsum_bwd(y, 16, f, f, f, f, f, f, f, f, f, all); },
+          "A_bwd + cumsum_bwd TensorCores on fp32 inputs", "tensor-core kernel of chunk_A_bwd");
+  y = in;
+  y.variant.a = g::BwdKernel::TensorCores;
+  EXPECT_FALSE(g::chunk_A_bwd_tensor_cores_supported(y, 32));
+  refused([&] { g::chunk_A_bwd(y, 32, f, f, f, f, f, f, f, f, all); }, "A_bwd TensorCores at C = 32",
+          "tensor-core kernel of chunk_A_bwd");
   // cu_seqlens: the stages need the chunk numbering of their chunk size; the workspace sizes and the driver do not.
   y = in;
   y.fwd.cu_seqlens = reinterpret_cast<const std::int64_t*>(&dummy);
