@@ -21,7 +21,8 @@
 // (every term a product of the cells that span t, each with its own decay). The diagonal of A_qk, A_qb (factor 1)
 // is elementwise.
 // Layout: one warp per (chunk, 32 key channels), lane = channel (every sum above stays inside a channel): the lane's
-// column of q, k, a, b (16-bit, two rows a register), e and dgk in registers (dq, da, dk, db in shared memory); per level it writes its column of the B operands to shared memory, the warp runs the products, and the
+// column of q, k, a, b (16-bit, two rows a register), e and dgk in registers (dq, da, dk, db in shared memory);
+// per level it writes its column of the B operands to shared memory, the warp runs the products, and the
 // lane reads its column of Prow, Pcol back. A block is the ceil(K / 32) warps of one chunk (they share dA, loaded
 // once). The shares dq_o, da_wy, dk_h, db_h are copied by cp.async into shared memory at the start, where stage A's
 // shares are then added to them (the lane's column only, so no barrier).
