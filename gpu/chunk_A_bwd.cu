@@ -14,9 +14,17 @@
 // channel): the four dA matrices and the sums in shared memory, the thread's own column of the accumulators dx
 // and dgk_A in shared memory too; dk and db are accumulated in their global rows by their own thread (the
 // A_qk/A_qb group first, then A_ak/A_ab, then the h stage's share), so every sum has a fixed order.
+// At C = 16 with 16-bit inputs the default is the tensor-core kernel of chunk_A_bwd_mma.cu (BackwardVariant::a);
+// chunk_A_cumsum_bwd, the driver's call, runs it fused with stage cumsum_bwd (dgk written directly).
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
+namespace detail {
+// chunk_A_bwd_mma.cu: the tensor-core kernel (dgk is the share dgk_A, or with `fused` dgk itself).
+void chunk_A_bwd_mma(const BackwardInputs& in, int C, const float* dA_qk, const float* dA_qb, const float* dA_ak,
+                     const float* dA_ab, float* dq, float* dk, float* da, float* db, float* dgk, bool fused,
+                     const GradientShares& shares, cudaStream_t stream);
+}  // namespace detail
 namespace {
 using namespace detail;
 
@@ -218,6 +226,10 @@ void chunk_A_bwd(const BackwardInputs& in, int C, const float* dA_qk, const floa
   if (!shares.dq_o || !shares.dk_h || !shares.db_h || !shares.da_wy)
     refuse("chunk_A_bwd needs the shares dq_o (o_bwd), dk_h, db_h (h_bwd) and da_wy (WY_bwd)");
   if (!dq || !dk || !da || !db || !shares.dgk_A) refuse("chunk_A_bwd needs dq, dk, da, db and the share dgk_A");
+  if (use_tensor_cores(in.variant.a, chunk_A_bwd_tensor_cores_supported(in, C), "chunk_A_bwd")) {
+    chunk_A_bwd_mma(in, C, dA_qk, dA_qb, dA_ak, dA_ab, dq, dk, da, db, shares.dgk_A, false, shares, stream);
+    return;
+  }
   const ForwardInputs& f = in.fwd;
   const int K = static_cast<int>(f.K);
   const ABwdArgs p{f.q, f.k, f.a, f.b, f.gk, dA_qk, dA_qb, dA_ak, dA_ab, shares.dq_o, shares.dk_h, shares.db_h,
@@ -234,6 +246,23 @@ void chunk_A_bwd(const BackwardInputs& in, int C, const float* dA_qk, const floa
     chunk_A_bwd_kernel<T, G, CC><<<chunk_grid(f, C), threads, bytes, stream>>>(p);
   });
   DPLR_LAUNCHED("chunk_A_bwd_kernel");
+}
+
+void chunk_A_cumsum_bwd(const BackwardInputs& in, int C, const float* dA_qk, const float* dA_qb, const float* dA_ak,
+                        const float* dA_ab, float* dq, float* dk, float* da, float* db, float* dgk,
+                        const GradientShares& shares, cudaStream_t stream) {
+  check_backward(in, C);
+  if (!use_tensor_cores(in.variant.a, chunk_A_bwd_tensor_cores_supported(in, C), "chunk_A_bwd")) {
+    chunk_A_bwd(in, C, dA_qk, dA_qb, dA_ak, dA_ab, dq, dk, da, db, shares, stream);
+    chunk_cumsum_bwd(in, C, dgk, shares, stream);
+    return;
+  }
+  if (!dA_qk || !dA_qb || !dA_ak || !dA_ab)
+    refuse("chunk_A_cumsum_bwd needs dA_qk, dA_qb (o_bwd) and dA_ak, dA_ab (WY_bwd)");
+  if (!shares.dq_o || !shares.dk_h || !shares.db_h || !shares.da_wy || !shares.d_chunk_decay)
+    refuse("chunk_A_cumsum_bwd needs the shares dq_o (o_bwd), dk_h, db_h, d_chunk_decay (h_bwd) and da_wy (WY_bwd)");
+  if (!dq || !dk || !da || !db || !dgk) refuse("chunk_A_cumsum_bwd needs dq, dk, da, db and dgk");
+  chunk_A_bwd_mma(in, C, dA_qk, dA_qb, dA_ak, dA_ab, dq, dk, da, db, dgk, true, shares, stream);
 }
 
 }  // namespace dplr::gpu

@@ -35,10 +35,9 @@ void check_backward(const BackwardInputs& in, int C) {
              std::to_string(static_cast<int>(v)) + ")");
 }
 
-// The stages with no tensor-core kernel yet (Default runs their FMA kernels). Each stage's file replaces its line
-// here when its kernel lands (o_bwd and WY_bwd: chunk_o_bwd.cu, chunk_WY_bwd.cu).
+// The stages without a tensor-core kernel yet: Default runs their FMA kernels. Each stage's file replaces its line
+// here when its kernel lands.
 bool chunk_recompute_tensor_cores_supported(const BackwardInputs&, int) { return false; }
-bool chunk_A_bwd_tensor_cores_supported(const BackwardInputs&, int) { return false; }
 
 BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int C) {
   check_chunk_shape(in.fwd, C);
@@ -112,8 +111,7 @@ void chunk_backward(const BackwardInputs& user_in, int C, const BackwardWorkspac
   chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, g.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh, stream);
   chunk_h_bwd(in, C, g.kg, g.bg, g.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, out.dh0, sh, stream);
   chunk_WY_bwd(in, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, ws.dw, ws.dv_new, ws.dA_ab, ws.dA_ak, ws.dv, sh, stream);
-  chunk_A_bwd(in, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, ws.dq, ws.dk, ws.da, ws.db, sh, stream);
-  chunk_cumsum_bwd(in, C, out.dgk, sh, stream);
+  chunk_A_cumsum_bwd(in, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, ws.dq, ws.dk, ws.da, ws.db, out.dgk, sh, stream);
   const std::int64_t nk = f.B * f.T * f.H * f.K, nv = f.B * f.T * f.H * f.V;
   round_to_dtype(f.dtype, ws.dq, out.dq, nk, stream);
   round_to_dtype(f.dtype, ws.dk, out.dk, nk, stream);

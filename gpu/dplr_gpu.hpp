@@ -352,6 +352,12 @@ void chunk_WY_bwd(const BackwardInputs& in, int chunk_size, const float* A_ab_in
 void chunk_A_bwd(const BackwardInputs& in, int chunk_size, const float* dA_qk, const float* dA_qb, const float* dA_ak,
                  const float* dA_ab, float* dq, float* dk, float* da, float* db, const GradientShares& shares,
                  cudaStream_t stream = 0);
+// Stages A_bwd and cumsum_bwd together (chunk_backward's call): where A_bwd runs its tensor-core kernel
+// (BackwardVariant::a, chunk_A_bwd_tensor_cores_supported) one kernel writes dq, dk, da, db and dgk itself (the share
+// dgk_A is neither written nor read; shares.d_chunk_decay is read); elsewhere chunk_A_bwd then chunk_cumsum_bwd.
+void chunk_A_cumsum_bwd(const BackwardInputs& in, int chunk_size, const float* dA_qk, const float* dA_qb,
+                        const float* dA_ak, const float* dA_ab, float* dq, float* dk, float* da, float* db, float* dgk,
+                        const GradientShares& shares, cudaStream_t stream = 0);
 // Stage cumsum_bwd (per chunk): reads q, k, a, b and the shares dq_o, da_wy, dk_h, db_h, d_chunk_decay, dgk_A;
 // writes dgk.
 void chunk_cumsum_bwd(const BackwardInputs& in, int chunk_size, float* dgk, const GradientShares& shares,

@@ -3,7 +3,7 @@
 // exact reference (fp32 inputs <= 1e-6; 16-bit inputs <= 1.3x the correctly-rounded floor, dgk and dh0 <= 1e-5),
 // and the fused forward's o and ht (its tensor-core kernels at C = 16 with 16-bit inputs) against the same reference.
 // Cases as tests/gpu/test_gpu_backward.cpp's, smaller (one std::thread per CUDA thread is slow). Exit status 1 on
-// any failure. Arguments: one case index (default all), then one chunk size (default 16, 32 and 64). DPLR_EMULATE_DIGEST=1 also prints a hash of every tensor's bits
+// any failure. Arguments: one case index (default all, or -1), then one chunk size (default all). DPLR_EMULATE_DIGEST=1 also prints a hash of every tensor's bits
 // (to show that a rewritten kernel computes bitwise what the one before it did).
 #include "emu.hpp"
 #include <cstdio>
@@ -131,6 +131,9 @@ int main(int argc, char** argv) {
       {{"", 1, 40, 1, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
       {{"", 1, 60, 2, 64, 64, E::BF16, true, Gate::Pinned30, true, false, {0, 0, 5, 40, 40, 60}}, true},
       {{"", 2, 40, 1, 64, 64, E::BF16, false, Gate::Fla, false, false, {}}, true},
+      // the tensor-core A_bwd's range (16-bit inputs at C = 16): every gate pinned at -30, and K = V = 128
+      {{"", 1, 40, 2, 64, 64, E::BF16, false, Gate::Pinned30, true, false, {}}, true},
+      {{"", 1, 35, 1, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
   };
   std::uint64_t seed = 100;
   for (int C : {16, 32, 64})
@@ -208,6 +211,24 @@ int main(int argc, char** argv) {
       }
       check("grad dgk", down(og.p(), nk, E::F32), ex.tensors.at("dgk").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
       check("grad dh0", down(oh.p(), N * c.H * c.K * c.V, E::F32), ex.tensors.at("dh0").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
+      // Stages A_bwd and cumsum_bwd one by one (the stage checks' path; chunk_backward fuses them where A_bwd runs on
+      // tensor cores) on the driver's workspace: their dgk must be bitwise the driver's, their totals the oracles'.
+      {
+        g::BackwardInputs sin = in;
+        if (f.cu_seqlens) sin.fwd.chunk_offsets = fw.chunk_offsets, sin.fwd.chunk_offsets_C = C;
+        Host sq = buf(nk), sk = buf(nk), sa = buf(nk), sb = buf(nk), sg = buf(nk);
+        g::chunk_A_bwd(sin, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, sq.f(), sk.f(), sa.f(), sb.f(), ws.shares);
+        g::chunk_cumsum_bwd(sin, C, sg.f(), ws.shares);
+        const bool same = std::memcmp(sg.p(), og.p(), nk * 4) == 0;
+        if (!same) ++failures;
+        std::printf("    stages A_bwd, cumsum_bwd alone: dgk %s\n", same ? "bitwise the driver's" : "DIFFERS from the driver's  <-- FAIL");
+        const std::pair<const char*, Host*> totals[] = {{"dq", &sq}, {"dk", &sk}, {"da", &sa}, {"db", &sb}};
+        for (const auto& [name, hb] : totals) {
+          std::vector<double> r = oracle.tensors.at(name).rounded();
+          for (auto& y : r) y = dplr::round_to_dtype(y, DType::F32);
+          check(std::string("alone A_bwd ") + name, down(hb->p(), nk, E::F32), r, 1e-5);
+        }
+      }
       // The fused forward (its tensor-core kernels where they apply: 16-bit inputs at C = 16) on the same inputs.
       {
         Host fwb = buf(g::chunk_workspace_floats(f, C).total()), fo = buf(nv), fht = buf(N * c.H * c.K * c.V);

@@ -18,7 +18,7 @@ out=${DPLR_EMULATE_DIR:-/tmp/dplr-gpu-emulate}${sanitize:+-$sanitize}
 mkdir -p "$out/obj"
 cmake --build "$build" --target dplr_reference dplr_io >/dev/null
 python3 "$here/rewrite.py" "$repo" "$out" checks.cu chunk_offsets.cu chunk_A.cu chunk_WY.cu chunk_h.cu chunk_o.cu \
-  chunk_cumsum.cu chunk_forward.cu chunk_A_WY.cu chunk_ho.cu chunk_ho_fma.cu chunk_ho_mma.cu chunk_o_bwd.cu chunk_o_bwd_mma.cu chunk_h_bwd.cu chunk_h_bwd_mma.cu chunk_WY_bwd.cu chunk_WY_bwd_mma.cu chunk_A_bwd.cu chunk_cumsum_bwd.cu \
+  chunk_cumsum.cu chunk_forward.cu chunk_A_WY.cu chunk_ho.cu chunk_ho_fma.cu chunk_ho_mma.cu chunk_o_bwd.cu chunk_o_bwd_mma.cu chunk_h_bwd.cu chunk_h_bwd_mma.cu chunk_WY_bwd.cu chunk_WY_bwd_mma.cu chunk_A_bwd.cu chunk_A_bwd_mma.cu chunk_cumsum_bwd.cu \
   chunk_backward.cu
 cp "$here/emu.hpp" "$out/"
 # -I$out first: its gpu/common.cuh (rewritten) shadows the repository's.

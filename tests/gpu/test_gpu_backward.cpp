@@ -70,6 +70,9 @@ std::vector<BackwardCase> backward_cases() {
       // 16-bit at C = 16 (h_bwd's tensor-core kernels): K = V = 128 under gk = -30, varlen with empty sequences
       {{"", 1, 70, 2, 128, 128, E::BF16, false, Gate::Pinned30, true, false, {}}, true},
       {{"", 1, 100, 2, 64, 64, E::BF16, true, Gate::Strong, true, false, {0, 0, 37, 37, 100}}, true},
+      // the tensor-core A_bwd's range (16-bit inputs at C = 16): every gate pinned at -30; K = V = 128
+      {{"", 1, 70, 2, 64, 64, E::BF16, false, Gate::Pinned30, true, false, {}}, true},
+      {{"", 1, 60, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
   };
   for (auto& b : cs) b.c.name = describe(b.c) + (b.dht ? " dht" : "");
   return cs;
@@ -359,6 +362,25 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
     z.variant.h = g::BwdKernel::TensorCores;
     refused(h_bwd(z, 16, a + 1), "h_bwd tensor cores with kg not 16-byte aligned", "16-byte aligned");
   }
+  // An explicit TensorCores for A_bwd where its kernel does not apply (fp32 inputs; chunk size 32): refused, never
+  // replaced by the FMA kernel.
+  g::GradientShares shares_a;
+  shares_a.dq_o = shares_a.dv_new_o = shares_a.dh_o = shares_a.dk_h = shares_a.db_h = shares_a.d_chunk_decay =
+      shares_a.da_wy = shares_a.dgk_A = f;
+  y = in;
+  y.variant.a = g::BwdKernel::TensorCores;
+  EXPECT_TRUE(g::chunk_A_bwd_tensor_cores_supported(y, 16));
+  y.fwd.dtype = y.fwd.gk_dtype = E::F32;
+  EXPECT_FALSE(g::chunk_A_bwd_tensor_cores_supported(y, 16));
+  refused([&] { g::chunk_A_bwd(y, 16, f, f, f, f, f, f, f, f, shares_a); }, "A_bwd TensorCores on fp32 inputs",
+          "tensor-core kernel of chunk_A_bwd");
+  refused([&] { g::chunk_A_cumsum_bwd(y, 16, f, f, f, f, f, f, f, f, f, shares_a); },
+          "A_bwd + cumsum_bwd TensorCores on fp32 inputs", "tensor-core kernel of chunk_A_bwd");
+  y = in;
+  y.variant.a = g::BwdKernel::TensorCores;
+  EXPECT_FALSE(g::chunk_A_bwd_tensor_cores_supported(y, 32));
+  refused([&] { g::chunk_A_bwd(y, 32, f, f, f, f, f, f, f, f, shares_a); }, "A_bwd TensorCores at C = 32",
+          "tensor-core kernel of chunk_A_bwd");
   // cu_seqlens: the stages need the chunk numbering of their chunk size; the workspace sizes and the driver do not.
   y = in;
   y.fwd.cu_seqlens = reinterpret_cast<const std::int64_t*>(&dummy);

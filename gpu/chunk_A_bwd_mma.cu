@@ -1,0 +1,351 @@
+// Stage "A_bwd" on tensor cores (BwdKernel::TensorCores; the default where chunk_A_bwd_tensor_cores_supported is
+// true: 16-bit inputs, C = 16, K <= 128), optionally fused with stage cumsum_bwd's in-chunk work (dgk complete, no
+// dgk_A share written or read back). The same quantities as chunk_A_bwd.cu's FMA kernel (formulas there).
+//
+// Decays, as chunk_A_WY.cu factors them: every strictly lower cell (r, s) of the 16 x 16 chunk belongs to exactly one
+// level Lb = 8, 4, 2, 1 (the highest set bit of r ^ s): r is in the second half of its 2Lb-block and s in the first,
+// and with m the last row of the first half
+//     exp(gi_r - gi_s) = R_r Cf_s,   exp(ge_r - gi_s) = exp(gi_{r-1} - gi_s) = Ra_r Cf_s,
+//     R_r = e_{m+1} .. e_r,   Ra_r = e_{m+1} .. e_{r-1},   Cf_s = e_{s+1} .. e_m,   e_j = exp(gk_j)
+// (products of per-token decays, each <= 1 for gk <= 0: no overflow, no exponential of a long difference; each e_j
+// from expf of the exact input gk_j). At each level the row-role rows ("ri", 8 of them) and the column-role rows
+// ("ci") are packed as in chunk_A_WY, and two 16 x 32 x 16 products run on tensor cores (3xTF32, mma.cuh):
+//     Prow = Alv [kt; bt]      rows ri: Z1 = dA_qk kt + dA_qb bt (dq_A, before R),  8 + ri: Z2 = dA_ak kt + dA_ab bt
+//     Pcol = Alv^T [qt; at]    rows ci: W1 = dA_qk^T qt + dA_ak^T at (dk_A, before Cf), 8 + ci: W2 = dA_qb^T qt + dA_ab^T at
+// with kt = k Cf, bt = b Cf, qt = q R, at = a Ra and Alv the level's 16 x 16 block of [dA_qk dA_qb; dA_ak dA_ab]
+// (cells of different 2Lb-blocks zero). Then dq_A += R Z1, da_A += Ra Z2, dk_A += Cf W1, db_A += Cf W2, and
+// dgk_A from the same products with no cancellation: a cell's exponent spans t exactly when s < t <= r (A_qk, A_qb)
+// or s < t < r (A_ak, A_ab), so within a level block
+//     t in the first half:  dgk_A[t] += sum_{s < t} (kt_s W1_s + bt_s W2_s)
+//     t in the second half: dgk_A[t] += sum_{r >= t} qt_r Z1_r + sum_{r > t} at_r Z2_r
+// (every term a product of the cells that span t, each with its own decay). The diagonal of A_qk, A_qb (factor 1)
+// is elementwise.
+// Layout: one warp per (chunk, 32 key channels), lane = channel (every sum above stays inside a channel): the lane's
+// column of q, k, a, b (16-bit, two rows a register), e and dgk in registers (dq, da, dk, db in shared memory);
+// per level it writes its column of the B operands to shared memory, the warp runs the products, and the
+// lane reads its column of Prow, Pcol back. A block is the ceil(K / 32) warps of one chunk (they share dA, loaded
+// once). The shares dq_o, da_wy, dk_h, db_h are copied by cp.async into shared memory at the start, where stage A's
+// shares are then added to them (the lane's column only, so no barrier).
+// Deterministic: fixed sums, no atomics.
+#include <cstdint>
+#include <type_traits>
+
+#include "gpu/common.cuh"
+#include "gpu/mma.cuh"
+
+namespace dplr::gpu {
+namespace detail {
+namespace {
+
+constexpr int kC = 16, kN = 32;  // chunk size; key channels a warp
+constexpr int BP = kN + 8;       // operand / product rows: 8 mod 32 floats (k-major B fragments conflict-free)
+constexpr int AP = kC + 4;       // dA rows
+constexpr int kWarpFloats = 4 * kC * BP + 6 * kC * kN;  // Brow, Bcol, Prow, Pcol; the 4 shares; later, earlier
+constexpr int kMaxWarps = kMaxHeadDim / kN;
+
+std::size_t mma_smem_bytes(int warps) { return (4 * kC * AP + std::size_t(warps) * kWarpFloats) * sizeof(float); }
+
+struct ABwdMmaArgs {
+  const void *q, *k, *a, *b, *gk;
+  const float *dAqk, *dAqb, *dAak, *dAab;
+  const float *dq_o, *da_wy, *dk_h, *db_h, *dcd;
+  float *dq, *dk, *da, *db, *dgk;  // dgk: the share dgk_A, or (fused) dgk itself
+  ChunkGeom geo;
+  std::int64_t H;
+  int K;
+  float scale;
+};
+
+// The lane's column of a 16-bit input, two rows a register (row 2j in the low half), and one row of it as fp32.
+template <typename T>
+__device__ __forceinline__ unsigned raw16(const void* p, std::int64_t i) {
+  return static_cast<unsigned>(reinterpret_cast<const unsigned short*>(p)[i]);
+}
+template <typename T>
+__device__ __forceinline__ float row_value(const unsigned (&col)[kC / 2], int r) {
+  const unsigned x = (r & 1) ? (col[r >> 1] >> 16) : (col[r >> 1] & 0xffffu);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __uint_as_float(x << 16);
+  } else {
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(x)));
+  }
+}
+
+__device__ __forceinline__ void st_pair(float* p, float x, float y) { *reinterpret_cast<float2*>(p) = make_float2(x, y); }
+
+struct Column {  // the lane's inputs: q (unscaled), k, a, b packed, and the per-token decays
+  unsigned q[kC / 2], k[kC / 2], a[kC / 2], b[kC / 2];
+  float e[kC];
+};
+// The lane's accumulators: dq, da, dk, db in shared memory (the tiles the shares were prefetched into: share +
+// stage A's share), dgk in registers.
+struct Accum {
+  float* tile;  // [4][16][kN]: dq, da, dk, db; the lane's column at tile[(j * kC + r) * kN]
+  float dg[kC];
+  __device__ __forceinline__ float& at(int j, int r) { return tile[(j * kC + r) * kN]; }
+};
+
+// The level's factors of one 2Lb-block (b0, m = b0 + Lb - 1) for the lane's channel: Cf (column role, s = b0 .. m),
+// R and Ra (row role, r = m + 1 .. b0 + 2 Lb - 1), as running products away from m.
+template <int Lb>
+__device__ __forceinline__ void block_factors(const float (&e)[kC], int blk, float (&cf)[Lb], float (&rr)[Lb],
+                                              float (&ra)[Lb]) {
+  const int m = 2 * Lb * blk + Lb - 1;
+  float f = 1.f;
+#pragma unroll
+  for (int i = 0; i < Lb; ++i) {  // s = m - i
+    cf[Lb - 1 - i] = f;
+    f *= e[m - i];
+  }
+  f = 1.f;
+#pragma unroll
+  for (int i = 0; i < Lb; ++i) {  // r = m + 1 + i
+    ra[i] = f;
+    f *= e[m + 1 + i];
+    rr[i] = f;
+  }
+}
+
+// One level (block size Lb): operands, the two products, and the lane's accumulation.
+template <typename T, int Lb>
+__device__ __forceinline__ void level(const float* sA, float* sw, int lane, float scale, const Column& c, Accum& acc) {
+  float *Brow = sw, *Bcol = sw + kC * BP, *Prow = sw + 2 * kC * BP, *Pcol = sw + 3 * kC * BP;
+  const int g = lane >> 2, t = lane & 3;
+  constexpr int nblk = kC / (2 * Lb);
+  // The B operands, the lane's column: Brow rows ci: kt, 8 + ci: bt; Bcol rows ri: qt, 8 + ri: at.
+#pragma unroll
+  for (int blk = 0; blk < nblk; ++blk) {
+    float cf[Lb], rr[Lb], ra[Lb];
+    block_factors<Lb>(c.e, blk, cf, rr, ra);
+    const int b0 = 2 * Lb * blk;
+#pragma unroll
+    for (int i = 0; i < Lb; ++i) {
+      const int s = b0 + i, r = b0 + Lb + i, x = Lb * blk + i;  // x: the packed index (ci of s, ri of r)
+      Brow[x * BP + lane] = row_value<T>(c.k, s) * cf[i];
+      Brow[(8 + x) * BP + lane] = row_value<T>(c.b, s) * cf[i];
+      Bcol[x * BP + lane] = row_value<T>(c.q, r) * scale * rr[i];
+      Bcol[(8 + x) * BP + lane] = row_value<T>(c.a, r) * ra[i];
+    }
+  }
+  __syncwarp();
+  // A fragments of Alv (row ri | 8 + ri, column ci | 8 + ci) and of Alv^T, for the lane's two (ri, ci) pairs of each.
+  // Alv[ri][ci] = dA_qk[r][s], [ri][8 + ci] = dA_qb, [8 + ri][ci] = dA_ak, [8 + ri][8 + ci] = dA_ab; zero across blocks.
+  const float *qk = sA, *qb = sA + kC * AP, *ak = sA + 2 * kC * AP, *ab = sA + 3 * kC * AP;
+  auto cell = [&](const float* M, int ri, int ci) {
+    const int r = (ri / Lb) * 2 * Lb + Lb + ri % Lb, s = (ci / Lb) * 2 * Lb + ci % Lb;
+    return ri / Lb == ci / Lb ? M[r * AP + s] : 0.f;
+  };
+  unsigned ah[2][4], al[2][4];
+  // Alv, k-step 0 (columns ci: qk, ak rows) and 1 (columns 8 + ci: qb, ab rows): a0 (g, t), a1 (g + 8, t), a2 (g, t + 4),
+  // a3 (g + 8, t + 4).
+  split_tf32(cell(qk, g, t), ah[0][0], al[0][0]);
+  split_tf32(cell(ak, g, t), ah[0][1], al[0][1]);
+  split_tf32(cell(qk, g, t + 4), ah[0][2], al[0][2]);
+  split_tf32(cell(ak, g, t + 4), ah[0][3], al[0][3]);
+  split_tf32(cell(qb, g, t), ah[1][0], al[1][0]);
+  split_tf32(cell(ab, g, t), ah[1][1], al[1][1]);
+  split_tf32(cell(qb, g, t + 4), ah[1][2], al[1][2]);
+  split_tf32(cell(ab, g, t + 4), ah[1][3], al[1][3]);
+#pragma unroll
+  for (int nt = 0; nt < kN / 8; ++nt) {
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      unsigned bh0, bl0, bh1, bl1;
+      load_b_split(Brow, BP, 8 * ks, 8 * nt, g, t, bh0, bl0, bh1, bl1);
+      mma_3xtf32(d, d, d, ah[ks], al[ks], bh0, bl0, bh1, bl1);
+    }
+    st_pair(Prow + g * BP + 8 * nt + 2 * t, d[0], d[1]);
+    st_pair(Prow + (g + 8) * BP + 8 * nt + 2 * t, d[2], d[3]);
+  }
+  // Alv^T: row ci (dk) | 8 + ci (db), column ri (qt) | 8 + ri (at): [ci][ri] = Alv[ri][ci] = dA_qk, [8 + ci][ri] =
+  // Alv[ri][8 + ci] = dA_qb, [ci][8 + ri] = Alv[8 + ri][ci] = dA_ak, [8 + ci][8 + ri] = dA_ab.
+  split_tf32(cell(qk, t, g), ah[0][0], al[0][0]);
+  split_tf32(cell(qb, t, g), ah[0][1], al[0][1]);
+  split_tf32(cell(qk, t + 4, g), ah[0][2], al[0][2]);
+  split_tf32(cell(qb, t + 4, g), ah[0][3], al[0][3]);
+  split_tf32(cell(ak, t, g), ah[1][0], al[1][0]);
+  split_tf32(cell(ab, t, g), ah[1][1], al[1][1]);
+  split_tf32(cell(ak, t + 4, g), ah[1][2], al[1][2]);
+  split_tf32(cell(ab, t + 4, g), ah[1][3], al[1][3]);
+#pragma unroll
+  for (int nt = 0; nt < kN / 8; ++nt) {
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      unsigned bh0, bl0, bh1, bl1;
+      load_b_split(Bcol, BP, 8 * ks, 8 * nt, g, t, bh0, bl0, bh1, bl1);
+      mma_3xtf32(d, d, d, ah[ks], al[ks], bh0, bl0, bh1, bl1);
+    }
+    st_pair(Pcol + g * BP + 8 * nt + 2 * t, d[0], d[1]);
+    st_pair(Pcol + (g + 8) * BP + 8 * nt + 2 * t, d[2], d[3]);
+  }
+  __syncwarp();
+  // The lane's column of the products: scaled into the accumulators, and dgk_A's in-block sums (above).
+#pragma unroll
+  for (int blk = 0; blk < nblk; ++blk) {
+    float cf[Lb], rr[Lb], ra[Lb];
+    block_factors<Lb>(c.e, blk, cf, rr, ra);
+    const int b0 = 2 * Lb * blk;
+    float run = 0.f;  // sum_{s' < s} (kt W1 + bt W2)
+#pragma unroll
+    for (int i = 0; i < Lb; ++i) {
+      const int s = b0 + i, x = Lb * blk + i;
+      const float w1 = cf[i] * Pcol[x * BP + lane], w2 = cf[i] * Pcol[(8 + x) * BP + lane];
+      acc.at(2, s) += w1;
+      acc.at(3, s) += w2;
+      acc.dg[s] += run;
+      run = fmaf(row_value<T>(c.k, s), w1, fmaf(row_value<T>(c.b, s), w2, run));
+    }
+    run = 0.f;  // sum_{r' >= r} qt Z1 + sum_{r' > r} at Z2
+#pragma unroll
+    for (int i = Lb - 1; i >= 0; --i) {
+      const int r = b0 + Lb + i, x = Lb * blk + i;
+      const float z1 = rr[i] * Prow[x * BP + lane], z2 = ra[i] * Prow[(8 + x) * BP + lane];
+      acc.at(0, r) += z1;
+      acc.at(1, r) += z2;
+      run = fmaf(row_value<T>(c.q, r) * scale, z1, run);
+      acc.dg[r] += run;
+      run = fmaf(row_value<T>(c.a, r), z2, run);
+    }
+  }
+}
+
+template <typename T, typename G, bool kFused>
+__global__ void __launch_bounds__(32 * kMaxWarps) chunk_A_bwd_mma_kernel(ABwdMmaArgs p) {
+  extern __shared__ __align__(16) float smem[];
+  const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, kC);
+  if (!ch.valid) return;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const std::int64_t h = blockIdx.y, H = p.H;
+  const int L = ch.len, K = p.K, d = kN * warp + lane;  // this lane's key channel
+  const bool dok = d < K;
+  float* sA = smem;  // dA_qk, dA_qb, dA_ak, dA_ab [16][AP], zero outside the masks and the chunk
+  float* sw = smem + 4 * kC * AP + warp * kWarpFloats;
+  float* sh = sw + 4 * kC * BP;  // the shares dq_o, da_wy, dk_h, db_h, [16][kN] each, the lane's column
+  const float* shares[4] = {p.dq_o, p.da_wy, p.dk_h, p.db_h};  // the order of Accum's tiles
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int r = 0; r < kC; ++r) {
+      const bool ok = r < L && dok;
+      cp4(sh + (j * kC + r) * kN + lane, shares[j] + (ok ? tix(ch.bos + r, h, H, d, K) : 0), ok);
+    }
+  cp_commit();
+  for (int e = threadIdx.x; e < kC * kC; e += blockDim.x) {
+    const int r = e / kC, s = e % kC;
+    const bool incl = r < L && s <= r, strict = r < L && s < r;
+    const std::int64_t ix = ((ch.bos + r) * H + h) * kC + s;
+    sA[r * AP + s] = incl ? p.dAqk[ix] : 0.f;
+    sA[kC * AP + r * AP + s] = incl ? p.dAqb[ix] : 0.f;
+    sA[2 * kC * AP + r * AP + s] = strict ? p.dAak[ix] : 0.f;
+    sA[3 * kC * AP + r * AP + s] = strict ? p.dAab[ix] : 0.f;
+  }
+  Column c;
+#pragma unroll
+  for (int j = 0; j < kC / 2; ++j) {
+    unsigned x[4][2];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int r = 2 * j + u;
+      const bool ok = r < L && dok;
+      const std::int64_t ix = tix(ch.bos + r, h, H, d, K);
+      x[0][u] = ok ? raw16<T>(p.q, ix) : 0u;
+      x[1][u] = ok ? raw16<T>(p.k, ix) : 0u;
+      x[2][u] = ok ? raw16<T>(p.a, ix) : 0u;
+      x[3][u] = ok ? raw16<T>(p.b, ix) : 0u;
+      c.e[r] = ok ? expf(ld<G>(p.gk, ix)) : 1.f;  // 1 past the chunk's end and past K
+    }
+    c.q[j] = x[0][0] | (x[0][1] << 16);
+    c.k[j] = x[1][0] | (x[1][1] << 16);
+    c.a[j] = x[2][0] | (x[2][1] << 16);
+    c.b[j] = x[3][0] | (x[3][1] << 16);
+  }
+  cp_wait<0>();  // the lane reads and updates only the shares it copied
+  __syncthreads();  // dA staged
+  const float scale = p.scale;
+  Accum acc{sh + lane, {}};
+  // Fused: cumsum_bwd's running sums of the other stages' shares, formed now while the tiles hold the shares alone
+  // and kept (the lane's column of sum) for the end, where they are added to dgk_A exactly as chunk_cumsum_bwd.cu adds
+  // them, so that dgk is bitwise the stages' run one by one.
+  float* sum = sh + 4 * kC * kN;  // [2][16][kN]: later, earlier
+  if constexpr (kFused) {
+    float later = 0.f;  // sum_{r' >= r} q dq_o + sum_{r' > r} a da_wy
+#pragma unroll
+    for (int r = kC - 1; r >= 0; --r) {
+      later = fmaf(row_value<T>(c.q, r) * scale, acc.at(0, r), later);
+      sum[r * kN + lane] = later;
+      later = fmaf(row_value<T>(c.a, r), acc.at(1, r), later);
+    }
+    float earlier = 0.f;  // sum_{r' < r} (k dk_h + b db_h)
+#pragma unroll
+    for (int r = 0; r < kC; ++r) {
+      sum[(kC + r) * kN + lane] = earlier;
+      earlier += fmaf(row_value<T>(c.k, r), acc.at(2, r), row_value<T>(c.b, r) * acc.at(3, r));
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kC; ++r) acc.dg[r] = 0.f;
+#pragma unroll
+  for (int r = 0; r < kC; ++r) {  // the diagonal of A_qk, A_qb (factor 1)
+    const float qkd = sA[r * AP + r], qbd = sA[kC * AP + r * AP + r], qr = row_value<T>(c.q, r) * scale;
+    acc.at(0, r) += fmaf(qkd, row_value<T>(c.k, r), qbd * row_value<T>(c.b, r));
+    acc.at(2, r) += qkd * qr;
+    acc.at(3, r) += qbd * qr;
+  }
+  level<T, 8>(sA, sw, lane, scale, c, acc);
+  level<T, 4>(sA, sw, lane, scale, c, acc);
+  level<T, 2>(sA, sw, lane, scale, c, acc);
+  level<T, 1>(sA, sw, lane, scale, c, acc);
+  float chunk_decay = 0.f;
+  if constexpr (kFused) chunk_decay = dok ? p.dcd[(ch.g * H + h) * K + d] : 0.f;
+#pragma unroll
+  for (int r = 0; r < kC; ++r) {
+    if (r < L && dok) {
+      const std::int64_t ix = tix(ch.bos + r, h, H, d, K);
+      p.dq[ix] = acc.at(0, r) * scale;
+      p.da[ix] = acc.at(1, r);
+      p.dk[ix] = acc.at(2, r);
+      p.db[ix] = acc.at(3, r);
+      if constexpr (kFused) p.dgk[ix] = acc.dg[r] + sum[r * kN + lane] + chunk_decay + sum[(kC + r) * kN + lane];
+      else p.dgk[ix] = acc.dg[r];
+    }
+  }
+}
+
+}  // namespace
+
+void chunk_A_bwd_mma(const BackwardInputs& in, int C, const float* dA_qk, const float* dA_qb, const float* dA_ak,
+                     const float* dA_ab, float* dq, float* dk, float* da, float* db, float* dgk, bool fused,
+                     const GradientShares& sh, cudaStream_t stream) {
+  const ForwardInputs& f = in.fwd;
+  if (C != kC || f.dtype == ElemType::F32 || f.K > kMaxHeadDim)
+    refuse("chunk_A_bwd's tensor-core kernel takes 16-bit inputs at chunk size 16 with K <= 128");
+  const int K = static_cast<int>(f.K), warps = (K + kN - 1) / kN;
+  const ABwdMmaArgs p{f.q, f.k, f.a, f.b, f.gk, dA_qk, dA_qb, dA_ak, dA_ab, sh.dq_o, sh.da_wy, sh.dk_h, sh.db_h,
+                      sh.d_chunk_decay, dq, dk, da, db, dgk, chunk_geom(f, C), f.H, K, f.resolved_scale()};
+  const std::size_t bytes = mma_smem_bytes(warps);
+  dispatch_types(f.dtype, f.gk_dtype, [&](auto tt, auto gg) {
+    using T = decltype(tt);
+    using G = decltype(gg);
+    if constexpr (!std::is_same_v<T, float>) {
+      if (fused) {
+        set_smem(chunk_A_bwd_mma_kernel<T, G, true>, bytes);
+        chunk_A_bwd_mma_kernel<T, G, true><<<chunk_grid(f, C), 32 * warps, bytes, stream>>>(p);
+      } else {
+        set_smem(chunk_A_bwd_mma_kernel<T, G, false>, bytes);
+        chunk_A_bwd_mma_kernel<T, G, false><<<chunk_grid(f, C), 32 * warps, bytes, stream>>>(p);
+      }
+    }
+  });
+  DPLR_LAUNCHED("chunk_A_bwd_mma_kernel");
+}
+
+}  // namespace detail
+
+bool chunk_A_bwd_tensor_cores_supported(const BackwardInputs& in, int C) {
+  detail::check_chunk_shape(in.fwd, C);
+  return C == detail::kC && in.fwd.dtype != ElemType::F32 && in.fwd.K <= kMaxHeadDim;
+}
+
+}  // namespace dplr::gpu
