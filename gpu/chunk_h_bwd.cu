@@ -330,11 +330,12 @@ bool aligned(const void* x, std::uintptr_t n) { return reinterpret_cast<std::uin
 }  // namespace
 
 // The tensor-core pair (chunk_h_bwd_mma.cu): 16-bit inputs (v exact in TF32), C = 16, K and V multiples of 4 (16-byte
-// copies of the fp32 rows and tiles; K, V <= 128 by check_inputs), v 4-byte aligned (copies of 16-bit pairs).
+// copies of the fp32 rows and tiles; K, V <= 128 by check_inputs), v and gk 4-byte aligned (4-byte copies).
 bool chunk_h_bwd_tensor_cores_supported(const BackwardInputs& in, int C) {
   check_chunk_shape(in.fwd, C);
   const ForwardInputs& f = in.fwd;
-  return C == 16 && f.dtype != ElemType::F32 && f.K % 4 == 0 && f.V % 4 == 0 && aligned(f.v, 4);
+  return C == 16 && f.dtype != ElemType::F32 && f.K % 4 == 0 && f.V % 4 == 0 && aligned(f.v, 4) &&
+         aligned(f.gk, 4);
 }
 
 void chunk_h_bwd(const BackwardInputs& in, int C, const float* kg, const float* bg, const float* eg_last,

@@ -30,7 +30,7 @@ struct HBwdChunkArgs {  // the per-chunk kernel
 };
 
 // The tensor-core pair, one after the other on `stream`: 16-bit dtype, C = 16, K, V <= 128, K and V multiples of 4,
-// v 4-byte aligned and the fp32 tensors 16-byte aligned (chunk_h_bwd checks; chunk_h_bwd_tensor_cores_supported).
+// v and gk 4-byte aligned and the fp32 tensors 16-byte aligned (chunk_h_bwd checks; chunk_h_bwd_tensor_cores_supported).
 void launch_mma(const HBwdArgs& seq, const HBwdChunkArgs& chunk, ElemType dtype, ElemType gk_dtype, dim3 seq_grid,
                 dim3 chunk_grid, cudaStream_t stream);
 

@@ -17,8 +17,9 @@
 // Per-chunk kernel: one block of 8 warps per (chunk, head, batch row), the products that sum over all of V:
 //     dw = dv_new S^T,  dkg = v dS'^T,  dbg = v_new dS'^T     (16 x KM outputs, warp w the 8-column tiles w, w + 8)
 //     d_chunk_decay = exp(gl) (.) rowsum(S (.) dS')            (fp32 FMA, one thread a key channel, j in order)
-// V in slabs of 32 columns (S, dS', dv_new, v_new, v of the chunk) through a cp.async ring (3 stages at KM = 64:
-// 81 KB, two blocks an SM; 2 at KM = 128: 102 KB, two); then dk_h = dkg (.) exp(gl - gi), db_h = dbg (.) exp(gl -
+// V in slabs of 32 columns (S, dS', dv_new, v_new, v of the chunk) through a cp.async ring (K <= 64: 3 stages, of
+// which V = 64 needs 2: 61 KB, three blocks an SM; K > 64: 2 stages, 110 KB, two), the chunk's gk rows with the
+// first slab (no dependent global loads in the fp64 sums); then dk_h = dkg (.) exp(gl - gi), db_h = dbg (.) exp(gl -
 // gi), each factor the exponential of a difference of the fp64 in-chunk sums of gk (exp2_diff_exact_scale, as the
 // FMA kernel).
 #include <cstdint>
@@ -201,18 +202,24 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
       }
 }
 
-// The per-chunk kernel's shared memory, in floats: NS slab stages of [S, dS' (KM x LB: key channel i's 32 columns,
-// read n-major as B fragments) | dv_new, v_new rows (C x LB, A fragments) | v rows (C x LV 16-bit values)], then the
-// split in-chunk sums of gk (hi, lo: C x KM each). LB = 4 mod 32 floats, LV = 20 mod 32 words: conflict-free.
+// The per-chunk kernel's shared memory, in floats: the split in-chunk sums of gk (hi, lo: C x KM each) and the
+// chunk's rows of gk as loaded (C x KM values of G), then up to NS slab stages of [S, dS' (KM x LB: key channel i's
+// 32 columns, read n-major as B fragments) | dv_new, v_new rows (C x LB, A fragments) | v rows (C x LV 16-bit
+// values)]; a launch allocates min(NS, slabs) stages (V = 64: two, both in flight at once). LB = 4 mod 32 floats,
+// LV = 20 mod 32 words: conflict-free fragments.
 template <int KMAX>
 struct ChunkM {
   static constexpr int C = 16, KM = KMAX, VS = 32, LB = VS + 4, LV = VS + 8, NS = KM <= 64 ? 3 : 2;
+  static constexpr int Gh = 0, Gl = C * KM, Gs = 2 * C * KM, stages = 3 * C * KM;
   static constexpr int S = 0, dS = KM * LB, Dvn = 2 * KM * LB, Vn = Dvn + C * LB, Vv = Vn + C * LB,
                        stage = Vv + C * LV / 2;
-  static constexpr int Gh = NS * stage, Gl = Gh + C * KM, floats = Gl + C * KM;
-  static constexpr std::size_t bytes = std::size_t(floats) * sizeof(float);
+  static constexpr std::size_t bytes(int slabs) {
+    return (std::size_t(stages) + std::size_t(slabs < NS ? slabs : NS) * stage) * sizeof(float);
+  }
 };
-static_assert(ChunkM<64>::bytes <= 110 * 1024 && ChunkM<128>::bytes <= 110 * 1024, "h_bwd per-chunk mma: two blocks an SM");
+static_assert(ChunkM<64>::bytes(2) <= 56 * 1024 + 5 * 1024 && ChunkM<64>::bytes(3) <= 110 * 1024 &&
+                  ChunkM<128>::bytes(4) <= 110 * 1024,
+              "h_bwd per-chunk mma: three blocks an SM at K, V <= 64, two elsewhere");
 static_assert(ChunkM<64>::stage % 4 == 0 && ChunkM<128>::stage % 4 == 0 && ChunkM<64>::Vv % 4 == 0, "16-byte rows");
 
 template <typename T, typename G, int KMAX>
@@ -223,6 +230,7 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChu
   extern __shared__ __align__(16) float sm[];
   float* gh = sm + L::Gh;  // [C][K] in-chunk sums of gk, log2 units, hi word
   float* gl = sm + L::Gl;  // lo word
+  G* gs = reinterpret_cast<G*>(sm + L::Gs);  // [C][K] gk as loaded
   const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
   if (!ch.valid) return;
   const std::int64_t h = blockIdx.y, H = p.H;
@@ -231,8 +239,15 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChu
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
   auto load = [&](std::int64_t x, int slot) {
-    float* sg = sm + slot * L::stage;
+    float* sg = sm + L::stages + slot * L::stage;
     const int jt = static_cast<int>(x) * VS, e = threadIdx.x;
+    if (x == 0) {  // the chunk's rows of gk with the first slab: 4-byte copies (K even)
+      constexpr int EPC = 4 / sizeof(G);
+      for (int y = e; y < len * K / EPC; y += kThreads) {
+        const int r = y / (K / EPC), d = (y % (K / EPC)) * EPC;
+        cp4(gs + r * K + d, static_cast<const G*>(p.gk) + tix(ch.bos + r, h, H, d, K), true);
+      }
+    }
     for (int y = e; y < L::KM * VS / 4; y += kThreads) {
       const int i = y / (VS / 4), cx = (y % (VS / 4)) * 4;
       const bool ok = i < K && jt + cx < V;
@@ -257,10 +272,6 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChu
   };
 
   ring_start<NS>(slabs, load);
-  for_chunk_log2_cumsum<G>(p.gk, ch, h, H, K, [&](int r, int d, float2 gs) {
-    gh[r * K + d] = gs.x;
-    gl[r * K + d] = gs.y;
-  });
   // Accumulators of the warp's n-tiles (key channels 8 (warp + 8 m) ..): hi*hi apart from the cross terms.
   float dw[NTW][4], dwc[NTW][4], dk[NTW][4], dkc[NTW][4], db[NTW][4], dbc[NTW][4];
 #pragma unroll
@@ -269,8 +280,18 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChu
     for (int q = 0; q < 4; ++q) dw[m][q] = dwc[m][q] = dk[m][q] = dkc[m][q] = db[m][q] = dbc[m][q] = 0.f;
   float dcd = 0.f;  // thread i < K: sum_j S[i][j] dS'[i][j], j in order
   for (int x = 0; x < slabs; ++x) {
-    ring_advance<NS>(x, slabs, load);  // slab x landed (and, the first time, gh / gl written)
-    const float* sg = sm + (x % NS) * L::stage;
+    ring_advance<NS>(x, slabs, load);  // slab x landed (the first one with gk)
+    if (x == 0)  // for_chunk_log2_cumsum's sums (fp64, one thread a column, r in order), from the staged rows
+      for (int d = threadIdx.x; d < K; d += kThreads) {
+        double acc = 0.0;
+        for (int r = 0; r < len; ++r) {
+          acc += static_cast<double>(to_f(gs[r * K + d]));
+          const float2 sp = split_log2(acc);
+          gh[r * K + d] = sp.x;
+          gl[r * K + d] = sp.y;
+        }
+      }
+    const float* sg = sm + L::stages + (x % NS) * L::stage;
     const float* St = sg + L::S;
     const float* dSt = sg + L::dS;
     const T* vv = reinterpret_cast<const T*>(sg + L::Vv);
@@ -305,6 +326,7 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChu
     }
   }
   cp_wait<0>();
+  __syncthreads();  // gh / gl of every column written
   const int last = len - 1;
 #pragma unroll
   for (int m = 0; m < NTW; ++m) {
@@ -353,8 +375,9 @@ void launch_mma(const HBwdArgs& seq, const HBwdChunkArgs& chunk, ElemType dtype,
     if constexpr (!std::is_same_v<T, float>) {
       by_k([&](auto km) {
         constexpr int KM = decltype(km)::value;
-        set_smem(chunk_h_bwd_chunk_mma_kernel<T, G, KM>, ChunkM<KM>::bytes);
-        chunk_h_bwd_chunk_mma_kernel<T, G, KM><<<chunk_grid, kThreads, ChunkM<KM>::bytes, stream>>>(chunk);
+        const std::size_t bytes = ChunkM<KM>::bytes((chunk.V + ChunkM<KM>::VS - 1) / ChunkM<KM>::VS);
+        set_smem(chunk_h_bwd_chunk_mma_kernel<T, G, KM>, bytes);
+        chunk_h_bwd_chunk_mma_kernel<T, G, KM><<<chunk_grid, kThreads, bytes, stream>>>(chunk);
       });
     }
   });
