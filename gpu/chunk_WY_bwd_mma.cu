@@ -37,7 +37,7 @@ struct WL {
   static constexpr int AP = kC + 8, KP = DM + 8, FP = DM + 4, TP = DM + 8;
   static constexpr int M = 0, Aak = M + kC * AP, Dw = Aak + kC * AP, Du = Dw + kC * KP, W = Du + kC * KP,
                        U = W + kC * FP, Vv = U + kC * FP, Dag = Vv + kC * TP / 2, Duh = Dag + kC * FP,
-                       E = Duh + kC * FP, total = E + kC * KP;
+                       E = Duh + kC * FP, Gk = E + kC * KP, total = Gk + kC * DM;
   static constexpr std::size_t bytes = std::size_t(total) * sizeof(float);
 };
 static_assert(WL<64>::bytes <= 40 * 1024, "WY_bwd mma: five blocks an SM at K, V <= 64");
@@ -59,6 +59,7 @@ __global__ void __launch_bounds__(kThreads) chunk_WY_bwd_mma_kernel(WArgs p) {
   float* Dag = sm + L::Dag;   // [C][FP] dag (phase 1)
   float* Duh = sm + L::Duh;   // [C][FP] du^ (phase 1)
   float* E = sm + L::E;       // [C][KP] exp(ge): 1 on row 0, exp(gi_{r-1}) on row r
+  G* Gs = reinterpret_cast<G*>(sm + L::Gk);  // [C][K] gk rows
 
   const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
   if (!ch.valid) return;
@@ -90,13 +91,15 @@ __global__ void __launch_bounds__(kThreads) chunk_WY_bwd_mma_kernel(WArgs p) {
     const bool ok = r < len;
     cp16(Vs + r * TP + c, static_cast<const T*>(p.v) + (ok ? tix(ch.bos + r, h, H, c, V) : 0), ok);
   }
+  stage_gk(Gs, static_cast<const G*>(p.gk), ch, h, H, K);
   cp_commit();
-  // exp(ge) while the copies fly: row r + 1 takes the sum of rows 0 .. r (rows < len; only those are stored).
-  for_chunk_log2_cumsum<G>(p.gk, ch, h, H, K, [&](int r, int d, float2 gi) {
+  cp_wait<0>();
+  __syncthreads();
+  // exp(ge) from the staged gk: row r + 1 takes the sum of rows 0 .. r (rows < len; only those are stored).
+  for_chunk_log2_cumsum<G>(Gs, Chunk{0, len, 0, 0, true}, 0, 1, K, [&](int r, int d, float2 gi) {
     if (r == 0) E[d] = 1.f;
     if (r + 1 < len) E[(r + 1) * KP + d] = exp2_split(gi);
   });
-  cp_wait<0>();
   __syncthreads();
 
   const int warp = e / 32, lane = e % 32, g = lane >> 2, t = lane & 3, nK = K / 8, nV = V / 8;

@@ -11,10 +11,23 @@
 namespace dplr::gpu::detail {
 
 // What both kernels take (the stages' *_tensor_cores_supported): 16-bit inputs, C = 16, K and V multiples of 8 up
-// to 128 (16-byte rows of every operand; m16n8k8 tiles with no partial k-step), v 16-byte aligned.
+// to 128 (16-byte rows of every operand; m16n8k8 tiles with no partial k-step), v and gk 16-byte aligned.
 bool bwd_mma_shape(const ForwardInputs& f, int C);
 // Whether every pointer is 16-byte aligned (the kernels' cp.async copies and paired stores).
 bool all_aligned16(std::initializer_list<const void*> ptrs);
+
+// The chunk's rows of gk (G: fp32 or the 16-bit dtype; K * sizeof(G) a multiple of 16) into shared memory [len][K]
+// by cp.async (the caller commits and waits): the in-chunk cumulative sums are then formed from shared memory
+// (for_chunk_log2_cumsum on a chunk at bos 0 of a one-head tensor), not by one dependent global load a row.
+template <typename G>
+__device__ __forceinline__ void stage_gk(G* gs, const G* gk, const Chunk& ch, std::int64_t h, std::int64_t H, int K) {
+  constexpr int EPC = 16 / sizeof(G);
+  const int n16 = K / EPC;
+  for (int x = threadIdx.x; x < ch.len * n16; x += blockDim.x) {
+    const int r = x / n16, c = (x % n16) * EPC;
+    cp16(gs + r * K + c, gk + tix(ch.bos + r, h, H, c, K), true);
+  }
+}
 
 void launch_o_bwd_mma(const BackwardInputs& in, const float* A_qk, const float* A_qb, const float* qg,
                       const float* v_new, const float* h, float* dA_qk, float* dA_qb, float* dv,

@@ -20,7 +20,7 @@ namespace dplr::gpu::detail {
 
 bool bwd_mma_shape(const ForwardInputs& f, int C) {
   return C == 16 && f.dtype != ElemType::F32 && f.K % 8 == 0 && f.V % 8 == 0 && f.K <= 128 && f.V <= 128 &&
-         reinterpret_cast<std::uintptr_t>(f.v) % 16 == 0;
+         reinterpret_cast<std::uintptr_t>(f.v) % 16 == 0 && reinterpret_cast<std::uintptr_t>(f.gk) % 16 == 0;
 }
 bool all_aligned16(std::initializer_list<const void*> ptrs) {
   for (const void* p : ptrs)
@@ -48,11 +48,12 @@ template <int DM>
 struct OL {
   static constexpr int TP = DM + 8, FP = DM + 4, QP = DM + 8, AP = kC + 8;
   static constexpr int dO = 0, Vv = dO + kC * TP / 2, Vn = Vv + kC * TP / 2, S = Vn + kC * FP, Qg = S + DM * FP,
-                       Aqk = Qg + kC * QP, Aqb = Aqk + kC * AP, E = Aqb + kC * AP, total = E + kC * QP;
+                       Aqk = Qg + kC * QP, Aqb = Aqk + kC * AP, E = Aqb + kC * AP, Gk = E + kC * QP,
+                       total = Gk + kC * DM;
   static constexpr std::size_t bytes = std::size_t(total) * sizeof(float);
 };
-static_assert(OL<64>::bytes <= 40 * 1024, "o_bwd mma: five blocks an SM at K, V <= 64");
-static_assert(OL<128>::bytes <= 110 * 1024, "o_bwd mma: two blocks an SM at K, V <= 128");
+static_assert(OL<64>::bytes <= 45 * 1024, "o_bwd mma: five blocks an SM at K, V <= 64");
+static_assert(OL<128>::bytes <= 113 * 1024, "o_bwd mma: two blocks an SM at K, V <= 128");
 
 template <typename T, typename G, int DM>
 __global__ void __launch_bounds__(kThreads) chunk_o_bwd_mma_kernel(OArgs p) {
@@ -68,6 +69,7 @@ __global__ void __launch_bounds__(kThreads) chunk_o_bwd_mma_kernel(OArgs p) {
   float* Aqk = sm + L::Aqk;                   // [C][AP], zero outside s <= r < len
   float* Aqb = sm + L::Aqb;
   float* E = sm + L::E;                       // [C][QP] exp(gi)
+  G* Gs = reinterpret_cast<G*>(sm + L::Gk);   // [C][K] gk rows (not the cumulative sums: every row a lane's)
 
   const Chunk ch = chunk_at(p.geo, blockIdx.z, blockIdx.x, C);
   if (!ch.valid) return;
@@ -103,10 +105,12 @@ __global__ void __launch_bounds__(kThreads) chunk_o_bwd_mma_kernel(OArgs p) {
     cp4(Aqk + r * AP + s, p.Aqk + ix, ok);  // 4-byte: above the diagonal A may hold anything
     cp4(Aqb + r * AP + s, p.Aqb + ix, ok);
   }
+  stage_gk(Gs, static_cast<const G*>(p.gk), ch, h, H, K);
   cp_commit();
-  // exp(gi) while the copies fly (rows < len; only those are stored).
-  for_chunk_log2_cumsum<G>(p.gk, ch, h, H, K, [&](int r, int d, float2 gi) { E[r * QP + d] = exp2_split(gi); });
   cp_wait<0>();
+  __syncthreads();
+  // exp(gi) from the staged gk (rows < len; only those are stored), as for_chunk_log2_cumsum forms it.
+  for_chunk_log2_cumsum<G>(Gs, Chunk{0, len, 0, 0, true}, 0, 1, K, [&](int r, int d, float2 gi) { E[r * QP + d] = exp2_split(gi); });
   __syncthreads();
 
   const int warp = e / 32, lane = e % 32, g = lane >> 2, t = lane & 3, nK = K / 8, nV = V / 8;

@@ -303,7 +303,7 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   g::GradientShares all;
   all.dq_o = all.dv_new_o = all.dh_o = all.da_wy = pool;
   g::BackwardInputs tc = in;
-  tc.fwd.v = tc.d_o = pool;
+  tc.fwd.v = tc.fwd.gk = tc.d_o = pool;
   tc.variant.o = tc.variant.wy = g::BwdKernel::TensorCores;
   EXPECT_TRUE(g::chunk_o_bwd_tensor_cores_supported(tc, 16));
   EXPECT_TRUE(g::chunk_WY_bwd_tensor_cores_supported(tc, 16));
@@ -331,6 +331,9 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   y = tc;
   y.fwd.v = reinterpret_cast<const char*>(pool) + 4;
   both_refused(y, 16, pool, "TensorCores with v not 16-byte aligned", true, true, o_no, wy_no);
+  y = tc;
+  y.fwd.gk = reinterpret_cast<const char*>(pool) + 4;
+  both_refused(y, 16, pool, "TensorCores with gk not 16-byte aligned", true, true, o_no, wy_no);
   y = tc;
   y.d_o = reinterpret_cast<const char*>(pool) + 4;
   both_refused(y, 16, pool, "TensorCores with do not 16-byte aligned", true, false, o_no, wy_no);
