@@ -8,7 +8,7 @@
 # is one allocation), =thread with ThreadSanitizer (two threads of a block touching one address with no barrier
 # between: racecheck inside a block; blocks run one after another, so nothing across blocks). Needs a configured
 # build (the reference libraries) and the CUDA headers. DPLR_EMULATE_DIR (default /tmp/dplr-gpu-emulate) is where
-# the rewritten sources and objects go: give each worktree its own. Usage: scripts/gpu-emulate/run.sh [case index]
+# the rewritten sources and objects go: give each worktree its own. Usage: scripts/gpu-emulate/run.sh [case index [chunk size]]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
