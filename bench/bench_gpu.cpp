@@ -373,9 +373,10 @@ int dplr::run_gpu_benchmarks(const char* json_path, const std::string& part) {
         sum += ts[ts.size() / 2];
         record("  bwd stage " + name, shape, ts, 0, 0);
       };
-      stage("recompute A", [&](int s) { g::chunk_A(sets[s].in, C, w.A_qk, w.A_qb, w.A_ak, w.A_ab, gt); });
-      stage("recompute WY", [&](int s) { g::chunk_WY(sets[s].in, C, w.A_ab, w.A_ak, gt.ag, w.A_ab_inv, w.w, w.u); });
-      stage("recompute h", [&](int s) {
+      stage("recompute (the driver's)", [&](int s) { g::chunk_backward_recompute(bin(s), C, w); });
+      stage("recompute A (FMA)", [&](int s) { g::chunk_A(sets[s].in, C, w.A_qk, w.A_qb, w.A_ak, w.A_ab, gt); });
+      stage("recompute WY (FMA)", [&](int s) { g::chunk_WY(sets[s].in, C, w.A_ab, w.A_ak, gt.ag, w.A_ab_inv, w.w, w.u); });
+      stage("recompute h (FMA)", [&](int s) {
         g::chunk_h(sets[s].in, C, gt.kg, gt.bg, gt.eg_last, w.w, w.u, w.h, w.v_new, nullptr);
       });
       stage("o_bwd", [&](int s) {

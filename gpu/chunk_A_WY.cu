@@ -55,6 +55,7 @@ struct AWY {
 };
 static_assert(AWY::AINV + kC * AWY::AP <= AWY::R1, "ag and A_ab_inv overlay the level operands");
 static_assert(AWY::total % 4 == 0 && AWY::AQK % 4 == 0 && AWY::AP % 4 == 0, "16-byte aligned rows of A_qk, A_qb");
+static_assert(AWY::AAK % 4 == 0 && AWY::BAP % 4 == 0 && AWY::AINV % 4 == 0, "16-byte aligned rows of A_ak, A_ab_inv");
 
 struct AWYArgs {
   const void *q, *k, *a, *b, *gk, *v;
@@ -65,6 +66,7 @@ struct AWYArgs {
   float *Aqk, *Aqb;
   GatedOperands g;
   float *w, *u;
+  float *Aak, *Ainv;  // BWD only (the chunk backward's recompute): A_ak and A_ab_inv out
 };
 
 // Two adjacent 16-bit elements (one 4-byte load) and their values.
@@ -178,7 +180,9 @@ __device__ __forceinline__ void level(const LevelArgs& la, const unsigned (&rq)[
 // barrier is used. KW = 2 (K or V up to 128): the block's two warps take one chunk, warp w its columns
 // 64 w .. 64 w + 63 of K and V; each forms the A matrices' partial sums over its columns, the two are added
 // (the same sum in both: a + b == b + a), then each runs WY for its own columns of w and u.
-template <typename T, typename G, int KW>
+// BWD (the chunk backward's recompute, AWYBackwardTensors): A_ak and A_ab_inv are also written, from the shared
+// memory where the forward (BWD = false, the same instructions as before the flag) keeps them.
+template <typename T, typename G, int KW, bool BWD>
 __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) {
   using L = AWY;
   constexpr int BP = L::BP, AP = L::AP, BAP = L::BAP, VW = L::VW;
@@ -366,6 +370,16 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
       dq[1] = sq[1];
       db[0] = sb[0];
       db[1] = sb[1];
+      if constexpr (BWD) {  // A_ak (strictly lower, zero elsewhere) and A_ab_inv (unit lower, zero above) rows out
+        const float4* sk = reinterpret_cast<const float4*>(Aak + r * BAP + 8 * half);
+        const float4* si = reinterpret_cast<const float4*>(Ainv + r * AP + 8 * half);
+        float4* dk = reinterpret_cast<float4*>(p.Aak + row);
+        float4* di = reinterpret_cast<float4*>(p.Ainv + row);
+        dk[0] = sk[0];
+        dk[1] = sk[1];
+        di[0] = si[0];
+        di[1] = si[1];
+      }
     }
   }
 }
@@ -383,7 +397,7 @@ bool chunk_A_WY_supported(const ForwardInputs& in, int C) {
 }
 
 void chunk_A_WY(const ForwardInputs& in, int C, float* A_qk, float* A_qb, const GatedOperands& gated, float* w, float* u,
-                cudaStream_t stream) {
+                cudaStream_t stream, const AWYBackwardTensors& keep) {
   check_chunk(in, C);
   if (!chunk_A_WY_supported(in, C))
     throw Unsupported("dplr::gpu: chunk_A_WY takes 16-bit inputs at chunk size 16 with K and V even and <= 128, "
@@ -395,9 +409,14 @@ void chunk_A_WY(const ForwardInputs& in, int C, float* A_qk, float* A_qb, const 
   if (!aligned(A_qk, 16) || !aligned(A_qb, 16) || !aligned(w, 8) || !aligned(u, 8) || !aligned(gated.qg, 8) ||
       !aligned(gated.kg, 8) || !aligned(gated.bg, 8) || !aligned(gated.eg_last, 8))
     throw Unsupported("dplr::gpu: chunk_A_WY needs A_qk and A_qb 16-byte aligned, w, u, qg, kg, bg, eg_last 8-byte aligned");
+  const bool bwd = keep.A_ak || keep.A_ab_inv;
+  if (bwd && (!keep.A_ak || !keep.A_ab_inv))
+    throw Unsupported("dplr::gpu: chunk_A_WY's AWYBackwardTensors needs both A_ak and A_ab_inv (or neither)");
+  if (bwd && (!aligned(keep.A_ak, 16) || !aligned(keep.A_ab_inv, 16)))
+    throw Unsupported("dplr::gpu: chunk_A_WY's AWYBackwardTensors A_ak and A_ab_inv must be 16-byte aligned");
   const std::int64_t NT = num_chunks(in, C);
   AWYArgs p{in.q, in.k, in.a, in.b, in.gk, in.v, chunk_geom(in, C), in.H, NT, static_cast<int>(in.K), static_cast<int>(in.V),
-            in.resolved_scale(), A_qk, A_qb, gated, w, u};
+            in.resolved_scale(), A_qk, A_qb, gated, w, u, keep.A_ak, keep.A_ab_inv};
   const bool wide = in.K > kKM || in.V > kKM;  // two warps a chunk
   dim3 grid(static_cast<unsigned>(wide ? NT : (NT + kWarps - 1) / kWarps), static_cast<unsigned>(in.H),
             static_cast<unsigned>(in.B));
@@ -405,12 +424,20 @@ void chunk_A_WY(const ForwardInputs& in, int C, float* A_qk, float* A_qb, const 
     using T = decltype(tt);
     using G = decltype(gg);
     if constexpr (!std::is_same_v<T, float>) {
+      auto go = [&](auto kw, auto b) {
+        constexpr int KW = decltype(kw)::value;
+        constexpr bool BWD = decltype(b)::value;
+        set_smem(chunk_A_WY_mma_kernel<T, G, KW, BWD>, AWY::bytes);
+        chunk_A_WY_mma_kernel<T, G, KW, BWD><<<grid, 32 * kWarps, AWY::bytes, stream>>>(p);
+      };
+      using One = std::integral_constant<int, 1>;
+      using Two = std::integral_constant<int, kWarps>;
       if (wide) {
-        set_smem(chunk_A_WY_mma_kernel<T, G, 2>, AWY::bytes);
-        chunk_A_WY_mma_kernel<T, G, 2><<<grid, 32 * kWarps, AWY::bytes, stream>>>(p);
+        if (bwd) go(Two{}, std::true_type{});
+        else go(Two{}, std::false_type{});
       } else {
-        set_smem(chunk_A_WY_mma_kernel<T, G, 1>, AWY::bytes);
-        chunk_A_WY_mma_kernel<T, G, 1><<<grid, 32 * kWarps, AWY::bytes, stream>>>(p);
+        if (bwd) go(One{}, std::true_type{});
+        else go(One{}, std::false_type{});
       }
     }
   });

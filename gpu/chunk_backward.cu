@@ -1,6 +1,7 @@
 // The staged chunk backward: a thin orchestrator over the stages (docs/chunk-backward.md). It recomputes the
-// forward tensors the backward reads (chunk_A, chunk_WY, chunk_h: fla too recomputes rather than keeping them),
-// then runs o_bwd -> h_bwd -> WY_bwd -> A_bwd -> cumsum_bwd, and rounds the fp32 totals dq, dk, dv, da, db once to
+// forward tensors the backward reads (chunk_backward_recompute: the fused forward's tensor-core kernels chunk_A_WY
+// and chunk_h_o with their backward options where they apply, else chunk_A, chunk_WY, chunk_h; fla too recomputes
+// rather than keeping them), then runs o_bwd -> h_bwd -> WY_bwd -> A_bwd -> cumsum_bwd, and rounds the fp32 totals dq, dk, dv, da, db once to
 // the inputs' dtype. Also the backward's request checks and its workspace.
 #include <string>
 
@@ -35,9 +36,7 @@ void check_backward(const BackwardInputs& in, int C) {
              std::to_string(static_cast<int>(v)) + ")");
 }
 
-// The stages without a tensor-core kernel yet: Default runs their FMA kernels. Each stage's file replaces its line
-// here when its kernel lands.
-bool chunk_recompute_tensor_cores_supported(const BackwardInputs&, int) { return false; }
+// Every stage's tensor-core predicate lives in its own file (recompute: chunk_ho.cu).
 
 BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int C) {
   check_chunk_shape(in.fwd, C);
@@ -84,6 +83,26 @@ BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int C, floa
   return ws;
 }
 
+void chunk_backward_recompute(const BackwardInputs& in, int C, const ChunkWorkspace& fw, cudaStream_t stream) {
+  check_chunk(in.fwd, C);
+  if (std::string(variant_name(in.variant.recompute)) == "unknown")
+    refuse("variant.recompute must be BwdKernel::Default, TensorCores or Fma (got " +
+           std::to_string(static_cast<int>(in.variant.recompute)) + ")");
+  const ForwardInputs& f = in.fwd;
+  const GatedOperands& g = fw.gated;
+  // The forward, recomputed: the tensors the backward stages read (o and ht are not needed).
+  if (use_tensor_cores(in.variant.recompute, chunk_recompute_tensor_cores_supported(in, C), "chunk_recompute")) {
+    // A_ab and ag stay in chunk_A_WY's shared memory (no backward stage reads them); o's products are skipped.
+    chunk_A_WY(f, C, fw.A_qk, fw.A_qb, g, fw.w, fw.u, stream, AWYBackwardTensors{fw.A_ak, fw.A_ab_inv});
+    chunk_h_o(f, C, nullptr, nullptr, nullptr, g.kg, g.bg, g.eg_last, fw.w, fw.u, nullptr, nullptr, stream,
+              HOStates{fw.h, fw.v_new});
+  } else {
+    chunk_A(f, C, fw.A_qk, fw.A_qb, fw.A_ak, fw.A_ab, g, stream);
+    chunk_WY(f, C, fw.A_ab, fw.A_ak, g.ag, fw.A_ab_inv, fw.w, fw.u, stream);
+    chunk_h(f, C, g.kg, g.bg, g.eg_last, fw.w, fw.u, fw.h, fw.v_new, nullptr, stream);
+  }
+}
+
 void chunk_backward(const BackwardInputs& user_in, int C, const BackwardWorkspace& ws, const BackwardOutputs& out,
                     cudaStream_t stream) {
   check_chunk_shape(user_in.fwd, C);
@@ -103,10 +122,7 @@ void chunk_backward(const BackwardInputs& user_in, int C, const BackwardWorkspac
   BackwardInputs in = user_in;
   in.fwd = with_chunk_offsets(user_in.fwd, C, fw.chunk_offsets, "chunk_backward", stream);
   const ForwardInputs& f = in.fwd;
-  // The forward, recomputed: the tensors the backward stages read (o and ht are not needed).
-  chunk_A(f, C, fw.A_qk, fw.A_qb, fw.A_ak, fw.A_ab, g, stream);
-  chunk_WY(f, C, fw.A_ab, fw.A_ak, g.ag, fw.A_ab_inv, fw.w, fw.u, stream);
-  chunk_h(f, C, g.kg, g.bg, g.eg_last, fw.w, fw.u, fw.h, fw.v_new, nullptr, stream);
+  chunk_backward_recompute(in, C, fw, stream);
   // The backward, stage by stage.
   chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, g.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh, stream);
   chunk_h_bwd(in, C, g.kg, g.bg, g.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, out.dh0, sh, stream);

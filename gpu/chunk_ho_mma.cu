@@ -12,6 +12,11 @@
 // phase 2: warps 4-7 add A_qk v + A_qb v_new to their qg S and store o; every warp updates TPW = KM / 32 tiles
 // of 16 x 8 of the state (KM = 64: rows 16 (w / 2), columns 16 (w % 2) .. + 15; KM = 128: rows 16 w, all 32
 // columns), held in registers as MMA accumulators. KM = 64 fits two blocks an SM, KM = 128 one.
+// STATES (HOStates, the chunk backward's recompute): no o, so no qg S; phase 1 is v_new alone, its K split in two
+// halves between warps w and w + 4 (columns 8 (w % 4) ..: half the dependent k-steps), the halves added where they are
+// read (v_new = (u + w[:, :KM/2] S[:KM/2]) + w[:, KM/2:] S[KM/2:], the same fp32 sum for the state update and the
+// stored v_new); every warp stores its state tiles at the top of each chunk (h) and the block stores v_new. A stage
+// holds neither qg nor A_qk, A_qb. STATES = false is the forward's kernel (the same code as before the flag).
 #include <cstdint>
 #include <type_traits>
 
@@ -21,17 +26,29 @@
 namespace dplr::gpu::detail::ho {
 namespace {
 
-template <int KMAX>
+template <int KMAX, bool STATES>
 struct HOM {
   static constexpr int C = 16, KM = KMAX, KP = KM + 4, AP = C + 4, LS = kVT + 8;  // padded rows: conflict-free fragments
-  static constexpr int W = 0, Kd = C * KP, Bd = 2 * C * KP, Qg = 3 * C * KP, U = 4 * C * KP;
-  static constexpr int Vv = U + C * kVT, Aqk = Vv + C * kVT, Aqb = Aqk + C * AP, E = Aqb + C * AP, stage = E + KM;
+  static constexpr int W = 0, Kd = C * KP, Bd = 2 * C * KP, Qg = 3 * C * KP, U = (STATES ? 3 : 4) * C * KP;
+  static constexpr int Vv = U + C * kVT, Aqk = Vv + C * kVT, Aqb = Aqk + (STATES ? 0 : C * AP);
+  static constexpr int E = Aqb + (STATES ? 0 : C * AP), stage = E + KM;
   static constexpr int NS = 4;
   static constexpr int TPW = KM / 32, WPR = 128 / KM;  // state tiles a warp; warps a 16-row tile
-  static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + C * LS) * sizeof(float);
+  static constexpr int VN = STATES ? 2 : 1;            // v_new buffers: its two K halves in the states mode
+  static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + VN * C * LS) * sizeof(float);
 };
-static_assert(HOM<64>::bytes <= 110 * 1024, "chunk_ho mma: two blocks an SM at K <= 64");
-static_assert(HOM<128>::bytes <= 227 * 1024, "chunk_ho mma: one block an SM at K <= 128");
+static_assert(HOM<64, false>::bytes <= 110 * 1024 && HOM<64, true>::bytes <= 110 * 1024,
+              "chunk_ho mma: two blocks an SM at K <= 64");
+static_assert(HOM<128, false>::bytes <= 227 * 1024 && HOM<128, true>::bytes <= 227 * 1024,
+              "chunk_ho mma: one block an SM at K <= 128");
+
+// A B fragment (k-major, columns n0 .. n0 + 7) of the sum of two matrices, split (the states mode's v_new halves).
+__device__ __forceinline__ void load_b_split_sum(const float* m, const float* m2, int ld, int k0, int n0, int g, int t,
+                                                 unsigned& hi0, unsigned& lo0, unsigned& hi1, unsigned& lo1) {
+  const int i0 = (k0 + t) * ld + n0 + g, i1 = (k0 + t + 4) * ld + n0 + g;
+  split_tf32(m[i0] + m2[i0], hi0, lo0);
+  split_tf32(m[i1] + m2[i1], hi1, lo1);
+}
 
 // Two adjacent outputs in one store: 16-bit, each rounded to nearest as st<T> (4 bytes), or fp32 in the fp32-output
 // mode (8 bytes; i is even and o 8-byte aligned, checked by chunk_h_o).
@@ -45,15 +62,16 @@ __device__ __forceinline__ void st2(void* o, std::int64_t i, float x, float y, b
     *reinterpret_cast<__half2*>(static_cast<T*>(o) + i) = __floats2half2_rn(x, y);
 }
 
-template <typename T, int KMAX>
+template <typename T, int KMAX, bool STATES>
 __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
-  using L = HOM<KMAX>;
+  using L = HOM<KMAX, STATES>;
   constexpr int NS = L::NS, C = L::C, KP = L::KP, AP = L::AP, LS = L::LS, TPW = L::TPW;
   static_assert(C * L::KM / 4 % kThreads == 0 && C * C == kThreads, "chunk_ho mma: whole copies a thread");
   const int K = p.K, V = p.V;
   extern __shared__ __align__(16) float sm[];
   float* Ss = sm + NS * L::stage;  // [KM][LS], the state before the chunk
   float* Vn = Ss + L::KM * LS;     // [C][LS]
+  float* Vn2 = Vn + C * LS;        // [C][LS], STATES only: the second K half of v_new
 
   const std::int64_t h = blockIdx.y, H = p.H;
   const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
@@ -74,7 +92,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
       cp16(sg + L::W + o, p.w + ix, ok);
       cp16(sg + L::Kd + o, p.kg + ix, ok);
       cp16(sg + L::Bd + o, p.bg + ix, ok);
-      cp16(sg + L::Qg + o, p.qg + ix, ok);
+      if constexpr (!STATES) cp16(sg + L::Qg + o, p.qg + ix, ok);
     }
     if (e < C * kVT / 4) {
       const int r = e / (kVT / 4), cx = (e % (kVT / 4)) * 4;
@@ -91,7 +109,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
       const bool ok = 4 * e < K;
       cp16(sg + L::E + 4 * e, p.egl + (ok ? (ch.g * H + h) * K + 4 * e : 0), ok);
     }
-    {
+    if constexpr (!STATES) {
       const int r = e / C, s = e % C;
       const bool ok = r < ch.len && s <= r;
       const std::int64_t ix = ok ? ((ch.bos + r) * H + h) * C + s : 0;
@@ -111,7 +129,10 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
       Ss[i * LS + col] = sa[j][q];
     }
   ring_start<NS>(count, load);
-  const int mat = warp >> 2, nt = warp & 3;  // phase 1: v_new (mat 0) or qg S (mat 1), columns 8 nt ..
+  // phase 1: v_new (mat 0) or qg S (mat 1), columns 8 nt ..; STATES: v_new's K half mat
+  const int mat = warp >> 2, nt = warp & 3;
+  constexpr int KSPAN = STATES ? L::KM / 2 : L::KM;  // the k-steps a phase-1 warp runs
+  const int kbase = STATES ? mat * KSPAN : 0;
   for (std::int64_t c = 0; c < count; ++c) {
     ring_advance<NS>(c, count, load);  // chunk c's stage landed; chunk c - 1 fully done (state written)
     const Chunk ch = chunk_in(seq, c, C);
@@ -123,19 +144,30 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
     const float* Aqk = sg + L::Aqk;
     const float* Aqb = sg + L::Aqb;
     const float* egl = sg + L::E;
+    if constexpr (STATES) {  // h: the state before this chunk, from the accumulators (8-byte stores)
+      float* hc = p.h + (ch.g * H + h) * K * V;
+#pragma unroll
+      for (int j = 0; j < TPW; ++j)
+#pragma unroll
+        for (int q = 0; q < 4; q += 2) {
+          const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = c0 + 8 * (nb0 + j) + 2 * t;
+          if (i < K && col < V) *reinterpret_cast<float2*>(hc + i * V + col) = make_float2(sa[j][q], sa[j][q + 1]);
+        }
+    }
     // Four accumulators a tile (hi*hi of even / odd k-steps, hi*lo, lo*hi): dependent MMA chains of 4 and 8, not 24.
     float acc[4], acc2[4] = {0.f, 0.f, 0.f, 0.f}, cor[4] = {0.f, 0.f, 0.f, 0.f}, cor2[4] = {0.f, 0.f, 0.f, 0.f};
     {  // phase 1: v_new = u + w S (mat 0), qg S (mat 1)
-      const float* M = sg + (mat ? L::Qg : L::W);
+      const float* M = sg + (mat && !STATES ? L::Qg : L::W);
       const int cn = 8 * nt + 2 * t;
 #pragma unroll
       for (int q = 0; q < 4; ++q) acc[q] = mat ? 0.f : U[(g + (q >= 2 ? 8 : 0)) * kVT + cn + (q & 1)];
 #pragma unroll
-      for (int k0 = 0; k0 < L::KM; k0 += 8) {
+      for (int kk = 0; kk < KSPAN; kk += 8) {
+        const int k0 = kbase + kk;
         unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
         load_a_split(M, KP, k0, g, t, ah, al);
         load_b_split(Ss, LS, k0, 8 * nt, g, t, bh0, bl0, bh1, bl1);
-        if ((k0 / 8) % 2 == 0) mma_3xtf32(acc, cor, cor2, ah, al, bh0, bl0, bh1, bl1);
+        if ((kk / 8) % 2 == 0) mma_3xtf32(acc, cor, cor2, ah, al, bh0, bl0, bh1, bl1);
         else mma_3xtf32(acc2, cor, cor2, ah, al, bh0, bl0, bh1, bl1);
       }
 #pragma unroll
@@ -143,13 +175,20 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
         acc[q] = (acc[q] + acc2[q]) + (cor[q] + cor2[q]);
         acc2[q] = cor[q] = cor2[q] = 0.f;
       }
-      if (mat == 0) {
-        *reinterpret_cast<float2*>(Vn + g * LS + cn) = make_float2(acc[0], acc[1]);
-        *reinterpret_cast<float2*>(Vn + (g + 8) * LS + cn) = make_float2(acc[2], acc[3]);
+      if (mat == 0 || STATES) {
+        float* Vd = STATES && mat ? Vn2 : Vn;
+        *reinterpret_cast<float2*>(Vd + g * LS + cn) = make_float2(acc[0], acc[1]);
+        *reinterpret_cast<float2*>(Vd + (g + 8) * LS + cn) = make_float2(acc[2], acc[3]);
       }
     }
     __syncthreads();
-    if (mat == 1) {  // o = qg S + A_qk v + A_qb v_new, columns 8 nt ..
+    if constexpr (STATES) {  // v_new out: its two halves added (as the state update adds them), 8-byte stores
+      const int r = threadIdx.x / (kVT / 2), cx = 2 * (threadIdx.x % (kVT / 2));
+      static_assert(C * kVT == 2 * kThreads, "chunk_ho mma: two v_new elements a thread");
+      if (r < ch.len && c0 + cx < V)
+        *reinterpret_cast<float2*>(p.vnew + tix(ch.bos + r, h, H, c0 + cx, V)) =
+            make_float2(Vn[r * LS + cx] + Vn2[r * LS + cx], Vn[r * LS + cx + 1] + Vn2[r * LS + cx + 1]);
+    } else if (mat == 1) {  // o = qg S + A_qk v + A_qb v_new, columns 8 nt ..
 #pragma unroll
       for (int k0 = 0; k0 < C; k0 += 8) {
         unsigned ah[4], al[4], b0, b1;
@@ -205,7 +244,8 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
 #pragma unroll
         for (int j = 0; j < TPW; ++j) {
           unsigned bh0, bl0, bh1, bl1;
-          load_b_split(Vn, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
+          if constexpr (STATES) load_b_split_sum(Vn, Vn2, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
+          else load_b_split(Vn, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
           mma_3xtf32(hh[j], cs2[j], cs[j], ah, al, bh0, bl0, bh1, bl1);
         }
       }
@@ -232,17 +272,22 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
 
 }  // namespace
 
-void launch_mma(const HOArgs& p, ElemType dtype, dim3 grid, cudaStream_t stream) {
+void launch_mma(const HOArgs& p, ElemType dtype, dim3 grid, bool states, cudaStream_t stream) {
   dispatch_types(dtype, dtype, [&](auto t, auto) {
     using T = decltype(t);
     if constexpr (!std::is_same_v<T, float>) {
-      auto go = [&](auto km) {
+      auto go = [&](auto km, auto st) {
         constexpr int KMAX = decltype(km)::value;
-        set_smem(chunk_ho_mma_kernel<T, KMAX>, HOM<KMAX>::bytes);
-        chunk_ho_mma_kernel<T, KMAX><<<grid, kThreads, HOM<KMAX>::bytes, stream>>>(p);
+        constexpr bool STATES = decltype(st)::value;
+        set_smem(chunk_ho_mma_kernel<T, KMAX, STATES>, HOM<KMAX, STATES>::bytes);
+        chunk_ho_mma_kernel<T, KMAX, STATES><<<grid, kThreads, HOM<KMAX, STATES>::bytes, stream>>>(p);
       };
-      if (p.K <= 64) go(std::integral_constant<int, 64>{});
-      else go(std::integral_constant<int, 128>{});
+      auto with_k = [&](auto st) {
+        if (p.K <= 64) go(std::integral_constant<int, 64>{}, st);
+        else go(std::integral_constant<int, 128>{}, st);
+      };
+      if (states) with_k(std::true_type{});
+      else with_k(std::false_type{});
     }
   });
 }

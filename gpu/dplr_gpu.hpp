@@ -260,14 +260,31 @@ bool chunk_fused_ho(const ForwardInputs& in, int chunk_size);
 // gated operands qg, kg, bg, eg_last (not ag) and w, u, as chunk_A then chunk_WY would (to fp32 rounding, not
 // bitwise: other summation orders); A_ak, A_ab, ag and A_ab_inv stay in shared memory. The fused chunk forward
 // uses it where supported, else chunk_A and chunk_WY. With cu_seqlens, in.chunk_offsets must be prepared.
+// `keep` (the chunk backward's recompute): A_ak and A_ab_inv ([B, T, H, C] fp32, 16-byte aligned), which the forward
+// keeps in shared memory, are also written, as chunk_A and chunk_WY write them (to fp32 rounding); both or neither.
+// Neither (the default): the forward's kernel, unchanged by the option (a template flag).
+struct AWYBackwardTensors {
+  float* A_ak = nullptr;
+  float* A_ab_inv = nullptr;
+};
 bool chunk_A_WY_supported(const ForwardInputs& in, int chunk_size);
 void chunk_A_WY(const ForwardInputs& in, int chunk_size, float* A_qk, float* A_qb, const GatedOperands& gated, float* w,
-                float* u, cudaStream_t stream = 0);
+                float* u, cudaStream_t stream = 0, const AWYBackwardTensors& keep = {});
 // The fused h and o stage alone (reads what chunk_h and chunk_o read but v_new and h, writes o and ht; ht may be
 // nullptr). Throws Unsupported unless chunk_fused_ho(in, chunk_size).
+// `states` (the chunk backward's recompute): h (the state before each chunk, [B, NT, H, K, V]) and v_new
+// ([B, T, H, V]) are written, as chunk_h writes them (to fp32 rounding: 3xTF32 products, other summation orders),
+// and o's products are skipped: o, A_qk, A_qb and qg are not read and must be nullptr; ht as without it. Both h and
+// v_new (8-byte aligned), on the tensor-core kernel only (HOVariant Default or TensorCores, where it applies: 16-bit
+// inputs, C = 16, K % 4 == 0, V % 8 == 0, 16-byte aligned v and operands); the forward's launches (no states) run the
+// kernel unchanged (a template flag).
+struct HOStates {
+  float* h = nullptr;
+  float* v_new = nullptr;
+};
 void chunk_h_o(const ForwardInputs& in, int chunk_size, const float* A_qk, const float* A_qb, const float* qg,
                const float* kg, const float* bg, const float* eg_last, const float* w, const float* u, void* o,
-               float* ht, cudaStream_t stream = 0);
+               float* ht, cudaStream_t stream = 0, const HOStates& states = {});
 void chunk_forward_fused(const ForwardInputs& in, int chunk_size, const ChunkWorkspace& ws, void* o, float* ht,
                          cudaStream_t stream = 0);
 
@@ -283,8 +300,8 @@ void chunk_forward_fused(const ForwardInputs& in, int chunk_size, const ChunkWor
 //   dv [B, T, H, V], dq, dk, da, db [B, T, H, K]   fp32 totals (dq with respect to the unscaled q)
 //   dgk [B, T, H, K]
 // The forward tensors a stage reads (A_qk, A_qb, A_ak, A_ab_inv, qg, kg, bg, eg_last, w, u, h, v_new) are the
-// forward stages' (chunk_A, chunk_WY, chunk_h); chunk_backward recomputes them (fla keeps only o and ht between
-// forward and backward). Stages that need decay factors re-form the in-chunk sums of gk in fp64 split hi + lo
+// forward stages' (chunk_A, chunk_WY, chunk_h, or the fused forward's kernels with their backward options);
+// chunk_backward recomputes them (chunk_backward_recompute; fla keeps only o and ht between forward and backward). Stages that need decay factors re-form the in-chunk sums of gk in fp64 split hi + lo
 // (as chunk_A) and take every factor as the exponential of a difference (<= 1 for gk <= 0), never
 // exp(gi_r) * exp(-gi_s), to fp32 accuracy however large the difference (common.cuh, exp2_diff_exact_scale).
 // Accumulation is fp32 FMA (no tensor cores). No atomics: every output element is summed by one thread in a
@@ -311,6 +328,8 @@ struct BackwardInputs {
 // check_chunk(in.fwd, C) and the backward's own inputs; throws Unsupported.
 void check_backward(const BackwardInputs& in, int chunk_size);
 // Whether a stage's tensor-core kernel takes this request (BackwardVariant: Default runs it where this is true).
+// recompute: chunk_A_WY (with AWYBackwardTensors) and chunk_h_o's tensor-core kernel (with HOStates), i.e. 16-bit
+// inputs at C = 16, K % 4 == 0, V % 8 == 0, K, V <= 128, 4-byte aligned inputs and 16-byte aligned v.
 bool chunk_recompute_tensor_cores_supported(const BackwardInputs& in, int chunk_size);
 bool chunk_o_bwd_tensor_cores_supported(const BackwardInputs& in, int chunk_size);
 bool chunk_h_bwd_tensor_cores_supported(const BackwardInputs& in, int chunk_size);
@@ -391,11 +410,17 @@ struct BackwardOutputs {
   float* dgk = nullptr;
   float* dh0 = nullptr;
 };
-// The staged chunk backward: recomputes the forward (chunk_A, chunk_WY, chunk_h: h and v_new, in ws.forward),
-// then o_bwd, h_bwd, WY_bwd, A_bwd, cumsum_bwd, and rounds the fp32 totals once to the outputs' dtype. With
-// cu_seqlens it first fills ws.forward.chunk_offsets, as chunk_forward does; in.fwd.chunk_offsets is not needed.
+// The staged chunk backward: recomputes the forward (chunk_backward_recompute, into ws.forward), then o_bwd, h_bwd,
+// WY_bwd, A_bwd, cumsum_bwd, and rounds the fp32 totals once to the outputs' dtype. With cu_seqlens it first fills
+// ws.forward.chunk_offsets, as chunk_forward does; in.fwd.chunk_offsets is not needed.
 void chunk_backward(const BackwardInputs& in, int chunk_size, const BackwardWorkspace& ws, const BackwardOutputs& out,
                     cudaStream_t stream = 0);
+// chunk_backward's first step alone: the forward tensors the backward stages read (A_qk, A_qb, A_ak, A_ab_inv, qg, kg,
+// bg, eg_last, w, u, h, v_new) into fw. variant.recompute: TensorCores = chunk_A_WY (AWYBackwardTensors) and
+// chunk_h_o (HOStates), where chunk_recompute_tensor_cores_supported (ag and A_ab are then not written); Fma =
+// chunk_A, chunk_WY, chunk_h (every buffer of fw but gi, ge written). With cu_seqlens, in.fwd.chunk_offsets must be
+// prepared (chunk_backward does it).
+void chunk_backward_recompute(const BackwardInputs& in, int chunk_size, const ChunkWorkspace& fw, cudaStream_t stream = 0);
 
 
 }  // namespace dplr::gpu

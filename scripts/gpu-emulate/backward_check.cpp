@@ -134,6 +134,15 @@ int main(int argc, char** argv) {
       // the tensor-core A_bwd's range (16-bit inputs at C = 16): every gate pinned at -30, and K = V = 128
       {{"", 1, 40, 2, 64, 64, E::BF16, false, Gate::Pinned30, true, false, {}}, true},
       {{"", 1, 35, 1, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
+      // 16-bit inputs the recompute's tensor-core path takes at C = 16 (K % 4 == 0, V % 8 == 0): T not a multiple of
+      // 16, K = V = 128 (two warps a chunk in chunk_A_WY, KM = 128 in h), K != V both ways, K below the h kernel's
+      // KM, varlen with empty and short sequences, gk pinned at -30
+      {{"", 1, 40, 2, 64, 64, E::BF16, false, Gate::Strong, true, false, {}}, true},
+      {{"", 1, 33, 1, 128, 128, E::BF16, true, Gate::Fla, true, false, {}}, true},
+      {{"", 1, 30, 1, 128, 64, E::F16, false, Gate::Strong, false, false, {}}, true},
+      {{"", 1, 37, 1, 32, 96, E::BF16, false, Gate::Fla, true, false, {}}, false},
+      {{"", 1, 50, 1, 64, 64, E::BF16, false, Gate::Strong, true, false, {0, 0, 3, 20, 20, 50}}, true},
+      {{"", 1, 35, 2, 64, 64, E::F16, false, Gate::Pinned30, false, false, {}}, true},
   };
   std::uint64_t seed = 100;
   for (int C : {16, 32, 64})
@@ -142,7 +151,7 @@ int main(int argc, char** argv) {
       Case c = cs[ci].c;
       c.name = describe(c);
       const dplr::DplrProblem p = make_backward_problem(c, cs[ci].dht, ++seed);
-      std::printf("%s%s C%d\n", c.name.c_str(), cs[ci].dht ? " dht" : "", C);
+      std::printf("%s%s C%d (case %zu)\n", c.name.c_str(), cs[ci].dht ? " dht" : "", C, ci);
       const E dt = c.dt, gdt = c.gk_f32 ? E::F32 : c.dt;
       Host q = up(p.q.values, dt), k = up(p.k.values, dt), v = up(p.v.values, dt), a = up(p.a.values, dt),
            b = up(p.b.values, dt), gk = up(p.gk.values, gdt), d_o = up(p.grad_o->values, dt);
@@ -175,7 +184,13 @@ int main(int argc, char** argv) {
           {"dw", down(ws.dw, nk, E::F32)}, {"dv", down(ws.dv, nv, E::F32)}, {"dq", down(ws.dq, nk, E::F32)},
           {"dk", down(ws.dk, nk, E::F32)}, {"da", down(ws.da, nk, E::F32)}, {"db", down(ws.db, nk, E::F32)},
           {"dgk", down(og.p(), nk, E::F32)}, {"dh0", down(oh.p(), N * c.H * c.K * c.V, E::F32)},
-          {"h", down(fw.h, nh, E::F32)}, {"v_new", down(fw.v_new, nv, E::F32)}, {"w", down(fw.w, nk, E::F32)}};
+          {"h", down(fw.h, nh, E::F32)}, {"v_new", down(fw.v_new, nv, E::F32)}, {"w", down(fw.w, nk, E::F32)},
+          // the rest of the recomputed forward the backward stages read (not A_ab, ag: the tensor-core recompute
+          // keeps them in shared memory)
+          {"A_qk", down(fw.A_qk, na, E::F32)}, {"A_qb", down(fw.A_qb, na, E::F32)}, {"A_ak", down(fw.A_ak, na, E::F32)},
+          {"A_ab_inv", down(fw.A_ab_inv, na, E::F32)}, {"qg", down(fw.gated.qg, nk, E::F32)},
+          {"kg", down(fw.gated.kg, nk, E::F32)}, {"bg", down(fw.gated.bg, nk, E::F32)},
+          {"eg_last", down(fw.gated.eg_last, grid.rows * grid.NT * c.H * c.K, E::F32)}, {"u", down(fw.u, nv, E::F32)}};
       if (std::getenv("DPLR_EMULATE_DIGEST")) {  // bit patterns of every tensor, to compare two trees' kernels
         auto digest = [](const std::vector<double>& x) {
           std::uint64_t hsh = 1469598103934665603ull;
