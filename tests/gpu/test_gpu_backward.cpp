@@ -73,6 +73,11 @@ std::vector<BackwardCase> backward_cases() {
       // the tensor-core A_bwd's range (16-bit inputs at C = 16): every gate pinned at -30; K = V = 128
       {{"", 1, 70, 2, 64, 64, E::BF16, false, Gate::Pinned30, true, false, {}}, true},
       {{"", 1, 60, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
+      // 16-bit cases the tensor-core recompute takes at C = 16 (K % 4 == 0, V % 8 == 0): K = V = 128 (chunk_A_WY's two
+      // warps a chunk, h's KM = 128), varlen with empty and short sequences, gk pinned at -30
+      {{"", 1, 70, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
+      {{"", 1, 100, 2, 64, 64, E::BF16, true, Gate::Fla, true, false, {0, 0, 7, 40, 40, 100}}, true},
+      {{"", 1, 60, 2, 64, 64, E::F16, false, Gate::Pinned30, false, false, {}}, true},
   };
   for (auto& b : cs) b.c.name = describe(b.c) + (b.dht ? " dht" : "");
   return cs;
@@ -218,6 +223,54 @@ TEST(GpuChunkBackward, StagesAndGradientsMatchExact) {
           EXPECT_EQ(got.at(name).values, stages.at(name)) << "chunk_backward's " << name << " differs from the stages run alone";
       }
     }
+}
+
+// The recomputed forward alone (chunk_backward_recompute) on its tensor-core path (chunk_A_WY with
+// AWYBackwardTensors, chunk_h_o with HOStates), every tensor the backward stages read against the exact stage
+// oracles (1e-5; the staged recompute's are checked by the stages-alone runs above), on a poisoned workspace.
+TEST(GpuChunkBackward, TensorCoreRecomputeMatchesOracles) {
+  REQUIRE_DEVICE();
+  std::uint64_t seed = 7700;
+  for (const Case& c0 : {Case{"", 2, 90, 2, 64, 64, E::BF16, false, Gate::Fla, true, false, {}},
+                         Case{"", 1, 70, 2, 128, 128, E::F16, true, Gate::Strong, false, false, {}},
+                         Case{"", 1, 50, 1, 128, 64, E::BF16, false, Gate::Pinned30, true, false, {}},
+                         Case{"", 1, 45, 2, 32, 96, E::BF16, false, Gate::Strong, true, false, {}},
+                         Case{"", 1, 100, 2, 64, 64, E::BF16, false, Gate::Strong, true, false, {0, 0, 7, 40, 40, 100}}}) {
+    Case c = c0;
+    c.name = describe(c);
+    SCOPED_TRACE(c.name);
+    std::printf("  %s C16 recompute tensor-cores\n", c.name.c_str());
+    const dplr::DplrProblem p = make_backward_problem(c, true, ++seed);
+    dplr::DeviceProblem d(p);
+    g::BackwardInputs in = d.backward_inputs();
+    in.variant.recompute = g::BwdKernel::TensorCores;
+    ASSERT_TRUE(g::chunk_recompute_tensor_cores_supported(in, 16));
+    const g::BackwardWorkspaceSizes sz = g::chunk_backward_workspace_floats(in, 16);
+    DevBuf buffer(sz.total() * 4);
+    buffer.poison();
+    const g::BackwardWorkspace ws = g::carve_backward_workspace(in, 16, buffer.f());
+    if (in.fwd.cu_seqlens) {
+      g::prepare_chunk_offsets(in.fwd, 16, ws.forward.chunk_offsets);
+      in.fwd.chunk_offsets = ws.forward.chunk_offsets;
+      in.fwd.chunk_offsets_C = 16;
+    }
+    const g::ChunkWorkspace& fw = ws.forward;
+    g::chunk_backward_recompute(in, 16, fw);
+    dplr::check_cuda(cudaDeviceSynchronize(), "chunk_backward_recompute");
+    const dplr::ChunkStages oracle = dplr::run_chunk_stages(p, 16, dplr::Precision{dplr::Arithmetic::Double, 0});
+    const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, 16);
+    const auto& s = p.shape;
+    const std::size_t nk = s.B * s.T * s.H * s.K, nv = s.B * s.T * s.H * s.V, na = s.B * s.T * s.H * 16,
+                      nh = grid.rows * grid.NT * s.H * s.K * s.V, ne = grid.rows * grid.NT * s.H * s.K;
+    const std::pair<const char*, std::pair<const float*, std::size_t>> tensors[] = {
+        {"A_qk", {fw.A_qk, na}}, {"A_qb", {fw.A_qb, na}},        {"A_ak", {fw.A_ak, na}}, {"A_ab_inv", {fw.A_ab_inv, na}},
+        {"qg", {fw.gated.qg, nk}}, {"kg", {fw.gated.kg, nk}},    {"bg", {fw.gated.bg, nk}},
+        {"eg_last", {fw.gated.eg_last, ne}}, {"w", {fw.w, nk}},  {"u", {fw.u, nv}},
+        {"h", {fw.h, nh}},       {"v_new", {fw.v_new, nv}}};
+    for (const auto& [name, pn] : tensors)
+      expect_stage(dplr::chunk_stage_of(name).c_str(), name, dplr::download_values(pn.first, pn.second, E::F32),
+                   oracle.tensors.at(name).rounded(), 1e-5);
+  }
 }
 
 // No atomics, fixed summation orders: two runs give the same bits.
@@ -402,6 +455,53 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   out.dgk = f;
   refused([&] { g::chunk_backward(in, 16, ws, out); }, "driver without a workspace", "workspace");
   refused([&] { g::carve_backward_workspace(in, 16, nullptr); }, "carve without a buffer", "buffer");
+  // The tensor-core recompute: where it applies (16-bit inputs, C = 16, K % 4 == 0, V % 8 == 0, 16-byte aligned v),
+  // and an explicit TensorCores refused elsewhere, before any launch.
+  alignas(16) float aligned_dummy[4] = {};
+  g::BackwardInputs r = in;
+  r.fwd.q = r.fwd.k = r.fwd.v = r.fwd.a = r.fwd.b = r.fwd.gk = aligned_dummy;
+  EXPECT_TRUE(g::chunk_recompute_tensor_cores_supported(r, 16)) << "bf16 K = V = 64 at C = 16";
+  EXPECT_FALSE(g::chunk_recompute_tensor_cores_supported(r, 32)) << "C = 32";
+  g::ForwardInputs& rf = r.fwd;
+  rf.dtype = rf.gk_dtype = E::F32;
+  EXPECT_FALSE(g::chunk_recompute_tensor_cores_supported(r, 16)) << "fp32 inputs";
+  r.variant.recompute = g::BwdKernel::TensorCores;
+  g::ChunkWorkspace none;  // never reached: refused first
+  refused([&] { g::chunk_backward_recompute(r, 16, none); }, "tensor-core recompute with fp32 inputs",
+          "chunk_recompute");
+  rf.dtype = rf.gk_dtype = E::BF16;
+  rf.V = 60;
+  EXPECT_FALSE(g::chunk_recompute_tensor_cores_supported(r, 16)) << "V not a multiple of 8";
+  refused([&] { g::chunk_backward_recompute(r, 16, none); }, "tensor-core recompute with V = 60", "chunk_recompute");
+  rf.V = 64;
+  rf.K = 62;
+  EXPECT_FALSE(g::chunk_recompute_tensor_cores_supported(r, 16)) << "K not a multiple of 4";
+  rf.K = 64;
+  rf.v = reinterpret_cast<const char*>(aligned_dummy) + 4;
+  EXPECT_FALSE(g::chunk_recompute_tensor_cores_supported(r, 16)) << "v not 16-byte aligned";
+  rf.v = aligned_dummy;
+  r.variant.recompute = static_cast<g::BwdKernel>(9);
+  refused([&] { g::chunk_backward_recompute(r, 16, none); }, "a recompute choice outside the enum", "variant.recompute");
+  // The kernels' backward options: both tensors or neither; HOStates skips o (no o operands) on the tensor-core kernel.
+  float* af = aligned_dummy;
+  const g::GatedOperands gated{af, af, af, af, af};
+  refused([&] { g::chunk_A_WY(rf, 16, af, af, gated, af, af, 0, g::AWYBackwardTensors{af, nullptr}); },
+          "AWYBackwardTensors without A_ab_inv", "both A_ak and A_ab_inv");
+  refused([&] { g::chunk_h_o(rf, 16, nullptr, nullptr, nullptr, af, af, af, af, af, nullptr, nullptr, 0,
+                             g::HOStates{af, nullptr}); },
+          "HOStates without v_new", "both h and v_new");
+  refused([&] { g::chunk_h_o(rf, 16, af, af, af, af, af, af, af, af, af, nullptr, 0, g::HOStates{af, af}); },
+          "HOStates with o's operands", "must be nullptr");
+  g::ForwardInputs fma = rf;
+  fma.variant.ho = g::HOVariant::Fma2;
+  refused([&] { g::chunk_h_o(fma, 16, nullptr, nullptr, nullptr, af, af, af, af, af, nullptr, nullptr, 0,
+                             g::HOStates{af, af}); },
+          "HOStates on the FMA kernel", "tensor-core kernel only");
+  fma = rf;
+  fma.V = 60;
+  refused([&] { g::chunk_h_o(fma, 16, nullptr, nullptr, nullptr, af, af, af, af, af, nullptr, nullptr, 0,
+                             g::HOStates{af, af}); },
+          "HOStates with V = 60 (no tensor-core kernel)", "tensor-core kernel only");
 }
 
 }  // namespace
