@@ -11,7 +11,7 @@
 # SKIP_SAN=1, SKIP_PLANTED=1 (needs carry/dplr-planted, a -DDPLR_PLANT_DEFECTS=ON build); BENCH_PART=forward|training
 # (`dplr bench --gpu --gpu-part`; default all); CHECK_SEEDS="7 11" (default: the committed sweep's seeds only);
 # CHECK_PROPERTY=N (the property sweep, off by default; CHECK_PROPERTY_SEEDS="7 8"); GPU_TESTS="test_gpu_forward ..."
-# (default: every GPU test binary carried).
+# (default: every GPU test binary carried); SAN_TESTS (the binaries compute-sanitizer runs; default GPU_TESTS).
 set -u
 OUT=${OUT:-out/device}
 RESULTS=$(mktemp -d)
@@ -119,7 +119,7 @@ fi
 if [ "${SKIP_SAN:-0}" != 1 ]; then
   echo "== compute-sanitizer (every kernel once)"
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  for t in ${GPU_TESTS:-test_gpu_forward test_gpu_recurrent_bwd}; do
+  for t in ${SAN_TESTS:-${GPU_TESTS:-test_gpu_forward test_gpu_recurrent_bwd}}; do
     for tool in memcheck racecheck; do
       timeout 150 "$SAN" --tool $tool --print-limit 20 ./carry/$t --gtest_filter='GpuSanitize*' > "$RESULTS/san.txt" 2>&1
       echo "$t $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$RESULTS/san.txt" | tail -1)" | tee -a "$RESULTS/sanitizer.log"
