@@ -58,7 +58,7 @@ int Precision::significand_bits() const {
 Precision Precision::certifier() const {
   switch (arithmetic) {
     case Arithmetic::Double: return {Arithmetic::DoubleDouble, 0};
-    // td: 44 bits above dd, at about 1.3x dd's cost where qd costs 10x (B1 T4096 H2 K=V=64 fwd+bwd, one thread);
+    // td: 44 bits above dd, at 1.7x dd's CPU time (B1 T4096 H2 K=V=64 fwd+bwd, one thread; docs/reference-cost.md);
     // tests/reference/test_precision.cpp checks the estimate against MPFR-400 on every distribution.
     case Arithmetic::DoubleDouble: return {Arithmetic::TripleDouble, 0};
     case Arithmetic::TripleDouble: return {Arithmetic::QuadDouble, 0};
