@@ -9,8 +9,9 @@
 
 namespace dplr {
 
-// td_real's translation unit is compiled with -mfma: refuses (InputError) on a CPU without FMA.
-void require_fma_for_triple_double();
+// The dd_real and td_real translation units are compiled with -mfma: refuses `precision` (InputError) on a CPU
+// without FMA.
+void require_fma(const Precision& precision);
 // Throws the InputError of a ball precision asked of a build without Arb.
 [[noreturn]] void refuse_without_arb();
 
@@ -18,9 +19,11 @@ template <class F>
 decltype(auto) with_scalar(const Precision& precision, F&& f) {
   switch (precision.arithmetic) {
     case Arithmetic::Double: return f(std::type_identity<double>{});
-    case Arithmetic::DoubleDouble: return f(std::type_identity<dd_real>{});
+    case Arithmetic::DoubleDouble:
+      require_fma(precision);
+      return f(std::type_identity<dd_real>{});
     case Arithmetic::TripleDouble:
-      require_fma_for_triple_double();
+      require_fma(precision);
       return f(std::type_identity<td_real>{});
     case Arithmetic::QuadDouble: return f(std::type_identity<qd_real>{});
     case Arithmetic::Mpfr: break;

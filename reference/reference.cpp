@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <limits>
 
 #include <fmt/format.h>
@@ -68,6 +69,7 @@ std::string memory_purpose(const ReferenceOptions& options) {
 
 ReferenceResult run_at(const DplrProblem& problem, const ReferenceOptions& options) {
   const auto start = std::chrono::steady_clock::now();
+  const std::clock_t cpu_start = std::clock();
   RecurrentOptions recurrent{options.backward, options.checkpoint_interval, options.threads};
   ReferenceResult result;
   result.precision = options.precision;
@@ -75,6 +77,7 @@ ReferenceResult run_at(const DplrProblem& problem, const ReferenceOptions& optio
     return recurrent_reference<S>(problem, recurrent);
   });
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.cpu_seconds = double(std::clock() - cpu_start) / CLOCKS_PER_SEC;
   return result;
 }
 
@@ -122,6 +125,7 @@ ReferenceResult run_certified_reference(const DplrProblem& problem, const Refere
   const ReferenceResult more_precise = run_reference(problem, check);
   result.estimated_bits = certify(result, more_precise);
   result.estimated_against = check.precision;
+  result.estimate_seconds = more_precise.seconds, result.estimate_cpu_seconds = more_precise.cpu_seconds;
   return result;
 }
 

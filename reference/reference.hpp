@@ -24,8 +24,10 @@ struct ReferenceOptions {
 struct ReferenceResult {
   ExactTensorMap tensors;  // o, ht, and with the backward dq, dk, dv, da, db, dgk, dh0
   Precision precision;
-  double seconds = 0.0;
+  double seconds = 0.0;      // wall time of the run (the estimate's repeat not counted)
+  double cpu_seconds = 0.0;  // the process's CPU time (user + system, all threads) over the run
   std::optional<Precision> estimated_against;
+  double estimate_seconds = 0.0, estimate_cpu_seconds = 0.0;  // the same of the repeat at estimated_against
   std::map<std::string, double> estimated_bits;  // per tensor, when certified: the estimate (agreement of two runs)
   std::map<std::string, double> proven_bits;     // per tensor, of a rigorous (ball) run: proven_bits() of exact_tensor.hpp
   std::vector<std::string> notes;  // e.g. why the run moved to MPFR

@@ -58,7 +58,7 @@ def test_reference_at_one_token_is_the_closed_form():
                                rtol=1e-13)
     assert exact["o"].dtype == np.float64
     assert set(exact["estimated_bits"]) == {"o", "ht", "dq", "dk", "dv", "da", "db", "dgk", "dh0"}
-    assert min(exact["estimated_bits"].values()) > 90  # dd certified against qd
+    assert min(exact["estimated_bits"].values()) > 90  # dd certified against td
 
 
 def test_reference_rigorous_proves_its_bits():

@@ -38,6 +38,7 @@ TEST(Precision, ParseNamesAndRefusals) {
   EXPECT_EQ(Precision::parse("qd").name(), "qd");
   EXPECT_EQ(Precision::parse("td").name(), "td");
   EXPECT_EQ(Precision::parse("td").certifier().name(), "qd");
+  EXPECT_EQ(Precision::parse("dd").certifier().name(), "td");  // 44 bits above, at a tenth of qd's cost
   EXPECT_EQ(Precision::parse("ball200").name(), "ball200");
   EXPECT_TRUE(Precision::parse("ball200").encloses());
   EXPECT_EQ(Precision::parse("mpfr256").name(), "mpfr256");
