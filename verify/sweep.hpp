@@ -2,7 +2,7 @@
 // CUDA device is present, and the report says what was skipped and why.
 //
 // CPU part, per distribution (fla, strong-decay, mixed-decay, edge-of-stability, near-zero-decay):
-//   reference     the exact recurrence at double-double, its bits estimated against quad-double (with
+//   reference     the exact recurrence at double-double, its bits estimated against triple-double (with
 //                 --rigorous: in ball arithmetic, its bits proven); the case fails if any tensor's estimated
 //                 (proven) bits are fewer than kMinReferenceBits
 //   chunk-oracle  the exact chunk-form stages (C = 16, 64) against the recurrence, both at double-double:
