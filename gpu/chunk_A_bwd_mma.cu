@@ -136,6 +136,21 @@ __device__ __forceinline__ void level(const float* sA, float* sw, int lane, floa
     return ri / Lb == ci / Lb ? M[r * AP + s] : 0.f;
   };
   unsigned ah[2][4], al[2][4];
+  // P = A B for the split A fragments ah / al (16 x 16) and B (16 x kN, row stride BP), into P (row stride BP).
+  auto product = [&](const float* B, float* P) {
+#pragma unroll
+    for (int nt = 0; nt < kN / 8; ++nt) {
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) {
+        unsigned bh0, bl0, bh1, bl1;
+        load_b_split(B, BP, 8 * ks, 8 * nt, g, t, bh0, bl0, bh1, bl1);
+        mma_3xtf32(d, d, d, ah[ks], al[ks], bh0, bl0, bh1, bl1);
+      }
+      st_pair(P + g * BP + 8 * nt + 2 * t, d[0], d[1]);
+      st_pair(P + (g + 8) * BP + 8 * nt + 2 * t, d[2], d[3]);
+    }
+  };
   // Alv, k-step 0 (columns ci: qk, ak rows) and 1 (columns 8 + ci: qb, ab rows): a0 (g, t), a1 (g + 8, t), a2 (g, t + 4),
   // a3 (g + 8, t + 4).
   split_tf32(cell(qk, g, t), ah[0][0], al[0][0]);
@@ -146,18 +161,7 @@ __device__ __forceinline__ void level(const float* sA, float* sw, int lane, floa
   split_tf32(cell(ab, g, t), ah[1][1], al[1][1]);
   split_tf32(cell(qb, g, t + 4), ah[1][2], al[1][2]);
   split_tf32(cell(ab, g, t + 4), ah[1][3], al[1][3]);
-#pragma unroll
-  for (int nt = 0; nt < kN / 8; ++nt) {
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
-      unsigned bh0, bl0, bh1, bl1;
-      load_b_split(Brow, BP, 8 * ks, 8 * nt, g, t, bh0, bl0, bh1, bl1);
-      mma_3xtf32(d, d, d, ah[ks], al[ks], bh0, bl0, bh1, bl1);
-    }
-    st_pair(Prow + g * BP + 8 * nt + 2 * t, d[0], d[1]);
-    st_pair(Prow + (g + 8) * BP + 8 * nt + 2 * t, d[2], d[3]);
-  }
+  product(Brow, Prow);
   // Alv^T: row ci (dk) | 8 + ci (db), column ri (qt) | 8 + ri (at): [ci][ri] = Alv[ri][ci] = dA_qk, [8 + ci][ri] =
   // Alv[ri][8 + ci] = dA_qb, [ci][8 + ri] = Alv[8 + ri][ci] = dA_ak, [8 + ci][8 + ri] = dA_ab.
   split_tf32(cell(qk, t, g), ah[0][0], al[0][0]);
@@ -168,18 +172,7 @@ __device__ __forceinline__ void level(const float* sA, float* sw, int lane, floa
   split_tf32(cell(ab, t, g), ah[1][1], al[1][1]);
   split_tf32(cell(ak, t + 4, g), ah[1][2], al[1][2]);
   split_tf32(cell(ab, t + 4, g), ah[1][3], al[1][3]);
-#pragma unroll
-  for (int nt = 0; nt < kN / 8; ++nt) {
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
-      unsigned bh0, bl0, bh1, bl1;
-      load_b_split(Bcol, BP, 8 * ks, 8 * nt, g, t, bh0, bl0, bh1, bl1);
-      mma_3xtf32(d, d, d, ah[ks], al[ks], bh0, bl0, bh1, bl1);
-    }
-    st_pair(Pcol + g * BP + 8 * nt + 2 * t, d[0], d[1]);
-    st_pair(Pcol + (g + 8) * BP + 8 * nt + 2 * t, d[2], d[3]);
-  }
+  product(Bcol, Pcol);
   __syncwarp();
   // The lane's column of the products: scaled into the accumulators, and dgk_A's in-block sums (above).
 #pragma unroll

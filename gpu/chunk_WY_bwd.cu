@@ -16,15 +16,6 @@ namespace dplr::gpu {
 namespace {
 using namespace detail;
 
-struct WYBwdArgs {
-  const void *v, *gk;
-  const float *Ainv, *Aak, *w, *u, *dw, *du;
-  float *dAab, *dAak, *dv, *da_wy;
-  ChunkGeom geo;
-  std::int64_t H;
-  int K, V;
-};
-
 // Shared memory: M, A_ak, dag, du^, and the chunk's rows of w, u, v (padded by one float a row: the dA_ab, dA_ak
 // products read one column of them with lanes on different rows, conflict-free).
 std::size_t wy_bwd_smem(int C, int K, int V) {
@@ -123,14 +114,14 @@ void chunk_WY_bwd(const BackwardInputs& in, int C, const float* A_ab_inv, const 
              "dA_ak, dv and da_wy (16-byte copies); carve_backward_workspace's pieces are");
     tensor_cores = false;  // Default: the FMA kernel takes any alignment
   }
-  if (tensor_cores) {
-    launch_WY_bwd_mma(in, A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, shares, stream);
-    return;
-  }
   const ForwardInputs& f = in.fwd;
   const int K = static_cast<int>(f.K), V = static_cast<int>(f.V);
   const WYBwdArgs p{f.v, f.gk, A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, shares.da_wy, chunk_geom(f, C),
                     f.H, K, V};
+  if (tensor_cores) {
+    launch_WY_bwd_mma(p, f, stream);
+    return;
+  }
   const std::size_t bytes = wy_bwd_smem(C, K, V);
   dispatch_types_and_chunk(f.dtype, f.gk_dtype, C, [&](auto t, auto g, auto c) {
     using T = decltype(t);

@@ -18,15 +18,6 @@
 namespace dplr::gpu::detail {
 namespace {
 
-struct WArgs {
-  const void *v, *gk;
-  const float *Ainv, *Aak, *w, *u, *dw, *du;
-  float *dAab, *dAak, *dv, *da_wy;
-  ChunkGeom geo;
-  std::int64_t H;
-  int K, V;
-};
-
 constexpr int kC = 16, kWarps = 4, kThreads = 32 * kWarps;
 
 // Shared memory (floats) for K, V <= DM. Row pads (as chunk_o_bwd_mma.cu): AP = 24 for the transposed reads of M and
@@ -44,7 +35,7 @@ static_assert(WL<64>::bytes <= 40 * 1024, "WY_bwd mma: five blocks an SM at K, V
 static_assert(WL<128>::bytes <= 75 * 1024, "WY_bwd mma: three blocks an SM at K, V <= 128");
 
 template <typename T, typename G, int DM>
-__global__ void __launch_bounds__(kThreads) chunk_WY_bwd_mma_kernel(WArgs p) {
+__global__ void __launch_bounds__(kThreads) chunk_WY_bwd_mma_kernel(WYBwdArgs p) {
   using L = WL<DM>;
   constexpr int C = kC, AP = L::AP, KP = L::KP, FP = L::FP, TP = L::TP, N1 = DM / 16, EPC = 16 / sizeof(T);
   const int K = p.K, V = p.V;
@@ -234,24 +225,13 @@ __global__ void __launch_bounds__(kThreads) chunk_WY_bwd_mma_kernel(WArgs p) {
 
 }  // namespace
 
-void launch_WY_bwd_mma(const BackwardInputs& in, const float* A_ab_inv, const float* A_ak, const float* w,
-                       const float* u, const float* dw, const float* dv_new, float* dA_ab, float* dA_ak, float* dv,
-                       const GradientShares& shares, cudaStream_t stream) {
-  const ForwardInputs& f = in.fwd;
-  const WArgs p{f.v, f.gk, A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, shares.da_wy, chunk_geom(f, kC),
-                f.H, static_cast<int>(f.K), static_cast<int>(f.V)};
-  dispatch_types(f.dtype, f.gk_dtype, [&](auto t, auto g) {
+void launch_WY_bwd_mma(const WYBwdArgs& p, const ForwardInputs& f, cudaStream_t stream) {
+  dispatch_bwd_mma(f, [&](auto t, auto g, auto dm) {
     using T = decltype(t);
     using G = decltype(g);
-    if constexpr (!std::is_same_v<T, float>) {
-      auto go = [&](auto dm) {
-        constexpr int DM = decltype(dm)::value;
-        set_smem(chunk_WY_bwd_mma_kernel<T, G, DM>, WL<DM>::bytes);
-        chunk_WY_bwd_mma_kernel<T, G, DM><<<chunk_grid(f, kC), kThreads, WL<DM>::bytes, stream>>>(p);
-      };
-      if (f.K <= 64 && f.V <= 64) go(std::integral_constant<int, 64>{});
-      else go(std::integral_constant<int, 128>{});
-    }
+    constexpr int DM = decltype(dm)::value;
+    set_smem(chunk_WY_bwd_mma_kernel<T, G, DM>, WL<DM>::bytes);
+    chunk_WY_bwd_mma_kernel<T, G, DM><<<chunk_grid(f, kC), kThreads, WL<DM>::bytes, stream>>>(p);
   });
   DPLR_LAUNCHED("chunk_WY_bwd_mma_kernel");
 }

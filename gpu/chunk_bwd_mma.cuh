@@ -5,6 +5,7 @@
 // request and pick the kernel (BackwardVariant); these launchers take what those checks passed. Not part of the API.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "gpu/common.cuh"
 
@@ -29,11 +30,37 @@ __device__ __forceinline__ void stage_gk(G* gs, const G* gk, const Chunk& ch, st
   }
 }
 
-void launch_o_bwd_mma(const BackwardInputs& in, const float* A_qk, const float* A_qb, const float* qg,
-                      const float* v_new, const float* h, float* dA_qk, float* dA_qb, float* dv,
-                      const GradientShares& shares, cudaStream_t stream);
-void launch_WY_bwd_mma(const BackwardInputs& in, const float* A_ab_inv, const float* A_ak, const float* w,
-                       const float* u, const float* dw, const float* dv_new, float* dA_ab, float* dA_ak, float* dv,
-                       const GradientShares& shares, cudaStream_t stream);
+// The stages' kernel arguments, one struct a stage for both of its kernels (FMA and tensor cores).
+struct OBwdArgs {
+  const void *d_o, *v, *gk;
+  const float *Aqk, *Aqb, *qg, *vnew, *h;
+  float *dAqk, *dAqb, *dv, *dq_o, *dvnew_o, *dh_o;
+  ChunkGeom geo;
+  std::int64_t H;
+  int K, V;
+};
+struct WYBwdArgs {
+  const void *v, *gk;
+  const float *Ainv, *Aak, *w, *u, *dw, *du;
+  float *dAab, *dAak, *dv, *da_wy;
+  ChunkGeom geo;
+  std::int64_t H;
+  int K, V;
+};
+
+// Calls launch(T, G, DM) for the 16-bit input types (T, and G the gk type) with DM = 64 where K and V are <= 64,
+// else 128: the instantiations both tensor-core launchers take.
+template <typename F>
+void dispatch_bwd_mma(const ForwardInputs& f, F&& launch) {
+  dispatch_types(f.dtype, f.gk_dtype, [&](auto t, auto g) {
+    if constexpr (!std::is_same_v<decltype(t), float>) {
+      if (f.K <= 64 && f.V <= 64) launch(t, g, std::integral_constant<int, 64>{});
+      else launch(t, g, std::integral_constant<int, 128>{});
+    }
+  });
+}
+
+void launch_o_bwd_mma(const OBwdArgs& p, const ForwardInputs& f, cudaStream_t stream);
+void launch_WY_bwd_mma(const WYBwdArgs& p, const ForwardInputs& f, cudaStream_t stream);
 
 }  // namespace dplr::gpu::detail

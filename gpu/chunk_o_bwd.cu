@@ -16,15 +16,6 @@ namespace dplr::gpu {
 namespace {
 using namespace detail;
 
-struct OBwdArgs {
-  const void *d_o, *v, *gk;
-  const float *Aqk, *Aqb, *qg, *vnew, *h;
-  float *dAqk, *dAqb, *dv, *dq_o, *dvnew_o, *dh_o;
-  ChunkGeom geo;
-  std::int64_t H;
-  int K, V;
-};
-
 // Shared memory: do, A_qk, A_qb, exp(gi) and qg of the chunk whole, and one tile of kJT columns of V of v and v_new
 // (rows of the chunk) and of S (one padded row a key channel), so that lanes reading different rows of one column
 // do not conflict.
@@ -171,14 +162,14 @@ void chunk_o_bwd(const BackwardInputs& in, int C, const float* A_qk, const float
              "dq_o, dv_new_o and dh_o (16-byte copies); carve_backward_workspace's pieces are");
     tensor_cores = false;  // Default: the FMA kernel takes any alignment
   }
-  if (tensor_cores) {
-    launch_o_bwd_mma(in, A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, shares, stream);
-    return;
-  }
   const ForwardInputs& f = in.fwd;
   const int K = static_cast<int>(f.K), V = static_cast<int>(f.V);
-  OBwdArgs p{in.d_o, f.v, f.gk, A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, shares.dq_o, shares.dv_new_o,
-             shares.dh_o, chunk_geom(f, C), f.H, K, V};
+  const OBwdArgs p{in.d_o, f.v, f.gk, A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, shares.dq_o, shares.dv_new_o,
+                   shares.dh_o, chunk_geom(f, C), f.H, K, V};
+  if (tensor_cores) {
+    launch_o_bwd_mma(p, f, stream);
+    return;
+  }
   dispatch_types_and_chunk(f.dtype, f.gk_dtype, C, [&](auto t, auto g, auto c) {
     using T = decltype(t);
     using G = decltype(g);

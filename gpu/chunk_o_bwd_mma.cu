@@ -30,15 +30,6 @@ bool all_aligned16(std::initializer_list<const void*> ptrs) {
 
 namespace {
 
-struct OArgs {
-  const void *d_o, *v, *gk;
-  const float *Aqk, *Aqb, *qg, *vnew, *h;
-  float *dAqk, *dAqb, *dv, *dq_o, *dvnew_o, *dh_o;
-  ChunkGeom geo;
-  std::int64_t H;
-  int K, V;
-};
-
 constexpr int kC = 16, kWarps = 4, kThreads = 32 * kWarps;
 
 // Shared memory (floats) for K, V <= DM. Row pads: 16-bit rows of TP elements (TP / 2 words = 4 mod 32) and fp32
@@ -56,7 +47,7 @@ static_assert(OL<64>::bytes <= 45 * 1024, "o_bwd mma: five blocks an SM at K, V 
 static_assert(OL<128>::bytes <= 113 * 1024, "o_bwd mma: two blocks an SM at K, V <= 128");
 
 template <typename T, typename G, int DM>
-__global__ void __launch_bounds__(kThreads) chunk_o_bwd_mma_kernel(OArgs p) {
+__global__ void __launch_bounds__(kThreads) chunk_o_bwd_mma_kernel(OBwdArgs p) {
   using L = OL<DM>;
   constexpr int C = kC, TP = L::TP, FP = L::FP, QP = L::QP, AP = L::AP, NQ = DM / 32, EPC = 16 / sizeof(T);
   const int K = p.K, V = p.V;
@@ -240,24 +231,13 @@ __global__ void __launch_bounds__(kThreads) chunk_o_bwd_mma_kernel(OArgs p) {
 
 }  // namespace
 
-void launch_o_bwd_mma(const BackwardInputs& in, const float* A_qk, const float* A_qb, const float* qg,
-                      const float* v_new, const float* h, float* dA_qk, float* dA_qb, float* dv,
-                      const GradientShares& shares, cudaStream_t stream) {
-  const ForwardInputs& f = in.fwd;
-  const OArgs p{in.d_o, f.v, f.gk, A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, shares.dq_o, shares.dv_new_o,
-                shares.dh_o, chunk_geom(f, kC), f.H, static_cast<int>(f.K), static_cast<int>(f.V)};
-  dispatch_types(f.dtype, f.gk_dtype, [&](auto t, auto g) {
+void launch_o_bwd_mma(const OBwdArgs& p, const ForwardInputs& f, cudaStream_t stream) {
+  dispatch_bwd_mma(f, [&](auto t, auto g, auto dm) {
     using T = decltype(t);
     using G = decltype(g);
-    if constexpr (!std::is_same_v<T, float>) {
-      auto go = [&](auto dm) {
-        constexpr int DM = decltype(dm)::value;
-        set_smem(chunk_o_bwd_mma_kernel<T, G, DM>, OL<DM>::bytes);
-        chunk_o_bwd_mma_kernel<T, G, DM><<<chunk_grid(f, kC), kThreads, OL<DM>::bytes, stream>>>(p);
-      };
-      if (f.K <= 64 && f.V <= 64) go(std::integral_constant<int, 64>{});
-      else go(std::integral_constant<int, 128>{});
-    }
+    constexpr int DM = decltype(dm)::value;
+    set_smem(chunk_o_bwd_mma_kernel<T, G, DM>, OL<DM>::bytes);
+    chunk_o_bwd_mma_kernel<T, G, DM><<<chunk_grid(f, kC), kThreads, OL<DM>::bytes, stream>>>(p);
   });
   DPLR_LAUNCHED("chunk_o_bwd_mma_kernel");
 }
