@@ -9,7 +9,8 @@
 // K and V multiples of 8, 16-byte aligned operands), the default where it applies, and the FMA one here (any
 // request): one block (256 threads) per (chunk, head, batch row); M, A_ak, dag, du^ and the rows of w, u, v in
 // shared memory (session 7: w, u, v were read from global memory, lanes on up to 16 rows a load); every output
-// element is one thread's fp32 FMA sum in a fixed order.
+// element is one thread's fp32 FMA sum in a fixed order. Both kernels write dv's total in fp32 (chunk_WY_bwd, in
+// place) or rounded once to the inputs' dtype (chunk_WY_bwd_rounding_dv, the driver's out.dv).
 #include "gpu/chunk_bwd_mma.cuh"
 
 namespace dplr::gpu {

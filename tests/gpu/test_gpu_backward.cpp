@@ -340,7 +340,9 @@ TEST(GpuSanitizeBackward, EveryKernelOnce) {
   for (const BackwardCase& bc : {BackwardCase{{"", 1, 19, 2, 60, 100, E::BF16, true, Gate::Strong, true, false, {}}, true},
                                  BackwardCase{{"", 1, 40, 1, 128, 128, E::F32, false, Gate::Fla, false, false, {}}, false},
                                  BackwardCase{{"", 1, 45, 2, 64, 64, E::F16, false, Gate::Fla, true, false,
-                                               {0, 0, 5, 5, 45}}, true}}) {
+                                               {0, 0, 5, 5, 45}}, true},
+                                 // 7 chunks: the tensor-core WY_bwd's blocks of 4 and 3 chunks on its cp.async ring
+                                 BackwardCase{{"", 1, 100, 1, 64, 64, E::BF16, false, Gate::Strong, true, false, {}}, true}}) {
     Case c = bc.c;
     c.name = describe(c);
     const dplr::DplrProblem p = make_backward_problem(c, bc.dht, ++seed);
