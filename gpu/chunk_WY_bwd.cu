@@ -9,7 +9,8 @@
 // K and V multiples of 8, 16-byte aligned operands), the default where it applies, and the FMA one here (any
 // request): one block (256 threads) per (chunk, head, batch row); M, A_ak, dag, du^ and the rows of w, u, v in
 // shared memory (session 7: w, u, v were read from global memory, lanes on up to 16 rows a load); every output
-// element is one thread's fp32 FMA sum in a fixed order.
+// element is one thread's fp32 FMA sum in a fixed order. Both kernels write dv's total in fp32 (chunk_WY_bwd, in
+// place) or rounded once to the inputs' dtype (chunk_WY_bwd_rounding_dv, the driver's out.dv).
 #include "gpu/chunk_bwd_mma.cuh"
 
 namespace dplr::gpu {
@@ -85,7 +86,10 @@ __global__ void __launch_bounds__(256) chunk_WY_bwd_kernel(WYBwdArgs p) {
     const int r = e / V, j = e % V;
     float acc = 0.f;
     for (int t = r + 1; t < L; ++t) acc = fmaf(Aak[t * C + r], duh[t * V + j], acc);
-    p.dv[tix(ch.bos + r, h, H, j, V)] += acc;
+    const std::int64_t ix = tix(ch.bos + r, h, H, j, V);
+    const float total = p.dv[ix] + acc;
+    if (p.dv_rounded) st<T>(p.dv_rounded, ix, total);
+    else p.dv_total[ix] = total;
   }
   // da_wy = dag (.) exp(ge): row r takes the sum of rows 0 .. r - 1, i.e. the cumulative sum before gk_r.
   float* da = p.da_wy;
@@ -99,25 +103,31 @@ __global__ void __launch_bounds__(256) chunk_WY_bwd_kernel(WYBwdArgs p) {
 
 bool chunk_WY_bwd_tensor_cores_supported(const BackwardInputs& in, int C) { return bwd_mma_shape(in.fwd, C); }
 
-void chunk_WY_bwd(const BackwardInputs& in, int C, const float* A_ab_inv, const float* A_ak, const float* w,
-                  const float* u, const float* dw, const float* dv_new, float* dA_ab, float* dA_ak, float* dv,
-                  const GradientShares& shares, cudaStream_t stream) {
+namespace {
+// Both entries: dv_total (fp32, the stage's own layout) or dv_rounded (the inputs' dtype, the driver's) is written.
+void wy_bwd(const BackwardInputs& in, int C, const float* A_ab_inv, const float* A_ak, const float* w, const float* u,
+            const float* dw, const float* dv_new, float* dA_ab, float* dA_ak, const float* dv, float* dv_total,
+            void* dv_rounded, const GradientShares& shares, cudaStream_t stream) {
   check_backward(in, C);
   if (!A_ab_inv || !A_ak || !w || !u) refuse("chunk_WY_bwd needs the forward's A_ab_inv, A_ak, w and u");
   if (!dw || !dv_new) refuse("chunk_WY_bwd needs h_bwd's dw and dv_new");
   if (!dA_ab || !dA_ak || !dv || !shares.da_wy)
     refuse("chunk_WY_bwd needs dA_ab, dA_ak, dv (the o_bwd and h_bwd shares in it) and the share da_wy");
+  if (!dv_total && !dv_rounded) refuse("chunk_backward needs out.dv (chunk_WY_bwd_rounding_dv writes it)");
   bool tensor_cores = use_tensor_cores(in.variant.wy, chunk_WY_bwd_tensor_cores_supported(in, C), "chunk_WY_bwd");
-  if (tensor_cores && !all_aligned16({A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, shares.da_wy})) {
+  // dv_rounded: stored as pairs of 16-bit values (4 bytes).
+  if (tensor_cores && (!all_aligned16({A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, shares.da_wy}) ||
+                       reinterpret_cast<std::uintptr_t>(dv_rounded) % 4 != 0)) {
     if (in.variant.wy == BwdKernel::TensorCores)
       refuse("chunk_WY_bwd's tensor-core kernel needs 16-byte aligned A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, "
-             "dA_ak, dv and da_wy (16-byte copies); carve_backward_workspace's pieces are");
+             "dA_ak, dv and da_wy (16-byte copies; carve_backward_workspace's pieces are) and a 4-byte aligned "
+             "rounded dv (chunk_backward's out.dv)");
     tensor_cores = false;  // Default: the FMA kernel takes any alignment
   }
   const ForwardInputs& f = in.fwd;
   const int K = static_cast<int>(f.K), V = static_cast<int>(f.V);
-  const WYBwdArgs p{f.v, f.gk, A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, shares.da_wy, chunk_geom(f, C),
-                    f.H, K, V};
+  const WYBwdArgs p{f.v, f.gk, A_ab_inv, A_ak, w, u, dw, dv_new, dv, dA_ab, dA_ak, shares.da_wy, dv_total, dv_rounded,
+                    chunk_geom(f, C), f.H, K, V};
   if (tensor_cores) {
     launch_WY_bwd_mma(p, f, stream);
     return;
@@ -132,5 +142,20 @@ void chunk_WY_bwd(const BackwardInputs& in, int C, const float* A_ab_inv, const 
   });
   DPLR_LAUNCHED("chunk_WY_bwd_kernel");
 }
+}  // namespace
+
+void chunk_WY_bwd(const BackwardInputs& in, int C, const float* A_ab_inv, const float* A_ak, const float* w,
+                  const float* u, const float* dw, const float* dv_new, float* dA_ab, float* dA_ak, float* dv,
+                  const GradientShares& shares, cudaStream_t stream) {
+  wy_bwd(in, C, A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, dv, nullptr, shares, stream);
+}
+
+namespace detail {
+void chunk_WY_bwd_rounding_dv(const BackwardInputs& in, int C, const float* A_ab_inv, const float* A_ak, const float* w,
+                              const float* u, const float* dw, const float* dv_new, float* dA_ab, float* dA_ak,
+                              const float* dv, void* dv_rounded, const GradientShares& shares, cudaStream_t stream) {
+  wy_bwd(in, C, A_ab_inv, A_ak, w, u, dw, dv_new, dA_ab, dA_ak, dv, nullptr, dv_rounded, shares, stream);
+}
+}  // namespace detail
 
 }  // namespace dplr::gpu

@@ -5,6 +5,7 @@
 // the inputs' dtype. Also the backward's request checks and its workspace.
 #include <string>
 
+#include "gpu/chunk_bwd_mma.cuh"  // chunk_WY_bwd_rounding_dv
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
@@ -126,14 +127,16 @@ void chunk_backward(const BackwardInputs& user_in, int C, const BackwardWorkspac
   // The backward, stage by stage.
   chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, g.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh, stream);
   chunk_h_bwd(in, C, g.kg, g.bg, g.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, out.dh0, sh, stream);
-  chunk_WY_bwd(in, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, ws.dw, ws.dv_new, ws.dA_ab, ws.dA_ak, ws.dv, sh, stream);
+  // WY_bwd is dv's last writer: it rounds dv's fp32 total once into out.dv itself (ws.dv keeps the o_bwd + h_bwd
+  // shares; nothing later reads the total), so dv has no round_to_dtype pass below.
+  chunk_WY_bwd_rounding_dv(in, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, ws.dw, ws.dv_new, ws.dA_ab, ws.dA_ak, ws.dv, out.dv,
+                           sh, stream);
   chunk_A_cumsum_bwd(in, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, ws.dq, ws.dk, ws.da, ws.db, out.dgk, sh, stream);
-  const std::int64_t nk = f.B * f.T * f.H * f.K, nv = f.B * f.T * f.H * f.V;
+  const std::int64_t nk = f.B * f.T * f.H * f.K;
   round_to_dtype(f.dtype, ws.dq, out.dq, nk, stream);
   round_to_dtype(f.dtype, ws.dk, out.dk, nk, stream);
   round_to_dtype(f.dtype, ws.da, out.da, nk, stream);
   round_to_dtype(f.dtype, ws.db, out.db, nk, stream);
-  round_to_dtype(f.dtype, ws.dv, out.dv, nv, stream);
 }
 
 }  // namespace dplr::gpu

@@ -42,11 +42,20 @@ struct OBwdArgs {
 struct WYBwdArgs {
   const void *v, *gk;
   const float *Ainv, *Aak, *w, *u, *dw, *du;
-  float *dAab, *dAak, *dv, *da_wy;
+  const float* dv;    // the shares of o_bwd and h_bwd
+  float *dAab, *dAak, *da_wy;
+  float* dv_total;    // dv + A_ak^T du^ in fp32 (chunk_WY_bwd: dv itself, in place), or nullptr
+  void* dv_rounded;   // or that total rounded once to the inputs' dtype (chunk_WY_bwd_rounding_dv)
   ChunkGeom geo;
   std::int64_t H;
   int K, V;
 };
+// chunk_WY_bwd for the driver: WY_bwd is dv's last writer, so dv's fp32 total (the sum chunk_WY_bwd forms) is
+// rounded once to the inputs' dtype and written to dv_rounded (chunk_backward's out.dv, [B, T, H, V]); the fp32
+// dv keeps the o_bwd + h_bwd shares. Bitwise the round_to_dtype of chunk_WY_bwd's dv.
+void chunk_WY_bwd_rounding_dv(const BackwardInputs& in, int C, const float* A_ab_inv, const float* A_ak, const float* w,
+                              const float* u, const float* dw, const float* dv_new, float* dA_ab, float* dA_ak,
+                              const float* dv, void* dv_rounded, const GradientShares& shares, cudaStream_t stream);
 
 // Calls launch(T, G, DM) for the 16-bit input types (T, and G the gk type) with DM = 64 where K and V are <= 64,
 // else 128: the instantiations both tensor-core launchers take.

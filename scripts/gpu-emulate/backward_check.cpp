@@ -143,6 +143,8 @@ int main(int argc, char** argv) {
       {{"", 1, 37, 1, 32, 96, E::BF16, false, Gate::Fla, true, false, {}}, false},
       {{"", 1, 50, 1, 64, 64, E::BF16, false, Gate::Strong, true, false, {0, 0, 3, 20, 20, 50}}, true},
       {{"", 1, 35, 2, 64, 64, E::F16, false, Gate::Pinned30, false, false, {}}, true},
+      // more chunks than a tensor-core WY_bwd block walks (4 at K, V <= 64): 7 chunks, blocks of 4 and 3
+      {{"", 1, 100, 1, 64, 64, E::BF16, false, Gate::Strong, true, false, {}}, true},
   };
   std::uint64_t seed = 100;
   for (int C : {16, 32, 64})
@@ -178,6 +180,26 @@ int main(int argc, char** argv) {
       const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, C);
       const std::size_t na = c.B * c.T * c.H * C, nh = grid.rows * grid.NT * c.H * c.K * c.V;
       const g::ChunkWorkspace& fw = ws.forward;
+      // The driver's WY_bwd rounds dv's total straight into out.dv (ws.dv keeps the o_bwd + h_bwd shares): stage
+      // WY_bwd alone on the driver's workspace forms the fp32 total into ws.dv (checked below as the stage's dv);
+      // out.dv must be it rounded once, and the stage's dA_ab, dA_ak, da_wy the driver's, bitwise.
+      {
+        g::BackwardInputs sin = in;
+        if (f.cu_seqlens) sin.fwd.chunk_offsets = fw.chunk_offsets, sin.fwd.chunk_offsets_C = C;
+        Host sab = buf(na), sak = buf(na), sda = buf(nk);
+        g::GradientShares ssh = ws.shares;
+        ssh.da_wy = sda.f();
+        g::chunk_WY_bwd(sin, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, ws.dw, ws.dv_new, sab.f(), sak.f(), ws.dv, ssh);
+        std::vector<double> rounded = down(ws.dv, nv, E::F32);
+        for (auto& y : rounded) y = dplr::round_to_dtype(y, dplr::core_dtype(dt));
+        const bool dv_same = down(out.dv, nv, dt) == rounded;
+        const bool rest_same = std::memcmp(sab.p(), ws.dA_ab, na * 4) == 0 && std::memcmp(sak.p(), ws.dA_ak, na * 4) == 0 &&
+                               std::memcmp(sda.p(), ws.shares.da_wy, nk * 4) == 0;
+        failures += !dv_same + !rest_same;
+        std::printf("    stage WY_bwd alone: out.dv %s; dA_ab, dA_ak, da_wy %s\n",
+                    dv_same ? "bitwise its dv rounded once" : "DIFFERS from its dv rounded once  <-- FAIL",
+                    rest_same ? "bitwise the driver's" : "DIFFER from the driver's  <-- FAIL");
+      }
       std::map<std::string, std::vector<double>> got = {
           {"dA_qk", down(ws.dA_qk, na, E::F32)}, {"dA_qb", down(ws.dA_qb, na, E::F32)}, {"dA_ak", down(ws.dA_ak, na, E::F32)},
           {"dA_ab", down(ws.dA_ab, na, E::F32)}, {"dh", down(ws.dh, nh, E::F32)}, {"dv_new", down(ws.dv_new, nv, E::F32)},

@@ -5,7 +5,8 @@
 //   - the driver (chunk_backward through run_gpu_chunk_backward) against the exact reference (reference.hpp,
 //     double): fp32 inputs <= 1e-6 relative RMSE for every gradient; 16-bit inputs <= 1.3x the correctly-rounded
 //     floor (the exact gradient rounded once to the dtype) for dq, dk, dv, da, db, and <= 1e-5 for the fp32 dgk
-//     and dh0; the driver's stage tensors bitwise equal to the stages run alone;
+//     and dh0; the driver's stage tensors bitwise equal to the stages run alone, its 16-bit dv the stages' fp32 dv
+//     rounded once (bitwise);
 //   - two runs bitwise equal; every kernel once on small cases (for compute-sanitizer); refusals before launch.
 // Cases: H > 1 with differing heads, K, V in {60, 64, 100, 128} and 37, 45, 70, 99, T not a multiple of C, varlen with empty and
 // short sequences, h0 and dht, C 16 / 32 / 64, gk ~ fla's logsigmoid, U[-30, 0] and pinned -30, fp32 / fp16 /
@@ -221,8 +222,49 @@ TEST(GpuChunkBackward, StagesAndGradientsMatchExact) {
       if (c.dt == E::F32) {
         for (const char* name : {"dq", "dk", "dv", "da", "db"})
           EXPECT_EQ(got.at(name).values, stages.at(name)) << "chunk_backward's " << name << " differs from the stages run alone";
+      } else {
+        // The driver's WY_bwd writes dv in the inputs' dtype itself (chunk_WY_bwd_rounding_dv): the stage's fp32
+        // total rounded once, bitwise.
+        std::vector<double> rounded = stages.at("dv");
+        for (auto& v : rounded) v = dplr::round_to_dtype(v, got.at("dv").dtype);
+        EXPECT_EQ(got.at("dv").values, rounded) << "chunk_backward's dv is not the stages' fp32 dv rounded once";
       }
     }
+}
+
+// The driver's WY_bwd rounds dv into out.dv; its tensor-core kernel stores pairs of 16-bit values (4 bytes). An out.dv
+// that is not 4-byte aligned: Default takes the FMA kernel (bitwise variant.wy = Fma's dv), an explicit TensorCores
+// is refused (after the stages before WY_bwd ran).
+TEST(GpuChunkBackward, RoundedDvNotFourByteAligned) {
+  REQUIRE_DEVICE();
+  Case c{"", 1, 50, 2, 64, 64, E::BF16, false, Gate::Strong, true, false, {}};
+  const dplr::DplrProblem p = make_backward_problem(c, true, 7950);
+  dplr::DeviceProblem d(p);
+  const auto& s = p.shape;
+  const std::size_t nk = s.B * s.T * s.H * s.K, nv = s.B * s.T * s.H * s.V, nh = p.num_sequences() * s.H * s.K * s.V;
+  auto run = [&](g::BwdKernel wy, std::size_t dv_offset_bytes) {
+    g::BackwardInputs in = d.backward_inputs();
+    in.variant.wy = wy;
+    DevBuf buffer(g::chunk_backward_workspace_floats(in, 16).total() * 4), dq(nk * 2), dk(nk * 2), da(nk * 2),
+        db(nk * 2), dv(nv * 2 + 16), dgk(nk * 4), dh0(nh * 4);
+    for (DevBuf* b : {&buffer, &dv}) b->poison();
+    const g::BackwardWorkspace ws = g::carve_backward_workspace(in, 16, buffer.f());
+    g::BackwardOutputs out;
+    out.dq = dq.get(), out.dk = dk.get(), out.da = da.get(), out.db = db.get(), out.dgk = dgk.f(), out.dh0 = dh0.f();
+    out.dv = static_cast<char*>(dv.get()) + dv_offset_bytes;
+    g::chunk_backward(in, 16, ws, out);
+    dplr::check_cuda(cudaDeviceSynchronize(), "chunk_backward");
+    return dplr::download_values(out.dv, nv, E::BF16);
+  };
+  const std::vector<double> fma = run(g::BwdKernel::Fma, 0), shifted = run(g::BwdKernel::Default, 2);
+  EXPECT_EQ(count_bad(fma), 0);
+  EXPECT_EQ(shifted, fma) << "out.dv 2 bytes off: Default should take the FMA WY_bwd";
+  try {
+    run(g::BwdKernel::TensorCores, 2);
+    ADD_FAILURE() << "an explicit TensorCores WY_bwd with out.dv 2 bytes off was not refused";
+  } catch (const g::Unsupported& e) {
+    EXPECT_NE(std::string(e.what()).find("4-byte aligned rounded dv"), std::string::npos) << e.what();
+  }
 }
 
 // The recomputed forward alone (chunk_backward_recompute) on its tensor-core path (chunk_A_WY with
@@ -298,7 +340,9 @@ TEST(GpuSanitizeBackward, EveryKernelOnce) {
   for (const BackwardCase& bc : {BackwardCase{{"", 1, 19, 2, 60, 100, E::BF16, true, Gate::Strong, true, false, {}}, true},
                                  BackwardCase{{"", 1, 40, 1, 128, 128, E::F32, false, Gate::Fla, false, false, {}}, false},
                                  BackwardCase{{"", 1, 45, 2, 64, 64, E::F16, false, Gate::Fla, true, false,
-                                               {0, 0, 5, 5, 45}}, true}}) {
+                                               {0, 0, 5, 5, 45}}, true},
+                                 // 7 chunks: the tensor-core WY_bwd's blocks of 4 and 3 chunks on its cp.async ring
+                                 BackwardCase{{"", 1, 100, 1, 64, 64, E::BF16, false, Gate::Strong, true, false, {}}, true}}) {
     Case c = bc.c;
     c.name = describe(c);
     const dplr::DplrProblem p = make_backward_problem(c, bc.dht, ++seed);
