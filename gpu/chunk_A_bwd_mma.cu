@@ -1,6 +1,7 @@
 // Stage "A_bwd" on tensor cores (BwdKernel::TensorCores; the default where chunk_A_bwd_tensor_cores_supported is
 // true: 16-bit inputs, C = 16, K <= 128), optionally fused with stage cumsum_bwd's in-chunk work (dgk complete, no
-// dgk_A share written or read back). The same quantities as chunk_A_bwd.cu's FMA kernel (formulas there).
+// dgk_A share written or read back; dq, dk, da, db written in the inputs' dtype, each rounded once from the fp32 total
+// the stage call writes). The same quantities as chunk_A_bwd.cu's FMA kernel (formulas there).
 //
 // Decays, as chunk_A_WY.cu factors them: every strictly lower cell (r, s) of the 16 x 16 chunk belongs to exactly one
 // level Lb = 8, 4, 2, 1 (the highest set bit of r ^ s): r is in the second half of its 2Lb-block and s in the first,
@@ -49,7 +50,8 @@ struct ABwdMmaArgs {
   const void *q, *k, *a, *b, *gk;
   const float *dAqk, *dAqb, *dAak, *dAab;
   const float *dq_o, *da_wy, *dk_h, *db_h, *dcd;
-  float *dq, *dk, *da, *db, *dgk;  // dgk: the share dgk_A, or (fused) dgk itself
+  void *dq, *dk, *da, *db;  // fp32 totals, or (fused) the gradients in the inputs' dtype
+  float* dgk;               // the share dgk_A, or (fused) dgk itself
   ChunkGeom geo;
   std::int64_t H;
   int K;
@@ -72,6 +74,14 @@ __device__ __forceinline__ float row_value(const unsigned (&col)[kC / 2], int r)
 }
 
 __device__ __forceinline__ void st_pair(float* p, float x, float y) { *reinterpret_cast<float2*>(p) = make_float2(x, y); }
+
+// A total of dq, dk, da, db: fp32 (the stage's oracle layout), or (fused: the driver's call) rounded once to the
+// inputs' dtype T from that same fp32 value, so bitwise round_to_dtype of what the stage writes.
+template <typename T, bool kRounded>
+__device__ __forceinline__ void st_total(void* p, std::int64_t i, float x) {
+  if constexpr (kRounded) st<T>(p, i, x);
+  else static_cast<float*>(p)[i] = x;
+}
 
 struct Column {  // the lane's inputs: q (unscaled), k, a, b packed, and the per-token decays
   unsigned q[kC / 2], k[kC / 2], a[kC / 2], b[kC / 2];
@@ -296,10 +306,10 @@ __global__ void __launch_bounds__(32 * kMaxWarps) chunk_A_bwd_mma_kernel(ABwdMma
   for (int r = 0; r < kC; ++r) {
     if (r < L && dok) {
       const std::int64_t ix = tix(ch.bos + r, h, H, d, K);
-      p.dq[ix] = acc.at(0, r) * scale;
-      p.da[ix] = acc.at(1, r);
-      p.dk[ix] = acc.at(2, r);
-      p.db[ix] = acc.at(3, r);
+      st_total<T, kFused>(p.dq, ix, acc.at(0, r) * scale);
+      st_total<T, kFused>(p.da, ix, acc.at(1, r));
+      st_total<T, kFused>(p.dk, ix, acc.at(2, r));
+      st_total<T, kFused>(p.db, ix, acc.at(3, r));
       if constexpr (kFused) p.dgk[ix] = acc.dg[r] + sum[r * kN + lane] + chunk_decay + sum[(kC + r) * kN + lane];
       else p.dgk[ix] = acc.dg[r];
     }
@@ -309,7 +319,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) chunk_A_bwd_mma_kernel(ABwdMma
 }  // namespace
 
 void chunk_A_bwd_mma(const BackwardInputs& in, int C, const float* dA_qk, const float* dA_qb, const float* dA_ak,
-                     const float* dA_ab, float* dq, float* dk, float* da, float* db, float* dgk, bool fused,
+                     const float* dA_ab, void* dq, void* dk, void* da, void* db, float* dgk, bool fused,
                      const GradientShares& sh, cudaStream_t stream) {
   const ForwardInputs& f = in.fwd;
   if (C != kC || f.dtype == ElemType::F32 || f.K > kMaxHeadDim)
