@@ -393,6 +393,12 @@ int dplr::run_gpu_benchmarks(const char* json_path, const std::string& part) {
         g::chunk_A_bwd(bin(s), C, bws.dA_qk, bws.dA_qb, bws.dA_ak, bws.dA_ab, bws.dq, bws.dk, bws.da, bws.db, sh);
       });
       stage("cumsum_bwd", [&](int s) { g::chunk_cumsum_bwd(bin(s), C, out.dgk, sh); });
+      // The driver's A_bwd + cumsum_bwd (one kernel writing 16-bit dq, dk, da, db and dgk): not in the sum, which has
+      // the two stages above.
+      record("  bwd A_bwd + cumsum_bwd (the driver's)", shape, time_it(2, 2, 10, [&](int s) {
+               g::chunk_A_cumsum_bwd(bin(s), C, bws.dA_qk, bws.dA_qb, bws.dA_ak, bws.dA_ab, out.dq, out.dk, out.da,
+                                     out.db, out.dgk, sh, g::ABwdTotals{bws.dq, bws.dk, bws.da, bws.db});
+             }), 0, 0);
       std::printf("  bwd stages: sum of the medians %.4f ms, whole backward %.4f ms (the rest: the 5 roundings to "
                   "bf16 and launch gaps)\n", sum, double(bwd[bwd.size() / 2]));
     }

@@ -15,14 +15,16 @@
 // and dgk_A in shared memory too; dk and db are accumulated in their global rows by their own thread (the
 // A_qk/A_qb group first, then A_ak/A_ab, then the h stage's share), so every sum has a fixed order.
 // At C = 16 with 16-bit inputs the default is the tensor-core kernel of chunk_A_bwd_mma.cu (BackwardVariant::a);
-// chunk_A_cumsum_bwd, the driver's call, runs it fused with stage cumsum_bwd (dgk written directly).
+// chunk_A_cumsum_bwd, the driver's call, runs it fused with stage cumsum_bwd (dgk written directly) and writes dq, dk,
+// da, db in the inputs' dtype (no fp32 totals, no rounding passes).
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
 namespace detail {
 // chunk_A_bwd_mma.cu: the tensor-core kernel (dgk is the share dgk_A, or with `fused` dgk itself).
+// With `fused`, dq, dk, da, db are written in the inputs' dtype (else the fp32 totals).
 void chunk_A_bwd_mma(const BackwardInputs& in, int C, const float* dA_qk, const float* dA_qb, const float* dA_ak,
-                     const float* dA_ab, float* dq, float* dk, float* da, float* db, float* dgk, bool fused,
+                     const float* dA_ab, void* dq, void* dk, void* da, void* db, float* dgk, bool fused,
                      const GradientShares& shares, cudaStream_t stream);
 }  // namespace detail
 namespace {
@@ -249,11 +251,26 @@ void chunk_A_bwd(const BackwardInputs& in, int C, const float* dA_qk, const floa
 }
 
 void chunk_A_cumsum_bwd(const BackwardInputs& in, int C, const float* dA_qk, const float* dA_qb, const float* dA_ak,
-                        const float* dA_ab, float* dq, float* dk, float* da, float* db, float* dgk,
-                        const GradientShares& shares, cudaStream_t stream) {
+                        const float* dA_ab, void* dq, void* dk, void* da, void* db, float* dgk,
+                        const GradientShares& shares, const ABwdTotals& totals, cudaStream_t stream) {
   check_backward(in, C);
+  if (!dq || !dk || !da || !db || !dgk) refuse("chunk_A_cumsum_bwd needs dq, dk, da, db and dgk");
+  const ForwardInputs& f = in.fwd;
   if (!use_tensor_cores(in.variant.a, chunk_A_bwd_tensor_cores_supported(in, C), "chunk_A_bwd")) {
-    chunk_A_bwd(in, C, dA_qk, dA_qb, dA_ak, dA_ab, dq, dk, da, db, shares, stream);
+    if (f.dtype == ElemType::F32) {  // the fp32 totals are the gradients
+      chunk_A_bwd(in, C, dA_qk, dA_qb, dA_ak, dA_ab, static_cast<float*>(dq), static_cast<float*>(dk),
+                  static_cast<float*>(da), static_cast<float*>(db), shares, stream);
+    } else {
+      if (!totals.dq || !totals.dk || !totals.da || !totals.db)
+        refuse("chunk_A_cumsum_bwd needs fp32 totals dq, dk, da, db (ABwdTotals) where A_bwd runs its FMA kernel on "
+               "16-bit inputs");
+      chunk_A_bwd(in, C, dA_qk, dA_qb, dA_ak, dA_ab, totals.dq, totals.dk, totals.da, totals.db, shares, stream);
+      const std::int64_t n = f.B * f.T * f.H * f.K;
+      round_to_dtype(f.dtype, totals.dq, dq, n, stream);
+      round_to_dtype(f.dtype, totals.dk, dk, n, stream);
+      round_to_dtype(f.dtype, totals.da, da, n, stream);
+      round_to_dtype(f.dtype, totals.db, db, n, stream);
+    }
     chunk_cumsum_bwd(in, C, dgk, shares, stream);
     return;
   }
@@ -261,7 +278,6 @@ void chunk_A_cumsum_bwd(const BackwardInputs& in, int C, const float* dA_qk, con
     refuse("chunk_A_cumsum_bwd needs dA_qk, dA_qb (o_bwd) and dA_ak, dA_ab (WY_bwd)");
   if (!shares.dq_o || !shares.dk_h || !shares.db_h || !shares.da_wy || !shares.d_chunk_decay)
     refuse("chunk_A_cumsum_bwd needs the shares dq_o (o_bwd), dk_h, db_h, d_chunk_decay (h_bwd) and da_wy (WY_bwd)");
-  if (!dq || !dk || !da || !db || !dgk) refuse("chunk_A_cumsum_bwd needs dq, dk, da, db and dgk");
   chunk_A_bwd_mma(in, C, dA_qk, dA_qb, dA_ak, dA_ab, dq, dk, da, db, dgk, true, shares, stream);
 }
 

@@ -1,8 +1,9 @@
 // The staged chunk backward: a thin orchestrator over the stages (docs/chunk-backward.md). It recomputes the
 // forward tensors the backward reads (chunk_backward_recompute: the fused forward's tensor-core kernels chunk_A_WY
 // and chunk_h_o with their backward options where they apply, else chunk_A, chunk_WY, chunk_h; fla too recomputes
-// rather than keeping them), then runs o_bwd -> h_bwd -> WY_bwd -> A_bwd -> cumsum_bwd, and rounds the fp32 totals dq, dk, dv, da, db once to
-// the inputs' dtype. Also the backward's request checks and its workspace.
+// rather than keeping them), then runs o_bwd -> h_bwd -> WY_bwd -> A_bwd -> cumsum_bwd; each gradient's last writer
+// rounds its fp32 total once to the inputs' dtype (dv: WY_bwd; dq, dk, da, db: chunk_A_cumsum_bwd, in the
+// tensor-core A_bwd's stores). Also the backward's request checks and its workspace.
 #include <string>
 
 #include "gpu/chunk_bwd_mma.cuh"  // chunk_WY_bwd_rounding_dv
@@ -18,13 +19,13 @@ __global__ void __launch_bounds__(256) round_to_dtype_kernel(const float* x, voi
     st<T>(y, i, x[i]);
 }
 
-void round_to_dtype(ElemType dtype, const float* x, void* y, std::int64_t n, cudaStream_t stream) {
+}  // namespace
+
+void detail::round_to_dtype(ElemType dtype, const float* x, void* y, std::int64_t n, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
   dispatch_types(dtype, dtype, [&](auto t, auto) { round_to_dtype_kernel<decltype(t)><<<blocks, 256, 0, stream>>>(x, y, n); });
   DPLR_LAUNCHED("round_to_dtype_kernel");
 }
-
-}  // namespace
 
 void check_backward(const BackwardInputs& in, int C) {
   check_chunk(in.fwd, C);
@@ -128,15 +129,13 @@ void chunk_backward(const BackwardInputs& user_in, int C, const BackwardWorkspac
   chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, g.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh, stream);
   chunk_h_bwd(in, C, g.kg, g.bg, g.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, out.dh0, sh, stream);
   // WY_bwd is dv's last writer: it rounds dv's fp32 total once into out.dv itself (ws.dv keeps the o_bwd + h_bwd
-  // shares; nothing later reads the total), so dv has no round_to_dtype pass below.
+  // shares; nothing later reads the total).
   chunk_WY_bwd_rounding_dv(in, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, ws.dw, ws.dv_new, ws.dA_ab, ws.dA_ak, ws.dv, out.dv,
                            sh, stream);
-  chunk_A_cumsum_bwd(in, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, ws.dq, ws.dk, ws.da, ws.db, out.dgk, sh, stream);
-  const std::int64_t nk = f.B * f.T * f.H * f.K;
-  round_to_dtype(f.dtype, ws.dq, out.dq, nk, stream);
-  round_to_dtype(f.dtype, ws.dk, out.dk, nk, stream);
-  round_to_dtype(f.dtype, ws.da, out.da, nk, stream);
-  round_to_dtype(f.dtype, ws.db, out.db, nk, stream);
+  // dq, dk, da, db straight in the outputs' dtype (the tensor-core A_bwd fused with cumsum_bwd; elsewhere through the
+  // fp32 totals ws.dq .. ws.db and a rounding pass each).
+  chunk_A_cumsum_bwd(in, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, out.dq, out.dk, out.da, out.db, out.dgk, sh,
+                     ABwdTotals{ws.dq, ws.dk, ws.da, ws.db}, stream);
 }
 
 }  // namespace dplr::gpu

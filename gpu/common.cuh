@@ -39,6 +39,9 @@ __host__ __device__ __forceinline__ bool planted(PlantedDefect have, PlantedDefe
 // The chunk backward's choice for one stage (BackwardVariant): true to run its tensor-core kernel. Refuses an
 // explicit TensorCores the stage does not support (`supported`); `stage` names it in the message.
 bool use_tensor_cores(BwdKernel choice, bool supported, const char* stage);
+// y[i] = x[i] rounded once to nearest in `dtype` (a copy for fp32), i < n: the chunk backward's fp32 totals to its
+// outputs (chunk_backward.cu).
+void round_to_dtype(ElemType dtype, const float* x, void* y, std::int64_t n, cudaStream_t stream);
 
 // Typed loads/stores: the kernels are templates over the input type T and the gk type G, so loads are plain
 // (no per-element dtype branch) and the compiler can keep several in flight.

@@ -371,12 +371,19 @@ void chunk_WY_bwd(const BackwardInputs& in, int chunk_size, const float* A_ab_in
 void chunk_A_bwd(const BackwardInputs& in, int chunk_size, const float* dA_qk, const float* dA_qb, const float* dA_ak,
                  const float* dA_ab, float* dq, float* dk, float* da, float* db, const GradientShares& shares,
                  cudaStream_t stream = 0);
-// Stages A_bwd and cumsum_bwd together (chunk_backward's call): where A_bwd runs its tensor-core kernel
-// (BackwardVariant::a, chunk_A_bwd_tensor_cores_supported) one kernel writes dq, dk, da, db and dgk itself (the share
-// dgk_A is neither written nor read; shares.d_chunk_decay is read); elsewhere chunk_A_bwd then chunk_cumsum_bwd.
+// Stages A_bwd and cumsum_bwd together (chunk_backward's call): the gradients dq, dk, da, db [B, T, H, K] in the
+// inputs' dtype, each rounded once to nearest from the fp32 total chunk_A_bwd writes (bitwise its round_to_dtype), and
+// dgk (fp32, bitwise chunk_A_bwd then chunk_cumsum_bwd). Where A_bwd runs its tensor-core kernel (BackwardVariant::a,
+// chunk_A_bwd_tensor_cores_supported) one kernel writes them all: neither the fp32 totals nor the share dgk_A is
+// written (shares.d_chunk_decay is read) and `totals` is not used. Elsewhere chunk_A_bwd then chunk_cumsum_bwd, and for
+// 16-bit inputs the totals go through `totals` (fp32 [B, T, H, K] each; required there) and a rounding pass each
+// (fp32 inputs: chunk_A_bwd writes the outputs themselves).
+struct ABwdTotals {
+  float *dq = nullptr, *dk = nullptr, *da = nullptr, *db = nullptr;
+};
 void chunk_A_cumsum_bwd(const BackwardInputs& in, int chunk_size, const float* dA_qk, const float* dA_qb,
-                        const float* dA_ak, const float* dA_ab, float* dq, float* dk, float* da, float* db, float* dgk,
-                        const GradientShares& shares, cudaStream_t stream = 0);
+                        const float* dA_ak, const float* dA_ab, void* dq, void* dk, void* da, void* db, float* dgk,
+                        const GradientShares& shares, const ABwdTotals& totals, cudaStream_t stream = 0);
 // Stage cumsum_bwd (per chunk): reads q, k, a, b and the shares dq_o, da_wy, dk_h, db_h, d_chunk_decay, dgk_A;
 // writes dgk.
 void chunk_cumsum_bwd(const BackwardInputs& in, int chunk_size, float* dgk, const GradientShares& shares,
@@ -411,7 +418,8 @@ struct BackwardOutputs {
   float* dh0 = nullptr;
 };
 // The staged chunk backward: recomputes the forward (chunk_backward_recompute, into ws.forward), then o_bwd, h_bwd,
-// WY_bwd, A_bwd, cumsum_bwd, and rounds the fp32 totals once to the outputs' dtype. With cu_seqlens it first fills
+// WY_bwd, A_bwd, cumsum_bwd (chunk_A_cumsum_bwd), and rounds the fp32 totals once to the outputs' dtype (where A_bwd
+// runs on tensor cores its kernel stores dq, dk, da, db rounded: ws.dq .. ws.db are not written). With cu_seqlens it first fills
 // ws.forward.chunk_offsets, as chunk_forward does; in.fwd.chunk_offsets is not needed.
 void chunk_backward(const BackwardInputs& in, int chunk_size, const BackwardWorkspace& ws, const BackwardOutputs& out,
                     cudaStream_t stream = 0);

@@ -176,16 +176,36 @@ int main(int argc, char** argv) {
       g::BackwardOutputs out;
       out.dq = oq.p(), out.dk = ok.p(), out.da = oa.p(), out.db = ob.p(), out.dv = ov.p(), out.dgk = og.f(), out.dh0 = oh.f();
       g::chunk_backward(in, C, ws, out);
+      const g::ChunkWorkspace& fw = ws.forward;
+      // Stages A_bwd and cumsum_bwd one by one (the stage checks' path; chunk_backward fuses them where A_bwd runs on
+      // tensor cores, writing dq, dk, da, db in the dtype and no fp32 totals) on the driver's workspace: their dgk must be
+      // bitwise the driver's, their fp32 totals (checked against the oracles below) rounded once the driver's outputs.
+      g::BackwardInputs sin = in;
+      if (f.cu_seqlens) sin.fwd.chunk_offsets = fw.chunk_offsets, sin.fwd.chunk_offsets_C = C;
+      Host sq = buf(nk), sk = buf(nk), sa = buf(nk), sb = buf(nk), sg = buf(nk);
+      g::chunk_A_bwd(sin, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, sq.f(), sk.f(), sa.f(), sb.f(), ws.shares);
+      g::chunk_cumsum_bwd(sin, C, sg.f(), ws.shares);
+      {
+        const bool same = std::memcmp(sg.p(), og.p(), nk * 4) == 0;
+        if (!same) ++failures;
+        std::printf("    stages A_bwd, cumsum_bwd alone: dgk %s\n", same ? "bitwise the driver's" : "DIFFERS from the driver's  <-- FAIL");
+        const std::pair<const char*, std::pair<Host*, void*>> totals[] = {
+            {"dq", {&sq, out.dq}}, {"dk", {&sk, out.dk}}, {"da", {&sa, out.da}}, {"db", {&sb, out.db}}};
+        for (const auto& [name, tp] : totals) {
+          std::vector<double> r = down(tp.first->p(), nk, E::F32);
+          for (auto& y : r) y = dplr::round_to_dtype(y, dplr::core_dtype(dt));
+          const bool eq = down(tp.second, nk, dt) == r;
+          if (!eq) ++failures;
+          std::printf("    driver's %s: %s\n", name, eq ? "bitwise the stage's fp32 total rounded once" : "DIFFERS from the stage's total rounded  <-- FAIL");
+        }
+      }
       const dplr::ChunkStages oracle = dplr::run_chunk_stages(p, C, dplr::Precision{dplr::Arithmetic::Double, 0});
       const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, C);
       const std::size_t na = c.B * c.T * c.H * C, nh = grid.rows * grid.NT * c.H * c.K * c.V;
-      const g::ChunkWorkspace& fw = ws.forward;
       // The driver's WY_bwd rounds dv's total straight into out.dv (ws.dv keeps the o_bwd + h_bwd shares): stage
       // WY_bwd alone on the driver's workspace forms the fp32 total into ws.dv (checked below as the stage's dv);
       // out.dv must be it rounded once, and the stage's dA_ab, dA_ak, da_wy the driver's, bitwise.
       {
-        g::BackwardInputs sin = in;
-        if (f.cu_seqlens) sin.fwd.chunk_offsets = fw.chunk_offsets, sin.fwd.chunk_offsets_C = C;
         Host sab = buf(na), sak = buf(na), sda = buf(nk);
         g::GradientShares ssh = ws.shares;
         ssh.da_wy = sda.f();
@@ -203,8 +223,10 @@ int main(int argc, char** argv) {
       std::map<std::string, std::vector<double>> got = {
           {"dA_qk", down(ws.dA_qk, na, E::F32)}, {"dA_qb", down(ws.dA_qb, na, E::F32)}, {"dA_ak", down(ws.dA_ak, na, E::F32)},
           {"dA_ab", down(ws.dA_ab, na, E::F32)}, {"dh", down(ws.dh, nh, E::F32)}, {"dv_new", down(ws.dv_new, nv, E::F32)},
-          {"dw", down(ws.dw, nk, E::F32)}, {"dv", down(ws.dv, nv, E::F32)}, {"dq", down(ws.dq, nk, E::F32)},
-          {"dk", down(ws.dk, nk, E::F32)}, {"da", down(ws.da, nk, E::F32)}, {"db", down(ws.db, nk, E::F32)},
+          {"dw", down(ws.dw, nk, E::F32)}, {"dv", down(ws.dv, nv, E::F32)},
+          // dq, dk, da, db: stage A_bwd's fp32 totals, from the stage run alone (the driver writes no totals where it fuses)
+          {"dq", down(sq.p(), nk, E::F32)}, {"dk", down(sk.p(), nk, E::F32)}, {"da", down(sa.p(), nk, E::F32)},
+          {"db", down(sb.p(), nk, E::F32)},
           {"dgk", down(og.p(), nk, E::F32)}, {"dh0", down(oh.p(), N * c.H * c.K * c.V, E::F32)},
           {"h", down(fw.h, nh, E::F32)}, {"v_new", down(fw.v_new, nv, E::F32)}, {"w", down(fw.w, nk, E::F32)},
           // the rest of the recomputed forward the backward stages read (not A_ab, ag: the tensor-core recompute
@@ -248,24 +270,6 @@ int main(int argc, char** argv) {
       }
       check("grad dgk", down(og.p(), nk, E::F32), ex.tensors.at("dgk").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
       check("grad dh0", down(oh.p(), N * c.H * c.K * c.V, E::F32), ex.tensors.at("dh0").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
-      // Stages A_bwd and cumsum_bwd one by one (the stage checks' path; chunk_backward fuses them where A_bwd runs on
-      // tensor cores) on the driver's workspace: their dgk must be bitwise the driver's, their totals the oracles'.
-      {
-        g::BackwardInputs sin = in;
-        if (f.cu_seqlens) sin.fwd.chunk_offsets = fw.chunk_offsets, sin.fwd.chunk_offsets_C = C;
-        Host sq = buf(nk), sk = buf(nk), sa = buf(nk), sb = buf(nk), sg = buf(nk);
-        g::chunk_A_bwd(sin, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, sq.f(), sk.f(), sa.f(), sb.f(), ws.shares);
-        g::chunk_cumsum_bwd(sin, C, sg.f(), ws.shares);
-        const bool same = std::memcmp(sg.p(), og.p(), nk * 4) == 0;
-        if (!same) ++failures;
-        std::printf("    stages A_bwd, cumsum_bwd alone: dgk %s\n", same ? "bitwise the driver's" : "DIFFERS from the driver's  <-- FAIL");
-        const std::pair<const char*, Host*> totals[] = {{"dq", &sq}, {"dk", &sk}, {"da", &sa}, {"db", &sb}};
-        for (const auto& [name, hb] : totals) {
-          std::vector<double> r = oracle.tensors.at(name).rounded();
-          for (auto& y : r) y = dplr::round_to_dtype(y, DType::F32);
-          check(std::string("alone A_bwd ") + name, down(hb->p(), nk, E::F32), r, 1e-5);
-        }
-      }
       // The fused forward (its tensor-core kernels where they apply: 16-bit inputs at C = 16) on the same inputs.
       {
         Host fwb = buf(g::chunk_workspace_floats(f, C).total()), fo = buf(nv), fht = buf(N * c.H * c.K * c.V);

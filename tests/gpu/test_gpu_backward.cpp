@@ -223,11 +223,15 @@ TEST(GpuChunkBackward, StagesAndGradientsMatchExact) {
         for (const char* name : {"dq", "dk", "dv", "da", "db"})
           EXPECT_EQ(got.at(name).values, stages.at(name)) << "chunk_backward's " << name << " differs from the stages run alone";
       } else {
-        // The driver's WY_bwd writes dv in the inputs' dtype itself (chunk_WY_bwd_rounding_dv): the stage's fp32
-        // total rounded once, bitwise.
-        std::vector<double> rounded = stages.at("dv");
-        for (auto& v : rounded) v = dplr::round_to_dtype(v, got.at("dv").dtype);
-        EXPECT_EQ(got.at("dv").values, rounded) << "chunk_backward's dv is not the stages' fp32 dv rounded once";
+        // 16-bit: each gradient's last writer rounds its fp32 total once into the output (dv: WY_bwd,
+        // chunk_WY_bwd_rounding_dv; dq, dk, da, db: the fused A_bwd + cumsum_bwd where A_bwd runs on tensor cores,
+        // else a rounding pass from the totals): the stages' fp32 totals rounded once, bitwise.
+        for (const char* name : {"dq", "dk", "dv", "da", "db"}) {
+          std::vector<double> rounded = stages.at(name);
+          for (auto& v : rounded) v = dplr::round_to_dtype(v, got.at(name).dtype);
+          EXPECT_EQ(got.at(name).values, rounded)
+              << "chunk_backward's " << name << " is not the stages' fp32 total rounded once to " << dplr::dtype_name(got.at(name).dtype);
+        }
       }
     }
 }
@@ -474,8 +478,13 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   EXPECT_FALSE(g::chunk_A_bwd_tensor_cores_supported(y, 16));
   refused([&] { g::chunk_A_bwd(y, 16, f, f, f, f, f, f, f, f, shares_a); }, "A_bwd TensorCores on fp32 inputs",
           "tensor-core kernel of chunk_A_bwd");
-  refused([&] { g::chunk_A_cumsum_bwd(y, 16, f, f, f, f, f, f, f, f, f, shares_a); },
+  refused([&] { g::chunk_A_cumsum_bwd(y, 16, f, f, f, f, f, f, f, f, f, shares_a, g::ABwdTotals{}); },
           "A_bwd + cumsum_bwd TensorCores on fp32 inputs", "tensor-core kernel of chunk_A_bwd");
+  // The FMA A_bwd on 16-bit inputs forms fp32 totals before rounding them: without them, refused.
+  y = in;
+  y.variant.a = g::BwdKernel::Fma;
+  refused([&] { g::chunk_A_cumsum_bwd(y, 16, f, f, f, f, f, f, f, f, f, shares_a, g::ABwdTotals{}); },
+          "A_bwd + cumsum_bwd on the FMA kernel with 16-bit inputs and no fp32 totals", "ABwdTotals");
   y = in;
   y.variant.a = g::BwdKernel::TensorCores;
   EXPECT_FALSE(g::chunk_A_bwd_tensor_cores_supported(y, 32));
