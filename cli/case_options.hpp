@@ -62,6 +62,9 @@ void require_reference_finer_than(double reference_bits, DType judged, const std
 // Arb, run_rigorous_reference refuses with a message (reference/reference.hpp).
 void add_rigorous_options(CLI::App& command, bool& rigorous, RigorousOptions& options, std::string_view what);
 
+// --estimate (ref, verify, bench): how a certified reference's bits are estimated (reference/reference.hpp).
+void add_estimate_option(CLI::App& command, std::string& estimate);
+
 inline constexpr std::string_view kDefaultDtype = "bf16";
 DType parse_dtype(const std::string& text);
 // CLI11 check: a finite number above zero (CLI::PositiveNumber lets "nan" through).

@@ -19,6 +19,7 @@ struct RefOptions {
   CaseOptions input;
   std::string precision = "dd";
   bool certify = true;
+  std::string estimate = "repeat";
   std::string out = "out/ref.safetensors";
   std::int64_t checkpoint_interval = 0;
   int threads = 0;
@@ -34,13 +35,14 @@ int run_ref(const RefOptions& o) {
   options.checkpoint_interval = o.checkpoint_interval;
   options.threads = o.threads;
   options.origin = description;
+  options.estimate = parse_estimate_method(o.estimate);
   if (o.rigorous)
     fmt::print("dplr ref: {} in ball arithmetic (Arb), working precision growing until {:.1f} bits are proven "
                "(limit {} bits)\n", description, o.rigorous_options.proven_bits, o.rigorous_options.max_precision);
   else
     fmt::print("dplr ref: {} at {} ({} bits){}\n", description, options.precision.name(),
                options.precision.significand_bits(),
-               o.certify ? fmt::format(", estimated against {}", options.precision.certifier().name()) : "");
+               o.certify ? ", " + estimate_description(options) : "");
   const ReferenceResult result = o.rigorous ? run_rigorous_reference(problem, options, o.rigorous_options)
                                  : o.certify ? run_certified_reference(problem, options)
                                              : run_reference(problem, options);
@@ -70,9 +72,12 @@ int run_ref(const RefOptions& o) {
   const std::string out = write_output(o.out, file);
   fmt::print("time: {:.3f} s for the run at {}{}\n", result.seconds, result.precision.name(),
              o.rigorous ? " (the last run)"
-             : o.certify ? " (the estimate repeats it at the certifier's precision, not counted)" : "");
+             : o.certify ? fmt::format(" (the estimate's run at {}: {:.3f} s more)", result.estimated_against->name(),
+                                       result.estimate_seconds)
+                         : "");
   if (with_bits)
-    fmt::print("{}: {:.1f} bits on every tensor (worst)\n", o.rigorous ? "proven" : "estimated",
+    fmt::print("{}: {:.1f} bits on every tensor (worst)\n",
+               o.rigorous ? "proven" : result.estimate_method == EstimateMethod::Extrapolated ? "estimated (extrapolated)" : "estimated",
                o.rigorous ? result.min_proven_bits() : result.min_estimated_bits());
   fmt::print("outputs (correctly rounded to float64{}): {}\n",
              o.rigorous ? "; NAME.radius, rounded up, bounds |exact - NAME| less half an ulp of NAME" : "", out);
@@ -88,6 +93,7 @@ void add_ref_command(CLI::App& app, Command& selected) {
   command->add_option("--precision", options->precision, "double, dd, td, qd, or MPFR bits (e.g. 256)")->capture_default_str();
   add_rigorous_options(*command, options->rigorous, options->rigorous_options,
                        "the reference (ignores --precision), writing NAME.radius beside each tensor");
+  add_estimate_option(*command, options->estimate);
   command->add_flag_callback("--no-certify", [o = options.get()] { o->certify = false; }, "Skip the repeat at higher precision that estimates the bits");
   command->add_option("-o,--out", options->out, "Output tensor file")->capture_default_str();
   command->add_option("--checkpoint-interval", options->checkpoint_interval, "Backward checkpoint interval (0: every state where they fit in memory, else sqrt(T))")

@@ -18,6 +18,7 @@ struct VerifyOptions {
   CaseOptions input;
   std::string precision = "dd";
   bool certify = true;
+  std::string estimate = "repeat";
   bool rigorous = false;
   RigorousOptions rigorous_options;
   int threads = 0;
@@ -38,6 +39,7 @@ void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& 
   VerifyCaseOptions options;
   options.precision = Precision::parse(o.precision);
   options.certify = o.certify;
+  options.estimate = parse_estimate_method(o.estimate);
   if (o.rigorous) options.rigorous = o.rigorous_options;
   options.threads = o.threads;
   options.block_tokens = o.block_tokens;
@@ -51,7 +53,8 @@ void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& 
                o.rigorous_options.max_precision);
   else
     fmt::print("dplr verify: {} against the exact answer at {}{}\n", o.input.file, options.precision.name(),
-               o.certify ? fmt::format(" (bits estimated against {})", options.precision.certifier().name()) : "");
+               o.certify ? fmt::format(" (bits {})", estimate_description({.precision = options.precision, .estimate = options.estimate}))
+                         : "");
   ReferenceResult exact;
   CaseResult c = verify_case(file, policy, options, o.input.file, &exact);
   if (judged)
@@ -66,7 +69,11 @@ void verify_file(const VerifyOptions& o, Report& report, const TolerancePolicy& 
     fmt::print("reference accurate to {:.1f} proven bits (worst tensor), {:.2f} s (the last run)\n", exact.min_proven_bits(),
                exact.seconds);
   else if (o.certify)
-    fmt::print("reference accurate to {:.1f} estimated bits (worst tensor), {:.2f} s\n", exact.min_estimated_bits(), exact.seconds);
+    fmt::print("reference accurate to {:.1f} estimated bits{} (worst tensor), {:.2f} s and {:.2f} s for the estimate's run "
+               "at {} ({:.2f} and {:.2f} CPU s)\n",
+               exact.min_estimated_bits(), exact.estimate_method == EstimateMethod::Extrapolated ? ", extrapolated" : "",
+               exact.seconds, exact.estimate_seconds, exact.estimated_against ? exact.estimated_against->name() : "-",
+               exact.cpu_seconds, exact.estimate_cpu_seconds);
   report.cases.push_back(std::move(c));
 }
 
@@ -86,8 +93,9 @@ void add_verify_command(CLI::App& app, Command& selected) {
   auto options = std::make_shared<VerifyOptions>();
   auto* command = app.add_subcommand("verify", "Check the outputs and gradients a file holds against the exact answer");
   command->add_option("file", options->input.file, "Recorded case (.safetensors, .npz, .npy folder)")->required();
-  command->add_option("--precision", options->precision, "Reference precision: double, dd, qd, or MPFR bits")
+  command->add_option("--precision", options->precision, "Reference precision: double, dd, td, qd, or MPFR bits")
       ->capture_default_str();
+  add_estimate_option(*command, options->estimate);
   command->add_flag_callback("--no-certify", [o = options.get()] { o->certify = false; },
                              "Skip the repeat at higher precision that estimates the reference's bits");
   add_rigorous_options(*command, options->rigorous, options->rigorous_options, "the reference (ignores --precision)");

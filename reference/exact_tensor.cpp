@@ -94,22 +94,37 @@ double proven_agreement_bits(const ExactTensor& x, const ExactTensor& enclosure,
   return std::max(0.0, bits);
 }
 
-double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bits) {
-  if (x.shape != y.shape) throw std::invalid_argument("agreement_bits: tensors differ in shape");
+std::vector<double> expansion_differences(const ExactTensor& x, const ExactTensor& y) {
+  if (x.shape != y.shape) throw std::invalid_argument("expansion_differences: tensors differ in shape");
+  std::vector<double> difference(static_cast<std::size_t>(y.numel()));
+  for (std::size_t i = 0; i < difference.size(); ++i) difference[i] = expansion_difference(x, y, i);
+  return difference;
+}
+
+double agreement_bits_of_differences(const std::vector<double>& difference, const ExactTensor& y, double cap_bits) {
   const auto n = static_cast<std::size_t>(y.numel());
+  if (difference.size() != n) throw std::invalid_argument("agreement_bits_of_differences: one difference an element");
   if (n == 0) return cap_bits;
-  for (const ExactTensor* t : {&x, &y})
-    if (!std::ranges::all_of(t->parts, [](double part) { return std::isfinite(part); })) return 0.0;
+  if (!std::ranges::all_of(y.parts, [](double part) { return std::isfinite(part); }) ||
+      !std::ranges::all_of(difference, [](double d) { return std::isfinite(d); }))
+    return 0.0;
   const double floor = magnitude_floor(y);
   double bits = cap_bits;
   for (std::size_t i = 0; i < n; ++i) {
-    const double difference = std::fabs(expansion_difference(x, y, i));
-    if (difference == 0.0) continue;
+    const double d = std::fabs(difference[i]);
+    if (d == 0.0) continue;
     const double magnitude = std::max(std::fabs(y.value(i)), floor);
     if (magnitude == 0.0) return 0.0;
-    bits = std::min(bits, -std::log2(difference / magnitude));
+    bits = std::min(bits, -std::log2(d / magnitude));
   }
   return std::max(0.0, bits);
+}
+
+double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bits) {
+  if (x.shape != y.shape) throw std::invalid_argument("agreement_bits: tensors differ in shape");
+  if (y.numel() == 0) return cap_bits;
+  if (!std::ranges::all_of(x.parts, [](double part) { return std::isfinite(part); })) return 0.0;
+  return agreement_bits_of_differences(expansion_differences(x, y), y, cap_bits);
 }
 
 std::optional<NonFiniteElement> first_non_finite(const ExactTensorMap& tensors) {

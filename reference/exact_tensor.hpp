@@ -43,6 +43,11 @@ using ExactTensorMap = std::map<std::string, ExactTensor>;
 // (the same errors: the worst elements are the smallest ones).
 inline constexpr double kAgreementFloor = 0x1p-16;
 double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bits);
+// x_i - y_i per element, summed part by part in quad-double (resolved to ~2^-212 of the leading parts).
+std::vector<double> expansion_differences(const ExactTensor& x, const ExactTensor& y);
+// agreement_bits from differences already formed (difference[i] = x_i - y_i), y's magnitudes taken of `y`'s
+// leading parts: what a streamed run keeps (reference.hpp, ReferenceOptions::kept_limbs). 0 if any is non-finite.
+double agreement_bits_of_differences(const std::vector<double>& difference, const ExactTensor& y, double cap_bits);
 
 // The bits an enclosure proves: the minimum over elements of -log2(radius_i / max(|x_i|, floor)), with the
 // same floor (kAgreementFloor times the tensor's RMS) as agreement_bits, so that proven and estimated bits

@@ -69,6 +69,13 @@ Precision Precision::certifier() const {
   return *this;
 }
 
+std::optional<Precision> Precision::extrapolation_base() const {
+  // tests/reference/test_precision.cpp (Precision.ExtrapolatedBitsTellTheTruth) checks td's extrapolated bits
+  // against MPFR-400 on every distribution and several shapes.
+  if (arithmetic == Arithmetic::TripleDouble) return Precision{Arithmetic::DoubleDouble, 0};
+  return std::nullopt;
+}
+
 void require_fma(const Precision& precision) {
   if (!__builtin_cpu_supports("fma"))
     throw InputError(fmt::format("precision {} needs a CPU with FMA instructions, which this one lacks "

@@ -1,6 +1,7 @@
 // Which arithmetic a reference run uses, chosen at run time ("double", "dd", "td", "qd", or a bit count for
 // MPFR), and how to call a template with the matching scalar type.
 #pragma once
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,9 @@ struct Precision {
   int significand_bits() const;                   // 53, 106, 150, 212, or the bits MPFR really uses
   // The precision a self-certifying run repeats itself at: clearly above this one (a ball: itself, it needs none).
   Precision certifier() const;
+  // The cheaper precision whose agreement with this one, plus the gap in significand bits, estimates this one's
+  // bits (EstimateMethod::Extrapolated, reference/reference.hpp): dd for td. None for the others (not validated).
+  std::optional<Precision> extrapolation_base() const;
   // MPFR at this precision's significand bits: the same accuracy without double's exponent range (a ball: itself).
   Precision with_wide_exponent() const;
 };

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <stdexcept>
 
 #include "core/error.hpp"
 
@@ -11,6 +12,40 @@ namespace dplr {
 SequenceSpan DplrProblem::sequence(std::int64_t n) const {
   if (cu_seqlens.empty()) return {n, 0, shape.T};
   return {0, cu_seqlens[n], cu_seqlens[n + 1]};
+}
+
+DplrProblem sequences_of(const DplrProblem& p, std::int64_t first, std::int64_t count) {
+  if (first < 0 || count < 1 || first + count > p.num_sequences())
+    throw std::invalid_argument(fmt::format("sequences_of: sequences [{}, {}) outside the problem's {}", first,
+                                            first + count, p.num_sequences()));
+  DplrProblem s;
+  s.shape = p.shape;
+  s.scale = p.scale;
+  s.reverse = p.reverse;
+  // Token rows (b * T + t) of the slice: whole batch rows, or the packed sequences' tokens.
+  std::int64_t row_begin = first * p.shape.T, row_end = (first + count) * p.shape.T;
+  if (p.cu_seqlens.empty()) {
+    s.shape.B = count;
+  } else {
+    row_begin = p.cu_seqlens[first], row_end = p.cu_seqlens[first + count];
+    s.shape.T = row_end - row_begin;
+    for (std::int64_t n = first; n <= first + count; ++n) s.cu_seqlens.push_back(p.cu_seqlens[n] - row_begin);
+  }
+  const std::int64_t H = p.shape.H, state = p.shape.H * p.shape.K * p.shape.V;
+  auto rows = [&](const Tensor& t, std::int64_t D) {
+    const auto begin = t.values.begin() + row_begin * H * D, end = t.values.begin() + row_end * H * D;
+    return Tensor{t.dtype, {s.shape.B, s.shape.T, H, D}, std::vector<double>(begin, end)};
+  };
+  auto states = [&](const Tensor& t) {
+    const auto begin = t.values.begin() + first * state, end = t.values.begin() + (first + count) * state;
+    return Tensor{t.dtype, {count, H, p.shape.K, p.shape.V}, std::vector<double>(begin, end)};
+  };
+  s.q = rows(p.q, p.shape.K), s.k = rows(p.k, p.shape.K), s.a = rows(p.a, p.shape.K), s.b = rows(p.b, p.shape.K);
+  s.gk = rows(p.gk, p.shape.K), s.v = rows(p.v, p.shape.V);
+  if (p.grad_o) s.grad_o = rows(*p.grad_o, p.shape.V);
+  if (p.h0) s.h0 = states(*p.h0);
+  if (p.grad_ht) s.grad_ht = states(*p.grad_ht);
+  return s;
 }
 
 const Tensor* find_input(const DplrProblem& p, std::string_view name) {

@@ -65,6 +65,10 @@ void validate_problem(const DplrProblem& problem, std::string_view origin);
 const Tensor* find_input(const DplrProblem& problem, std::string_view name);
 Tensor* find_input(DplrProblem& problem, std::string_view name);
 
+// The problem of sequences [first, first + count) of `problem`, every head: a contiguous slice of each tensor (batch
+// rows, or with cu_seqlens the sequences' tokens, cu_seqlens shifted to start at 0). For streaming the reference.
+DplrProblem sequences_of(const DplrProblem& problem, std::int64_t first, std::int64_t count);
+
 // Writes the problem's tensors under the contract's names (cu_seqlens as I64).
 TensorMap problem_to_tensors(const DplrProblem& problem);
 

@@ -112,20 +112,164 @@ std::map<std::string, double> certify(const ReferenceResult& result, const Refer
   return bits;
 }
 
+std::string_view estimate_method_name(EstimateMethod method) {
+  return method == EstimateMethod::Extrapolated ? "extrapolated" : "repeat";
+}
+
+EstimateMethod parse_estimate_method(std::string_view text) {
+  if (text == "repeat") return EstimateMethod::Repeat;
+  if (text == "extrapolated") return EstimateMethod::Extrapolated;
+  throw InputError(fmt::format("estimate '{}' is not one of repeat (against a higher precision) or extrapolated "
+                               "(from a lower one)", text));
+}
+
+std::map<std::string, double> extrapolate_bits(const std::map<std::string, double>& agreement, double gap_bits,
+                                               double cap_bits, std::vector<std::string>* notes) {
+  std::map<std::string, double> bits;
+  for (const auto& [name, agreed] : agreement) {
+    if (agreed >= kExtrapolationMinimumBits) {
+      bits[name] = std::min(cap_bits, agreed + gap_bits - kExtrapolationMarginBits);
+      continue;
+    }
+    bits[name] = agreed;
+    if (notes)
+      notes->push_back(fmt::format("'{}': the two runs agree on only {:.1f} bits, below the {:.0f} the extrapolated "
+                                   "estimate relies on; claimed only the agreement (for a real estimate: --estimate "
+                                   "repeat)", name, agreed, kExtrapolationMinimumBits));
+  }
+  return bits;
+}
+
+std::map<std::string, double> extrapolate_from(ReferenceResult& answer, const ReferenceResult& base) {
+  const double gap = answer.precision.significand_bits() - base.precision.significand_bits();
+  return extrapolate_bits(certify(base, answer), gap, answer.precision.significand_bits(), &answer.notes);
+}
+
+namespace {
+Precision estimate_precision(const ReferenceOptions& options);
+}  // namespace
+
+std::string estimate_description(const ReferenceOptions& options) {
+  const Precision other = estimate_precision(options);
+  if (options.estimate == EstimateMethod::Repeat) return fmt::format("estimated against {}", other.name());
+  return fmt::format("estimated, extrapolated from {} (+{:.0f} bits)", other.name(),
+                     options.precision.significand_bits() - other.significand_bits() - kExtrapolationMarginBits);
+}
+
+namespace {
+
+// The other run of a certified reference: the certifier (Repeat) or the extrapolation base.
+Precision estimate_precision(const ReferenceOptions& options) {
+  if (options.estimate == EstimateMethod::Repeat) return options.precision.certifier();
+  if (auto base = options.precision.extrapolation_base()) return *base;
+  throw InputError(fmt::format("{}: the extrapolated estimate is validated only for td (from dd), not {}; use "
+                               "--estimate repeat", options.origin, options.precision.name()));
+}
+
+void add_times(ReferenceResult& to, const ReferenceResult& answer, const ReferenceResult& other) {
+  to.seconds += answer.seconds, to.cpu_seconds += answer.cpu_seconds;
+  to.estimate_seconds += other.seconds, to.estimate_cpu_seconds += other.cpu_seconds;
+}
+
+// Sequences a streamed batch takes: from `first`, until it has two pairs a worker or kStreamTokens tokens.
+inline constexpr std::int64_t kStreamTokens = 1 << 16;
+std::int64_t batch_sequences(const DplrProblem& p, std::int64_t first, int threads) {
+  const std::int64_t pairs_wanted = 2 * std::int64_t(resolve_thread_count(threads, std::int64_t(1) << 30));
+  std::int64_t n = first, tokens = 0;
+  while (n < p.num_sequences() && (n - first) * p.shape.H < pairs_wanted && tokens < kStreamTokens)
+    tokens += p.sequence(n++).length();
+  return n - first;
+}
+
+bool is_state_tensor(const std::string& name) { return name == "ht" || name == "dh0"; }
+
+// ReferenceOptions::kept_limbs > 0: both runs a batch of sequences at a time; of each batch the answer's leading
+// parts and the difference of the lower run from the higher are kept, the expansions dropped.
+ReferenceResult run_certified_streamed(const DplrProblem& problem, const ReferenceOptions& options) {
+  const bool extrapolated = options.estimate == EstimateMethod::Extrapolated;
+  const Precision other_precision = estimate_precision(options);
+  const int kept = std::min(options.kept_limbs, expansion_limbs(options.precision));
+  {
+    // Kept: the parts and a difference an element; a batch: both runs' outputs and the larger run's working states.
+    ReferenceOptions other = options;
+    other.precision = other_precision;
+    const bool larger = expansion_limbs(other_precision) > expansion_limbs(options.precision);
+    const ReferenceOptions& wider = larger ? other : options;
+    const DplrProblem first = sequences_of(problem, 0, batch_sequences(problem, 0, options.threads));
+    require_memory(saturating_sum({output_bytes(problem, options, kept + 1), output_bytes(first, options, expansion_limbs(options.precision)),
+                                   output_bytes(first, other, expansion_limbs(other_precision)),
+                                   working_bytes(problem, wider, expansion_limbs(wider.precision))}),
+                   options.origin, memory_purpose(options) + fmt::format(", streamed, estimated against {}", other_precision.name()));
+  }
+  ReferenceResult result;
+  result.precision = options.precision;
+  result.estimate_method = options.estimate;
+  result.estimated_against = other_precision;
+  std::map<std::string, std::vector<double>> differences;
+  for (std::int64_t first = 0; first < problem.num_sequences();) {
+    const std::int64_t count = batch_sequences(problem, first, options.threads);
+    const DplrProblem batch = sequences_of(problem, first, count);
+    ReferenceOptions at = options;
+    at.kept_limbs = 0;
+    at.origin = fmt::format("{} (sequences {} to {})", options.origin, first, first + count - 1);
+    ReferenceResult answer = run_reference(batch, at);
+    at.precision = extrapolated ? other_precision : answer.precision.certifier();
+    const ReferenceResult other = run_reference(batch, at);
+    add_times(result, answer, other);
+    for (const auto& note : answer.notes) result.notes.push_back(fmt::format("sequences {} to {}: {}", first, first + count - 1, note));
+    for (const auto& [name, part] : answer.tensors) {
+      ExactTensor& whole = result.tensors[name];
+      std::vector<double>& difference = differences[name];
+      std::vector<std::int64_t> shape = part.shape;
+      if (whole.shape.empty()) {
+        shape[0] = is_state_tensor(name) ? problem.num_sequences() : problem.shape.B;
+        if (!is_state_tensor(name)) shape[1] = problem.shape.T;
+        whole = ExactTensor(shape, kept);
+        difference.assign(static_cast<std::size_t>(whole.numel()), 0.0);
+      }
+      const SequenceSpan span = problem.sequence(first);
+      std::int64_t per_row = 1;  // elements a state (sequence), or a token row of every head
+      for (std::size_t dim = is_state_tensor(name) ? 1 : 2; dim < part.shape.size(); ++dim) per_row *= part.shape[dim];
+      const std::int64_t offset = is_state_tensor(name) ? first * per_row : (span.batch * problem.shape.T + span.begin) * per_row;
+      // The lower run minus the higher, as agreement_bits forms it.
+      const std::vector<double> d = extrapolated ? expansion_differences(other.tensors.at(name), part)
+                                                 : expansion_differences(part, other.tensors.at(name));
+      std::copy(d.begin(), d.end(), difference.begin() + offset);
+      for (std::int64_t i = 0; i < part.numel(); ++i)
+        for (int l = 0; l < kept; ++l) whole.parts[(offset + i) * kept + l] = part.parts[i * part.limbs + l];
+    }
+    first += count;
+  }
+  const double agreement_cap = std::min(options.precision.significand_bits(), other_precision.significand_bits());
+  std::map<std::string, double> agreement;
+  for (const auto& [name, tensor] : result.tensors)
+    agreement[name] = agreement_bits_of_differences(differences.at(name), tensor, agreement_cap);
+  result.estimated_bits = extrapolated ? extrapolate_bits(agreement, options.precision.significand_bits() - other_precision.significand_bits(),
+                                                          options.precision.significand_bits(), &result.notes)
+                                       : agreement;
+  return result;
+}
+
+}  // namespace
+
 ReferenceResult run_certified_reference(const DplrProblem& problem, const ReferenceOptions& options) {
+  if (options.kept_limbs > 0) return run_certified_streamed(problem, options);
   ReferenceOptions check = options;
-  check.precision = options.precision.certifier();
-  // The certifying run's tensors are held beside the first run's.
-  const int limbs = expansion_limbs(check.precision);
-  require_memory(saturating_sum({output_bytes(problem, options, expansion_limbs(options.precision)),
-                                 output_bytes(problem, check, limbs), working_bytes(problem, check, limbs)}),
-                 options.origin, memory_purpose(options) + fmt::format(" certified at {}", check.precision.name()));
+  check.precision = estimate_precision(options);
+  // The other run's tensors are held beside the first run's; the working states are the wider run's.
+  const int limbs = expansion_limbs(check.precision), own_limbs = expansion_limbs(options.precision);
+  const ReferenceOptions& wider = limbs > own_limbs ? check : options;
+  require_memory(saturating_sum({output_bytes(problem, options, own_limbs), output_bytes(problem, check, limbs),
+                                 working_bytes(problem, wider, std::max(limbs, own_limbs))}),
+                 options.origin, memory_purpose(options) + fmt::format(" estimated against {}", check.precision.name()));
   ReferenceResult result = run_reference(problem, options);
-  check.precision = result.precision.certifier();  // of the precision really used (MPFR after an overflow)
-  const ReferenceResult more_precise = run_reference(problem, check);
-  result.estimated_bits = certify(result, more_precise);
+  if (options.estimate == EstimateMethod::Repeat)
+    check.precision = result.precision.certifier();  // of the precision really used (MPFR after an overflow)
+  const ReferenceResult other = run_reference(problem, check);
+  result.estimated_bits = options.estimate == EstimateMethod::Repeat ? certify(result, other) : extrapolate_from(result, other);
+  result.estimate_method = options.estimate;
   result.estimated_against = check.precision;
-  result.estimate_seconds = more_precise.seconds, result.estimate_cpu_seconds = more_precise.cpu_seconds;
+  result.estimate_seconds = other.seconds, result.estimate_cpu_seconds = other.cpu_seconds;
   return result;
 }
 

@@ -67,7 +67,8 @@ struct CaseSource {
 struct ReferenceInfo {
   std::string precision;                          // Precision::name(): "double", "dd", "qd", "mpfr256", "ball256"
   int significand_bits = 0;
-  std::optional<std::string> estimated_against;   // the precision the run was repeated at to estimate its bits
+  std::optional<std::string> estimated_against;   // the other run of the estimate (higher: repeat; lower: extrapolated)
+  std::optional<std::string> estimate_method;     // "repeat" or "extrapolated" (reference/reference.hpp); unset: none
   std::map<std::string, double> estimated_bits;   // per tensor, the agreement of the two runs; empty when not estimated
   std::map<std::string, double> proven_bits;      // per tensor, from a rigorous (ball) run's radii; empty otherwise
   double seconds = 0.0;

@@ -164,6 +164,7 @@ json to_json(const CaseResult& c) {
     reference = {{"precision", c.reference->precision},
                  {"significand_bits", c.reference->significand_bits},
                  {"estimated_against", optional_or_null(c.reference->estimated_against)},
+                 {"estimate_method", optional_or_null(c.reference->estimate_method)},
                  {"estimated_bits", bits},
                  {"proven_bits", proven},
                  {"seconds", real(c.reference->seconds)}};

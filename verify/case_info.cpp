@@ -29,7 +29,10 @@ ReferenceInfo reference_info(const ReferenceResult& r) {
   ReferenceInfo info;
   info.precision = r.precision.name();
   info.significand_bits = r.precision.significand_bits();
-  if (r.estimated_against) info.estimated_against = r.estimated_against->name();
+  if (r.estimated_against) {
+    info.estimated_against = r.estimated_against->name();
+    info.estimate_method = std::string(estimate_method_name(r.estimate_method));
+  }
   info.estimated_bits = r.estimated_bits;
   info.proven_bits = r.proven_bits;
   info.seconds = r.seconds;

@@ -66,6 +66,11 @@ CaseResult verify_case(const TensorFile& recorded, const TolerancePolicy& policy
   options.backward = has_gradients;
   options.threads = o.threads;
   options.origin = std::string(origin);
+  options.estimate = o.estimate;
+  // The certified reference streams (a few sequences at a time), so a training-scale recording's expansions are
+  // never all held: of each exact element the comparison reads the correctly rounded double, a decay convention's
+  // dw two parts (exact_to_file_convention).
+  options.kept_limbs = view.decay ? 2 : 1;
   ReferenceResult exact = o.rigorous ? run_rigorous_reference(problem, options, *o.rigorous)
                          : o.certify ? run_certified_reference(problem, options)
                                      : run_reference(problem, options);

@@ -21,7 +21,8 @@ DplrProblem problem_from_file(const TensorFile& file, std::string_view origin);
 
 struct VerifyCaseOptions {
   Precision precision = Precision::parse("dd");
-  bool certify = true;  // repeat the reference at precision.certifier() and report the bits they agree on (estimated)
+  bool certify = true;  // estimate the reference's bits by a second run (estimate says how)
+  EstimateMethod estimate = EstimateMethod::Repeat;
   // Set: the reference in ball arithmetic instead (run_rigorous_reference; precision and certify are ignored),
   // the case's bits proven by its radii.
   std::optional<RigorousOptions> rigorous;
@@ -29,6 +30,7 @@ struct VerifyCaseOptions {
   TensorConvention convention;  // the file's names and layout (verify/conventions.hpp)
   std::int64_t block_tokens = kDefaultBlockTokens;  // tokens per block of the local gate (verify/metrics.hpp)
 };
+
 
 // The case's report entry (id = origin): shape, dtypes, the reference run, the comparison, notes (the
 // file's `producer` metadata, the convention's mapping, inputs outside the intended domain), under the
