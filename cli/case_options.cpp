@@ -178,9 +178,9 @@ bool stderr_is_terminal() { return isatty(STDERR_FILENO) != 0; }
 void add_estimate_option(CLI::App& command, std::string& estimate) {
   command.add_option("--estimate", estimate,
                      "How the reference's bits are estimated: repeat (agreement with a run at a higher precision: dd "
-                     "against td, td against qd) or extrapolated (td only: the answer at td, its bits the agreement "
-                     "with a run at dd plus the 44 bits td has more, less 4 of margin; checked against MPFR-400 by "
-                     "the tests)")
+                     "against td, td against qd) or extrapolated (td or dd: the answer at td, its bits the agreement "
+                     "with a run at dd plus the 44 bits td has more; or at dd, from a run at double plus 53; less 4 of "
+                     "margin either way; checked against MPFR-400 by the tests)")
       ->check(CLI::IsMember({"repeat", "extrapolated"}))
       ->capture_default_str();
 }

@@ -70,9 +70,10 @@ Precision Precision::certifier() const {
 }
 
 std::optional<Precision> Precision::extrapolation_base() const {
-  // tests/reference/test_precision.cpp (Precision.ExtrapolatedBitsTellTheTruth) checks td's extrapolated bits
-  // against MPFR-400 on every distribution and several shapes.
+  // tests/reference/test_precision.cpp (Precision.ExtrapolatedBitsTellTheTruth) checks td's bits extrapolated from
+  // dd, and dd's from double, against MPFR-400 on every distribution and several shapes.
   if (arithmetic == Arithmetic::TripleDouble) return Precision{Arithmetic::DoubleDouble, 0};
+  if (arithmetic == Arithmetic::DoubleDouble) return Precision{Arithmetic::Double, 0};
   return std::nullopt;
 }
 

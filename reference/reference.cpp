@@ -123,11 +123,13 @@ EstimateMethod parse_estimate_method(std::string_view text) {
                                "(from a lower one)", text));
 }
 
+double extrapolation_minimum_bits(const Precision& base) { return base.significand_bits() / 2.0; }
+
 std::map<std::string, double> extrapolate_bits(const std::map<std::string, double>& agreement, double gap_bits,
-                                               double cap_bits, std::vector<std::string>* notes) {
+                                               double cap_bits, double minimum_bits, std::vector<std::string>* notes) {
   std::map<std::string, double> bits;
   for (const auto& [name, agreed] : agreement) {
-    if (agreed >= kExtrapolationMinimumBits) {
+    if (agreed >= minimum_bits) {
       bits[name] = std::min(cap_bits, agreed + gap_bits - kExtrapolationMarginBits);
       continue;
     }
@@ -135,14 +137,15 @@ std::map<std::string, double> extrapolate_bits(const std::map<std::string, doubl
     if (notes)
       notes->push_back(fmt::format("'{}': the two runs agree on only {:.1f} bits, below the {:.0f} the extrapolated "
                                    "estimate relies on; claimed only the agreement (for a real estimate: --estimate "
-                                   "repeat)", name, agreed, kExtrapolationMinimumBits));
+                                   "repeat)", name, agreed, minimum_bits));
   }
   return bits;
 }
 
 std::map<std::string, double> extrapolate_from(ReferenceResult& answer, const ReferenceResult& base) {
   const double gap = answer.precision.significand_bits() - base.precision.significand_bits();
-  return extrapolate_bits(certify(base, answer), gap, answer.precision.significand_bits(), &answer.notes);
+  return extrapolate_bits(certify(base, answer), gap, answer.precision.significand_bits(),
+                          extrapolation_minimum_bits(base.precision), &answer.notes);
 }
 
 namespace {
@@ -162,7 +165,7 @@ namespace {
 Precision estimate_precision(const ReferenceOptions& options) {
   if (options.estimate == EstimateMethod::Repeat) return options.precision.certifier();
   if (auto base = options.precision.extrapolation_base()) return *base;
-  throw InputError(fmt::format("{}: the extrapolated estimate is validated only for td (from dd), not {}; use "
+  throw InputError(fmt::format("{}: the extrapolated estimate is validated only for td (from dd) and dd (from double), not {}; use "
                                "--estimate repeat", options.origin, options.precision.name()));
 }
 
@@ -245,7 +248,8 @@ ReferenceResult run_certified_streamed(const DplrProblem& problem, const Referen
   for (const auto& [name, tensor] : result.tensors)
     agreement[name] = agreement_bits_of_differences(differences.at(name), tensor, agreement_cap);
   result.estimated_bits = extrapolated ? extrapolate_bits(agreement, options.precision.significand_bits() - other_precision.significand_bits(),
-                                                          options.precision.significand_bits(), &result.notes)
+                                                          options.precision.significand_bits(),
+                                                          extrapolation_minimum_bits(other_precision), &result.notes)
                                        : agreement;
   return result;
 }

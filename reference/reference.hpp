@@ -20,12 +20,11 @@ enum class EstimateMethod {
   // The answer at `precision`, its bits extrapolated from its agreement with a run at precision.extrapolation_base(),
   // a lower one: the base's error is about the problem's conditioning times the base's unit roundoff, and the
   // answer's the same conditioning times its own (first order), so the answer's bits are the agreement plus the gap
-  // in significand bits (td from dd: 44) less kExtrapolationMarginBits. Where the agreement is below
-  // kExtrapolationMinimumBits (or a run is non-finite) the model is not relied on: the answer is claimed only the
-  // agreement, and a note says so.
+  // in significand bits (td from dd: 44; dd from double: 53) less kExtrapolationMarginBits. Where the agreement is
+  // below extrapolation_minimum_bits(base) (or a run is non-finite) the model is not relied on: the answer is claimed
+  // only the agreement, and a note says so.
   Extrapolated,
 };
-inline constexpr double kExtrapolationMinimumBits = 53;  // the base did better than double: its errors are first order
 // The gap the operations really have is not quite the significand bits': on the validation's cases
 // (tests/reference/test_precision.cpp, 21 cases of 7 distributions) td's true bits less dd's agreement with it ran
 // down to 41.5 (mixed-decay), so 4 bits are taken off: the claim stayed 1.5 or more below the truth there.
@@ -96,12 +95,16 @@ std::string estimate_description(const ReferenceOptions& options);
 // The bits on which every tensor of `result` agrees with the same tensor of `more_precise`.
 std::map<std::string, double> certify(const ReferenceResult& result, const ReferenceResult& more_precise);
 
+// The agreement the first-order model is relied on from: half the base's significand bits (dd 53, double 26.5).
+// The base then kept at least half of its bits, so its error's second-order part (~ the error squared) lies below
+// what the answer's own precision can resolve.
+double extrapolation_minimum_bits(const Precision& base);
+
 // EstimateMethod::Extrapolated's claim from the agreement (per tensor) of the answer with a run `gap_bits` fewer
 // significand bits: agreement + gap_bits - kExtrapolationMarginBits, at most cap_bits, where the agreement reaches
-// kExtrapolationMinimumBits;
-// the agreement alone where it does not, with a note naming the tensor in *notes.
+// minimum_bits; the agreement alone where it does not, with a note naming the tensor in *notes.
 std::map<std::string, double> extrapolate_bits(const std::map<std::string, double>& agreement, double gap_bits,
-                                               double cap_bits, std::vector<std::string>* notes);
+                                               double cap_bits, double minimum_bits, std::vector<std::string>* notes);
 
 // The answer's bits extrapolated from a run at a lower precision (`base`, the same problem): certify(base, answer)
 // then extrapolate_bits with the gap in significand bits of the two precisions. Notes go into answer.notes.
