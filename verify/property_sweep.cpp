@@ -215,23 +215,19 @@ struct CpuJudge {
       options.threads = o.threads;
       const ChunkStages oracle = run_chunk_stages(p, c.chunk_size, Precision::parse("dd"), options);
       TensorMap rounded;
-      double bits = exact.precision.significand_bits();
-      std::string worst;
       for (const auto& name : judged_names()) {
         const auto it = oracle.tensors.find(name);
-        if (it == oracle.tensors.end() || !exact.tensors.count(name)) continue;
-        rounded[name] = it->second.to_tensor(DType::F64);
-        const double b = agreement_bits(it->second, exact.tensors.at(name), bits);
-        if (b < bits) bits = b, worst = name;
+        if (it != oracle.tensors.end() && exact.tensors.count(name)) rounded[name] = it->second.to_tensor(DType::F64);
       }
       if (o.planted == "dropped-partial-chunk") drop_partial_chunks(rounded.at("o"), p, c.chunk_size);
       r.comparison = compare(rounded, exact.tensors, TolerancePolicy::preset("strict"),
                              {.working_dtype = DType::F64,
                               .cu_seqlens = p.cu_seqlens.empty() ? std::nullopt : std::optional(p.cu_seqlens),
                               .block_tokens = c.chunk_size});
-      const std::string agreement = fmt::format("agrees with the recurrence to {:.1f} bits{}", bits,
-                                                worst.empty() ? "" : " (worst: " + worst + ")");
-      (bits < kMinReferenceBits ? r.failures : r.notes).push_back(agreement);
+      const OracleAgreement agreement = chunk_oracle_agreement(
+          oracle.tensors, exact.tensors, judged_names(), exact.precision.significand_bits(),
+          [&] { return run_chunk_stages(p, c.chunk_size, Precision::parse("qd"), options).tensors; });
+      (agreement.holds ? r.notes : r.failures).push_back(agreement.text);
     } catch (const std::exception& e) {
       r.error = e.what();
     }

@@ -6,7 +6,9 @@
 //   cpu   a small case (generators/rapidcheck.hpp gen_cpu_sweep_case) and the CPU properties:
 //         chunk-oracle  the exact chunk-form stages at the case's chunk size (not for reverse, which the
 //                       chunk form does not have) against the exact recurrence: o, ht and the gradients agree
-//                       to kMinReferenceBits, and rounded to double pass the fp64 rule of `strict`
+//                       to kMinReferenceBits (at dd, or where dd's own rounding in the chunk form falls short,
+//                       at qd: chunk_oracle_agreement, verify/sweep.hpp), and rounded to double pass the fp64
+//                       rule of `strict`
 //         permutation   the exact reference of the case with its heads reversed and its sequences reversed
 //                       (batch rows, or varlen's packed sequences with h0 and dht) is, bitwise at double, the
 //                       reference's outputs and gradients permuted the same way
