@@ -19,6 +19,9 @@
 //         and conditioning floors, verify/conditioning.hpp); then run twice more: the two runs must be bitwise
 //         the same (determinism run to run); then, with H > 1 or several sequences, on the problem with heads and
 //         sequences reversed: its outputs must be, bitwise, the first run's outputs reversed the same way.
+// A drawn case whose exact answer lies beyond double's range, or (GPU) whose exact outputs or gradients exceed
+// fp32's finite range (beyond_kernel_range, verify/sweep.hpp: no fp32 kernel can represent them), is not judged:
+// the outcome lists it under skipped ("out of the kernels' range"), and the sweep goes on.
 // A failing case is shrunk (RapidCheck's shrink tree, greedily: the first smaller case that still fails,
 // until none does, the step limit or the time budget), reported beside the original, and written as a case
 // file (verify/case_file.hpp) under the report's folder with its one-line replay command.

@@ -1,6 +1,8 @@
 #include "verify/sweep.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <set>
 
 #include <fmt/format.h>
@@ -15,6 +17,7 @@
 #include "verify/case_info.hpp"
 #include "verify/conditioning.hpp"
 #include "verify/gpu_runner.hpp"
+#include "verify/metrics.hpp"
 #include "verify/stage_check.hpp"
 
 namespace dplr {
@@ -285,6 +288,7 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
   // Floors beyond rounding (verify/conditioning.hpp): the perturbation estimate, raised to the fp32-implementation
   // floor of the kernel's algorithm (the recurrence, or the chunk form, in float on the CPU).
   ConditioningFloors output_floors, stage_floors;
+  ExactTensorMap in_fp32;  // the kernel's algorithm in plain fp32 on the CPU: its floors and its misrounding
   if (unit) {
     const ConditioningOptions perturbation{.unit = *unit};
     output_floors = conditioning_floors(p, exact.tensors, [&](const DplrProblem& perturbed) {
@@ -296,7 +300,8 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
     if (chunk_kernel) {
       ChunkOptions in_float = chunk_options;
       in_float.single_precision = true;
-      const ExactTensorMap fp32_chunk = run_chunk_stages(p, g.chunk_size, Precision::parse("double"), in_float).tensors;
+      in_fp32 = run_chunk_stages(p, g.chunk_size, Precision::parse("double"), in_float).tensors;
+      const ExactTensorMap& fp32_chunk = in_fp32;
       raise_floors(output_floors, implementation_floors(fp32_chunk, exact.tensors));
       if (oracle) {
         stage_floors = conditioning_floors(p, oracle->tensors, [&](const DplrProblem& perturbed) {
@@ -305,13 +310,15 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
         raise_floors(stage_floors, implementation_floors(fp32_chunk, oracle->tensors));
       }
     } else {
-      raise_floors(output_floors, implementation_floors(recurrent_in_float(p, o.threads), exact.tensors));
+      in_fp32 = recurrent_in_float(p, o.threads);
+      raise_floors(output_floors, implementation_floors(in_fp32, exact.tensors));
     }
   }
   CompareOptions options{.working_dtype = g.spec.dtype,
                          .cu_seqlens = g.spec.cu_seqlens.empty() ? std::nullopt : std::optional(g.spec.cu_seqlens),
                          .block_tokens = chunk_kernel ? g.chunk_size : kDefaultBlockTokens,
-                         .conditioning = &output_floors};
+                         .conditioning = &output_floors,
+                         .implementation = unit ? &in_fp32 : nullptr};
   const GpuRunOptions run{.output = g.output, .backward = {}, .planted_defect = o.planted_defect};
   if (is_backward_kernel(g.kernel)) {
     // The planted defects are the forward kernels' (gpu::ForwardInputs::planted); the backward runs do not take one.
@@ -387,17 +394,31 @@ void gpu_part(const SweepOptions& o, const std::vector<GpuCase>& cases, std::int
     if (!o.shard.holds(at)) continue;
     const std::size_t first = report.cases.size();
     const bool reuse = last && last_case->replay == g.replay && (g.replay || same_problem(last_case->spec, g.spec));
+    const std::string kernel =
+        (g.chunk_size == 0 ? fmt::format("gpu {}", g.kernel) : fmt::format("gpu {} C{}", g.kernel, g.chunk_size)) +
+        (g.output == GpuOutput::Fp32 ? " fp32-output" : "");
+    const auto out_of_range = [&](const std::string& why) {
+      outcome.skipped.push_back(fmt::format("{}: {}: out of the kernels' range, not run: {}", kernel,
+                                            g.replay ? replay_tag(*g.replay) : describe(g.spec), why));
+    };
     if (!reuse) {
       DplrProblem problem = g.replay ? g.replay->file.problem : generate_case(g.spec);
-      ReferenceResult exact = exact_of(problem, false, o.threads);
-      last.emplace(std::move(problem), std::move(exact));
+      try {
+        ReferenceResult exact = exact_of(problem, false, o.threads);
+        last.emplace(std::move(problem), std::move(exact));
+      } catch (const BeyondDoubleRangeError& e) {
+        last.reset(), last_case = nullptr;
+        out_of_range(e.what());
+        continue;
+      }
     }
     last_case = &g;
     const DplrProblem& p = last->first;
     const ReferenceResult& exact = last->second;
-    const std::string kernel =
-        (g.chunk_size == 0 ? fmt::format("gpu {}", g.kernel) : fmt::format("gpu {} C{}", g.kernel, g.chunk_size)) +
-        (g.output == GpuOutput::Fp32 ? " fp32-output" : "");
+    if (const auto why = beyond_kernel_range(exact.tensors)) {
+      out_of_range(*why);
+      continue;
+    }
     CaseResult c = case_of(p, fmt::format("{}: {}", kernel, g.replay ? replay_tag(*g.replay) : describe(g.spec)), g.spec,
                            g.replay);
     c.reference = reference_info(exact);
@@ -422,6 +443,25 @@ std::vector<Replay> read_replays(const std::vector<std::filesystem::path>& paths
 }
 
 }  // namespace
+
+std::optional<std::string> beyond_kernel_range(const ExactTensorMap& exact) {
+  const double largest = std::numeric_limits<float>::max();
+  std::optional<std::string> worst;
+  double worst_magnitude = largest;
+  for (const auto& name : kOutputsAndGradients) {
+    const auto it = exact.find(name);
+    if (it == exact.end()) continue;
+    for (std::int64_t i = 0; i < it->second.numel(); ++i) {
+      const double magnitude = std::fabs(it->second.value(i));
+      if (!(magnitude > worst_magnitude)) continue;
+      worst_magnitude = magnitude;
+      worst = fmt::format("the exact {} reaches {:.3g} at [{}], beyond F32's finite range ({:.3g}): no fp32 kernel can "
+                          "represent it",
+                          name, it->second.value(i), fmt::join(unravel_index(i, it->second.shape), ", "), largest);
+    }
+  }
+  return worst;
+}
 
 OracleAgreement chunk_oracle_agreement(const ExactTensorMap& oracle, const ExactTensorMap& exact,
                                        const std::vector<std::string>& names, double cap_bits,

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include "core/error.hpp"
 #include "generators/distributions.hpp"
 #include "reference/chunk_stages.hpp"
 #include "reference/reference.hpp"
@@ -150,6 +151,31 @@ TEST(Conditioning, ChunkOracleShortfallOfItsOwnRoundingIsJudgedAtQd) {
   const OracleAgreement planted = chunk_oracle_agreement(dd, exact.tensors, names, cap, [&] { return qd; });
   EXPECT_FALSE(planted.holds) << planted.text;
   EXPECT_NE(planted.text.find("not the recurrence"), std::string::npos) << planted.text;
+}
+
+// Property case 23-26 (session 9, chunk-bwd C32, edge-of-stability B1 T300 H3 K1 V3 fp16): the transition e^gk - 2
+// has modulus 1.05 to 1.95, the exact state grows past fp32's range, and the H200's kernels returned NaN: out of the
+// kernels' range, not a kernel error. A case whose exact answer fp32 holds is judged, and a NaN there is an error.
+TEST(Conditioning, GrowthPastFp32IsOutOfTheKernelsRange) {
+  const CaseFile file = read_case_file(kCases / "property-23-26-chunk-bwd.safetensors");
+  const ReferenceResult exact = exact_of(file.problem);
+  const auto why = beyond_kernel_range(exact.tensors);
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("beyond F32's finite range"), std::string::npos) << *why;
+  // The same family, short enough to stay inside fp32: judged, and a NaN output is an error.
+  CaseSpec spec = file.spec;
+  spec.shape.T = 20;
+  const DplrProblem short_case = generate_case(spec);
+  const ReferenceResult short_exact = exact_of(short_case);
+  EXPECT_FALSE(beyond_kernel_range(short_exact.tensors).has_value());
+  Tensor nan_o = short_exact.tensors.at("o").to_tensor(DType::F16);
+  nan_o.values[0] = std::nan("");
+  const ComparisonResult judged =
+      compare({{"o", nan_o}}, short_exact.tensors, TolerancePolicy::preset("strict"), {.working_dtype = DType::F16});
+  EXPECT_EQ(judged.verdict, Verdict::Error);
+  // Long enough to pass double's range: the reference refuses with the error the sweeps recognise.
+  spec.shape.T = 3000;
+  EXPECT_THROW(exact_of(generate_case(spec)), BeyondDoubleRangeError);
 }
 
 }  // namespace
