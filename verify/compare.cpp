@@ -126,7 +126,7 @@ ComparisonResult compare_exact(const TensorMap& actual, const ExactTensorMap& ex
     std::optional<double> implementation_misrounded;
     if (options.implementation && (a.dtype == DType::BF16 || a.dtype == DType::F16))
       if (auto it = options.implementation->find(name); it != options.implementation->end() && it->second.shape == e.shape)
-        implementation_misrounded = misrounded_fraction_of(it->second.rounded(), expected, a.dtype);
+        implementation_misrounded = misrounded_fraction_of(rounded_values(name, it->second), expected, a.dtype);
     auto metrics = compute_metrics(a.values, expected, a.dtype, a.shape,
                                    {.floor_dtype = judged_as,
                                     .layout = layout_for(name, a.shape, cu_seqlens, options.block_tokens),
