@@ -11,4 +11,11 @@ class InputError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An exact result (or exact stage tensor) beyond double's exponent range: the case cannot be judged at all. A sweep
+// reports such a drawn case as out of range instead of stopping (verify/property_sweep.cpp).
+class BeyondDoubleRangeError : public InputError {
+ public:
+  using InputError::InputError;
+};
+
 }  // namespace dplr

@@ -6,7 +6,11 @@
 //   strong-decay      as fla, gk ~ U[-30, -5]
 //   mixed-decay       as fla, each key channel either strong (U[-30,-5]) or near zero (U[-1e-3, 0])
 //   near-zero-decay   as fla, gk ~ U[-1e-4, 0] (meant for long T: the state barely forgets)
-//   edge-of-stability as fla, b = -2a (D + b a^T has an eigenvalue of modulus ~1 on a)
+//   edge-of-stability as fla, b = -2a (fla's b = -2a test). Without decay D + b a^T = I - 2 a a^T is a
+//                     reflection (modulus 1 on a); with fla's gates it is not: a^T (D + b a^T) a =
+//                     a^T D a - 2, modulus up to 2 - e^gk (K = 1: 1.05 to 1.95 a token), so the state can grow
+//                     past fp32's range (session 9: ht ~1e53 at T = 300; the sweeps report such cases as out
+//                     of the kernels' range, verify/sweep.hpp beyond_kernel_range)
 //   free-ab           as fla, a and b ~ N(0, 1/K) independently (the transition may grow)
 //   large-norm-keys   as fla, k ~ N(0, 30^2)
 //

@@ -147,7 +147,7 @@ std::string overflow_note(std::string_view first_at, std::string_view repeated_a
 }
 
 void refuse_beyond_double_range(std::string_view origin, std::string_view what, const NonFiniteElement& overflow) {
-  throw InputError(fmt::format("{}: the {} '{}' (element {} at flat index {}) lies beyond double's range "
+  throw BeyondDoubleRangeError(fmt::format("{}: the {} '{}' (element {} at flat index {}) lies beyond double's range "
                                "(|x| > 1.8e308), so it cannot be stored or compared; expected inputs whose results "
                                "fit in float64 (growth, gk > 0, compounds as exp of the summed gk)",
                                origin, what, overflow.tensor, overflow.value, overflow.index));

@@ -68,7 +68,7 @@ struct NonFiniteElement {
 std::optional<NonFiniteElement> first_non_finite(const ExactTensorMap& tensors);
 // The note of a run repeated at `repeated_at` after overflowing at `first_at`.
 std::string overflow_note(std::string_view first_at, std::string_view repeated_at, const NonFiniteElement& overflow);
-// Throws the InputError of an exact result beyond double's range: `origin` names the case, `what` the kind
+// Throws the BeyondDoubleRangeError (an InputError, core/error.hpp) of an exact result beyond double's range: `origin` names the case, `what` the kind
 // of tensor ("exact", "exact stage tensor").
 [[noreturn]] void refuse_beyond_double_range(std::string_view origin, std::string_view what,
                                              const NonFiniteElement& overflow);

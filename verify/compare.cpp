@@ -122,10 +122,16 @@ ComparisonResult compare_exact(const TensorMap& actual, const ExactTensorMap& ex
     std::optional<double> conditioning;
     if (options.conditioning)
       if (auto it = options.conditioning->find(name); it != options.conditioning->end()) conditioning = it->second;
-    auto metrics = compute_metrics(a.values, rounded_values(name, e), a.dtype, a.shape,
+    const auto expected = rounded_values(name, e);
+    std::optional<double> implementation_misrounded;
+    if (options.implementation && (a.dtype == DType::BF16 || a.dtype == DType::F16))
+      if (auto it = options.implementation->find(name); it != options.implementation->end() && it->second.shape == e.shape)
+        implementation_misrounded = misrounded_fraction_of(rounded_values(name, it->second), expected, a.dtype);
+    auto metrics = compute_metrics(a.values, expected, a.dtype, a.shape,
                                    {.floor_dtype = judged_as,
                                     .layout = layout_for(name, a.shape, cu_seqlens, options.block_tokens),
-                                    .conditioning_rel_rmse = conditioning});
+                                    .conditioning_rel_rmse = conditioning,
+                                    .implementation_misrounded_fraction = implementation_misrounded});
     return judge_tensor(name, a, std::move(metrics), judged_as, policy, "exact");
   });
 }

@@ -44,6 +44,11 @@ struct CompareOptions {
   // Conditioning floors by tensor name (verify/conditioning.hpp); a tensor named here is judged against the
   // larger of its rounding floor and this. nullptr: rounding floors alone.
   const std::map<std::string, double>* conditioning = nullptr;
+  // The kernel's algorithm computed in plain fp32 on the CPU (the recurrence or the chunk form in float: what
+  // verify/conditioning.hpp's implementation floors come from). A 16-bit tensor named here carries that
+  // implementation's misrounded fraction, stored in the tensor's dtype, and its misrounded limit is at least twice
+  // it (tolerance.cpp). nullptr: none.
+  const std::map<std::string, ExactTensor>* implementation = nullptr;
 };
 
 // `dplr diff`: B is the expected side. Floors: measured from B where B's dtype is more precise than the

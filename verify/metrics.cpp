@@ -344,6 +344,7 @@ TensorMetrics measure(std::span<const double> actual, std::span<const double> ex
     floor.ratio = m.rel_rmse / floor.used_rel_rmse;
     m.floor = floor;
   }
+  m.implementation_misrounded_fraction = options.implementation_misrounded_fraction;
   if (options.layout)
     m.locality = measure_locality(actual, expected, comparable, shape, *options.layout,
                                   m.floor ? m.floor->used_rel_rmse : nominal, m.expected_rms);
@@ -393,6 +394,18 @@ std::vector<std::int64_t> unravel_index(std::int64_t flat, const std::vector<std
 DType lower_precision(DType a, DType b) {
   if (!dtype_is_float(a) || !dtype_is_float(b)) return a;
   return dtype_significand_bits(b) < dtype_significand_bits(a) ? b : a;
+}
+
+std::optional<double> misrounded_fraction_of(std::span<const double> computed, std::span<const double> exact,
+                                             DType dtype) {
+  std::int64_t finite = 0, misrounded = 0;
+  for (std::size_t i = 0; i < exact.size() && i < computed.size(); ++i) {
+    if (!std::isfinite(exact[i])) continue;
+    ++finite;
+    if (round_to_dtype(computed[i], dtype) != round_to_dtype(exact[i], dtype)) ++misrounded;
+  }
+  if (finite == 0) return std::nullopt;
+  return static_cast<double>(misrounded) / static_cast<double>(finite);
 }
 
 }  // namespace dplr

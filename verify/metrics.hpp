@@ -174,6 +174,9 @@ struct TensorMetrics {
   ErrorLocation max_elem;       // |a - e| / (elem_unit (|e| + expected_rms)), in units of elem_unit
   double elem_unit = 0.0;       // the judged dtype's unit roundoff (0 for integer dtypes: no elem figure)
   std::optional<double> misrounded_fraction;  // 16-bit storage against exact values only
+  // The same fraction for the kernel's algorithm computed in plain fp32 on the CPU and stored in this tensor's
+  // dtype (MetricsOptions::implementation_misrounded_fraction): what that algorithm misrounds at fp32. Empty: not given.
+  std::optional<double> implementation_misrounded_fraction;
   std::optional<FloorRatio> floor;  // absent when not computed
   std::optional<LocalityMetrics> locality;  // absent when the layout is unknown or nothing was compared
   ErrorHistogram histogram;
@@ -196,7 +199,15 @@ struct MetricsOptions {
   // The conditioning floor (verify/conditioning.hpp), a rel RMSE: the floor divided by is the larger of it and
   // the rounding floor. Empty: the rounding floor alone.
   std::optional<double> conditioning_rel_rmse{};
+  // Copied to TensorMetrics::implementation_misrounded_fraction (compare.hpp computes it); the misrounded limit
+  // follows it (tolerance.cpp).
+  std::optional<double> implementation_misrounded_fraction{};
 };
+
+// Of the elements where `exact` is finite, the fraction whose `computed` value stored in `dtype` is not the exact
+// value stored in `dtype` (correctly rounded); empty when none is finite. Both of length n.
+std::optional<double> misrounded_fraction_of(std::span<const double> computed, std::span<const double> exact,
+                                             DType dtype);
 
 // actual and expected hold one tensor's values in row-major order, both of length prod(shape); `expected`
 // is the exact answer rounded to double. Throws InputError when the lengths disagree with the shape.

@@ -6,7 +6,9 @@
 //   cpu   a small case (generators/rapidcheck.hpp gen_cpu_sweep_case) and the CPU properties:
 //         chunk-oracle  the exact chunk-form stages at the case's chunk size (not for reverse, which the
 //                       chunk form does not have) against the exact recurrence: o, ht and the gradients agree
-//                       to kMinReferenceBits, and rounded to double pass the fp64 rule of `strict`
+//                       to kMinReferenceBits (at dd, or where dd's own rounding in the chunk form falls short,
+//                       at qd: chunk_oracle_agreement, verify/sweep.hpp), and rounded to double pass the fp64
+//                       rule of `strict`
 //         permutation   the exact reference of the case with its heads reversed and its sequences reversed
 //                       (batch rows, or varlen's packed sequences with h0 and dht) is, bitwise at double, the
 //                       reference's outputs and gradients permuted the same way
@@ -17,6 +19,9 @@
 //         and conditioning floors, verify/conditioning.hpp); then run twice more: the two runs must be bitwise
 //         the same (determinism run to run); then, with H > 1 or several sequences, on the problem with heads and
 //         sequences reversed: its outputs must be, bitwise, the first run's outputs reversed the same way.
+// A drawn case whose exact answer lies beyond double's range, or (GPU) whose exact outputs or gradients exceed
+// fp32's finite range (beyond_kernel_range, verify/sweep.hpp: no fp32 kernel can represent them), is not judged:
+// the outcome lists it under skipped ("out of the kernels' range"), and the sweep goes on.
 // A failing case is shrunk (RapidCheck's shrink tree, greedily: the first smaller case that still fails,
 // until none does, the step limit or the time budget), reported beside the original, and written as a case
 // file (verify/case_file.hpp) under the report's folder with its one-line replay command.

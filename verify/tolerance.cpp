@@ -214,15 +214,24 @@ Judgement judge(const TensorMetrics& m, const Tolerance& tolerance, std::string_
     // The fraction is a binomial estimate over the compared elements: the limit allows three standard deviations
     // of it (a few hundred elements misround by chance what a million would not; the property sweep met 14 of
     // 1152 at the 1% limit, T = 1).
+    // The floor is a normwise RMSE, and elements small against the tensor's RMS are misrounded more than e / u says;
+    // where the kernel's algorithm computed in plain fp32 on the CPU (MetricsOptions) was stored in this dtype, the
+    // limit is also at least twice the fraction it misrounds: a kernel of that algorithm in fp32 arithmetic misrounds
+    // about as much (session 9, H200, correct kernels: chunk-bwd o 0.336% where the fp32 chunk form misrounds 0.479%,
+    // property case 23-39, bf16; 1.10% where it misrounds 0.848%, 23-83, fp16; both failed the 0.25% / 1% limits).
     const double implied = m.floor && m.floor->conditioning_rel_rmse && m.elem_unit > 0.0
                                ? 2.0 * *m.floor->conditioning_rel_rmse / m.elem_unit
                                : 0.0;
-    const double base = std::max(*limits.misrounded, implied);
+    const double implemented = m.implementation_misrounded_fraction ? 2.0 * *m.implementation_misrounded_fraction : 0.0;
+    const double base = std::max({*limits.misrounded, implied, implemented});
     const double allowed = base + 3.0 * std::sqrt(base / static_cast<double>(std::max<std::int64_t>(m.compared, 1)));
+    const std::string label = base == *limits.misrounded ? "misrounded fraction (+ 3 sigma)"
+                              : base == implied
+                                  ? "misrounded fraction (limit from the conditioning floor, + 3 sigma)"
+                                  : fmt::format("misrounded fraction (limit 2x the fp32 implementation's {}, + 3 sigma)",
+                                                format_number(*m.implementation_misrounded_fraction));
     if (m.misrounded_fraction)
-      check(allowed, *m.misrounded_fraction,
-            implied > *limits.misrounded ? "misrounded fraction (limit from the conditioning floor, + 3 sigma)"
-                                         : "misrounded fraction (+ 3 sigma)");
+      check(allowed, *m.misrounded_fraction, label);
     else
       not_evaluated.push_back("misrounded fraction (16-bit storage against exact values only)");
   }

@@ -415,5 +415,14 @@ TEST(Metrics, CorrectlyRoundedOverflowIsNoInfinityMismatch) {
   EXPECT_EQ(below.nonfinite.inf_mismatch, 1);  // 60000 is a finite fp16 value
 }
 
+// misrounded_fraction_of: of the finite exact elements, those whose computed value stores to another 16-bit value.
+TEST(Metrics, MisroundedFractionOfAComputedTensor) {
+  const std::vector<double> exact{1.0, 2.0, 3.0, std::numeric_limits<double>::infinity()};
+  const std::vector<double> computed{1.0 + 0x1p-10, 2.0 + 0x1p-6, 3.0, 0.0};  // bf16: the second misrounds
+  EXPECT_DOUBLE_EQ(*misrounded_fraction_of(computed, exact, DType::BF16), 1.0 / 3.0);
+  EXPECT_DOUBLE_EQ(*misrounded_fraction_of(computed, exact, DType::F16), 2.0 / 3.0);  // f16 u = 2^-11: also the first
+  EXPECT_FALSE(misrounded_fraction_of(std::vector<double>{0.0}, std::vector<double>{NAN}, DType::F16).has_value());
+}
+
 }  // namespace
 }  // namespace dplr

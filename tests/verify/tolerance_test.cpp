@@ -378,5 +378,35 @@ TEST(ToleranceJudge, MisroundedLimitFollowsTheConditioningFloor) {
   EXPECT_EQ(judge(m, tolerance).verdict, Verdict::Fail);
 }
 
+// The misrounded limit is at least twice what the kernel's algorithm in plain fp32 misrounds (session 9: the H200's
+// correct chunk-bwd misrounded o 0.336% of 62848 bf16 elements, limit 0.31%, where the fp32 chunk form misrounds
+// 0.479%, case 23-39), and no more: session 7's 7-12 (6.9%) and a planted missing barrier (0.61% of bf16 where
+// the algorithm misrounds ~0.02%) still fail.
+TEST(ToleranceJudge, MisroundedLimitFollowsTheFp32Implementation) {
+  TensorMetrics m;
+  m.dtype = DType::BF16;
+  m.shape = {62848};
+  m.elements = m.compared = 62848;
+  m.elem_unit = 0x1p-8;
+  m.floor = FloorRatio{DType::BF16, 1.62e-3, 1.62e-3, false, 1.0};
+  m.misrounded_fraction = 0.00336;
+  const Tolerance tolerance{{.misrounded = 0.0025}, "test"};
+  EXPECT_EQ(judge(m, tolerance).verdict, Verdict::Fail);  // 0.336% > 0.25% + 3 sigma (0.31%)
+  m.implementation_misrounded_fraction = 0.00479;
+  const Judgement raised = judge(m, tolerance);
+  EXPECT_EQ(raised.verdict, Verdict::Pass) << raised.reason;
+  EXPECT_NE(raised.reason.find("fp32 implementation"), std::string::npos) << raised.reason;
+  m.misrounded_fraction = 0.011;  // more than twice the implementation's 0.479% + 3 sigma (1.07%)
+  EXPECT_EQ(judge(m, tolerance).verdict, Verdict::Fail);
+  m.implementation_misrounded_fraction = 0.0002;  // a well-conditioned case: the 0.25% limit stands
+  m.misrounded_fraction = 0.0061;                 // missing-barrier, session 7
+  EXPECT_EQ(judge(m, tolerance).verdict, Verdict::Fail);
+  m.dtype = DType::F16;  // 7-12 as tolerance_test plants it: 6.9% where the fp32 chunk form implies 1.0%
+  m.elem_unit = 0x1p-11;
+  m.implementation_misrounded_fraction = 0.01;
+  m.misrounded_fraction = 0.069;
+  EXPECT_EQ(judge(m, {{.misrounded = 0.01}, "test"}).verdict, Verdict::Fail);
+}
+
 }  // namespace
 }  // namespace dplr
