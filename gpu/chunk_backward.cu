@@ -5,6 +5,7 @@
 // the inputs' dtype. Also the backward's request checks and its workspace.
 #include <string>
 
+#include "gpu/chunk_h_bwd.cuh"
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
@@ -123,9 +124,15 @@ void chunk_backward(const BackwardInputs& user_in, int C, const BackwardWorkspac
   in.fwd = with_chunk_offsets(user_in.fwd, C, fw.chunk_offsets, "chunk_backward", stream);
   const ForwardInputs& f = in.fwd;
   chunk_backward_recompute(in, C, fw, stream);
-  // The backward, stage by stage.
-  chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, g.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh, stream);
-  chunk_h_bwd(in, C, g.kg, g.bg, g.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, out.dh0, sh, stream);
+  // The backward, stage by stage. Where h_bwd runs on tensor cores, its sequential kernel forms o_bwd's shares dh_o
+  // (a per-chunk state: 537 MB written and read again at B8 T4096 H16 K = V = 64) and dv_new_o itself from qg, A_qb
+  // and do, bitwise the values o_bwd would write, so o_bwd skips them (nullptr) and no stage reads ws.shares.dh_o,
+  // dv_new_o; every tensor the driver returns is bitwise the stages' run alone.
+  GradientShares o_sh = sh;
+  if (hbwd::forms_o_shares(in, C, ws)) o_sh.dh_o = o_sh.dv_new_o = nullptr;
+  chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, g.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, o_sh, stream);
+  chunk_h_bwd(in, C, g.kg, g.bg, g.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, out.dh0, o_sh, stream,
+              OShareOperands{g.qg, fw.A_qb});
   chunk_WY_bwd(in, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, ws.dw, ws.dv_new, ws.dA_ab, ws.dA_ak, ws.dv, sh, stream);
   chunk_A_cumsum_bwd(in, C, ws.dA_qk, ws.dA_qb, ws.dA_ak, ws.dA_ab, ws.dq, ws.dk, ws.da, ws.db, out.dgk, sh, stream);
   const std::int64_t nk = f.B * f.T * f.H * f.K, nv = f.B * f.T * f.H * f.V;

@@ -18,6 +18,9 @@ struct HBwdArgs {  // the sequential kernel
   ChunkGeom geo;
   std::int64_t H;
   int K, V;
+  // Where dvnew_o and dh_o are nullptr (the tensor-core kernel only): do and the forward's qg, A_qb they are formed from.
+  const void* d_o;
+  const float *qg, *Aqb;
 };
 
 struct HBwdChunkArgs {  // the per-chunk kernel
@@ -30,8 +33,13 @@ struct HBwdChunkArgs {  // the per-chunk kernel
 };
 
 // The tensor-core pair, one after the other on `stream`: 16-bit dtype, C = 16, K, V <= 128, K and V multiples of 4,
-// v and gk 4-byte aligned and the fp32 tensors 16-byte aligned (chunk_h_bwd checks; chunk_h_bwd_tensor_cores_supported).
+// v, gk and do 4-byte aligned and the fp32 tensors 16-byte aligned (chunk_h_bwd checks; chunk_h_bwd_tensor_cores_supported).
+// The sequential kernel forms dv_new_o and dh_o itself where seq.dh_o is nullptr (then seq.dvnew_o is too).
 void launch_mma(const HBwdArgs& seq, const HBwdChunkArgs& chunk, ElemType dtype, ElemType gk_dtype, dim3 seq_grid,
                 dim3 chunk_grid, cudaStream_t stream);
+
+// The driver's question (chunk_backward): whether chunk_h_bwd, called on the workspace `ws` with o_bwd's shares
+// dh_o and dv_new_o nullptr and ws.forward's qg, A_qb, runs its tensor-core pair, which then forms those shares.
+bool forms_o_shares(const BackwardInputs& in, int C, const BackwardWorkspace& ws);
 
 }  // namespace dplr::gpu::detail::hbwd

@@ -13,6 +13,11 @@
 //     dS    = diag(exp(gl)) dS' + dh_o + w^T dv_new    (every warp its TPW tiles)
 // Operands (kg, bg, w rows, exp(gl), the tile's dv_new_o, dv and dh_o) arrive by cp.async in a ring of three
 // stages, two chunks ahead. KM = 64: 99 KB, two blocks an SM; KM = 128: 177 KB, one.
+// Where o_bwd's shares are nullptr (FORM; chunk_backward's path) the kernel forms them from the chunk's qg rows,
+// A_qb and the tile's do rows, which the ring brings instead of the dv_new_o and dh_o tiles (qg 4 KB and do 1 KB a
+// chunk and V tile against dh_o's 8 KB, at K = 64), with chunk_o_bwd_mma_kernel's MMAs in its order, so the values
+// are bitwise those o_bwd writes: dv_new_o = A_qb^T dO (4 MMAs) by warps 0-3 before their phase 1, dh_o = qg^T dO
+// (4 TPW MMAs) by every warp before the barrier (neither on the dS' chain). KM = 64: 83 KB; KM = 128: 143 KB.
 //
 // Per-chunk kernel: one block of 8 warps per (chunk, head, batch row), the products that sum over all of V:
 //     dw = dv_new S^T,  dkg = v dS'^T,  dbg = v_new dS'^T     (16 x KM outputs, warp w the 8-column tiles w, w + 8)
@@ -31,24 +36,32 @@
 namespace dplr::gpu::detail::hbwd {
 namespace {
 
-// The sequential kernel's shared memory, in floats: NS stages of [kg | bg | w rows (C x KP) | exp(gl) (KM) |
-// dv_new_o, dv tiles (C x LS) | dh_o tile (KM x LS)], then dS' (KM x LS) and dv_new (C x LS). Rows of kg, bg, w
-// (read as A fragments, or A^T) are 4 mod 32 floats apart, rows of the V tiles 8 mod 32: conflict-free fragments.
-template <int KMAX>
+// The sequential kernel's shared memory, in floats: NS stages of [kg | bg | w rows (C x KP) | exp(gl) (KM) | dv tile
+// (C x LS) | o_bwd's shares: dv_new_o tile (C x LS), dh_o tile (KM x LS) -- or, where the kernel forms them (FORM),
+// their operands: qg rows (C x QP), A_qb (C x AP), the tile's do rows (C x LT 16-bit values)], then dS' (KM x LS) and
+// dv_new (C x LS). Rows of kg, bg, w (read as A fragments, or A^T) are 4 mod 32 floats apart, rows of the V tiles 8
+// mod 32, of qg and A_qb (A^T) 8 mod 32, of do 20 mod 32 words: conflict-free fragments but for w's (2-way).
+template <int KMAX, bool FORM>
 struct SeqM {
-  static constexpr int C = 16, KM = KMAX, KP = KM + 4, LS = kVT + 8, NS = 3;
-  static constexpr int Kg = 0, Bg = C * KP, W = 2 * C * KP, E = 3 * C * KP, Dvo = E + KM, Dv = Dvo + C * LS,
-                       Dho = Dv + C * LS, stage = Dho + KM * LS;
+  static constexpr int C = 16, KM = KMAX, KP = KM + 4, QP = KM + 8, AP = C + 8, LS = kVT + 8, LT = kVT + 8, NS = 3;
+  static constexpr int Kg = 0, Bg = C * KP, W = 2 * C * KP, E = 3 * C * KP, Dv = E + KM, Dvo = Dv + C * LS,
+                       Dho = Dvo + C * LS, Qg = Dv + C * LS, Aqb = Qg + C * QP, dO = Aqb + C * AP,
+                       stage = FORM ? dO + C * LT / 2 : Dho + KM * LS;
   static constexpr int TPW = KM / 32, WPR = 128 / KM;  // state tiles a warp; warps a 16-row tile
   static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + C * LS) * sizeof(float);
 };
-static_assert(SeqM<64>::bytes <= 110 * 1024, "h_bwd sequential mma: two blocks an SM at K <= 64");
-static_assert(SeqM<128>::bytes <= 227 * 1024, "h_bwd sequential mma: one block an SM at K <= 128");
-static_assert(SeqM<64>::stage % 4 == 0 && SeqM<128>::stage % 4 == 0 && SeqM<64>::Dvo % 4 == 0, "16-byte stage rows");
+static_assert(SeqM<64, false>::bytes <= 110 * 1024 && SeqM<64, true>::bytes <= 110 * 1024,
+              "h_bwd sequential mma: two blocks an SM at K <= 64");
+static_assert(SeqM<128, false>::bytes <= 227 * 1024 && SeqM<128, true>::bytes <= 227 * 1024,
+              "h_bwd sequential mma: one block an SM at K <= 128");
+static_assert(SeqM<64, false>::stage % 4 == 0 && SeqM<128, false>::stage % 4 == 0 && SeqM<64, true>::stage % 4 == 0 &&
+                  SeqM<128, true>::stage % 4 == 0 && SeqM<64, true>::Qg % 4 == 0 && SeqM<128, true>::Qg % 4 == 0,
+              "16-byte stage rows");
 
-template <int KMAX>
-__global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs p) {
-  using L = SeqM<KMAX>;
+// T: the 16-bit input type (do, read where FORM). KM = 64 keeps two blocks an SM (<= 128 registers a thread).
+template <typename T, int KMAX, bool FORM>
+__global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_mma_kernel(HBwdArgs p) {
+  using L = SeqM<KMAX, FORM>;
   constexpr int NS = L::NS, C = L::C, KP = L::KP, LS = L::LS, TPW = L::TPW;
   const int K = p.K, V = p.V;
   extern __shared__ __align__(16) float sm[];
@@ -74,6 +87,7 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
       cp16(sg + L::Kg + o, p.kg + ix, ok);
       cp16(sg + L::Bg + o, p.bg + ix, ok);
       cp16(sg + L::W + o, p.w + ix, ok);
+      if constexpr (FORM) cp16(sg + L::Qg + r * L::QP + d, p.qg + ix, ok);
     }
     if (e < L::KM / 4) {
       const bool ok = 4 * e < K;
@@ -83,14 +97,29 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
       const int r = e / (kVT / 4), cx = (e % (kVT / 4)) * 4;
       const bool ok = r < ch.len && c0 + cx < V;
       const std::int64_t ix = ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0;
-      cp16(sg + L::Dvo + r * LS + cx, p.dvnew_o + ix, ok);
       cp16(sg + L::Dv + r * LS + cx, p.dv + ix, ok);
+      if constexpr (!FORM) cp16(sg + L::Dvo + r * LS + cx, p.dvnew_o + ix, ok);
     }
-    const std::int64_t base = (ch.g * H + h) * K * V;
-    for (int y = e; y < L::KM * kVT / 4; y += kThreads) {
-      const int i = y / (kVT / 4), cx = (y % (kVT / 4)) * 4;
-      const bool ok = i < K && c0 + cx < V;
-      cp16(sg + L::Dho + i * LS + cx, p.dh_o + (ok ? base + i * V + c0 + cx : 0), ok);
+    if constexpr (FORM) {
+      static_assert(C * C == kThreads && C * kVT / 2 == kThreads, "one 4-byte copy of A_qb and of do a thread");
+      {  // A_qb, zero outside s <= r < len (above the diagonal it may hold anything)
+        const int r = e / C, s = e % C;
+        const bool ok = r < ch.len && s <= r;
+        cp4(sg + L::Aqb + r * L::AP + s, p.Aqb + (ok ? ((ch.bos + r) * H + h) * C + s : 0), ok);
+      }
+      {  // do, two 16-bit values a copy (V even)
+        const int r = e / (kVT / 2), cx = (e % (kVT / 2)) * 2;
+        const bool ok = r < ch.len && c0 + cx < V;
+        T* dO = reinterpret_cast<T*>(sg + L::dO);
+        cp4(dO + r * L::LT + cx, static_cast<const T*>(p.d_o) + (ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0), ok);
+      }
+    } else {
+      const std::int64_t base = (ch.g * H + h) * K * V;
+      for (int y = e; y < L::KM * kVT / 4; y += kThreads) {
+        const int i = y / (kVT / 4), cx = (y % (kVT / 4)) * 4;
+        const bool ok = i < K && c0 + cx < V;
+        cp16(sg + L::Dho + i * LS + cx, p.dh_o + (ok ? base + i * V + c0 + cx : 0), ok);
+      }
     }
   };
 
@@ -123,13 +152,27 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
         }
       }
     }
+    const T* dOt = reinterpret_cast<const T*>(sg + L::dO);  // FORM: the tile's do rows
     {  // phase 1: dv_new = dv_new_o + bg dS' (mat 0), dv += kg dS' (mat 1)
       const float* M = sg + (mat ? L::Kg : L::Bg);
-      const float* init = sg + (mat ? L::Dv : L::Dvo);
       const int cn = 8 * nt + 2 * t;
       float acc[4], acc2[4] = {0.f, 0.f, 0.f, 0.f}, cor[4] = {0.f, 0.f, 0.f, 0.f}, cor2[4] = {0.f, 0.f, 0.f, 0.f};
+      if (FORM && mat == 0) {  // dv_new_o = A_qb^T dO: chunk_o_bwd_mma_kernel's products in its order (its bits)
+        float o[4] = {0.f, 0.f, 0.f, 0.f}, oc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int q = 0; q < 4; ++q) acc[q] = init[(g + (q >= 2 ? 8 : 0)) * LS + cn + (q & 1)];
+        for (int kk = 0; kk < 2; ++kk) {
+          unsigned ah[4], al[4], b0, b1;
+          load_at_split(sg + L::Aqb, L::AP, 8 * kk, 0, g, t, ah, al);
+          load_b_exact(dOt, L::LT, 8 * kk, 8 * nt, g, t, b0, b1);
+          mma_2xtf32(o, oc, ah, al, b0, b1);
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[q] = o[q] + oc[q];
+      } else {
+        const float* init = sg + (mat ? L::Dv : L::Dvo);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[q] = init[(g + (q >= 2 ? 8 : 0)) * LS + cn + (q & 1)];
+      }
 #pragma unroll
       for (int k0 = 0; k0 < L::KM; k0 += 8) {
         unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
@@ -155,10 +198,33 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
         *reinterpret_cast<float2*>(Vn + (g + 8) * LS + cn) = make_float2(acc[2], acc[3]);
       }
     }
+    float dho[TPW][4];  // FORM: this warp's tiles of dh_o = qg^T dO (off the dS' chain: before the barrier)
+    if constexpr (FORM) {  // chunk_o_bwd_mma_kernel's products in its order (its bits)
+      unsigned ah[2][4], al[2][4];
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) load_at_split(sg + L::Qg, L::QP, 8 * kk, 16 * mt, g, t, ah[kk], al[kk]);
+#pragma unroll
+      for (int j = 0; j < TPW; ++j) {
+        float o[4] = {0.f, 0.f, 0.f, 0.f}, oc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int kk = 0; kk < 2; ++kk) {
+          unsigned b0, b1;
+          load_b_exact(dOt, L::LT, 8 * kk, 8 * (nb0 + j), g, t, b0, b1);
+          mma_2xtf32(o, oc, ah[kk], al[kk], b0, b1);
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) dho[j][q] = o[q] + oc[q];
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < TPW; ++j)
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+          dho[j][q] = sg[L::Dho + (16 * mt + g + (q >= 2 ? 8 : 0)) * LS + 8 * (nb0 + j) + 2 * t + (q & 1)];
+    }
     __syncthreads();
     {  // dS = diag(exp(gl)) dS' + dh_o + w^T dv_new, TPW tiles of 16 x 8 a warp
       const float* W = sg + L::W;
-      const float* Dho = sg + L::Dho;
       const float* egl = sg + L::E;
       const float e0 = egl[16 * mt + g], e1 = egl[16 * mt + g + 8];
       float cs[TPW][4];  // hi*lo and lo*hi apart from hi*hi: chains of 4 and 2
@@ -166,8 +232,7 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
       for (int j = 0; j < TPW; ++j)
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
-          const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = 8 * (nb0 + j) + 2 * t + (q & 1);
-          sa[j][q] = fmaf(q >= 2 ? e1 : e0, sa[j][q], Dho[i * LS + col]);
+          sa[j][q] = fmaf(q >= 2 ? e1 : e0, sa[j][q], dho[j][q]);
           cs[j][q] = 0.f;
         }
 #pragma unroll
@@ -363,10 +428,22 @@ void launch_mma(const HBwdArgs& seq, const HBwdChunkArgs& chunk, ElemType dtype,
     if (seq.K <= 64) go(std::integral_constant<int, 64>{});
     else go(std::integral_constant<int, 128>{});
   };
-  by_k([&](auto km) {
-    constexpr int KM = decltype(km)::value;
-    set_smem(chunk_h_bwd_seq_mma_kernel<KM>, SeqM<KM>::bytes);
-    chunk_h_bwd_seq_mma_kernel<KM><<<seq_grid, kThreads, SeqM<KM>::bytes, stream>>>(seq);
+  auto by_form = [&](auto&& go) {
+    if (seq.dh_o) go(std::false_type{});
+    else go(std::true_type{});
+  };
+  dispatch_types(dtype, gk_dtype, [&](auto tt, auto) {
+    using T = decltype(tt);
+    if constexpr (!std::is_same_v<T, float>) {
+      by_k([&](auto km) {
+        by_form([&](auto form) {
+          constexpr int KM = decltype(km)::value;
+          constexpr bool FORM = decltype(form)::value;
+          set_smem(chunk_h_bwd_seq_mma_kernel<T, KM, FORM>, SeqM<KM, FORM>::bytes);
+          chunk_h_bwd_seq_mma_kernel<T, KM, FORM><<<seq_grid, kThreads, SeqM<KM, FORM>::bytes, stream>>>(seq);
+        });
+      });
+    }
   });
   DPLR_LAUNCHED("chunk_h_bwd_seq_mma_kernel");
   dispatch_types(dtype, gk_dtype, [&](auto tt, auto gg) {
