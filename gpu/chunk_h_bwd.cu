@@ -354,6 +354,23 @@ bool forms_o_shares(const BackwardInputs& in, int C, const BackwardWorkspace& ws
          aligned_for_mma(fw.gated.kg, fw.gated.bg, fw.gated.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw,
                          ws.dv, sh, OShareOperands{fw.gated.qg, fw.A_qb});
 }
+
+void o_h_bwd(const BackwardInputs& in, int C, const BackwardWorkspace& ws, float* dh0, cudaStream_t stream) {
+  check_backward(in, C);  // as chunk_o_bwd and chunk_h_bwd check, before this stage's launches
+  if (!forms_o_shares(in, C, ws))
+    refuse("o_h_bwd: o_bwd and h_bwd do not both run on tensor cores here (forms_o_shares): call them one by one");
+  const ForwardInputs& f = in.fwd;
+  const ChunkWorkspace& fw = ws.forward;
+  const GatedOperands& g = fw.gated;
+  const GradientShares& sh = ws.shares;
+  const int K = static_cast<int>(f.K), V = static_cast<int>(f.V);
+  const ChunkGeom geo = chunk_geom(f, C);
+  const HBwdArgs p{g.kg, g.bg, g.eg_last, fw.w, nullptr, nullptr, in.dht, ws.dh, ws.dv_new, ws.dv, dh0, geo, f.H, K,
+                   V, in.d_o, g.qg, fw.A_qb, fw.A_qk};
+  const HBwdChunkArgs q{f.v, f.gk, fw.h, ws.dh, fw.v_new, ws.dv_new, ws.dw, sh.dk_h, sh.db_h, sh.d_chunk_decay, geo,
+                        f.H, K, V, in.d_o, ws.dA_qk, ws.dA_qb, sh.dq_o};
+  launch_mma(p, q, f.dtype, f.gk_dtype, sequential_grid(f, (V + kVT - 1) / kVT), chunk_grid(f, C), stream);
+}
 }  // namespace detail::hbwd
 
 // The tensor-core pair (chunk_h_bwd_mma.cu): 16-bit inputs (v exact in TF32), C = 16, K and V multiples of 4 (16-byte
@@ -385,8 +402,9 @@ void chunk_h_bwd(const BackwardInputs& in, int C, const float* kg, const float* 
   const ChunkGeom geo = chunk_geom(f, C);
   const OShareOperands ops = form ? o : OShareOperands{};  // read only where formed
   const HBwdArgs p{kg, bg, eg_last, w, shares.dv_new_o, shares.dh_o, in.dht, dh, dv_new, dv, dh0, geo, f.H, K, V,
-                   in.d_o, ops.qg, ops.A_qb};
-  const HBwdChunkArgs q{f.v, f.gk, h, dh, v_new, dv_new, dw, shares.dk_h, shares.db_h, shares.d_chunk_decay, geo, f.H, K, V};
+                   in.d_o, ops.qg, ops.A_qb, nullptr};
+  const HBwdChunkArgs q{f.v, f.gk, h, dh, v_new, dv_new, dw, shares.dk_h, shares.db_h, shares.d_chunk_decay, geo, f.H, K, V,
+                        nullptr, nullptr, nullptr, nullptr};
   const dim3 grid = sequential_grid(f, (V + kVT - 1) / kVT);
   // The tensor-core pair copies the fp32 tensors 16 bytes at a time and stores pairs (8 bytes); the workspace
   // (carve_backward_workspace) aligns every piece to 256 bytes. Default takes it only where the request's

@@ -405,8 +405,9 @@ struct BackwardWorkspaceSizes {  // in floats
   ChunkWorkspaceSizes forward;
   std::int64_t A = 0, kdim = 0, vdim = 0, state = 0, chunk_kdim = 0;
   // 4 A-shaped (dA_*), 10 K-wide (dw, dq, dk, da, db, dq_o, dk_h, db_h, da_wy, dgk_A), 3 V-wide (dv_new, dv,
-  // dv_new_o), 2 per-chunk states (dh, dh_o), 1 per-chunk K row (d_chunk_decay); 64 floats of slack each
-  std::int64_t total() const { return forward.total() + 4 * A + 10 * kdim + 3 * vdim + 2 * state + chunk_kdim + 20 * 64; }
+  // dv_new_o), 2 per-chunk states (dh, dh_o), 1 per-chunk K row (d_chunk_decay); 64 floats of slack each, and 64
+  // for the forward part's end rounded up to 256 bytes
+  std::int64_t total() const { return forward.total() + 4 * A + 10 * kdim + 3 * vdim + 2 * state + chunk_kdim + 21 * 64; }
 };
 // Neither needs in.fwd.chunk_offsets.
 BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int chunk_size);

@@ -387,6 +387,39 @@ TEST(GpuSanitizeBackward, EveryKernelOnce) {
   }
 }
 
+// The workspace carve (no device needed): every backward piece 256-byte aligned inside sizes.total() floats, also with
+// cu_seqlens, where the forward part counts chunk_offsets' N + 1 entries (N + 1 = 5, 6: before the fix every backward
+// piece was 4 or 8 bytes off a 16-byte boundary, so the tensor-core stages' alignment checks failed and Default ran
+// the FMA kernels).
+TEST(GpuBackwardWorkspace, PiecesAlignedWithinTotal) {
+  int dummy = 0;
+  for (std::int64_t n : {0, 3, 4, 5}) {
+    g::BackwardInputs in;
+    g::ForwardInputs& x = in.fwd;
+    x.B = 1, x.T = 40, x.H = 2, x.K = 64, x.V = 64;
+    x.q = x.k = x.v = x.a = x.b = x.gk = &dummy;
+    x.dtype = x.gk_dtype = E::BF16;
+    in.d_o = &dummy;
+    const std::int64_t cu[] = {0, 3, 3, 20, 33, 40};
+    if (n) x.cu_seqlens = cu, x.num_sequences = n, x.T = cu[n];
+    const g::BackwardWorkspaceSizes sz = g::chunk_backward_workspace_floats(in, 16);
+    std::vector<float> host(sz.total() + 64);
+    float* buffer = host.data() + (64 - reinterpret_cast<std::uintptr_t>(host.data()) / 4 % 64) % 64;
+    const g::BackwardWorkspace ws = g::carve_backward_workspace(in, 16, buffer);
+    const g::GradientShares& sh = ws.shares;
+    const std::pair<const float*, std::int64_t> pieces[] = {
+        {ws.dA_qk, sz.A}, {ws.dA_qb, sz.A}, {ws.dA_ak, sz.A}, {ws.dA_ab, sz.A}, {ws.dh, sz.state},
+        {ws.dv_new, sz.vdim}, {ws.dw, sz.kdim}, {ws.dv, sz.vdim}, {ws.dq, sz.kdim}, {ws.dk, sz.kdim}, {ws.da, sz.kdim},
+        {ws.db, sz.kdim}, {sh.dq_o, sz.kdim}, {sh.dv_new_o, sz.vdim}, {sh.dh_o, sz.state}, {sh.dk_h, sz.kdim},
+        {sh.db_h, sz.kdim}, {sh.d_chunk_decay, sz.chunk_kdim}, {sh.da_wy, sz.kdim}, {sh.dgk_A, sz.kdim}};
+    for (const auto& [ptr, floats] : pieces) {
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(ptr) % 256, 0u) << "N " << n << ": piece at float " << ptr - buffer;
+      EXPECT_LE(ptr + floats, buffer + sz.total()) << "N " << n << ": piece past sizes.total()";
+    }
+    if (n) EXPECT_GE(ws.dA_qk, reinterpret_cast<const float*>(ws.forward.chunk_offsets) + n + 1) << "N " << n;
+  }
+}
+
 TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   // No device needed: every check runs before any launch.
   int dummy = 0;
