@@ -464,8 +464,11 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
     fma.variant.h = g::BwdKernel::Fma;
     refused([&] { g::chunk_h_bwd(fma, 16, f, f, f, f, f, f, f, f, f, f, nullptr, one, 0, g::OShareOperands{f, f}); },
             "h_bwd's FMA kernels with o_bwd's shares nullptr", "FMA kernels read o_bwd's shares");
-    // Default where the tensor-core pair does not take the request (f is not 16-byte aligned): the FMA pair, refused
-    refused([&] { g::chunk_h_bwd(in, 16, f, f, f, f, f, f, f, f, f, f, nullptr, one, 0, g::OShareOperands{f, f}); },
+    // Default where the tensor-core pair does not take the request (kg not 16-byte aligned): the FMA pair, refused
+    alignas(16) float buf[8] = {};
+    float* m = buf + 1;
+    refused([&] { g::chunk_h_bwd(in, 16, m, buf, buf, buf, buf, buf, buf, buf, buf, buf, nullptr, one, 0,
+                                 g::OShareOperands{buf, buf}); },
             "h_bwd Default on misaligned tensors with o_bwd's shares nullptr", "FMA kernels read o_bwd's shares");
   }
   refused([&] { g::chunk_WY_bwd(in, 16, f, f, f, f, f, f, f, f, f, shares); }, "WY_bwd without da_wy", "da_wy");
