@@ -7,6 +7,7 @@
 #include <string>
 
 #include "gpu/chunk_bwd_mma.cuh"  // chunk_WY_bwd_rounding_dv
+#include "gpu/chunk_h_bwd.cuh"
 #include "gpu/common.cuh"
 
 namespace dplr::gpu {
@@ -59,7 +60,10 @@ BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int C, floa
   if (!buffer) refuse("carve_backward_workspace needs a buffer");
   BackwardWorkspace ws;
   ws.forward = carve_chunk_workspace(in.fwd, C, buffer);
-  WorkspaceCarver carver(buffer + s.forward.total());
+  // The backward's pieces from the next 256-byte boundary: forward.total() counts chunk_offsets' N + 1 entries, so
+  // with cu_seqlens it need not be a multiple of 4 floats, and every piece would lose the 16-byte alignment the
+  // tensor-core kernels take (Default then ran the FMA kernels on varlen requests).
+  WorkspaceCarver carver(buffer + (s.forward.total() + 63) / 64 * 64);
   auto take = [&carver](std::int64_t n) { return carver.take(n); };
   ws.dA_qk = take(s.A);
   ws.dA_qb = take(s.A);
@@ -123,11 +127,20 @@ void chunk_backward(const BackwardInputs& user_in, int C, const BackwardWorkspac
     refuse("chunk_backward needs every backward workspace buffer (see carve_backward_workspace)");
   BackwardInputs in = user_in;
   in.fwd = with_chunk_offsets(user_in.fwd, C, fw.chunk_offsets, "chunk_backward", stream);
-  const ForwardInputs& f = in.fwd;
   chunk_backward_recompute(in, C, fw, stream);
-  // The backward, stage by stage.
-  chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, g.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh, stream);
-  chunk_h_bwd(in, C, g.kg, g.bg, g.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, out.dh0, sh, stream);
+  // The backward, stage by stage. Where o_bwd and h_bwd both run on tensor cores (hbwd::forms_o_shares) o_bwd is
+  // folded into h_bwd's two kernels (hbwd::o_h_bwd): the sequential one forms o_bwd's shares dh_o (a per-chunk state:
+  // 537 MB written and read again at B8 T4096 H16 K = V = 64) and dv_new_o and dv's first share A_qk^T do, the
+  // per-chunk one dA_qk, dA_qb and dq_o from the slabs of h, v and v_new it reads anyway (h read once, not twice).
+  // dv is summed in the staged order (A_qk^T do first, then kg dS'), and each product is o_bwd's MMAs in o_bwd's
+  // order, so every tensor the driver returns is bitwise the stages' run alone (test_gpu_backward's
+  // default-stages set and the emulator's backward_check compare them); ws.shares.dh_o, dv_new_o are not written.
+  if (hbwd::forms_o_shares(in, C, ws)) {
+    hbwd::o_h_bwd(in, C, ws, out.dh0, stream);
+  } else {
+    chunk_o_bwd(in, C, fw.A_qk, fw.A_qb, g.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh, stream);
+    chunk_h_bwd(in, C, g.kg, g.bg, g.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, out.dh0, sh, stream);
+  }
   // WY_bwd is dv's last writer: it rounds dv's fp32 total once into out.dv itself (ws.dv keeps the o_bwd + h_bwd
   // shares; nothing later reads the total).
   chunk_WY_bwd_rounding_dv(in, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, ws.dw, ws.dv_new, ws.dA_ab, ws.dA_ak, ws.dv, out.dv,

@@ -69,6 +69,10 @@ void dispatch_bwd_mma(const ForwardInputs& f, F&& launch) {
   });
 }
 
+// Whether chunk_o_bwd's operands are aligned for its tensor-core kernel (16-byte copies; nullptr shares pass).
+bool o_bwd_mma_aligned(const float* A_qk, const float* A_qb, const float* qg, const float* v_new, const float* h,
+                       const float* dA_qk, const float* dA_qb, const float* dv, const GradientShares& shares);
+
 void launch_o_bwd_mma(const OBwdArgs& p, const ForwardInputs& f, cudaStream_t stream);
 void launch_WY_bwd_mma(const WYBwdArgs& p, const ForwardInputs& f, cudaStream_t stream);
 

@@ -16,10 +16,12 @@
 // and the chunk's rows in shared memory 32 columns of V at a time (session 7: the first version read S and dS'
 // from global memory with lanes 64 floats apart, 32 cache lines a load); each output keeps its FMA chain and order.
 // This file also holds the stage's entry point, which runs the tensor-core pair instead (chunk_h_bwd_mma.cu) where
-// chunk_h_bwd_tensor_cores_supported (BackwardVariant::h, Default or TensorCores).
+// chunk_h_bwd_tensor_cores_supported (BackwardVariant::h, Default or TensorCores); only that pair takes o_bwd's
+// shares dv_new_o, dh_o as nullptr (it forms them: chunk_backward's path), the FMA pair refuses them.
 #include <cstdint>
 #include <string>
 
+#include "gpu/chunk_bwd_mma.cuh"
 #include "gpu/chunk_h_bwd.cuh"
 
 namespace dplr::gpu {
@@ -327,47 +329,98 @@ __global__ void __launch_bounds__(256) chunk_h_bwd_chunk_kernel(HBwdChunkArgs p)
 
 bool aligned(const void* x, std::uintptr_t n) { return reinterpret_cast<std::uintptr_t>(x) % n == 0; }
 
+// The alignment the tensor-core pair needs of the fp32 tensors: 16-byte copies, 8-byte stores (nullptr passes).
+bool aligned_for_mma(const float* kg, const float* bg, const float* eg_last, const float* w, const float* h,
+                     const float* v_new, const float* dh, const float* dv_new, const float* dw, const float* dv,
+                     const GradientShares& shares, const OShareOperands& o) {
+  return aligned(kg, 16) && aligned(bg, 16) && aligned(eg_last, 16) && aligned(w, 16) && aligned(h, 16) &&
+         aligned(v_new, 16) && aligned(dh, 16) && aligned(dv_new, 16) && aligned(dv, 16) &&
+         aligned(shares.dv_new_o, 16) && aligned(shares.dh_o, 16) && aligned(o.qg, 16) && aligned(o.A_qb, 4) &&
+         aligned(dw, 8) && aligned(shares.dk_h, 8) && aligned(shares.db_h, 8);
+}
+
 }  // namespace
 
+namespace detail::hbwd {
+// Both stages on tensor cores (as chunk_o_bwd and chunk_h_bwd choose, without their refusals): the shares formed here
+// are then bitwise o_bwd's, and an explicit Fma for o_bwd keeps its FMA kernel's shares.
+bool forms_o_shares(const BackwardInputs& in, int C, const BackwardWorkspace& ws) {
+  const ChunkWorkspace& fw = ws.forward;
+  GradientShares sh = ws.shares;
+  sh.dh_o = sh.dv_new_o = nullptr;
+  const bool o_mma = in.variant.o != BwdKernel::Fma && chunk_o_bwd_tensor_cores_supported(in, C) &&
+                     o_bwd_mma_aligned(fw.A_qk, fw.A_qb, fw.gated.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh);
+  return o_mma && in.variant.h != BwdKernel::Fma && chunk_h_bwd_tensor_cores_supported(in, C) &&
+         aligned_for_mma(fw.gated.kg, fw.gated.bg, fw.gated.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw,
+                         ws.dv, sh, OShareOperands{fw.gated.qg, fw.A_qb});
+}
+
+void o_h_bwd(const BackwardInputs& in, int C, const BackwardWorkspace& ws, float* dh0, cudaStream_t stream) {
+  check_backward(in, C);  // as chunk_o_bwd and chunk_h_bwd check, before this stage's launches
+  if (!forms_o_shares(in, C, ws))
+    refuse("o_h_bwd: o_bwd and h_bwd do not both run on tensor cores here (forms_o_shares): call them one by one");
+  const ForwardInputs& f = in.fwd;
+  const ChunkWorkspace& fw = ws.forward;
+  const GatedOperands& g = fw.gated;
+  const GradientShares& sh = ws.shares;
+  const int K = static_cast<int>(f.K), V = static_cast<int>(f.V);
+  const ChunkGeom geo = chunk_geom(f, C);
+  const HBwdArgs p{g.kg, g.bg, g.eg_last, fw.w, nullptr, nullptr, in.dht, ws.dh, ws.dv_new, ws.dv, dh0, geo, f.H, K,
+                   V, in.d_o, g.qg, fw.A_qb, fw.A_qk};
+  const HBwdChunkArgs q{f.v, f.gk, fw.h, ws.dh, fw.v_new, ws.dv_new, ws.dw, sh.dk_h, sh.db_h, sh.d_chunk_decay, geo,
+                        f.H, K, V, in.d_o, ws.dA_qk, ws.dA_qb, sh.dq_o};
+  launch_mma(p, q, f.dtype, f.gk_dtype, sequential_grid(f, (V + kVT - 1) / kVT), chunk_grid(f, C), stream);
+}
+}  // namespace detail::hbwd
+
 // The tensor-core pair (chunk_h_bwd_mma.cu): 16-bit inputs (v exact in TF32), C = 16, K and V multiples of 4 (16-byte
-// copies of the fp32 rows and tiles; K, V <= 128 by check_inputs), v and gk 4-byte aligned (4-byte copies).
+// copies of the fp32 rows and tiles; K, V <= 128 by check_inputs), v, gk and do 4-byte aligned (4-byte copies).
 bool chunk_h_bwd_tensor_cores_supported(const BackwardInputs& in, int C) {
   check_chunk_shape(in.fwd, C);
   const ForwardInputs& f = in.fwd;
   return C == 16 && f.dtype != ElemType::F32 && f.K % 4 == 0 && f.V % 4 == 0 && aligned(f.v, 4) &&
-         aligned(f.gk, 4);
+         aligned(f.gk, 4) && aligned(in.d_o, 4);
 }
 
 void chunk_h_bwd(const BackwardInputs& in, int C, const float* kg, const float* bg, const float* eg_last,
                  const float* w, const float* h, const float* v_new, float* dh, float* dv_new, float* dw, float* dv,
-                 float* dh0, const GradientShares& shares, cudaStream_t stream) {
+                 float* dh0, const GradientShares& shares, cudaStream_t stream, const OShareOperands& o) {
   check_backward(in, C);
   if (!kg || !bg || !eg_last || !w || !h || !v_new)
     refuse("chunk_h_bwd needs the forward's kg, bg, eg_last, w, h and v_new");
-  if (!shares.dv_new_o || !shares.dh_o) refuse("chunk_h_bwd needs o_bwd's shares dv_new_o and dh_o");
+  const bool form = !shares.dh_o;
+  if (!shares.dv_new_o != form)
+    refuse("chunk_h_bwd needs o_bwd's shares dv_new_o and dh_o both (read) or neither (formed on its tensor-core "
+           "kernels)");
+  if (form && (!o.qg || !o.A_qb))
+    refuse("chunk_h_bwd forms o_bwd's shares dv_new_o and dh_o (both nullptr) from qg and A_qb: OShareOperands "
+           "needs both");
   if (!dh || !dv_new || !dw || !dv || !shares.dk_h || !shares.db_h || !shares.d_chunk_decay)
     refuse("chunk_h_bwd needs dh, dv_new, dw, dv (o_bwd's share in it) and the shares dk_h, db_h, d_chunk_decay");
   const ForwardInputs& f = in.fwd;
   const int K = static_cast<int>(f.K), V = static_cast<int>(f.V);
   const ChunkGeom geo = chunk_geom(f, C);
-  const HBwdArgs p{kg, bg, eg_last, w, shares.dv_new_o, shares.dh_o, in.dht, dh, dv_new, dv, dh0, geo, f.H, K, V};
-  const HBwdChunkArgs q{f.v, f.gk, h, dh, v_new, dv_new, dw, shares.dk_h, shares.db_h, shares.d_chunk_decay, geo, f.H, K, V};
+  const OShareOperands ops = form ? o : OShareOperands{};  // read only where formed
+  const HBwdArgs p{kg, bg, eg_last, w, shares.dv_new_o, shares.dh_o, in.dht, dh, dv_new, dv, dh0, geo, f.H, K, V,
+                   in.d_o, ops.qg, ops.A_qb, nullptr};
+  const HBwdChunkArgs q{f.v, f.gk, h, dh, v_new, dv_new, dw, shares.dk_h, shares.db_h, shares.d_chunk_decay, geo, f.H, K, V,
+                        nullptr, nullptr, nullptr, nullptr};
   const dim3 grid = sequential_grid(f, (V + kVT - 1) / kVT);
   // The tensor-core pair copies the fp32 tensors 16 bytes at a time and stores pairs (8 bytes); the workspace
   // (carve_backward_workspace) aligns every piece to 256 bytes. Default takes it only where the request's
   // pointers allow it; an explicit TensorCores with misaligned ones is refused.
-  const bool a16 = aligned(kg, 16) && aligned(bg, 16) && aligned(eg_last, 16) && aligned(w, 16) && aligned(h, 16) &&
-                   aligned(v_new, 16) && aligned(dh, 16) && aligned(dv_new, 16) && aligned(dv, 16) &&
-                   aligned(shares.dv_new_o, 16) && aligned(shares.dh_o, 16) && aligned(dw, 8) &&
-                   aligned(shares.dk_h, 8) && aligned(shares.db_h, 8);
+  const bool a16 = aligned_for_mma(kg, bg, eg_last, w, h, v_new, dh, dv_new, dw, dv, shares, ops);
   const bool supported = chunk_h_bwd_tensor_cores_supported(in, C);
   if (in.variant.h == BwdKernel::TensorCores && supported && !a16)
-    refuse("chunk_h_bwd's tensor-core kernels need kg, bg, eg_last, w, h, v_new, dh, dv_new, dv, dv_new_o and dh_o "
-           "16-byte aligned and dw, dk_h, db_h 8-byte aligned (as carve_backward_workspace makes them)");
+    refuse("chunk_h_bwd's tensor-core kernels need kg, bg, eg_last, w, h, v_new, dh, dv_new, dv, dv_new_o, dh_o and "
+           "qg 16-byte aligned, A_qb 4-byte and dw, dk_h, db_h 8-byte aligned (as carve_backward_workspace makes them)");
   if (use_tensor_cores(in.variant.h, supported && a16, "chunk_h_bwd")) {
     launch_mma(p, q, f.dtype, f.gk_dtype, grid, chunk_grid(f, C), stream);
     return;
   }
+  if (form)
+    refuse("chunk_h_bwd's FMA kernels read o_bwd's shares dv_new_o and dh_o (nullptr: formed by the tensor-core "
+           "kernels only, which this request does not take; chunk_h_bwd_tensor_cores_supported)");
   dispatch_types_and_chunk(f.dtype, f.gk_dtype, C, [&](auto, auto, auto c) {
     constexpr int CC = decltype(c)::value;
     auto go = [&](auto km) {

@@ -13,6 +13,11 @@
 //     dS    = diag(exp(gl)) dS' + dh_o + w^T dv_new    (every warp its TPW tiles)
 // Operands (kg, bg, w rows, exp(gl), the tile's dv_new_o, dv and dh_o) arrive by cp.async in a ring of three
 // stages, two chunks ahead. KM = 64: 99 KB, two blocks an SM; KM = 128: 177 KB, one.
+// Where o_bwd's shares are nullptr (FORM; chunk_backward's path) the kernel forms them from the chunk's qg rows,
+// A_qb and the tile's do rows, which the ring brings instead of the dv_new_o and dh_o tiles (qg 4 KB and do 1 KB a
+// chunk and V tile against dh_o's 8 KB, at K = 64), with chunk_o_bwd_mma_kernel's MMAs in its order, so the values
+// are bitwise those o_bwd writes: dv_new_o = A_qb^T dO (4 MMAs) by warps 0-3 before their phase 1, dh_o = qg^T dO
+// (4 TPW MMAs) by every warp before the barrier (neither on the dS' chain). KM = 64: 83 KB; KM = 128: 143 KB.
 //
 // Per-chunk kernel: one block of 8 warps per (chunk, head, batch row), the products that sum over all of V:
 //     dw = dv_new S^T,  dkg = v dS'^T,  dbg = v_new dS'^T     (16 x KM outputs, warp w the 8-column tiles w, w + 8)
@@ -31,24 +36,37 @@
 namespace dplr::gpu::detail::hbwd {
 namespace {
 
-// The sequential kernel's shared memory, in floats: NS stages of [kg | bg | w rows (C x KP) | exp(gl) (KM) |
-// dv_new_o, dv tiles (C x LS) | dh_o tile (KM x LS)], then dS' (KM x LS) and dv_new (C x LS). Rows of kg, bg, w
-// (read as A fragments, or A^T) are 4 mod 32 floats apart, rows of the V tiles 8 mod 32: conflict-free fragments.
-template <int KMAX>
+// The sequential kernel's shared memory, in floats: NS stages of [kg | bg | w rows (C x KP) | exp(gl) (KM) | dv tile
+// (C x LS) | o_bwd's shares: dv_new_o tile (C x LS), dh_o tile (KM x LS) -- or, where the kernel forms them (FORM),
+// their operands: qg rows (C x QP), A_qb (C x AP), the tile's do rows (C x LT 16-bit values)], then dS' (KM x LS) and
+// dv_new (C x LS). Rows of kg, bg, w (read as A fragments, or A^T) are 4 mod 32 floats apart, rows of the V tiles 8
+// mod 32, of qg and A_qb (A^T) 8 mod 32, of do 20 mod 32 words: conflict-free fragments but for w's (2-way).
+template <int KMAX, bool FORM>
 struct SeqM {
-  static constexpr int C = 16, KM = KMAX, KP = KM + 4, LS = kVT + 8, NS = 3;
-  static constexpr int Kg = 0, Bg = C * KP, W = 2 * C * KP, E = 3 * C * KP, Dvo = E + KM, Dv = Dvo + C * LS,
-                       Dho = Dv + C * LS, stage = Dho + KM * LS;
+  static constexpr int C = 16, KM = KMAX, KP = KM + 4, QP = KM + 8, AP = C + 8, LS = kVT + 8, LT = kVT + 8, NS = 3;
+  static constexpr int Kg = 0, Bg = C * KP, W = 2 * C * KP, E = 3 * C * KP, Dv = E + KM, Dvo = Dv + C * LS,
+                       Dho = Dvo + C * LS, Qg = Dv + C * LS, Aqb = Qg + C * QP, dO = Aqb + C * AP,
+                       Aqk = Dv,  // FORM_DV: A_qk (C x AP) in the dv tile's place
+                       stage = FORM ? dO + C * LT / 2 : Dho + KM * LS;
   static constexpr int TPW = KM / 32, WPR = 128 / KM;  // state tiles a warp; warps a 16-row tile
   static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + C * LS) * sizeof(float);
 };
-static_assert(SeqM<64>::bytes <= 110 * 1024, "h_bwd sequential mma: two blocks an SM at K <= 64");
-static_assert(SeqM<128>::bytes <= 227 * 1024, "h_bwd sequential mma: one block an SM at K <= 128");
-static_assert(SeqM<64>::stage % 4 == 0 && SeqM<128>::stage % 4 == 0 && SeqM<64>::Dvo % 4 == 0, "16-byte stage rows");
+static_assert(SeqM<64, false>::bytes <= 110 * 1024 && SeqM<64, true>::bytes <= 110 * 1024,
+              "h_bwd sequential mma: two blocks an SM at K <= 64");
+static_assert(SeqM<128, false>::bytes <= 227 * 1024 && SeqM<128, true>::bytes <= 227 * 1024,
+              "h_bwd sequential mma: one block an SM at K <= 128");
+static_assert(SeqM<64, false>::stage % 4 == 0 && SeqM<128, false>::stage % 4 == 0 && SeqM<64, true>::stage % 4 == 0 &&
+                  SeqM<128, true>::stage % 4 == 0 && SeqM<64, true>::Qg % 4 == 0 && SeqM<128, true>::Qg % 4 == 0,
+              "16-byte stage rows");
 
-template <int KMAX>
-__global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs p) {
-  using L = SeqM<KMAX>;
+// T: the 16-bit input type (do, read where FORM). FORM_DV (with FORM; chunk_backward's fused o_bwd + h_bwd): dv's
+// first share A_qk^T dO is formed too (warps 4-7, as warps 0-3 form dv_new_o), from A_qk instead of the dv tile,
+// and dv = A_qk^T dO + kg dS' is written (o_bwd's MMAs, then the same chain: the staged bits). KM = 64 keeps two
+// blocks an SM (<= 128 registers a thread).
+template <typename T, int KMAX, bool FORM, bool FORM_DV>
+__global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_mma_kernel(HBwdArgs p) {
+  static_assert(FORM || !FORM_DV, "dv's share is formed only with dv_new_o's and dh_o's");
+  using L = SeqM<KMAX, FORM>;
   constexpr int NS = L::NS, C = L::C, KP = L::KP, LS = L::LS, TPW = L::TPW;
   const int K = p.K, V = p.V;
   extern __shared__ __align__(16) float sm[];
@@ -74,6 +92,7 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
       cp16(sg + L::Kg + o, p.kg + ix, ok);
       cp16(sg + L::Bg + o, p.bg + ix, ok);
       cp16(sg + L::W + o, p.w + ix, ok);
+      if constexpr (FORM) cp16(sg + L::Qg + r * L::QP + d, p.qg + ix, ok);
     }
     if (e < L::KM / 4) {
       const bool ok = 4 * e < K;
@@ -83,14 +102,31 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
       const int r = e / (kVT / 4), cx = (e % (kVT / 4)) * 4;
       const bool ok = r < ch.len && c0 + cx < V;
       const std::int64_t ix = ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0;
-      cp16(sg + L::Dvo + r * LS + cx, p.dvnew_o + ix, ok);
-      cp16(sg + L::Dv + r * LS + cx, p.dv + ix, ok);
+      if constexpr (!FORM_DV) cp16(sg + L::Dv + r * LS + cx, p.dv + ix, ok);
+      if constexpr (!FORM) cp16(sg + L::Dvo + r * LS + cx, p.dvnew_o + ix, ok);
     }
-    const std::int64_t base = (ch.g * H + h) * K * V;
-    for (int y = e; y < L::KM * kVT / 4; y += kThreads) {
-      const int i = y / (kVT / 4), cx = (y % (kVT / 4)) * 4;
-      const bool ok = i < K && c0 + cx < V;
-      cp16(sg + L::Dho + i * LS + cx, p.dh_o + (ok ? base + i * V + c0 + cx : 0), ok);
+    if constexpr (FORM) {
+      static_assert(C * C == kThreads && C * kVT / 2 == kThreads, "one 4-byte copy of A_qb and of do a thread");
+      {  // A_qb (and A_qk), zero outside s <= r < len (above the diagonal they may hold anything)
+        const int r = e / C, s = e % C;
+        const bool ok = r < ch.len && s <= r;
+        const std::int64_t ix = ok ? ((ch.bos + r) * H + h) * C + s : 0;
+        cp4(sg + L::Aqb + r * L::AP + s, p.Aqb + ix, ok);
+        if constexpr (FORM_DV) cp4(sg + L::Aqk + r * L::AP + s, p.Aqk + ix, ok);
+      }
+      {  // do, two 16-bit values a copy (V even)
+        const int r = e / (kVT / 2), cx = (e % (kVT / 2)) * 2;
+        const bool ok = r < ch.len && c0 + cx < V;
+        T* dO = reinterpret_cast<T*>(sg + L::dO);
+        cp4(dO + r * L::LT + cx, static_cast<const T*>(p.d_o) + (ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0), ok);
+      }
+    } else {
+      const std::int64_t base = (ch.g * H + h) * K * V;
+      for (int y = e; y < L::KM * kVT / 4; y += kThreads) {
+        const int i = y / (kVT / 4), cx = (y % (kVT / 4)) * 4;
+        const bool ok = i < K && c0 + cx < V;
+        cp16(sg + L::Dho + i * LS + cx, p.dh_o + (ok ? base + i * V + c0 + cx : 0), ok);
+      }
     }
   };
 
@@ -123,13 +159,27 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
         }
       }
     }
+    const T* dOt = reinterpret_cast<const T*>(sg + L::dO);  // FORM: the tile's do rows
     {  // phase 1: dv_new = dv_new_o + bg dS' (mat 0), dv += kg dS' (mat 1)
       const float* M = sg + (mat ? L::Kg : L::Bg);
-      const float* init = sg + (mat ? L::Dv : L::Dvo);
       const int cn = 8 * nt + 2 * t;
       float acc[4], acc2[4] = {0.f, 0.f, 0.f, 0.f}, cor[4] = {0.f, 0.f, 0.f, 0.f}, cor2[4] = {0.f, 0.f, 0.f, 0.f};
+      if (FORM && (mat == 0 || FORM_DV)) {  // dv_new_o = A_qb^T dO (dv's share A_qk^T dO): chunk_o_bwd_mma_kernel's
+        float o[4] = {0.f, 0.f, 0.f, 0.f}, oc[4] = {0.f, 0.f, 0.f, 0.f};  // products in its order (its bits)
 #pragma unroll
-      for (int q = 0; q < 4; ++q) acc[q] = init[(g + (q >= 2 ? 8 : 0)) * LS + cn + (q & 1)];
+        for (int kk = 0; kk < 2; ++kk) {
+          unsigned ah[4], al[4], b0, b1;
+          load_at_split(sg + (mat ? L::Aqk : L::Aqb), L::AP, 8 * kk, 0, g, t, ah, al);
+          load_b_exact(dOt, L::LT, 8 * kk, 8 * nt, g, t, b0, b1);
+          mma_2xtf32(o, oc, ah, al, b0, b1);
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[q] = o[q] + oc[q];
+      } else {
+        const float* init = sg + (mat ? L::Dv : L::Dvo);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[q] = init[(g + (q >= 2 ? 8 : 0)) * LS + cn + (q & 1)];
+      }
 #pragma unroll
       for (int k0 = 0; k0 < L::KM; k0 += 8) {
         unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
@@ -155,10 +205,33 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
         *reinterpret_cast<float2*>(Vn + (g + 8) * LS + cn) = make_float2(acc[2], acc[3]);
       }
     }
+    float dho[TPW][4];  // FORM: this warp's tiles of dh_o = qg^T dO (off the dS' chain: before the barrier)
+    if constexpr (FORM) {  // chunk_o_bwd_mma_kernel's products in its order (its bits)
+      unsigned ah[2][4], al[2][4];
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) load_at_split(sg + L::Qg, L::QP, 8 * kk, 16 * mt, g, t, ah[kk], al[kk]);
+#pragma unroll
+      for (int j = 0; j < TPW; ++j) {
+        float o[4] = {0.f, 0.f, 0.f, 0.f}, oc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int kk = 0; kk < 2; ++kk) {
+          unsigned b0, b1;
+          load_b_exact(dOt, L::LT, 8 * kk, 8 * (nb0 + j), g, t, b0, b1);
+          mma_2xtf32(o, oc, ah[kk], al[kk], b0, b1);
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) dho[j][q] = o[q] + oc[q];
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < TPW; ++j)
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+          dho[j][q] = sg[L::Dho + (16 * mt + g + (q >= 2 ? 8 : 0)) * LS + 8 * (nb0 + j) + 2 * t + (q & 1)];
+    }
     __syncthreads();
     {  // dS = diag(exp(gl)) dS' + dh_o + w^T dv_new, TPW tiles of 16 x 8 a warp
       const float* W = sg + L::W;
-      const float* Dho = sg + L::Dho;
       const float* egl = sg + L::E;
       const float e0 = egl[16 * mt + g], e1 = egl[16 * mt + g + 8];
       float cs[TPW][4];  // hi*lo and lo*hi apart from hi*hi: chains of 4 and 2
@@ -166,8 +239,7 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
       for (int j = 0; j < TPW; ++j)
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
-          const int i = 16 * mt + g + (q >= 2 ? 8 : 0), col = 8 * (nb0 + j) + 2 * t + (q & 1);
-          sa[j][q] = fmaf(q >= 2 ? e1 : e0, sa[j][q], Dho[i * LS + col]);
+          sa[j][q] = fmaf(q >= 2 ? e1 : e0, sa[j][q], dho[j][q]);
           cs[j][q] = 0.f;
         }
 #pragma unroll
@@ -205,26 +277,33 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_seq_mma_kernel(HBwdArgs 
 // The per-chunk kernel's shared memory, in floats: the split in-chunk sums of gk (hi, lo: C x KM each) and the
 // chunk's rows of gk as loaded (C x KM values of G), then up to NS slab stages of [S, dS' (KM x LB: key channel i's
 // 32 columns, read n-major as B fragments) | dv_new, v_new rows (C x LB, A fragments) | v rows (C x LV 16-bit
-// values)]; a launch allocates min(NS, slabs) stages (V = 64: two, both in flight at once). LB = 4 mod 32 floats,
-// LV = 20 mod 32 words: conflict-free fragments.
-template <int KMAX>
+// values) | (O) do rows (C x LV 16-bit values)]; a launch allocates min(NS, slabs) stages (V = 64: two, both in
+// flight at once). LB = 4 mod 32 floats, LV = 20 mod 32 words: conflict-free fragments.
+template <int KMAX, bool O>
 struct ChunkM {
   static constexpr int C = 16, KM = KMAX, VS = 32, LB = VS + 4, LV = VS + 8, NS = KM <= 64 ? 3 : 2;
   static constexpr int Gh = 0, Gl = C * KM, Gs = 2 * C * KM, stages = 3 * C * KM;
   static constexpr int S = 0, dS = KM * LB, Dvn = 2 * KM * LB, Vn = Dvn + C * LB, Vv = Vn + C * LB,
-                       stage = Vv + C * LV / 2;
+                       Do = Vv + C * LV / 2, stage = Do + (O ? C * LV / 2 : 0);
   static constexpr std::size_t bytes(int slabs) {
     return (std::size_t(stages) + std::size_t(slabs < NS ? slabs : NS) * stage) * sizeof(float);
   }
 };
-static_assert(ChunkM<64>::bytes(2) <= 56 * 1024 + 5 * 1024 && ChunkM<64>::bytes(3) <= 110 * 1024 &&
-                  ChunkM<128>::bytes(4) <= 110 * 1024,
+static_assert(ChunkM<64, true>::bytes(2) <= 64 * 1024 && ChunkM<64, true>::bytes(3) <= 110 * 1024 &&
+                  ChunkM<128, true>::bytes(4) <= 110 * 1024,
               "h_bwd per-chunk mma: three blocks an SM at K, V <= 64, two elsewhere");
-static_assert(ChunkM<64>::stage % 4 == 0 && ChunkM<128>::stage % 4 == 0 && ChunkM<64>::Vv % 4 == 0, "16-byte rows");
+static_assert(ChunkM<64, false>::stage % 4 == 0 && ChunkM<128, false>::stage % 4 == 0 && ChunkM<64, true>::stage % 4 == 0 &&
+                  ChunkM<128, true>::stage % 4 == 0 && ChunkM<64, false>::Vv % 4 == 0,
+              "16-byte rows");
 
-template <typename T, typename G, int KMAX>
-__global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChunkArgs p) {
-  using L = ChunkM<KMAX>;
+// O (chunk_backward's fused o_bwd + h_bwd): also o_bwd's per-chunk products over V from the same slabs (S, v, v_new)
+// and the chunk's do rows: dq_o = (dO S^T) (.) exp(gi) (the S^T fragments of dw), dA_qk = tril(dO v^T) (warps 0, 1),
+// dA_qb = tril(dO v_new^T) (warps 2, 3), with chunk_o_bwd_mma_kernel's MMAs in its order (its bits; k-steps past V
+// skipped as it stops there), so h (537 MB at B8 T4096 H16 K = V = 64) is read once. Blocks an SM: three at K <= 64
+// (<= 80 registers), two with O (80 spilled 104 bytes a thread) and at K <= 128 (O: 24-48 bytes spilled, ptxas 13).
+template <typename T, typename G, int KMAX, bool O>
+__global__ void __launch_bounds__(kThreads, KMAX <= 64 && !O ? 3 : 2) chunk_h_bwd_chunk_mma_kernel(HBwdChunkArgs p) {
+  using L = ChunkM<KMAX, O>;
   constexpr int NS = L::NS, C = L::C, LB = L::LB, LV = L::LV, VS = L::VS, NTW = KMAX / 64;  // n-tiles a warp
   const int K = p.K, V = p.V;
   extern __shared__ __align__(16) float sm[];
@@ -262,12 +341,14 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChu
       cp16(sg + L::Dvn + r * LB + cx, p.dvnew + ix, ok);
       cp16(sg + L::Vn + r * LB + cx, p.vnew + ix, ok);
     }
-    static_assert(C * VS / 2 == kThreads, "one 4-byte copy of v (two 16-bit values) a thread");
+    static_assert(C * VS / 2 == kThreads, "one 4-byte copy of v (and of do) (two 16-bit values) a thread");
     {
       const int r = e / (VS / 2), cx = (e % (VS / 2)) * 2;
       const bool ok = r < len && jt + cx < V;  // V even
+      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, jt + cx, V) : 0;
       T* vv = reinterpret_cast<T*>(sg + L::Vv);
-      cp4(vv + r * LV + cx, static_cast<const T*>(p.v) + (ok ? tix(ch.bos + r, h, H, jt + cx, V) : 0), ok);
+      cp4(vv + r * LV + cx, static_cast<const T*>(p.v) + ix, ok);
+      if constexpr (O) cp4(reinterpret_cast<T*>(sg + L::Do) + r * LV + cx, static_cast<const T*>(p.d_o) + ix, ok);
     }
   };
 
@@ -278,6 +359,11 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChu
   for (int m = 0; m < NTW; ++m)
 #pragma unroll
     for (int q = 0; q < 4; ++q) dw[m][q] = dwc[m][q] = dk[m][q] = dkc[m][q] = db[m][q] = dbc[m][q] = 0.f;
+  float dq[NTW][4], dqc[NTW][4], qa[4] = {0.f, 0.f, 0.f, 0.f}, qc[4] = {0.f, 0.f, 0.f, 0.f};  // O: dq_o; dA_qk or dA_qb
+#pragma unroll
+  for (int m = 0; m < NTW; ++m)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) dq[m][q] = dqc[m][q] = 0.f;
   float dcd = 0.f;  // thread i < K: sum_j S[i][j] dS'[i][j], j in order
   for (int x = 0; x < slabs; ++x) {
     ring_advance<NS>(x, slabs, load);  // slab x landed (the first one with gk)
@@ -295,12 +381,15 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChu
     const float* St = sg + L::S;
     const float* dSt = sg + L::dS;
     const T* vv = reinterpret_cast<const T*>(sg + L::Vv);
+    const T* dOs = reinterpret_cast<const T*>(sg + L::Do);
 #pragma unroll
     for (int k0 = 0; k0 < VS; k0 += 8) {
-      unsigned dvh[4], dvl[4], vnh[4], vnl[4], va[4];  // dv_new, v_new split; v exact
+      unsigned dvh[4], dvl[4], vnh[4], vnl[4], va[4], da[4];  // dv_new, v_new split; v, do exact
       load_a_split(sg + L::Dvn, LB, k0, g, t, dvh, dvl);
       load_a_split(sg + L::Vn, LB, k0, g, t, vnh, vnl);
       load_a_exact(vv, LV, k0, g, t, va);
+      const bool o_step = O && x * VS + k0 < V;  // o_bwd's k-steps (V a multiple of 8)
+      if (o_step) load_a_exact(dOs, LV, k0, g, t, da);
 #pragma unroll
       for (int m = 0; m < NTW; ++m) {
         const int n0 = 8 * (warp + 8 * m);
@@ -310,6 +399,20 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChu
         mma_3xtf32(dw[m], dwc[m], dwc[m], dvh, dvl, sh0, sl0, sh1, sl1);
         mma_2xtf32_exact_a(dk[m], dkc[m], va, eh0, el0, eh1, el1);
         mma_3xtf32(db[m], dbc[m], dbc[m], vnh, vnl, eh0, el0, eh1, el1);
+        if (o_step) mma_2xtf32_exact_a(dq[m], dqc[m], da, sh0, sl0, sh1, sl1);
+      }
+      if (o_step && warp < 4) {  // dA_qk (warps 0, 1: two chains, even and odd k-steps), dA_qb (2, 3); columns n0 ..
+        const int n0 = 8 * (warp & 1);
+        if (warp >= 2) {
+          unsigned bh0, bl0, bh1, bl1;
+          load_bt_split(sg + L::Vn, LB, k0, n0, g, t, bh0, bl0, bh1, bl1);
+          mma_2xtf32_exact_a(qa, qc, da, bh0, bl0, bh1, bl1);
+        } else {
+          unsigned b0, b1;
+          load_bt_exact(vv, LV, k0, n0, g, t, b0, b1);
+          if ((k0 / 8) % 2 == 0) mma_tf32(qa, da, b0, b1);  // VS / 8 even: the parity of o_bwd's k-step over V
+          else mma_tf32(qc, da, b0, b1);
+        }
       }
     }
     if (threadIdx.x < K) {
@@ -353,6 +456,32 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_chunk_mma_kernel(HBwdChu
     const int i = threadIdx.x;
     p.dcd[(ch.g * H + h) * K + i] = dcd * exp2_split(make_float2(gh[last * K + i], gl[last * K + i]));
   }
+  if constexpr (O) {  // o_bwd's stores: dq_o (.) exp(gi) as it forms exp(gi); dA_qk, dA_qb lower triangles
+#pragma unroll
+    for (int m = 0; m < NTW; ++m) {
+      const int i = 8 * (warp + 8 * m) + 2 * t;
+      if (i >= K) continue;
+#pragma unroll
+      for (int q = 0; q < 4; q += 2) {
+        const int r = g + (q >= 2 ? 8 : 0);
+        if (r >= len) continue;
+        const float e0 = exp2_split(make_float2(gh[r * K + i], gl[r * K + i]));
+        const float e1 = exp2_split(make_float2(gh[r * K + i + 1], gl[r * K + i + 1]));
+        *reinterpret_cast<float2*>(p.dq_o + tix(ch.bos + r, h, H, i, K)) =
+            make_float2((dq[m][q] + dqc[m][q]) * e0, (dq[m][q + 1] + dqc[m][q + 1]) * e1);
+      }
+    }
+    if (warp < 4) {
+      float* out = warp >= 2 ? p.dAqb : p.dAqk;
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int r = g + 8 * hr, s = 8 * (warp & 1) + 2 * t;
+        if (r < len)
+          *reinterpret_cast<float2*>(out + ((ch.bos + r) * H + h) * C + s) =
+              make_float2(s <= r ? qa[2 * hr] + qc[2 * hr] : 0.f, s + 1 <= r ? qa[2 * hr + 1] + qc[2 * hr + 1] : 0.f);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -363,10 +492,23 @@ void launch_mma(const HBwdArgs& seq, const HBwdChunkArgs& chunk, ElemType dtype,
     if (seq.K <= 64) go(std::integral_constant<int, 64>{});
     else go(std::integral_constant<int, 128>{});
   };
-  by_k([&](auto km) {
-    constexpr int KM = decltype(km)::value;
-    set_smem(chunk_h_bwd_seq_mma_kernel<KM>, SeqM<KM>::bytes);
-    chunk_h_bwd_seq_mma_kernel<KM><<<seq_grid, kThreads, SeqM<KM>::bytes, stream>>>(seq);
+  auto by_form = [&](auto&& go) {  // (FORM, FORM_DV)
+    if (seq.dh_o) go(std::false_type{}, std::false_type{});
+    else if (!seq.Aqk) go(std::true_type{}, std::false_type{});
+    else go(std::true_type{}, std::true_type{});
+  };
+  dispatch_types(dtype, gk_dtype, [&](auto tt, auto) {
+    using T = decltype(tt);
+    if constexpr (!std::is_same_v<T, float>) {
+      by_k([&](auto km) {
+        by_form([&](auto form, auto form_dv) {
+          constexpr int KM = decltype(km)::value;
+          constexpr bool FORM = decltype(form)::value, FORM_DV = decltype(form_dv)::value;
+          set_smem(chunk_h_bwd_seq_mma_kernel<T, KM, FORM, FORM_DV>, SeqM<KM, FORM>::bytes);
+          chunk_h_bwd_seq_mma_kernel<T, KM, FORM, FORM_DV><<<seq_grid, kThreads, SeqM<KM, FORM>::bytes, stream>>>(seq);
+        });
+      });
+    }
   });
   DPLR_LAUNCHED("chunk_h_bwd_seq_mma_kernel");
   dispatch_types(dtype, gk_dtype, [&](auto tt, auto gg) {
@@ -374,10 +516,16 @@ void launch_mma(const HBwdArgs& seq, const HBwdChunkArgs& chunk, ElemType dtype,
     using G = decltype(gg);
     if constexpr (!std::is_same_v<T, float>) {
       by_k([&](auto km) {
-        constexpr int KM = decltype(km)::value;
-        const std::size_t bytes = ChunkM<KM>::bytes((chunk.V + ChunkM<KM>::VS - 1) / ChunkM<KM>::VS);
-        set_smem(chunk_h_bwd_chunk_mma_kernel<T, G, KM>, bytes);
-        chunk_h_bwd_chunk_mma_kernel<T, G, KM><<<chunk_grid, kThreads, bytes, stream>>>(chunk);
+        auto go = [&](auto o) {
+          constexpr int KM = decltype(km)::value;
+          constexpr bool O = decltype(o)::value;
+          using L = ChunkM<KM, O>;
+          const std::size_t bytes = L::bytes((chunk.V + L::VS - 1) / L::VS);
+          set_smem(chunk_h_bwd_chunk_mma_kernel<T, G, KM, O>, bytes);
+          chunk_h_bwd_chunk_mma_kernel<T, G, KM, O><<<chunk_grid, kThreads, bytes, stream>>>(chunk);
+        };
+        if (chunk.d_o) go(std::true_type{});
+        else go(std::false_type{});
       });
     }
   });

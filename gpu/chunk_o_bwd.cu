@@ -9,7 +9,9 @@
 // nothing from other chunks. Two kernels (BackwardVariant::o): the tensor-core one (chunk_o_bwd_mma.cu; 16-bit
 // inputs, C = 16, K and V multiples of 8, 16-byte aligned operands), the default where it applies, and the FMA one
 // here (any request): one block (256 threads) per (chunk, head, batch row); dO, A_qk, A_qb, exp(gi), qg and tiles of
-// v, v_new, S in shared memory; every output element is one thread's fp32 FMA sum in a fixed order.
+// v, v_new, S in shared memory; every output element is one thread's fp32 FMA sum in a fixed order. Both kernels
+// skip the shares dv_new_o and dh_o where they are nullptr (chunk_backward, where h_bwd's tensor-core kernels form
+// them: dh_o is a per-chunk state, 16 KB a chunk-head at K = V = 64).
 #include "gpu/chunk_bwd_mma.cuh"
 
 namespace dplr::gpu {
@@ -129,8 +131,9 @@ __global__ void __launch_bounds__(256) chunk_o_bwd_kernel(OBwdArgs p) {
     }
     const std::int64_t ix = tix(ch.bos + r, h, H, j, V);
     p.dv[ix] = dv;
-    p.dvnew_o[ix] = dvn;
+    if (p.dvnew_o) p.dvnew_o[ix] = dvn;
   }
+  if (!p.dh_o) return;  // not formed (h_bwd's tensor-core kernels form it)
   float* dS = p.dh_o + (ch.g * H + h) * K * V;
   for (int e = threadIdx.x; e < K * V; e += blockDim.x) {  // dh_o = qg^T dO
     const int ii = e / V, j = e % V;
@@ -146,17 +149,23 @@ bool chunk_o_bwd_tensor_cores_supported(const BackwardInputs& in, int C) {
   return bwd_mma_shape(in.fwd, C) && all_aligned16({in.d_o});
 }
 
+namespace detail {
+bool o_bwd_mma_aligned(const float* A_qk, const float* A_qb, const float* qg, const float* v_new, const float* h,
+                       const float* dA_qk, const float* dA_qb, const float* dv, const GradientShares& shares) {
+  return all_aligned16({A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, shares.dq_o, shares.dv_new_o, shares.dh_o});
+}
+}  // namespace detail
+
 void chunk_o_bwd(const BackwardInputs& in, int C, const float* A_qk, const float* A_qb, const float* qg,
                  const float* v_new, const float* h, float* dA_qk, float* dA_qb, float* dv, const GradientShares& shares,
                  cudaStream_t stream) {
   check_backward(in, C);
   if (!A_qk || !A_qb || !qg || !v_new || !h)
     refuse("chunk_o_bwd needs the forward's A_qk, A_qb, qg, v_new and h");
-  if (!dA_qk || !dA_qb || !dv || !shares.dq_o || !shares.dv_new_o || !shares.dh_o)
-    refuse("chunk_o_bwd needs dA_qk, dA_qb, dv and the shares dq_o, dv_new_o, dh_o");
+  if (!dA_qk || !dA_qb || !dv || !shares.dq_o)
+    refuse("chunk_o_bwd needs dA_qk, dA_qb, dv and the share dq_o (dv_new_o, dh_o: nullptr is not formed)");
   bool tensor_cores = use_tensor_cores(in.variant.o, chunk_o_bwd_tensor_cores_supported(in, C), "chunk_o_bwd");
-  if (tensor_cores && !all_aligned16({A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, shares.dq_o, shares.dv_new_o,
-                                      shares.dh_o})) {
+  if (tensor_cores && !o_bwd_mma_aligned(A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, shares)) {
     if (in.variant.o == BwdKernel::TensorCores)
       refuse("chunk_o_bwd's tensor-core kernel needs 16-byte aligned A_qk, A_qb, qg, v_new, h, dA_qk, dA_qb, dv, "
              "dq_o, dv_new_o and dh_o (16-byte copies); carve_backward_workspace's pieces are");

@@ -10,6 +10,8 @@
 // 2^-21 relative (the split of mma.cuh), fp32 accumulation, each output summed in a fixed order.
 // Warp w: dA_qk (w = 0, 1) or dA_qb (w = 2, 3) for columns 8 (w % 2) ..; the n-tiles w, w + 4, .. of dq_o (K / 8
 // of them), of dv and of dv_new_o (V / 8); the jobs w, w + 4, .. of dh_o (16 rows of K x 64 columns of V each).
+// dv_new_o and dh_o are skipped, their operands A_qb and qg not loaded, where they are nullptr (chunk_backward's
+// path: h_bwd's sequential tensor-core kernel forms them, with these MMAs in this order).
 #include <initializer_list>
 #include <type_traits>
 
@@ -84,17 +86,19 @@ __global__ void __launch_bounds__(kThreads) chunk_o_bwd_mma_kernel(OBwdArgs p) {
     const int i = x / n4, c = (x % n4) * 4;
     cp16(Ss + i * FP + c, S + std::int64_t(i) * V + c, true);
   }
-  for (int x = e; x < C * nk4; x += kThreads) {
-    const int r = x / nk4, c = (x % nk4) * 4;
-    const bool ok = r < len && c < K;
-    cp16(Qg + r * QP + c, p.qg + (ok ? tix(ch.bos + r, h, H, c, K) : 0), ok);
-  }
+  const bool dvnew_o = p.dvnew_o != nullptr, dh_o = p.dh_o != nullptr;  // nullptr: not formed (qg, A_qb not read)
+  if (dh_o)
+    for (int x = e; x < C * nk4; x += kThreads) {
+      const int r = x / nk4, c = (x % nk4) * 4;
+      const bool ok = r < len && c < K;
+      cp16(Qg + r * QP + c, p.qg + (ok ? tix(ch.bos + r, h, H, c, K) : 0), ok);
+    }
   for (int x = e; x < C * C; x += kThreads) {
     const int r = x / C, s = x % C;
     const bool ok = r < len && s <= r;
     const std::int64_t ix = ok ? ((ch.bos + r) * H + h) * C + s : 0;
     cp4(Aqk + r * AP + s, p.Aqk + ix, ok);  // 4-byte: above the diagonal A may hold anything
-    cp4(Aqb + r * AP + s, p.Aqb + ix, ok);
+    if (dvnew_o) cp4(Aqb + r * AP + s, p.Aqb + ix, ok);
   }
   stage_gk(Gs, static_cast<const G*>(p.gk), ch, h, H, K);
   cp_commit();
@@ -165,7 +169,7 @@ __global__ void __launch_bounds__(kThreads) chunk_o_bwd_mma_kernel(OBwdArgs p) {
         }
   }
 #pragma unroll 1
-  for (int m = 0; m < 2; ++m) {  // dv = A_qk^T dO (m = 0), dv_new_o = A_qb^T dO (m = 1): n-tiles warp + 4 j of V
+  for (int m = 0; m < (dvnew_o ? 2 : 1); ++m) {  // dv = A_qk^T dO (m = 0), dv_new_o = A_qb^T dO (m = 1): n-tiles warp + 4 j of V
     const float* A = m ? Aqb : Aqk;
     float* out = m ? p.dvnew_o : p.dv;
     unsigned ah[2][4], al[2][4];
@@ -192,7 +196,7 @@ __global__ void __launch_bounds__(kThreads) chunk_o_bwd_mma_kernel(OBwdArgs p) {
       }
     }
   }
-  {  // dh_o = qg^T dO: jobs of 16 rows (key channels) x 64 columns, k over the chunk's 16 rows
+  if (dh_o) {  // dh_o = qg^T dO: jobs of 16 rows (key channels) x 64 columns, k over the chunk's 16 rows
     float* dS = p.dh_o + (ch.g * H + h) * std::int64_t(K) * V;
     const int nG = (V + 63) / 64, jobs = (KQ / 16) * nG;
 #pragma unroll 1

@@ -340,8 +340,9 @@ bool chunk_A_bwd_tensor_cores_supported(const BackwardInputs& in, int chunk_size
 // oracles list totals). q is the scaled q in the chunk form; dq_o is with respect to it.
 struct GradientShares {
   float* dq_o = nullptr;           // [B, T, H, K]     o_bwd: (do S^T) (.) exp(gi)
-  float* dv_new_o = nullptr;       // [B, T, H, V]     o_bwd: A_qb^T do
-  float* dh_o = nullptr;           // [B, NT, H, K, V] o_bwd: (q (.) exp(gi))^T do, the chunk's share of dL/dS at its start
+  float* dv_new_o = nullptr;       // [B, T, H, V]     o_bwd: A_qb^T do              (nullptr: see chunk_h_bwd)
+  float* dh_o = nullptr;           // [B, NT, H, K, V] o_bwd: (q (.) exp(gi))^T do, the chunk's share of dL/dS at
+                                   //                  its start                      (nullptr: see chunk_h_bwd)
   float* dk_h = nullptr;           // [B, T, H, K]     h_bwd: (v dS'^T) (.) exp(gl - gi)
   float* db_h = nullptr;           // [B, T, H, K]     h_bwd: (v_new dS'^T) (.) exp(gl - gi)
   float* d_chunk_decay = nullptr;  // [B, NT, H, K]    h_bwd: exp(gl) (.) rowsum(S (.) dS')
@@ -350,17 +351,26 @@ struct GradientShares {
 };
 
 // Stage o_bwd (per chunk): reads do, v, gk and A_qk, A_qb, qg, v_new, h; writes dA_qk, dA_qb, dv (its first
-// share, A_qk^T do) and the shares dq_o, dv_new_o, dh_o.
+// share, A_qk^T do) and the shares dq_o, dv_new_o, dh_o; a share dv_new_o or dh_o that is nullptr is not formed
+// (chunk_h_bwd's tensor-core kernels form both themselves).
 void chunk_o_bwd(const BackwardInputs& in, int chunk_size, const float* A_qk, const float* A_qb, const float* qg,
                  const float* v_new, const float* h, float* dA_qk, float* dA_qb, float* dv, const GradientShares& shares,
                  cudaStream_t stream = 0);
+// The forward tensors o_bwd's shares dh_o = qg^T do and dv_new_o = A_qb^T do are made of, for chunk_h_bwd where
+// it forms them itself.
+struct OShareOperands {
+  const float* qg = nullptr;
+  const float* A_qb = nullptr;
+};
 // Stage h_bwd: a sequential kernel (chunk after chunk from the last, one block per (32 columns of V, head,
 // sequence)) for dh, dv_new, dh0 (nullptr: not written) and dv += kg dS', then a per-chunk kernel for dw and
 // the shares dk_h, db_h, d_chunk_decay. Reads kg, bg, eg_last, w, h, v_new, v, gk, dht and the shares
-// dv_new_o, dh_o.
+// dv_new_o, dh_o. Where both shares are nullptr, the tensor-core kernels (chunk_h_bwd_tensor_cores_supported)
+// form them from do and `o` (qg, A_qb), as chunk_o_bwd's tensor-core kernel forms them (bitwise); the FMA
+// kernels refuse nullptr shares.
 void chunk_h_bwd(const BackwardInputs& in, int chunk_size, const float* kg, const float* bg, const float* eg_last,
                  const float* w, const float* h, const float* v_new, float* dh, float* dv_new, float* dw, float* dv,
-                 float* dh0, const GradientShares& shares, cudaStream_t stream = 0);
+                 float* dh0, const GradientShares& shares, cudaStream_t stream = 0, const OShareOperands& o = {});
 // Stage WY_bwd (per chunk): reads A_ab_inv, A_ak, w, u, v, gk, dw and dv_new (= du); writes dA_ab, dA_ak, the
 // share da_wy, and completes dv (+= A_ak^T A_ab_inv^T du).
 void chunk_WY_bwd(const BackwardInputs& in, int chunk_size, const float* A_ab_inv, const float* A_ak, const float* w,
@@ -402,8 +412,9 @@ struct BackwardWorkspaceSizes {  // in floats
   ChunkWorkspaceSizes forward;
   std::int64_t A = 0, kdim = 0, vdim = 0, state = 0, chunk_kdim = 0;
   // 4 A-shaped (dA_*), 10 K-wide (dw, dq, dk, da, db, dq_o, dk_h, db_h, da_wy, dgk_A), 3 V-wide (dv_new, dv,
-  // dv_new_o), 2 per-chunk states (dh, dh_o), 1 per-chunk K row (d_chunk_decay); 64 floats of slack each
-  std::int64_t total() const { return forward.total() + 4 * A + 10 * kdim + 3 * vdim + 2 * state + chunk_kdim + 20 * 64; }
+  // dv_new_o), 2 per-chunk states (dh, dh_o), 1 per-chunk K row (d_chunk_decay); 64 floats of slack each, and 64
+  // for the forward part's end rounded up to 256 bytes
+  std::int64_t total() const { return forward.total() + 4 * A + 10 * kdim + 3 * vdim + 2 * state + chunk_kdim + 21 * 64; }
 };
 // Neither needs in.fwd.chunk_offsets.
 BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int chunk_size);

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <tuple>
 #include "core/dtype.hpp"
 #include "gpu/dplr_gpu.hpp"
 #include "reference/chunk_stages.hpp"
@@ -270,6 +271,61 @@ int main(int argc, char** argv) {
       }
       check("grad dgk", down(og.p(), nk, E::F32), ex.tensors.at("dgk").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
       check("grad dh0", down(oh.p(), N * c.H * c.K * c.V, E::F32), ex.tensors.at("dh0").rounded(), dt == E::F32 ? 1e-6 : 1e-5);
+      // Stages o_bwd, h_bwd, WY_bwd one by one with every share formed and read (the stage checks' path; the driver
+      // leaves dh_o and dv_new_o to h_bwd's tensor-core kernels) on the driver's recomputed forward: every tensor they
+      // write that the driver keeps must be bitwise the driver's.
+      {
+        g::BackwardInputs sin = in;
+        if (f.cu_seqlens) sin.fwd.chunk_offsets = fw.chunk_offsets, sin.fwd.chunk_offsets_C = C;
+        const std::size_t nc = grid.rows * grid.NT * c.H * c.K, n0 = N * c.H * c.K * c.V;
+        Host qk = buf(na), qb = buf(na), ab = buf(na), ak = buf(na), dv = buf(nv), dh = buf(nh), dvn = buf(nv),
+             dw = buf(nk), h0g = buf(n0), dqo = buf(nk), dvno = buf(nv), dho = buf(nh), dkh = buf(nk), dbh = buf(nk),
+             dcd = buf(nc), dawy = buf(nk);
+        g::GradientShares sh = ws.shares;
+        sh.dq_o = dqo.f(), sh.dv_new_o = dvno.f(), sh.dh_o = dho.f(), sh.dk_h = dkh.f(), sh.db_h = dbh.f();
+        sh.d_chunk_decay = dcd.f(), sh.da_wy = dawy.f();
+        const g::GatedOperands& gt = fw.gated;
+        g::chunk_o_bwd(sin, C, fw.A_qk, fw.A_qb, gt.qg, fw.v_new, fw.h, qk.f(), qb.f(), dv.f(), sh);
+        // h_bwd forming dh_o, dv_new_o itself (both nullptr) where both stages run on tensor cores: bitwise the same
+        // as reading o_bwd's (the same MMAs in the same order)
+        const bool formed = g::chunk_o_bwd_tensor_cores_supported(sin, C) && g::chunk_h_bwd_tensor_cores_supported(sin, C);
+        Host fdv = buf(nv), fdh = buf(nh), fdvn = buf(nv), fdw = buf(nk), fh0 = buf(n0), fdkh = buf(nk), fdbh = buf(nk),
+             fdcd = buf(nc);
+        if (formed) {
+          std::memcpy(fdv.p(), dv.p(), nv * 4);
+          g::GradientShares fsh = sh;
+          fsh.dh_o = fsh.dv_new_o = nullptr, fsh.dk_h = fdkh.f(), fsh.db_h = fdbh.f(), fsh.d_chunk_decay = fdcd.f();
+          g::chunk_h_bwd(sin, C, gt.kg, gt.bg, gt.eg_last, fw.w, fw.h, fw.v_new, fdh.f(), fdvn.f(), fdw.f(), fdv.f(),
+                         fh0.f(), fsh, 0, g::OShareOperands{gt.qg, fw.A_qb});
+        }
+        g::chunk_h_bwd(sin, C, gt.kg, gt.bg, gt.eg_last, fw.w, fw.h, fw.v_new, dh.f(), dvn.f(), dw.f(), dv.f(), h0g.f(), sh);
+        if (formed) {
+          const std::tuple<const char*, const void*, const void*, std::size_t> fsame[] = {
+              {"dh", fdh.p(), dh.p(), nh}, {"dv_new", fdvn.p(), dvn.p(), nv}, {"dw", fdw.p(), dw.p(), nk},
+              {"dh0", fh0.p(), h0g.p(), n0}, {"dv", fdv.p(), dv.p(), nv}, {"dk_h", fdkh.p(), dkh.p(), nk},
+              {"db_h", fdbh.p(), dbh.p(), nk}, {"d_chunk_decay", fdcd.p(), dcd.p(), nc}};
+          std::string fdiffer;
+          for (const auto& [name, x, y, n] : fsame)
+            if (std::memcmp(x, y, n * 4) != 0) fdiffer += std::string(" ") + name;
+          if (!fdiffer.empty()) ++failures;
+          std::printf("    stage h_bwd alone forming dh_o, dv_new_o: %s\n",
+                      fdiffer.empty() ? "bitwise h_bwd reading o_bwd's" : ("DIFFERS from reading them:" + fdiffer + "  <-- FAIL").c_str());
+        }
+        g::chunk_WY_bwd(sin, C, fw.A_ab_inv, fw.A_ak, fw.w, fw.u, dw.f(), dvn.f(), ab.f(), ak.f(), dv.f(), sh);
+        const std::tuple<const char*, const void*, const void*, std::size_t> same[] = {
+            {"dA_qk", qk.p(), ws.dA_qk, na}, {"dA_qb", qb.p(), ws.dA_qb, na}, {"dh", dh.p(), ws.dh, nh},
+            {"dv_new", dvn.p(), ws.dv_new, nv}, {"dw", dw.p(), ws.dw, nk}, {"dh0", h0g.p(), oh.p(), n0},
+            {"dv", dv.p(), ws.dv, nv}, {"dA_ab", ab.p(), ws.dA_ab, na}, {"dA_ak", ak.p(), ws.dA_ak, na},
+            {"dq_o", dqo.p(), ws.shares.dq_o, nk}, {"dk_h", dkh.p(), ws.shares.dk_h, nk},
+            {"db_h", dbh.p(), ws.shares.db_h, nk}, {"d_chunk_decay", dcd.p(), ws.shares.d_chunk_decay, nc},
+            {"da_wy", dawy.p(), ws.shares.da_wy, nk}};
+        std::string differ;
+        for (const auto& [name, x, y, n] : same)
+          if (std::memcmp(x, y, n * 4) != 0) differ += std::string(" ") + name;
+        if (!differ.empty()) ++failures;
+        std::printf("    stages o_bwd, h_bwd, WY_bwd alone (every share): %s\n",
+                    differ.empty() ? "bitwise the driver's" : ("DIFFER from the driver's:" + differ + "  <-- FAIL").c_str());
+      }
       // The fused forward (its tensor-core kernels where they apply: 16-bit inputs at C = 16) on the same inputs.
       {
         Host fwb = buf(g::chunk_workspace_floats(f, C).total()), fo = buf(nv), fht = buf(N * c.H * c.K * c.V);

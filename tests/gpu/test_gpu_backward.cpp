@@ -19,6 +19,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/dtype.hpp"
@@ -319,6 +320,78 @@ TEST(GpuChunkBackward, TensorCoreRecomputeMatchesOracles) {
   }
 }
 
+// h_bwd forming o_bwd's shares dh_o, dv_new_o itself (both nullptr: the driver's path where both stages run on tensor
+// cores) against the same stages with the shares formed by o_bwd and read: o_bwd with them nullptr writes its other
+// tensors bitwise as before; the formed h_bwd's tensors are bitwise the read ones where o_bwd runs on tensor cores
+// (K, V multiples of 8: the same MMAs in the same order), else (o_bwd's FMA kernel) within 1e-5 of the oracles.
+TEST(GpuChunkBackward, HBwdFormsOSharesAsOBwd) {
+  REQUIRE_DEVICE();
+  std::uint64_t seed = 7900;
+  for (const BackwardCase& bc : {BackwardCase{{"", 2, 100, 3, 64, 64, E::BF16, true, Gate::Fla, true, false, {}}, true},
+                                 BackwardCase{{"", 1, 70, 2, 128, 128, E::F16, false, Gate::Pinned30, true, false, {}}, true},
+                                 BackwardCase{{"", 1, 100, 2, 64, 128, E::BF16, false, Gate::Strong, false, false,
+                                               {0, 0, 37, 37, 100}}, true},
+                                 BackwardCase{{"", 1, 90, 2, 60, 100, E::BF16, true, Gate::Strong, true, false, {}}, false}}) {
+    Case c = bc.c;
+    c.name = describe(c);
+    SCOPED_TRACE(c.name);
+    std::printf("  %s C16 h_bwd forms dh_o, dv_new_o\n", c.name.c_str());
+    const dplr::DplrProblem p = make_backward_problem(c, bc.dht, ++seed);
+    dplr::DeviceProblem d(p);
+    g::BackwardInputs in = d.backward_inputs();
+    const auto& s = p.shape;
+    const std::int64_t N = p.num_sequences();
+    const g::BackwardWorkspaceSizes sz = g::chunk_backward_workspace_floats(in, 16);
+    const std::size_t nk = s.B * s.T * s.H * s.K, nv = s.B * s.T * s.H * s.V, na = s.B * s.T * s.H * 16, n0 = N * s.H * s.K * s.V;
+    DevBuf buffer(sz.total() * 4), dh0(n0 * 4);
+    // The second run's outputs: o_bwd's (dA_qk, dA_qb, dv, dq_o), h_bwd's (dh, dv_new, dw, dk_h, db_h, d_chunk_decay, dh0)
+    DevBuf qk(na * 4), qb(na * 4), dv(nv * 4), dqo(nk * 4), dh(sz.state * 4), dvn(nv * 4), dw(nk * 4), dkh(nk * 4),
+        dbh(nk * 4), dcd(sz.chunk_kdim * 4), dh0f(n0 * 4);
+    for (DevBuf* b : {&buffer, &dh0, &qk, &qb, &dv, &dqo, &dh, &dvn, &dw, &dkh, &dbh, &dcd, &dh0f}) b->poison();
+    const g::BackwardWorkspace ws = g::carve_backward_workspace(in, 16, buffer.f());
+    if (in.fwd.cu_seqlens) {
+      g::prepare_chunk_offsets(in.fwd, 16, ws.forward.chunk_offsets);
+      in.fwd.chunk_offsets = ws.forward.chunk_offsets;
+      in.fwd.chunk_offsets_C = 16;
+    }
+    const g::ChunkWorkspace& fw = ws.forward;
+    const g::GatedOperands& gt = fw.gated;
+    ASSERT_TRUE(g::chunk_h_bwd_tensor_cores_supported(in, 16));
+    const bool o_mma = g::chunk_o_bwd_tensor_cores_supported(in, 16);
+    EXPECT_EQ(o_mma, c.K % 8 == 0 && c.V % 8 == 0);
+    g::chunk_backward_recompute(in, 16, fw);
+    const g::GradientShares& sh = ws.shares;
+    g::chunk_o_bwd(in, 16, fw.A_qk, fw.A_qb, gt.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh);
+    g::chunk_h_bwd(in, 16, gt.kg, gt.bg, gt.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw, ws.dv, dh0.f(), sh);
+    g::GradientShares formed = sh;
+    formed.dq_o = dqo.f(), formed.dk_h = dkh.f(), formed.db_h = dbh.f(), formed.d_chunk_decay = dcd.f();
+    formed.dh_o = formed.dv_new_o = nullptr;
+    g::chunk_o_bwd(in, 16, fw.A_qk, fw.A_qb, gt.qg, fw.v_new, fw.h, qk.f(), qb.f(), dv.f(), formed);
+    g::chunk_h_bwd(in, 16, gt.kg, gt.bg, gt.eg_last, fw.w, fw.h, fw.v_new, dh.f(), dvn.f(), dw.f(), dv.f(), dh0f.f(),
+                   formed, 0, g::OShareOperands{gt.qg, fw.A_qb});
+    dplr::check_cuda(cudaDeviceSynchronize(), "o_bwd, h_bwd with the shares formed by h_bwd");
+    auto get = [](const float* ptr, std::size_t n) { return dplr::download_values(ptr, n, E::F32); };
+    const dplr::ChunkGrid grid = dplr::ChunkGrid::of(p, 16);
+    const std::size_t nh = grid.rows * grid.NT * s.H * s.K * s.V, nc = grid.rows * grid.NT * s.H * s.K;
+    for (const auto& [name, x, y, n] :
+         {std::tuple<const char*, const float*, const float*, std::size_t>{"dA_qk", qk.f(), ws.dA_qk, na},
+          {"dA_qb", qb.f(), ws.dA_qb, na}, {"dq_o", dqo.f(), sh.dq_o, nk}})
+      EXPECT_EQ(get(x, n), get(y, n)) << "o_bwd without dh_o, dv_new_o: " << name << " differs";
+    const dplr::ChunkStages oracle = dplr::run_chunk_stages(p, 16, dplr::Precision{dplr::Arithmetic::Double, 0});
+    const std::tuple<const char*, const float*, const float*, std::size_t> h_out[] = {
+        {"dh", dh.f(), ws.dh, nh},       {"dv_new", dvn.f(), ws.dv_new, nv}, {"dw", dw.f(), ws.dw, nk},
+        {"dh0", dh0f.f(), dh0.f(), n0},  {"dv", dv.f(), ws.dv, nv},          {"dk_h", dkh.f(), sh.dk_h, nk},
+        {"db_h", dbh.f(), sh.db_h, nk},  {"d_chunk_decay", dcd.f(), sh.d_chunk_decay, nc}};
+    for (const auto& [name, x, y, n] : h_out) {
+      const std::vector<double> got = get(x, n);
+      EXPECT_EQ(count_bad(got), 0) << name << " has unwritten or non-finite elements";
+      if (o_mma) EXPECT_EQ(got, get(y, n)) << "h_bwd forming o_bwd's shares: " << name << " differs from reading them";
+      else if (oracle.tensors.count(name) && std::string(name) != "dv")  // dh, dv_new, dw, dh0 (dv: after WY_bwd)
+        expect_stage("h_bwd", name, got, oracle.tensors.at(name).rounded(), 1e-5);
+    }
+  }
+}
+
 // No atomics, fixed summation orders: two runs give the same bits.
 TEST(GpuChunkBackward, BitwiseRepeatable) {
   REQUIRE_DEVICE();
@@ -362,6 +435,39 @@ TEST(GpuSanitizeBackward, EveryKernelOnce) {
   }
 }
 
+// The workspace carve (no device needed): every backward piece 256-byte aligned inside sizes.total() floats, also with
+// cu_seqlens, where the forward part counts chunk_offsets' N + 1 entries (N + 1 = 5, 6: before the fix every backward
+// piece was 4 or 8 bytes off a 16-byte boundary, so the tensor-core stages' alignment checks failed and Default ran
+// the FMA kernels).
+TEST(GpuBackwardWorkspace, PiecesAlignedWithinTotal) {
+  int dummy = 0;
+  for (std::int64_t n : {0, 3, 4, 5}) {
+    g::BackwardInputs in;
+    g::ForwardInputs& x = in.fwd;
+    x.B = 1, x.T = 40, x.H = 2, x.K = 64, x.V = 64;
+    x.q = x.k = x.v = x.a = x.b = x.gk = &dummy;
+    x.dtype = x.gk_dtype = E::BF16;
+    in.d_o = &dummy;
+    const std::int64_t cu[] = {0, 3, 3, 20, 33, 40};
+    if (n) x.cu_seqlens = cu, x.num_sequences = n, x.T = cu[n];
+    const g::BackwardWorkspaceSizes sz = g::chunk_backward_workspace_floats(in, 16);
+    std::vector<float> host(sz.total() + 64);
+    float* buffer = host.data() + (64 - reinterpret_cast<std::uintptr_t>(host.data()) / 4 % 64) % 64;
+    const g::BackwardWorkspace ws = g::carve_backward_workspace(in, 16, buffer);
+    const g::GradientShares& sh = ws.shares;
+    const std::pair<const float*, std::int64_t> pieces[] = {
+        {ws.dA_qk, sz.A}, {ws.dA_qb, sz.A}, {ws.dA_ak, sz.A}, {ws.dA_ab, sz.A}, {ws.dh, sz.state},
+        {ws.dv_new, sz.vdim}, {ws.dw, sz.kdim}, {ws.dv, sz.vdim}, {ws.dq, sz.kdim}, {ws.dk, sz.kdim}, {ws.da, sz.kdim},
+        {ws.db, sz.kdim}, {sh.dq_o, sz.kdim}, {sh.dv_new_o, sz.vdim}, {sh.dh_o, sz.state}, {sh.dk_h, sz.kdim},
+        {sh.db_h, sz.kdim}, {sh.d_chunk_decay, sz.chunk_kdim}, {sh.da_wy, sz.kdim}, {sh.dgk_A, sz.kdim}};
+    for (const auto& [ptr, floats] : pieces) {
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(ptr) % 256, 0u) << "N " << n << ": piece at float " << ptr - buffer;
+      EXPECT_LE(ptr + floats, buffer + sz.total()) << "N " << n << ": piece past sizes.total()";
+    }
+    if (n) EXPECT_GE(ws.dA_qk, reinterpret_cast<const float*>(ws.forward.chunk_offsets) + n + 1) << "N " << n;
+  }
+}
+
 TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   // No device needed: every check runs before any launch.
   int dummy = 0;
@@ -393,8 +499,26 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   refused([&] { g::check_backward(y, 16); }, "a backward kernel choice outside the enum", "variant.wy");
   g::GradientShares shares;  // all null
   refused([&] { g::chunk_o_bwd(in, 16, f, f, f, f, f, f, f, f, shares); }, "o_bwd without its shares", "dq_o");
-  refused([&] { g::chunk_h_bwd(in, 16, f, f, f, f, f, f, f, f, f, f, nullptr, shares); }, "h_bwd without its shares",
-          "dv_new_o");
+  refused([&] { g::chunk_h_bwd(in, 16, f, f, f, f, f, f, f, f, f, f, nullptr, shares); },
+          "h_bwd with o_bwd's shares nullptr (formed) but no OShareOperands", "OShareOperands needs both");
+  {  // o_bwd's shares dv_new_o, dh_o: both read or both formed; formed only on h_bwd's tensor-core kernels
+    g::GradientShares one = shares;
+    one.dk_h = one.db_h = one.d_chunk_decay = f;
+    one.dh_o = f;
+    refused([&] { g::chunk_h_bwd(in, 16, f, f, f, f, f, f, f, f, f, f, nullptr, one); },
+            "h_bwd with dh_o but not dv_new_o", "both (read) or neither");
+    one.dh_o = nullptr;
+    g::BackwardInputs fma = in;
+    fma.variant.h = g::BwdKernel::Fma;
+    refused([&] { g::chunk_h_bwd(fma, 16, f, f, f, f, f, f, f, f, f, f, nullptr, one, 0, g::OShareOperands{f, f}); },
+            "h_bwd's FMA kernels with o_bwd's shares nullptr", "FMA kernels read o_bwd's shares");
+    // Default where the tensor-core pair does not take the request (kg not 16-byte aligned): the FMA pair, refused
+    alignas(16) float buf[8] = {};
+    float* m = buf + 1;
+    refused([&] { g::chunk_h_bwd(in, 16, m, buf, buf, buf, buf, buf, buf, buf, buf, buf, nullptr, one, 0,
+                                 g::OShareOperands{buf, buf}); },
+            "h_bwd Default on misaligned tensors with o_bwd's shares nullptr", "FMA kernels read o_bwd's shares");
+  }
   refused([&] { g::chunk_WY_bwd(in, 16, f, f, f, f, f, f, f, f, f, shares); }, "WY_bwd without da_wy", "da_wy");
   refused([&] { g::chunk_A_bwd(in, 16, f, f, f, f, f, f, f, f, shares); }, "A_bwd without its shares", "dq_o");
   refused([&] { g::chunk_cumsum_bwd(in, 16, f, shares); }, "cumsum_bwd without its shares", "dgk_A");
