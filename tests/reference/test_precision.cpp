@@ -43,7 +43,8 @@ TEST(Precision, ParseNamesAndRefusals) {
   EXPECT_EQ(Precision::parse("td").certifier().name(), "qd");
   EXPECT_EQ(Precision::parse("dd").certifier().name(), "td");  // 44 bits above, at a tenth of qd's cost
   EXPECT_EQ(Precision::parse("td").extrapolation_base()->name(), "dd");
-  EXPECT_FALSE(Precision::parse("dd").extrapolation_base().has_value());  // not validated: no claim
+  EXPECT_EQ(Precision::parse("dd").extrapolation_base()->name(), "double");
+  EXPECT_FALSE(Precision::parse("qd").extrapolation_base().has_value());  // not validated: no claim
   EXPECT_EQ(parse_estimate_method("extrapolated"), EstimateMethod::Extrapolated);
   EXPECT_THROW(parse_estimate_method("guess"), InputError);
   EXPECT_EQ(Precision::parse("ball200").name(), "ball200");

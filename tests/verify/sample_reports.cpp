@@ -74,7 +74,7 @@ CaseResult full_case(const TolerancePolicy& policy) {
   c.source.generator = GeneratorSource{"fla-default", 11};
   c.source.files.push_back({"case", "recorded/case <1>.safetensors", sha256_hex("case bytes")});
   c.baseline = "exact";
-  c.reference = ReferenceInfo{"dd", 106, std::string("qd"), {{"o", 101.5}, {"ht", 99.0}, {"dq", 97.25}}, {}, 0.75};
+  c.reference = ReferenceInfo{"dd", 106, std::string("qd"), std::string("repeat"), {{"o", 101.5}, {"ht", 99.0}, {"dq", 97.25}}, {}, 0.75};
   c.comparison = compare(actual, exact, policy);
 
   StageSection stages;
@@ -154,7 +154,7 @@ std::vector<std::pair<std::string, Report>> sample_reports() {
   minimal.policy_sources = loose.sources();
   CaseResult with_passing_stages = minimal_case(loose);
   // A rigorous reference (proven bits, no estimate), and stages that all pass (no first diverging stage).
-  with_passing_stages.reference = ReferenceInfo{"ball112", 112, std::nullopt, {}, {{"o", 81.5}, {"ht", 90.0}}, 0.01};
+  with_passing_stages.reference = ReferenceInfo{"ball112", 112, std::nullopt, std::nullopt, {}, {{"o", 81.5}, {"ht", 90.0}}, 0.01};
   {
     const auto values = testing::normal_values(16, 30);
     TensorMap stage_actual;
