@@ -428,9 +428,11 @@ struct BackwardOutputs {
   float* dgk = nullptr;
   float* dh0 = nullptr;
 };
-// The staged chunk backward: recomputes the forward (chunk_backward_recompute, into ws.forward), then o_bwd, h_bwd,
-// WY_bwd, A_bwd, cumsum_bwd (chunk_A_cumsum_bwd), and rounds the fp32 totals once to the outputs' dtype (where A_bwd
-// runs on tensor cores its kernel stores dq, dk, da, db rounded: ws.dq .. ws.db are not written). With cu_seqlens it first fills
+// The staged chunk backward: recomputes the forward (chunk_backward_recompute, into ws.forward), then o_bwd, h_bwd
+// (folded into h_bwd's tensor-core kernels where both run on tensor cores: ws.shares.dh_o, dv_new_o are then not
+// written), WY_bwd, A_bwd, cumsum_bwd (chunk_A_cumsum_bwd); each gradient's last writer rounds its fp32 total once to
+// the outputs' dtype (dv: WY_bwd, so ws.dv keeps only the o_bwd + h_bwd shares; where A_bwd runs on tensor cores its
+// kernel stores dq, dk, da, db rounded: ws.dq .. ws.db are not written). With cu_seqlens it first fills
 // ws.forward.chunk_offsets, as chunk_forward does; in.fwd.chunk_offsets is not needed.
 void chunk_backward(const BackwardInputs& in, int chunk_size, const BackwardWorkspace& ws, const BackwardOutputs& out,
                     cudaStream_t stream = 0);
