@@ -121,11 +121,12 @@ if [ "${SKIP_SAN:-0}" != 1 ]; then
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   for t in ${SAN_TESTS:-${GPU_TESTS:-test_gpu_forward test_gpu_recurrent_bwd}}; do
     for tool in memcheck racecheck; do
-      timeout 150 "$SAN" --tool $tool --print-limit 20 ./carry/$t --gtest_filter='GpuSanitize*' > "$RESULTS/san.txt" 2>&1
-      echo "$t $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$RESULTS/san.txt" | tail -1)" | tee -a "$RESULTS/sanitizer.log"
+      # Kept (gzip): a summary with warnings needs the hazards' kernels and addresses to be read later.
+      timeout 150 "$SAN" --tool $tool --print-limit 20 ./carry/$t --gtest_filter='GpuSanitize*' > "$RESULTS/san-$t-$tool.txt" 2>&1
+      echo "$t $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$RESULTS/san-$t-$tool.txt" | tail -1)" | tee -a "$RESULTS/sanitizer.log"
+      gzip -f "$RESULTS/san-$t-$tool.txt"
     done
   done
-  rm -f "$RESULTS/san.txt"
 fi
 # Back in files of at most 16 MiB (the device tool's limit): the recordings apart from the rest.
 tar -czf "$OUT/device.tar.gz" -C "$RESULTS" --exclude=fla_recorded .
