@@ -142,10 +142,17 @@ std::map<std::string, double> extrapolate_bits(const std::map<std::string, doubl
   return bits;
 }
 
+namespace {
+// extrapolate_bits for an answer at `answer` extrapolated from a run at `base`: the gap, the cap and the minimum.
+std::map<std::string, double> extrapolate_between(const std::map<std::string, double>& agreement, const Precision& answer,
+                                                  const Precision& base, std::vector<std::string>* notes) {
+  return extrapolate_bits(agreement, answer.significand_bits() - base.significand_bits(), answer.significand_bits(),
+                          extrapolation_minimum_bits(base), notes);
+}
+}  // namespace
+
 std::map<std::string, double> extrapolate_from(ReferenceResult& answer, const ReferenceResult& base) {
-  const double gap = answer.precision.significand_bits() - base.precision.significand_bits();
-  return extrapolate_bits(certify(base, answer), gap, answer.precision.significand_bits(),
-                          extrapolation_minimum_bits(base.precision), &answer.notes);
+  return extrapolate_between(certify(base, answer), answer.precision, base.precision, &answer.notes);
 }
 
 namespace {
@@ -247,10 +254,8 @@ ReferenceResult run_certified_streamed(const DplrProblem& problem, const Referen
   std::map<std::string, double> agreement;
   for (const auto& [name, tensor] : result.tensors)
     agreement[name] = agreement_bits_of_differences(differences.at(name), tensor, agreement_cap);
-  result.estimated_bits = extrapolated ? extrapolate_bits(agreement, options.precision.significand_bits() - other_precision.significand_bits(),
-                                                          options.precision.significand_bits(),
-                                                          extrapolation_minimum_bits(other_precision), &result.notes)
-                                       : agreement;
+  result.estimated_bits =
+      extrapolated ? extrapolate_between(agreement, options.precision, other_precision, &result.notes) : agreement;
   return result;
 }
 

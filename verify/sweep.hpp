@@ -41,6 +41,14 @@ namespace dplr {
 
 inline constexpr double kMinReferenceBits = 80.0;
 
+// Why a GPU kernel cannot be judged on a case whose exact answer it cannot represent: where an exact output or
+// gradient of `exact` (kOutputNames, kGradientNames) exceeds the kernels' fp32 arithmetic's largest finite value
+// (3.4e38), the account ("the exact ht reaches 1.2e+53 at [0, 0, 0, 0], beyond F32's finite range (3.4e+38): no
+// fp32 kernel can represent it"); empty otherwise. Growth comes from transitions of modulus > 1 (edge-of-stability
+// with decay: K = 1 gives 2 - e^gk, up to 1.95 a token; property case 23-26, session 9: ht ~1e53 at T = 300). A
+// kernel that returns NaN or infinity where the exact answer is finite in fp32 is still judged (and fails).
+std::optional<std::string> beyond_kernel_range(const ExactTensorMap& exact);
+
 // The chunk-form oracle's agreement with the exact recurrence (the identity the oracle claims), per tensor of
 // `names` found in both, as bits (reference/exact_tensor.hpp agreement_bits, capped at `cap_bits`).
 //
@@ -52,14 +60,6 @@ inline constexpr double kMinReferenceBits = 80.0;
 // qd) is run and the identity is judged there: it holds when the wider oracle agrees to kMinReferenceBits. A
 // mismatch of the forms (a wrong stage) shows at every precision and still fails; the dd oracle's own shortfall
 // is reported beside it.
-// Why a GPU kernel cannot be judged on a case whose exact answer it cannot represent: where an exact output or
-// gradient of `exact` (kOutputNames, kGradientNames) exceeds the kernels' fp32 arithmetic's largest finite value
-// (3.4e38), the account ("the exact ht reaches 1.2e+53 at [0, 0, 0, 0], beyond F32's finite range (3.4e+38): no
-// fp32 kernel can represent it"); empty otherwise. Growth comes from transitions of modulus > 1 (edge-of-stability
-// with decay: K = 1 gives 2 - e^gk, up to 1.95 a token; property case 23-26, session 9: ht ~1e53 at T = 300). A
-// kernel that returns NaN or infinity where the exact answer is finite in fp32 is still judged (and fails).
-std::optional<std::string> beyond_kernel_range(const ExactTensorMap& exact);
-
 struct OracleAgreement {
   bool holds = false;
   std::string text;  // "agrees with the recurrence to 95.2 bits (worst: o)", or the wider run's account
