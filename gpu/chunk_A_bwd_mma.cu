@@ -195,7 +195,7 @@ __device__ __forceinline__ void row_readback(const float* Prow, const Column& c,
 template <typename T, int Lb>
 __device__ __forceinline__ void level(const float* sA, float* sw, int lane, float scale, const Column& c, Accum& acc) {
   // Each product is stored over its operand (Prow over Brow, Pcol over Bcol): a lane stores its part of a column strip
-  // only after the MMA that read every lane's operand of that strip.
+  // only after a __syncwarp that follows every lane's read of that strip.
   float *Brow = sw, *Bcol = sw + kTile, *Prow = Brow, *Pcol = Bcol;
   const int g = lane >> 2, t = lane & 3, ch = lane % kN, hf = lane / kN;
   constexpr int nloc = Lb == 8 ? 1 : kHalf / (2 * Lb);  // the lane's blocks
@@ -230,6 +230,9 @@ __device__ __forceinline__ void level(const float* sA, float* sw, int lane, floa
         split_tf32(B[op_ix(8 * ks + t + 4, 8 * nt + g)], bh1, bl1);
         mma_3xtf32(d, d, d, ah[ks], al[ks], bh0, bl0, bh1, bl1);
       }
+      // Every lane's read of strip nt before any lane's store over it: mma.sync's convergence orders them in practice,
+      // but only __syncwarp orders shared memory in CUDA's model (racecheck reported these as WAR hazards).
+      __syncwarp();
       st_pair(P + op_ix(g, 8 * nt + 2 * t), d[0], d[1]);
       st_pair(P + op_ix(g + 8, 8 * nt + 2 * t), d[2], d[3]);
     }
