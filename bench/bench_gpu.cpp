@@ -344,7 +344,7 @@ int dplr::run_gpu_benchmarks(const char* json_path, const std::string& part) {
     g::ChunkWorkspace fws = g::carve_chunk_workspace(sets[0].in, C, fwsbuf.f());
     fws.gi = fws.ge = nullptr;
     if (g::chunk_fused_ho(sets[0].in, C)) fws.h = fws.v_new = nullptr;
-    const g::BackwardInputs bin0{sets[0].in, dobuf.get(), dhtbuf.f()};
+    const g::BackwardInputs bin0{sets[0].in, dobuf.get(), dhtbuf.f(), {}};
     const g::BackwardWorkspaceSizes bs = g::chunk_backward_workspace_floats(bin0, C);
     DeviceBuffer bwsbuf(bs.total() * 4);
     const g::BackwardWorkspace bws = g::carve_backward_workspace(bin0, C, bwsbuf.f());
@@ -353,12 +353,12 @@ int dplr::run_gpu_benchmarks(const char* json_path, const std::string& part) {
     std::snprintf(shape, sizeof shape, "B%lld T%lld H%lld D%lld", B, T, H, D);
     auto chunk_step = [&](int s) {
       g::chunk_forward_fused(sets[s].in, C, fws, o, ht);
-      g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f()}, C, bws, out);
+      g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f(), {}}, C, bws, out);
     };
     validate_backward(std::string("chunk fwd+bwd C16 ") + shape, sets[0], dobuf.get(), dhtbuf.f(), out, [&] { chunk_step(0); });
     record("chunk fwd+bwd bf16 C16", shape, time_it(2, 2, 10, chunk_step), 0.6 * fla, fla);
     const auto bwd = time_it(2, 2, 10, [&](int s) {
-      g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f()}, C, bws, out);
+      g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f(), {}}, C, bws, out);
     });
     record("  chunk bwd alone C16", shape, bwd, 0, 0);
     {  // The backward's stages, each timed alone on the workspace the backward just filled (the stages that add to
@@ -366,7 +366,7 @@ int dplr::run_gpu_benchmarks(const char* json_path, const std::string& part) {
       const g::ChunkWorkspace& w = bws.forward;
       const g::GatedOperands& gt = w.gated;
       const g::GradientShares& sh = bws.shares;
-      auto bin = [&](int s) { return g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f()}; };
+      auto bin = [&](int s) { return g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f(), {}}; };
       double sum = 0;
       auto stage = [&](const std::string& name, const std::function<void(int)>& fn) {
         const auto ts = time_it(2, 2, 10, fn);

@@ -5,7 +5,7 @@
 #include <chrono>
 #include <cstdio>
 
-#include "reference/parallel.hpp"
+#include "core/parallel.hpp"
 
 namespace dplr::cli {
 namespace {

@@ -1,4 +1,4 @@
-// The progress line of long commands on stderr: tokens of the recurrence (reference/parallel.hpp's
+// The progress line of long commands on stderr: tokens of the recurrence (core/parallel.hpp's
 // token_progress) and (sequence, head) pairs finished. On a terminal it is redrawn in place twice a second;
 // otherwise (a log, a pipe) a line is printed every few seconds, so a long run is never silent.
 #pragma once

@@ -1,6 +1,8 @@
 #include "core/dtype.hpp"
 
+#include <algorithm>
 #include <bit>
+#include <cstdint>
 #include <cmath>
 #include <limits>
 
@@ -23,15 +25,24 @@ constexpr FloatFormat format_of(DType dtype) {
   }
 }
 
-// Rounds x to the format by scaling to an integer grid: the division by a power of two is exact and
-// nearbyint rounds to nearest even in the default rounding mode.
+// 2^e, exactly, from its bits where it is a normal double (no libm call: ldexp and ilogb were most of the
+// comparison's time on a training-scale recording, 3.4e7 elements a tensor, two roundings an element).
+double pow2(int e) {
+  return e >= -1022 ? std::bit_cast<double>(static_cast<std::uint64_t>(e + 1023) << 52) : std::ldexp(1.0, e);
+}
+
+// floor(log2 |x|) of a finite non-zero normal double; a subnormal double gives -1023, below the smallest normal
+// exponent of every format, which the callers clamp to.
+int exponent_of(double x) { return static_cast<int>((std::bit_cast<std::uint64_t>(x) >> 52) & 0x7ff) - 1023; }
+
+// Rounds x to the format by scaling to an integer grid: the scaling by a power of two is exact and nearbyint
+// rounds to nearest even in the default rounding mode.
 double round_to_format(double x, FloatFormat f) {
   if (!std::isfinite(x) || x == 0.0 || f.significand_bits >= 53) return x;
-  int exponent = std::ilogb(x);
-  if (exponent < f.min_exponent) exponent = f.min_exponent;  // subnormal grid
-  const double spacing = std::ldexp(1.0, exponent - (f.significand_bits - 1));
-  const double rounded = std::nearbyint(x / spacing) * spacing;
-  const double largest = std::ldexp(2.0 - std::ldexp(1.0, 1 - f.significand_bits), f.max_exponent);
+  const int exponent = std::max(exponent_of(x), f.min_exponent);  // subnormal grid below the smallest normal
+  const int spacing_exponent = exponent - (f.significand_bits - 1);
+  const double rounded = std::nearbyint(x * pow2(-spacing_exponent)) * pow2(spacing_exponent);
+  const double largest = (2.0 - pow2(1 - f.significand_bits)) * pow2(f.max_exponent);
   if (std::fabs(rounded) > largest) return std::copysign(std::numeric_limits<double>::infinity(), x);
   return rounded;
 }
@@ -83,9 +94,8 @@ double dtype_ulp(double x, DType dtype) {
   const FloatFormat f = format_of(dtype);
   if (f.significand_bits == 0) return 1.0;
   const double r = round_to_format(x, f);
-  int exponent = (r == 0.0 || !std::isfinite(r)) ? f.min_exponent : std::ilogb(r);
-  if (exponent < f.min_exponent) exponent = f.min_exponent;
-  return std::ldexp(1.0, exponent - (f.significand_bits - 1));
+  const int exponent = (r == 0.0 || !std::isfinite(r)) ? f.min_exponent : std::max(exponent_of(r), f.min_exponent);
+  return pow2(exponent - (f.significand_bits - 1));
 }
 
 double fp16_bits_to_double(std::uint16_t bits) {

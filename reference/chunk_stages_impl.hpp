@@ -20,7 +20,7 @@
 #include "reference/chunk_o.hpp"
 #include "reference/chunk_o_bwd.hpp"
 #include "reference/chunk_stages.hpp"
-#include "reference/parallel.hpp"
+#include "core/parallel.hpp"
 #include "reference/scalar.hpp"
 
 namespace dplr {

@@ -43,7 +43,9 @@ using ExactTensorMap = std::map<std::string, ExactTensor>;
 // (the same errors: the worst elements are the smallest ones).
 inline constexpr double kAgreementFloor = 0x1p-16;
 double agreement_bits(const ExactTensor& x, const ExactTensor& y, double cap_bits);
-// x_i - y_i per element, summed part by part in quad-double (resolved to ~2^-212 of the leading parts).
+// x_i - y_i of element i, summed part by part in double-double (both at most two parts) or quad-double: resolved
+// to ~2^-104 or ~2^-209 of the leading parts. expansion_differences: of every element.
+double expansion_difference(const ExactTensor& x, const ExactTensor& y, std::int64_t i);
 std::vector<double> expansion_differences(const ExactTensor& x, const ExactTensor& y);
 // agreement_bits from differences already formed (difference[i] = x_i - y_i), y's magnitudes taken of `y`'s
 // leading parts: what a streamed run keeps (reference.hpp, ReferenceOptions::kept_limbs). 0 if any is non-finite.

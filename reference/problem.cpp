@@ -132,15 +132,22 @@ void validate_problem(const DplrProblem& p, std::string_view origin) {
 }
 
 DplrProblem problem_from_tensors(const TensorMap& tensors, double scale, bool reverse, std::string_view origin) {
-  auto require = [&](std::string_view name) -> const Tensor& {
+  TensorMap inputs;  // the inputs only: outputs and gradients beside them are not copied
+  for (auto name : kInputNames)
+    if (auto it = tensors.find(std::string(name)); it != tensors.end()) inputs.emplace(it->first, it->second);
+  return problem_from_tensors(std::move(inputs), scale, reverse, origin);
+}
+
+DplrProblem problem_from_tensors(TensorMap&& tensors, double scale, bool reverse, std::string_view origin) {
+  auto require = [&](std::string_view name) -> Tensor {
     auto it = tensors.find(std::string(name));
     if (it == tensors.end()) throw InputError(fmt::format("{}: required tensor '{}' is missing", origin, name));
-    return it->second;
+    return std::move(it->second);
   };
   auto optional = [&](std::string_view name) -> std::optional<Tensor> {
     auto it = tensors.find(std::string(name));
     if (it == tensors.end()) return std::nullopt;
-    return it->second;
+    return std::move(it->second);
   };
   DplrProblem p;
   p.q = require("q");

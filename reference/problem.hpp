@@ -55,7 +55,10 @@ std::string gradient_name(std::string_view input);
 
 // Builds a problem from named tensors (as read from a file), checking every shape against the contract.
 // `origin` names the source (a file path) in error messages. Options: scale (NaN: default K^-1/2), reverse.
+// The first form copies the inputs; the second moves their values out of `tensors` (a training-scale
+// recording's inputs are gigabytes), whose entries of those names are then left empty.
 DplrProblem problem_from_tensors(const TensorMap& tensors, double scale, bool reverse, std::string_view origin);
+DplrProblem problem_from_tensors(TensorMap&& tensors, double scale, bool reverse, std::string_view origin);
 
 // Checks shapes, cu_seqlens and finiteness; throws InputError naming `origin`, the tensor and what was
 // expected. A problem built by hand should pass this before it is run.

@@ -9,7 +9,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "reference/parallel.hpp"
+#include "core/parallel.hpp"
 #include "reference/recurrent.hpp"
 #include "reference/scalar.hpp"
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <ctime>
 #include <limits>
+#include <stdexcept>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -12,7 +13,7 @@
 #include "core/error.hpp"
 #include "core/memory.hpp"
 #include "reference/dispatch.hpp"
-#include "reference/parallel.hpp"
+#include "core/parallel.hpp"
 #include "reference/recurrent.hpp"
 
 namespace dplr {
@@ -227,33 +228,65 @@ ReferenceResult run_certified_streamed(const DplrProblem& problem, const Referen
     const ReferenceResult other = run_reference(batch, at);
     add_times(result, answer, other);
     for (const auto& note : answer.notes) result.notes.push_back(fmt::format("sequences {} to {}: {}", first, first + count - 1, note));
-    for (const auto& [name, part] : answer.tensors) {
-      ExactTensor& whole = result.tensors[name];
-      std::vector<double>& difference = differences[name];
-      std::vector<std::int64_t> shape = part.shape;
-      if (whole.shape.empty()) {
-        shape[0] = is_state_tensor(name) ? problem.num_sequences() : problem.shape.B;
-        if (!is_state_tensor(name)) shape[1] = problem.shape.T;
-        whole = ExactTensor(shape, kept);
-        difference.assign(static_cast<std::size_t>(whole.numel()), 0.0);
+    if (result.tensors.empty()) {
+      // The whole tensors, each allocated (and so first touched: gigabytes at training scale) on a worker thread.
+      std::vector<std::string> names;
+      for (const auto& [name, part] : answer.tensors) names.push_back(name);
+      std::vector<ExactTensor> wholes(names.size());
+      std::vector<std::vector<double>> zeros(names.size());
+      parallel_for(
+          static_cast<std::int64_t>(names.size()), options.threads,
+          [&](std::int64_t i) {
+            std::vector<std::int64_t> shape = answer.tensors.at(names[i]).shape;
+            shape[0] = is_state_tensor(names[i]) ? problem.num_sequences() : problem.shape.B;
+            if (!is_state_tensor(names[i])) shape[1] = problem.shape.T;
+            wholes[i] = ExactTensor(shape, kept);
+            zeros[i].assign(static_cast<std::size_t>(wholes[i].numel()), 0.0);
+          },
+          Progress::None);
+      for (std::size_t i = 0; i < names.size(); ++i) {
+        result.tensors.emplace(names[i], std::move(wholes[i]));
+        differences.emplace(names[i], std::move(zeros[i]));
       }
+    }
+    for (const auto& [name, part] : answer.tensors) {
+      ExactTensor& whole = result.tensors.at(name);
+      std::vector<double>& difference = differences.at(name);
       const SequenceSpan span = problem.sequence(first);
       std::int64_t per_row = 1;  // elements a state (sequence), or a token row of every head
       for (std::size_t dim = is_state_tensor(name) ? 1 : 2; dim < part.shape.size(); ++dim) per_row *= part.shape[dim];
       const std::int64_t offset = is_state_tensor(name) ? first * per_row : (span.batch * problem.shape.T + span.begin) * per_row;
-      // The lower run minus the higher, as agreement_bits forms it.
-      const std::vector<double> d = extrapolated ? expansion_differences(other.tensors.at(name), part)
-                                                 : expansion_differences(part, other.tensors.at(name));
-      std::copy(d.begin(), d.end(), difference.begin() + offset);
-      for (std::int64_t i = 0; i < part.numel(); ++i)
-        for (int l = 0; l < kept; ++l) whole.parts[(offset + i) * kept + l] = part.parts[i * part.limbs + l];
+      // The lower run minus the higher, as agreement_bits forms it, and the kept parts: on the run's threads, a
+      // block of elements each (a training-scale batch, one sequence, has 4.2e6 elements a tensor).
+      const ExactTensor& higher = extrapolated ? part : other.tensors.at(name);
+      const ExactTensor& lower = extrapolated ? other.tensors.at(name) : part;
+      if (higher.shape != lower.shape) throw std::logic_error("run_certified_streamed: the two runs' shapes differ");
+      constexpr std::int64_t kBlock = 1 << 15;
+      const std::int64_t n = part.numel();
+      parallel_for(
+          (n + kBlock - 1) / kBlock, options.threads,
+          [&](std::int64_t block) {
+            for (std::int64_t i = block * kBlock; i < std::min(n, (block + 1) * kBlock); ++i) {
+              difference[offset + i] = expansion_difference(lower, higher, i);
+              for (int l = 0; l < kept; ++l) whole.parts[(offset + i) * kept + l] = part.parts[i * part.limbs + l];
+            }
+          },
+          Progress::None);
     }
     first += count;
   }
   const double agreement_cap = std::min(options.precision.significand_bits(), other_precision.significand_bits());
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : result.tensors) names.push_back(name);
+  std::vector<double> bits(names.size());
+  parallel_for(
+      static_cast<std::int64_t>(names.size()), options.threads,
+      [&](std::int64_t i) {
+        bits[i] = agreement_bits_of_differences(differences.at(names[i]), result.tensors.at(names[i]), agreement_cap);
+      },
+      Progress::None);
   std::map<std::string, double> agreement;
-  for (const auto& [name, tensor] : result.tensors)
-    agreement[name] = agreement_bits_of_differences(differences.at(name), tensor, agreement_cap);
+  for (std::size_t i = 0; i < names.size(); ++i) agreement[names[i]] = bits[i];
   result.estimated_bits =
       extrapolated ? extrapolate_between(agreement, options.precision, other_precision, &result.notes) : agreement;
   return result;

@@ -1,12 +1,14 @@
 #include "verify/compare.hpp"
 
 #include <algorithm>
+#include <exception>
 #include <span>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "core/error.hpp"
+#include "core/parallel.hpp"
 #include "reference/problem.hpp"
 
 namespace dplr {
@@ -38,15 +40,17 @@ void check_shapes(const std::string& name, const std::vector<std::int64_t>& actu
                                  shape_string(actual), expected_name, shape_string(expected)));
 }
 
-// The first part of every element's expansion: the element correctly rounded to double (exact_tensor.hpp).
-std::vector<double> rounded_values(const std::string& name, const ExactTensor& exact) {
+// The first part of every element's expansion: the element correctly rounded to double (exact_tensor.hpp). The
+// parts themselves where each element has one; else copied into `storage`.
+std::span<const double> rounded_values(const std::string& name, const ExactTensor& exact, std::vector<double>& storage) {
   const std::int64_t numel = numel_of(exact.shape);
   if (exact.limbs < 1 || static_cast<std::int64_t>(exact.parts.size()) != numel * exact.limbs)
     throw InputError(fmt::format("exact tensor '{}': shape {} with {} limbs needs {} parts, it holds {}", name,
                                  shape_string(exact.shape), exact.limbs, numel * exact.limbs, exact.parts.size()));
-  std::vector<double> values(static_cast<std::size_t>(numel));
-  for (std::int64_t i = 0; i < numel; ++i) values[i] = exact.value(i);
-  return values;
+  if (exact.limbs == 1) return exact.parts;
+  storage.resize(static_cast<std::size_t>(numel));
+  for (std::int64_t i = 0; i < numel; ++i) storage[i] = exact.value(i);
+  return storage;
 }
 
 DType judged_dtype(DType storage, const std::optional<DType>& working, FloorBasis basis) {
@@ -90,10 +94,11 @@ std::vector<std::string> difference(const std::vector<std::string>& a, const std
   return out;
 }
 
-// Sorted names of both sides (std::map keeps them sorted), the shared ones in contract order.
+// Sorted names of both sides (std::map keeps them sorted), the shared ones in contract order, compared on up to
+// `threads` threads at once (each tensor alone on one; the first error, in contract order, is rethrown).
 template <class ExpectedMap>
 ComparisonResult compare_names(const TensorMap& actual, const ExpectedMap& expected, std::string_view expected_name,
-                               bool require_shared, auto&& compare_one) {
+                               bool require_shared, int threads, auto&& compare_one) {
   const auto actual_names = names_of(actual), expected_names = names_of(expected);
   const auto shared = shared_names(actual_names, expected_names);
   if (shared.empty() && require_shared)
@@ -102,8 +107,22 @@ ComparisonResult compare_names(const TensorMap& actual, const ExpectedMap& expec
   ComparisonResult out;
   out.only_in_actual = difference(actual_names, expected_names);
   out.only_in_expected = difference(expected_names, actual_names);
-  for (const auto& name : contract_order(shared)) {
-    out.tensors.push_back(compare_one(name));
+  const std::vector<std::string> names = contract_order(shared);
+  std::vector<std::optional<TensorResult>> results(names.size());
+  std::vector<std::exception_ptr> errors(names.size());
+  parallel_for(
+      static_cast<std::int64_t>(names.size()), threads,
+      [&](std::int64_t i) {
+        try {
+          results[i] = compare_one(names[i]);
+        } catch (...) {
+          errors[i] = std::current_exception();
+        }
+      },
+      Progress::None);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (errors[i]) std::rethrow_exception(errors[i]);
+    out.tensors.push_back(std::move(*results[i]));
     out.verdict = worst_verdict(out.verdict, out.tensors.back().verdict);
   }
   return out;
@@ -113,7 +132,7 @@ ComparisonResult compare_exact(const TensorMap& actual, const ExactTensorMap& ex
                                const CompareOptions& options, bool require_shared) {
   const auto working = options.working_dtype ? options.working_dtype : working_dtype_of(actual);
   const auto cu_seqlens = cu_seqlens_of(options.cu_seqlens, actual);
-  return compare_names(actual, exact, "exact", require_shared, [&](const std::string& name) {
+  return compare_names(actual, exact, "exact", require_shared, options.threads, [&](const std::string& name) {
     const Tensor& a = actual.at(name);
     const ExactTensor& e = exact.at(name);
     check_actual(name, a);
@@ -122,11 +141,13 @@ ComparisonResult compare_exact(const TensorMap& actual, const ExactTensorMap& ex
     std::optional<double> conditioning;
     if (options.conditioning)
       if (auto it = options.conditioning->find(name); it != options.conditioning->end()) conditioning = it->second;
-    const auto expected = rounded_values(name, e);
+    std::vector<double> storage, implementation_storage;
+    const auto expected = rounded_values(name, e, storage);
     std::optional<double> implementation_misrounded;
     if (options.implementation && (a.dtype == DType::BF16 || a.dtype == DType::F16))
       if (auto it = options.implementation->find(name); it != options.implementation->end() && it->second.shape == e.shape)
-        implementation_misrounded = misrounded_fraction_of(rounded_values(name, it->second), expected, a.dtype);
+        implementation_misrounded =
+            misrounded_fraction_of(rounded_values(name, it->second, implementation_storage), expected, a.dtype);
     auto metrics = compute_metrics(a.values, expected, a.dtype, a.shape,
                                    {.floor_dtype = judged_as,
                                     .layout = layout_for(name, a.shape, cu_seqlens, options.block_tokens),
@@ -147,7 +168,7 @@ ComparisonResult compare_diff(const TensorMap& a, const TensorMap& b, const Tole
                               const DiffOptions& options) {
   const auto working = options.working_dtype ? options.working_dtype : working_dtype_of(a);
   const auto cu_seqlens = cu_seqlens_of(options.cu_seqlens, a);
-  return compare_names(a, b, "B", /*require_shared=*/true, [&](const std::string& name) {
+  return compare_names(a, b, "B", /*require_shared=*/true, /*threads=*/1, [&](const std::string& name) {
     const Tensor& actual = a.at(name);
     const Tensor& expected = b.at(name);
     check_actual(name, actual);

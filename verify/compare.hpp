@@ -49,6 +49,8 @@ struct CompareOptions {
   // implementation's misrounded fraction, stored in the tensor's dtype, and its misrounded limit is at least twice
   // it (tolerance.cpp). nullptr: none.
   const std::map<std::string, ExactTensor>* implementation = nullptr;
+  // Tensors measured at once (0: one a core); each measures on its own thread, the results in contract order.
+  int threads = 1;
 };
 
 // `dplr diff`: B is the expected side. Floors: measured from B where B's dtype is more precise than the

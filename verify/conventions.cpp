@@ -104,7 +104,7 @@ std::pair<std::string, std::string> parse_map(std::string_view text) {
   return {std::string(text.substr(0, eq)), std::string(text.substr(eq + 1))};
 }
 
-ContractView to_contract(const TensorFile& file, const TensorConvention& convention, std::string_view origin) {
+ContractView to_contract(TensorFile file, const TensorConvention& convention, std::string_view origin) {
   ContractView view;
   view.file.metadata = file.metadata;
   std::map<std::string, std::string> renames;  // file name -> contract name
@@ -118,7 +118,7 @@ ContractView to_contract(const TensorFile& file, const TensorConvention& convent
     for (const auto& [from, to] : rwkv7_names())
       if (file.tensors.count(from) && !renames.count(from)) renames[from] = to;
 
-  for (const auto& [name, tensor] : file.tensors) {
+  for (auto& [name, tensor] : file.tensors) {
     const auto it = renames.find(name);
     const std::string contract = it == renames.end() ? name : it->second;
     if (view.file.tensors.count(contract)) {
@@ -126,7 +126,7 @@ ContractView to_contract(const TensorFile& file, const TensorConvention& convent
       throw InputError(fmt::format("{}: tensors '{}' and '{}' both map to the contract's '{}'", origin,
                                    other == name ? contract : other, name, contract));
     }
-    Tensor mapped = tensor;
+    Tensor mapped = std::move(tensor);
     if (convention.layout == TokenLayout::HeadFirst && is_token_tensor(contract)) {
       if (mapped.shape.size() != 4)
         throw InputError(fmt::format("{}: tensor '{}' has shape {}; head-first layout expects [B, H, T, D]", origin,

@@ -54,7 +54,8 @@ struct ContractView {
 
 // InputError, naming `origin` and the tensor, on a --map of an absent tensor, two names for one contract
 // tensor, a head-first tensor that is not 4-d, rwkv7 without a decay parametrization.
-ContractView to_contract(const TensorFile& file, const TensorConvention& convention, std::string_view origin);
+// The file is taken by value: a caller done with it moves it in, and its tensors are moved, not copied.
+ContractView to_contract(TensorFile file, const TensorConvention& convention, std::string_view origin);
 
 // The exact dgk as the exact gradient of the file's w (dL/dw = dL/dgk g'(w)), when gk came from w.
 void exact_to_file_convention(ExactTensorMap& exact, const ContractView& view);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -47,15 +48,25 @@ DplrProblem problem_from_file(const TensorFile& file, std::string_view origin) {
   return problem_from_tensors(file.tensors, metadata_scale(file, origin), metadata_reverse(file, origin), origin);
 }
 
-CaseResult verify_case(const TensorFile& recorded, const TolerancePolicy& policy, const VerifyCaseOptions& o,
+CaseResult verify_case(TensorFile recorded, const TolerancePolicy& policy, const VerifyCaseOptions& o,
                        std::string_view origin, ReferenceResult* exact_out) {
-  const ContractView view = to_contract(recorded, o.convention, origin);
-  const TensorFile& file = view.file;
-  const DplrProblem problem = problem_from_file(file, origin);
+  ContractView view = to_contract(std::move(recorded), o.convention, origin);
+  TensorMap& tensors = view.file.tensors;
   bool has_gradients = false;
-  for (auto name : kGradientNames) has_gradients = has_gradients || file.tensors.count(std::string(name));
+  for (auto name : kGradientNames) has_gradients = has_gradients || tensors.count(std::string(name));
   bool has_outputs = false;
-  for (auto name : kOutputNames) has_outputs = has_outputs || file.tensors.count(std::string(name));
+  for (auto name : kOutputNames) has_outputs = has_outputs || tensors.count(std::string(name));
+  std::map<std::string, DType> dtypes;
+  for (const auto& [name, tensor] : tensors) dtypes[name] = tensor.dtype;
+  const std::optional<DType> working = working_dtype_of(tensors);
+  // The inputs move into the problem (a training-scale recording's are gigabytes); the rest is compared.
+  TensorMap inputs;
+  for (auto name : kInputNames)
+    if (auto node = tensors.extract(std::string(name))) inputs.insert(std::move(node));
+  std::vector<std::string> input_names;
+  for (const auto& [name, tensor] : inputs) input_names.push_back(name);
+  const DplrProblem problem =
+      problem_from_tensors(std::move(inputs), metadata_scale(view.file, origin), metadata_reverse(view.file, origin), origin);
   if (!has_outputs && !has_gradients)
     throw InputError(fmt::format("{}: holds no output (o, ht) or gradient (dq ... dh0) to verify", origin));
   if (has_gradients && !problem.grad_o)
@@ -76,14 +87,26 @@ CaseResult verify_case(const TensorFile& recorded, const TolerancePolicy& policy
                                      : run_reference(problem, options);
 
   CaseResult c = describe_case(problem, std::string(origin));
-  for (const auto& [name, tensor] : file.tensors) c.dtypes[name] = tensor.dtype;
-  if (auto it = file.metadata.find("producer"); it != file.metadata.end()) c.notes.push_back("producer: " + it->second);
+  for (const auto& [name, dtype] : dtypes) c.dtypes[name] = dtype;
+  if (auto it = view.file.metadata.find("producer"); it != view.file.metadata.end())
+    c.notes.push_back("producer: " + it->second);
   c.notes.insert(c.notes.end(), exact.notes.begin(), exact.notes.end());
   c.reference = reference_info(exact);
-  ExactTensorMap expected = exact.tensors;
-  exact_to_file_convention(expected, view);
-  c.comparison = compare(file.tensors, expected, policy, {.block_tokens = o.block_tokens});
-  c.working_dtype = working_dtype_of(file.tensors);
+  // Judged against the exact tensors as they are, unless the file's convention needs them converted (a copy:
+  // `exact_out` receives them in the contract's names).
+  std::optional<ExactTensorMap> converted;
+  if (view.decay) {
+    converted = exact.tensors;
+    exact_to_file_convention(*converted, view);
+  }
+  c.comparison = compare(tensors, converted ? *converted : exact.tensors, policy,
+                         {.working_dtype = working, .cu_seqlens = problem.cu_seqlens, .block_tokens = o.block_tokens,
+                          .threads = o.threads});
+  // The inputs were not compared: listed as before they moved into the problem.
+  auto& not_compared = c.comparison.only_in_actual;
+  not_compared.insert(not_compared.end(), input_names.begin(), input_names.end());
+  std::sort(not_compared.begin(), not_compared.end());
+  c.working_dtype = working;
   name_as_file(c, view);
   if (exact_out) *exact_out = std::move(exact);
   return c;

@@ -36,8 +36,9 @@ struct VerifyCaseOptions {
 // file's `producer` metadata, the convention's mapping, inputs outside the intended domain), under the
 // file's names. InputError, naming `origin`, when the file is not a case (problem_from_file), holds no
 // output or gradient, or gradients without `do`. `exact`, when given, receives the reference run (in the
-// contract's names and layout). The caller adds source.files (it knows where the tensors came from).
-CaseResult verify_case(const TensorFile& file, const TolerancePolicy& policy, const VerifyCaseOptions& options,
+// contract's names and layout). The caller adds source.files (it knows where the tensors came from). The file
+// is taken by value: a caller done with it moves it in, and no tensor is copied.
+CaseResult verify_case(TensorFile file, const TolerancePolicy& policy, const VerifyCaseOptions& options,
                        std::string_view origin, ReferenceResult* exact = nullptr);
 
 }  // namespace dplr

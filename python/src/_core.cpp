@@ -83,6 +83,7 @@ struct VerifyArguments {
   std::vector<std::string> overrides;
   std::string precision;
   bool certify = true;
+  std::string estimate = "repeat";
   int threads = 0;
   std::string convention = "contract";
   std::string decay;
@@ -106,6 +107,7 @@ std::pair<std::string, std::string> verify_tensor_file(const dplr::TensorFile& f
   dplr::VerifyCaseOptions options;
   options.precision = dplr::Precision::parse(a.precision);
   options.certify = a.certify;
+  options.estimate = dplr::parse_estimate_method(a.estimate);
   options.threads = a.threads;
   options.convention = dplr::parse_convention(a.convention);
   if (!a.decay.empty()) options.convention.decay = dplr::parse_decay(a.decay);
@@ -145,6 +147,7 @@ NB_MODULE(_core, m) {
       .def_rw("overrides", &VerifyArguments::overrides)
       .def_rw("precision", &VerifyArguments::precision)
       .def_rw("certify", &VerifyArguments::certify)
+      .def_rw("estimate", &VerifyArguments::estimate)
       .def_rw("threads", &VerifyArguments::threads)
       .def_rw("convention", &VerifyArguments::convention)
       .def_rw("decay", &VerifyArguments::decay)
@@ -163,7 +166,7 @@ NB_MODULE(_core, m) {
   m.def(
       "reference",
       [](const NamedArrays& arrays, std::optional<double> scale, bool reverse, const std::string& precision,
-         bool certify, int threads, bool rigorous, double proven_bits, int max_precision) {
+         bool certify, const std::string& estimate, int threads, bool rigorous, double proven_bits, int max_precision) {
         const dplr::TensorMap tensors = to_tensor_map(arrays);
         dplr::ReferenceResult result;
         {
@@ -173,6 +176,7 @@ NB_MODULE(_core, m) {
           dplr::ReferenceOptions options;
           options.precision = dplr::Precision::parse(precision);
           options.threads = threads;
+          options.estimate = dplr::parse_estimate_method(estimate);
           if (rigorous)
             result = dplr::run_rigorous_reference(problem, options, {.proven_bits = proven_bits, .max_precision = max_precision});
           else
@@ -186,7 +190,7 @@ NB_MODULE(_core, m) {
         return std::tuple{out, result.estimated_bits, result.proven_bits, radius, result.precision.name(), result.seconds};
       },
       nb::arg("tensors"), nb::arg("scale"), nb::arg("reverse"), nb::arg("precision"), nb::arg("certify"),
-      nb::arg("threads"), nb::arg("rigorous"), nb::arg("proven_bits"), nb::arg("max_precision"));
+      nb::arg("estimate"), nb::arg("threads"), nb::arg("rigorous"), nb::arg("proven_bits"), nb::arg("max_precision"));
 
   m.def(
       "verify_path",

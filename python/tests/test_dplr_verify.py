@@ -83,6 +83,23 @@ def test_reference_rigorous_proves_its_bits():
     assert min(estimated["estimated_bits"].values()) > 80
 
 
+def test_reference_estimate_extrapolated_agrees_with_repeat():
+    # estimate="extrapolated": dd's bits from its agreement with double plus the gap (less the margin); on a
+    # well-conditioned case both estimates claim more than 90 bits, the same values, and a bad name is refused.
+    case = dv.gen("fla", **SMALL, dtype="bf16", seed=5)
+    repeat = dv.reference(**case)
+    extrapolated = dv.reference(**case, estimate="extrapolated")
+    assert set(extrapolated["estimated_bits"]) == set(repeat["estimated_bits"])
+    assert min(extrapolated["estimated_bits"].values()) > 90
+    for name in ("o", "dgk"):
+        np.testing.assert_array_equal(extrapolated[name], repeat[name], err_msg=name)
+    with pytest.raises(ValueError, match="estimate 'guess'"):
+        dv.reference(**case, estimate="guess")
+    report = dv.verify(exact_outputs_in(case, repeat, BF16), estimate="extrapolated")
+    assert report["verdict"] == "pass"
+    assert report["cases"][0]["reference"]["estimate_method"] == "extrapolated"
+
+
 def test_reference_equals_dplr_ref(dplr_binary, tmp_path):
     case = dv.gen("fla", **SMALL, dtype="bf16", seed=5)
     dv.record(tmp_path / "case.safetensors", **case)

@@ -112,7 +112,7 @@ def distributions() -> list[str]:
 
 
 def reference(q, k, v, a, b, gk, h0=None, do=None, dht=None, cu_seqlens=None, scale=None, reverse=False,
-              precision="dd", certify=True, threads=0, rigorous=False, proven_bits=64.0,
+              precision="dd", certify=True, estimate="repeat", threads=0, rigorous=False, proven_bits=64.0,
               max_precision=4096) -> dict[str, Any]:
     """The exact outputs of the contract's recurrence, and with `do` its seven gradients.
 
@@ -122,6 +122,9 @@ def reference(q, k, v, a, b, gk, h0=None, do=None, dht=None, cu_seqlens=None, sc
     bits the balls' radii prove; empty unless rigorous=True), "radius" (rigorous=True: per tensor, a float64
     array bounding |exact - value| less half an ulp of the value; else empty), "precision" and "seconds".
     precision: "double", "dd" (double-double), "td", "qd", or a bit count for MPFR ("256").
+    estimate: how "estimated_bits" are found: "repeat" (against a run at the next precision) or
+    "extrapolated" (from a run at the previous one, plus the precisions' gap less a margin; validated for td
+    from dd and dd from double, several times cheaper: `dplr ref --estimate` has the same choice).
     rigorous: Arb ball arithmetic at a working precision growing until `proven_bits` are proven on every
     tensor or `max_precision` bits are reached (then an error says what was reached); precision and
     certify are ignored. A build without Arb refuses it with an error.
@@ -129,7 +132,8 @@ def reference(q, k, v, a, b, gk, h0=None, do=None, dht=None, cu_seqlens=None, sc
     case = dict(q=q, k=k, v=v, a=a, b=b, gk=gk, h0=h0, do=do, dht=dht, cu_seqlens=cu_seqlens)
     tensors, _, _ = _split_case(case)
     outputs, estimated_bits, proven, radius, precision_name, seconds = _core.reference(
-        tensors, None if scale is None else float(scale), bool(reverse), str(precision), bool(certify), int(threads),
+        tensors, None if scale is None else float(scale), bool(reverse), str(precision), bool(certify), str(estimate),
+        int(threads),
         bool(rigorous), float(proven_bits), int(max_precision))
     result: dict[str, Any] = dict(outputs)
     result.update(estimated_bits=dict(estimated_bits), proven_bits=dict(proven), radius=dict(radius),
@@ -150,7 +154,7 @@ class Report(dict):
         return self["verdict"] == "pass"
 
 
-def _verify_arguments(policy, tol, policy_file, precision, certify, threads, convention, decay, layout,
+def _verify_arguments(policy, tol, policy_file, precision, certify, estimate, threads, convention, decay, layout,
                       map) -> "_core.VerifyArguments":
     arguments = _core.VerifyArguments()
     arguments.convention = convention
@@ -163,13 +167,14 @@ def _verify_arguments(policy, tol, policy_file, precision, certify, threads, con
     arguments.overrides = [tol] if isinstance(tol, str) else list(tol or [])
     arguments.precision = str(precision)
     arguments.certify = bool(certify)
+    arguments.estimate = str(estimate)
     arguments.threads = int(threads)
     arguments.command_line = [sys.executable, *sys.argv]
     return arguments
 
 
 def verify(case, policy: str = "default", *, tol=None, policy_file=None, precision="dd", certify=True,
-           threads=0, convention="contract", decay=None, layout="batch-first", map=None) -> Report:
+           estimate="repeat", threads=0, convention="contract", decay=None, layout="batch-first", map=None) -> Report:
     """Judges the outputs and gradients a case holds against the exact answer of its inputs, as
     `dplr verify` does, and returns the same report (a dict; report["verdict"] is "pass", "fail" or "error").
 
@@ -180,10 +185,11 @@ def verify(case, policy: str = "default", *, tol=None, policy_file=None, precisi
     The file's names and layout (verify/conventions.hpp): convention "rwkv7" (r, w, k, v, a, b, y and dr, dw,
     ...) with decay "clampw", "exp" or "log"; layout "head-first" ([B, H, T, D]); map {"file name":
     "contract name"}. The report then names the tensors as the case does.
+    precision, certify, estimate: the exact reference's, as in reference().
     Bad input raises InputError (a ValueError) naming the tensor and what was expected.
     """
-    arguments = _verify_arguments(policy, tol, policy_file, precision, certify, threads, convention, decay, layout,
-                                  map)
+    arguments = _verify_arguments(policy, tol, policy_file, precision, certify, estimate, threads, convention, decay,
+                                  layout, map)
     if isinstance(case, (str, os.PathLike)):
         fields, table = _core.verify_path(os.fspath(case), arguments)
     elif isinstance(case, Mapping):

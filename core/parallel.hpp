@@ -1,4 +1,4 @@
-// A minimal parallel-for over independent work items (the reference's (sequence, head) pairs):
+// A minimal parallel-for over independent work items (the reference's (sequence, head) pairs, a file's tensors):
 // items are taken from an atomic counter by `threads` workers; the first exception is rethrown.
 #pragma once
 #include <algorithm>
@@ -35,16 +35,22 @@ inline TokenProgress& token_progress() {
   return progress;
 }
 
+// Progress::Pairs: each finished item counts as a (sequence, head) pair on progress_hook; None: it does not (work
+// that is not the reference's pairs, such as the comparison's tensors).
+enum class Progress { Pairs, None };
+
 // As parallel_for below, with state per worker: `make()` runs once in each worker and body(state, i) for each
 // of its items (the reference reuses one pair's stored states for the next instead of allocating them anew).
 template <class Make, class Body>
-void parallel_for_with(std::int64_t items, int requested_threads, Make&& make, Body&& body) {
+void parallel_for_with(std::int64_t items, int requested_threads, Make&& make, Body&& body,
+                       Progress progress = Progress::Pairs) {
   const int threads = resolve_thread_count(requested_threads, items);
   std::atomic<std::int64_t> next{0};
   std::exception_ptr failure;
   std::mutex failure_mutex;
   std::atomic<std::int64_t> finished{0};
-  const auto& hook = progress_hook();
+  static const std::function<void(std::int64_t, std::int64_t)> no_hook;
+  const auto& hook = progress == Progress::Pairs ? progress_hook() : no_hook;
   auto worker = [&] {
     auto state = make();
     for (std::int64_t i; (i = next.fetch_add(1)) < items;) {
@@ -72,8 +78,8 @@ void parallel_for_with(std::int64_t items, int requested_threads, Make&& make, B
 }
 
 template <class Body>
-void parallel_for(std::int64_t items, int requested_threads, Body&& body) {
-  parallel_for_with(items, requested_threads, [] { return 0; }, [&](int&, std::int64_t i) { body(i); });
+void parallel_for(std::int64_t items, int requested_threads, Body&& body, Progress progress = Progress::Pairs) {
+  parallel_for_with(items, requested_threads, [] { return 0; }, [&](int&, std::int64_t i) { body(i); }, progress);
 }
 
 }  // namespace dplr
