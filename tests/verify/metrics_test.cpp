@@ -266,6 +266,19 @@ TEST(Metrics, HugeValuesDoNotOverflowTheNorms) {
   EXPECT_NEAR(m.expected_rms, 1e300, 1e288);
 }
 
+TEST(Metrics, TinyValuesDoNotUnderflowTheNorms) {
+  // Squares of 1e-300 underflow to zero in plain double; the norms keep them, alone and beside larger ones.
+  const std::vector<double> exact = {1e-300, -1e-300, 1e-300}, actual = {1e-300 * (1 + 1e-3), -1e-300, 1e-300};
+  const auto m = compute_metrics(actual, exact, DType::F64, {3});
+  EXPECT_NEAR(m.rel_rmse, 1e-3 / std::sqrt(3.0), 1e-12);
+  EXPECT_NEAR(m.expected_rms, 1e-300, 1e-312);
+  // Mixed ranges: 3e-160 (square below 2^-1022), 1 and 4e200 (square above 2^1023) in one tensor.
+  const std::vector<double> mixed = {3e-160, 1.0, 4e200}, off = {3e-160, 1.0, 4e200 * (1 + 1e-6)};
+  const auto w = compute_metrics(off, mixed, DType::F64, {3});
+  EXPECT_NEAR(w.rel_rmse, 1e-6, 1e-15);
+  EXPECT_NEAR(w.expected_rms, 4e200 / std::sqrt(3.0), 1e188);
+}
+
 }  // namespace
 }  // namespace dplr
 
