@@ -464,7 +464,9 @@ TEST(GpuBackwardWorkspace, PiecesAlignedWithinTotal) {
       EXPECT_EQ(reinterpret_cast<std::uintptr_t>(ptr) % 256, 0u) << "N " << n << ": piece at float " << ptr - buffer;
       EXPECT_LE(ptr + floats, buffer + sz.total()) << "N " << n << ": piece past sizes.total()";
     }
-    if (n) EXPECT_GE(ws.dA_qk, reinterpret_cast<const float*>(ws.forward.chunk_offsets) + n + 1) << "N " << n;
+    if (n) {
+      EXPECT_GE(ws.dA_qk, reinterpret_cast<const float*>(ws.forward.chunk_offsets) + n + 1) << "N " << n;
+    }
   }
 }
 

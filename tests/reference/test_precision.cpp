@@ -118,10 +118,13 @@ TEST(Precision, ExtrapolatedBitsTellTheTruth) {
         least_margin = std::min(least_margin, truth.at(name) - bits);
         EXPECT_LE(bits, options.precision.significand_bits());
         // Not uselessly timid either: within 16 bits of the truth where the model is relied on.
-        if (bits >= minimum + 40) EXPECT_GE(bits, truth.at(name) - 16.0) << describe(spec) << " " << name;
+        if (bits >= minimum + 40) {
+          EXPECT_GE(bits, truth.at(name) - 16.0) << describe(spec) << " " << name;
+        }
       }
-      if (spec.distribution == "fla")
+      if (spec.distribution == "fla") {
         EXPECT_GE(answer.min_estimated_bits(), std::string(answer_name) == "td" ? 120.0 : 80.0) << describe(spec);
+      }
       std::printf("%-60s %s extrapolated from %s %.1f bits, true %.1f (worst tensors)\n", describe(spec).c_str(),
                   answer_name, base_name, answer.min_estimated_bits(), std::ranges::min(truth | std::views::values));
     }
