@@ -1,5 +1,7 @@
 // A minimal parallel-for over independent work items (the reference's (sequence, head) pairs, a file's tensors):
-// items are taken from an atomic counter by `threads` workers; the first exception is rethrown.
+// items are taken from an atomic counter by `threads` workers; the exception of the lowest item that threw is
+// rethrown. That one does not depend on the timing: items are handed out in order and run to their end, so every
+// item below it ran, and none of them threw.
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -47,6 +49,7 @@ void parallel_for_with(std::int64_t items, int requested_threads, Make&& make, B
   const int threads = resolve_thread_count(requested_threads, items);
   std::atomic<std::int64_t> next{0};
   std::exception_ptr failure;
+  std::int64_t failed_item = items;  // the lowest item that threw
   std::mutex failure_mutex;
   std::atomic<std::int64_t> finished{0};
   static const std::function<void(std::int64_t, std::int64_t)> no_hook;
@@ -62,7 +65,7 @@ void parallel_for_with(std::int64_t items, int requested_threads, Make&& make, B
         }
       } catch (...) {
         std::lock_guard lock(failure_mutex);
-        if (!failure) failure = std::current_exception();
+        if (i < failed_item) failed_item = i, failure = std::current_exception();
         next = items;  // stop handing out work
       }
     }

@@ -1,7 +1,6 @@
 #include "verify/compare.hpp"
 
 #include <algorithm>
-#include <exception>
 #include <span>
 
 #include <fmt/format.h>
@@ -95,7 +94,7 @@ std::vector<std::string> difference(const std::vector<std::string>& a, const std
 }
 
 // Sorted names of both sides (std::map keeps them sorted), the shared ones in contract order, compared on up to
-// `threads` threads at once (each tensor alone on one; the first error, in contract order, is rethrown).
+// `threads` threads at once (each tensor alone on one; parallel_for rethrows the first error in contract order).
 template <class ExpectedMap>
 ComparisonResult compare_names(const TensorMap& actual, const ExpectedMap& expected, std::string_view expected_name,
                                bool require_shared, int threads, auto&& compare_one) {
@@ -108,23 +107,11 @@ ComparisonResult compare_names(const TensorMap& actual, const ExpectedMap& expec
   out.only_in_actual = difference(actual_names, expected_names);
   out.only_in_expected = difference(expected_names, actual_names);
   const std::vector<std::string> names = contract_order(shared);
-  std::vector<std::optional<TensorResult>> results(names.size());
-  std::vector<std::exception_ptr> errors(names.size());
+  out.tensors.resize(names.size());
   parallel_for(
-      static_cast<std::int64_t>(names.size()), threads,
-      [&](std::int64_t i) {
-        try {
-          results[i] = compare_one(names[i]);
-        } catch (...) {
-          errors[i] = std::current_exception();
-        }
-      },
+      static_cast<std::int64_t>(names.size()), threads, [&](std::int64_t i) { out.tensors[i] = compare_one(names[i]); },
       Progress::None);
-  for (std::size_t i = 0; i < names.size(); ++i) {
-    if (errors[i]) std::rethrow_exception(errors[i]);
-    out.tensors.push_back(std::move(*results[i]));
-    out.verdict = worst_verdict(out.verdict, out.tensors.back().verdict);
-  }
+  for (const auto& result : out.tensors) out.verdict = worst_verdict(out.verdict, result.verdict);
   return out;
 }
 
