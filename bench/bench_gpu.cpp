@@ -345,6 +345,11 @@ int dplr::run_gpu_benchmarks(const char* json_path, const std::string& part) {
     fws.gi = fws.ge = nullptr;
     if (g::chunk_fused_ho(sets[0].in, C)) fws.h = fws.v_new = nullptr;
     const g::BackwardInputs bin0{sets[0].in, dobuf.get(), dhtbuf.f(), {}};
+    // The training step on the pieces the driver uses (the Driver scope, what a training step allocates); the
+    // stage lines below on every stage's pieces (Stages).
+    const g::BackwardWorkspaceSizes ds = g::chunk_backward_workspace_floats(bin0, C, g::BackwardWorkspaceScope::Driver);
+    DeviceBuffer dwsbuf(ds.total() * 4);
+    const g::BackwardWorkspace dws = g::carve_backward_workspace(bin0, C, dwsbuf.f(), g::BackwardWorkspaceScope::Driver);
     const g::BackwardWorkspaceSizes bs = g::chunk_backward_workspace_floats(bin0, C);
     DeviceBuffer bwsbuf(bs.total() * 4);
     const g::BackwardWorkspace bws = g::carve_backward_workspace(bin0, C, bwsbuf.f());
@@ -353,16 +358,18 @@ int dplr::run_gpu_benchmarks(const char* json_path, const std::string& part) {
     std::snprintf(shape, sizeof shape, "B%lld T%lld H%lld D%lld", B, T, H, D);
     auto chunk_step = [&](int s) {
       g::chunk_forward_fused(sets[s].in, C, fws, o, ht);
-      g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f(), {}}, C, bws, out);
+      g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f(), {}}, C, dws, out);
     };
     validate_backward(std::string("chunk fwd+bwd C16 ") + shape, sets[0], dobuf.get(), dhtbuf.f(), out, [&] { chunk_step(0); });
     record("chunk fwd+bwd bf16 C16", shape, time_it(2, 2, 10, chunk_step), 0.6 * fla, fla);
     const auto bwd = time_it(2, 2, 10, [&](int s) {
-      g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f(), {}}, C, bws, out);
+      g::chunk_backward(g::BackwardInputs{sets[s].in, dobuf.get(), dhtbuf.f(), {}}, C, dws, out);
     });
     record("  chunk bwd alone C16", shape, bwd, 0, 0);
-    {  // The backward's stages, each timed alone on the workspace the backward just filled (the stages that add to
-       // a total, dv += and the like, only grow it over the repeats: the times do not depend on the values).
+    {  // The backward's stages, each timed alone on the Stages workspace, which one driver run fills first (the
+       // stages that add to a total, dv += and the like, only grow it over the repeats: the times do not depend on
+       // the values).
+      g::chunk_backward(bin0, C, bws, out);
       const g::ChunkWorkspace& w = bws.forward;
       const g::GatedOperands& gt = w.gated;
       const g::GradientShares& sh = bws.shares;
@@ -403,8 +410,9 @@ int dplr::run_gpu_benchmarks(const char* json_path, const std::string& part) {
                   "alone; the driver fuses o_bwd into h_bwd and A_bwd with cumsum_bwd where they run on tensor cores)\n", sum, double(bwd[bwd.size() / 2]));
     }
     std::printf("  memory: held between forward and backward: o and ht (%.1f MiB; the backward recomputes); "
-                "forward workspace %.1f MiB, backward workspace %.1f MiB\n",
-                (nk * 2 + ns * 4) / 1048576.0, fs.total() * 4 / 1048576.0, bs.total() * 4 / 1048576.0);
+                "forward workspace %.1f MiB, backward workspace %.1f MiB (the driver's pieces; every stage's: %.1f MiB)\n",
+                (nk * 2 + ns * 4) / 1048576.0, fs.total() * 4 / 1048576.0, ds.total() * 4 / 1048576.0,
+                bs.total() * 4 / 1048576.0);
     const g::RecurrentBackwardWorkspaceSizes rs = g::fused_recurrent_backward_workspace(sets[0].in);
     DeviceBuffer rwsbuf(rs.total() * 4);
     g::RecurrentBackwardArgs args;

@@ -41,7 +41,29 @@ void check_backward(const BackwardInputs& in, int C) {
 
 // Every stage's tensor-core predicate lives in its own file (recompute: chunk_ho.cu).
 
-BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int C) {
+namespace {
+
+// The pieces a scope holds beyond those every path reads (BackwardWorkspaceScope): all of them under Stages.
+struct HeldPieces {
+  bool fma_recompute = true;  // A_ab, ag: chunk_A and chunk_WY (the tensor-core recompute keeps them on chip)
+  bool gi_ge = true;          // the staged forward's optional cumsum outputs (no backward stage reads them)
+  bool o_shares = true;       // dv_new_o, dh_o: o_bwd's shares, unless h_bwd forms them itself
+  bool totals = true;         // ws.dq .. ws.db: the FMA A_bwd's fp32 totals on 16-bit inputs, before rounding
+  bool dgk_A = true;          // A_bwd's share of dgk: read by the unfused cumsum_bwd (the FMA A_bwd)
+};
+
+// What chunk_backward reads or writes for this request (Driver), its kernels chosen as the driver chooses them.
+HeldPieces held_pieces(const BackwardInputs& in, int C, BackwardWorkspaceScope scope) {
+  if (scope == BackwardWorkspaceScope::Stages) return {};
+  if (scope != BackwardWorkspaceScope::Driver)
+    refuse("BackwardWorkspaceScope must be Stages or Driver (got " + std::to_string(static_cast<int>(scope)) + ")");
+  const bool recompute_tc =
+      use_tensor_cores(in.variant.recompute, chunk_recompute_tensor_cores_supported(in, C), "chunk_recompute");
+  const bool a_tc = use_tensor_cores(in.variant.a, chunk_A_bwd_tensor_cores_supported(in, C), "chunk_A_bwd");
+  return {!recompute_tc, false, !hbwd::forms_o_shares_on_carved(in, C), !a_tc && in.fwd.dtype != ElemType::F32, !a_tc};
+}
+
+BackwardWorkspaceSizes piece_sizes(const BackwardInputs& in, int C) {
   check_chunk_shape(in.fwd, C);
   const ForwardInputs& f = in.fwd;
   BackwardWorkspaceSizes s;
@@ -55,16 +77,38 @@ BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in,
   return s;
 }
 
-BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int C, float* buffer) {
-  const BackwardWorkspaceSizes s = chunk_backward_workspace_floats(in, C);
-  if (!buffer) refuse("carve_backward_workspace needs a buffer");
-  BackwardWorkspace ws;
-  ws.forward = carve_chunk_workspace(in.fwd, C, buffer);
-  // The backward's pieces from the next 256-byte boundary: forward.total() counts chunk_offsets' N + 1 entries, so
-  // with cu_seqlens it need not be a multiple of 4 floats, and every piece would lose the 16-byte alignment the
-  // tensor-core kernels take (Default then ran the FMA kernels on varlen requests).
-  WorkspaceCarver carver(buffer + (s.forward.total() + 63) / 64 * 64);
-  auto take = [&carver](std::int64_t n) { return carver.take(n); };
+// The layout: every held piece from a 256-byte boundary, in this order; returns its end in floats. The sizes
+// (base nullptr: pointers stay nullptr) and the carve walk this one function, so they cannot disagree.
+std::int64_t lay_out(const BackwardInputs& in, int C, BackwardWorkspaceScope scope, float* base, BackwardWorkspace& ws) {
+  const BackwardWorkspaceSizes s = piece_sizes(in, C);
+  const ChunkWorkspaceSizes& f = s.forward;
+  const HeldPieces held = held_pieces(in, C, scope);
+  std::int64_t next = 0;
+  auto take = [&](std::int64_t n, bool hold = true) -> float* {
+    if (!hold) return nullptr;
+    float* piece = base ? base + next : nullptr;
+    next += (n + 63) / 64 * 64;
+    return piece;
+  };
+  ChunkWorkspace& fw = ws.forward;
+  GatedOperands& ga = fw.gated;
+  fw.A_qk = take(f.A);
+  fw.A_qb = take(f.A);
+  fw.A_ak = take(f.A);
+  fw.A_ab = take(f.A, held.fma_recompute);
+  fw.A_ab_inv = take(f.A);
+  ga.qg = take(f.kdim);
+  ga.kg = take(f.kdim);
+  ga.bg = take(f.kdim);
+  ga.ag = take(f.kdim, held.fma_recompute);
+  ga.eg_last = take(f.eg_last);
+  fw.w = take(f.w);
+  fw.u = take(f.u);
+  fw.v_new = take(f.v_new);
+  fw.h = take(f.h);
+  fw.gi = take(f.gi, held.gi_ge);
+  fw.ge = take(f.gi, held.gi_ge);
+  if (f.chunk_offsets > 0) fw.chunk_offsets = reinterpret_cast<std::int32_t*>(take(f.chunk_offsets));
   ws.dA_qk = take(s.A);
   ws.dA_qb = take(s.A);
   ws.dA_ak = take(s.A);
@@ -73,19 +117,36 @@ BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int C, floa
   ws.dv_new = take(s.vdim);
   ws.dw = take(s.kdim);
   ws.dv = take(s.vdim);
-  ws.dq = take(s.kdim);
-  ws.dk = take(s.kdim);
-  ws.da = take(s.kdim);
-  ws.db = take(s.kdim);
+  ws.dq = take(s.kdim, held.totals);
+  ws.dk = take(s.kdim, held.totals);
+  ws.da = take(s.kdim, held.totals);
+  ws.db = take(s.kdim, held.totals);
   GradientShares& g = ws.shares;
   g.dq_o = take(s.kdim);
-  g.dv_new_o = take(s.vdim);
-  g.dh_o = take(s.state);
+  g.dv_new_o = take(s.vdim, held.o_shares);
+  g.dh_o = take(s.state, held.o_shares);
   g.dk_h = take(s.kdim);
   g.db_h = take(s.kdim);
   g.d_chunk_decay = take(s.chunk_kdim);
   g.da_wy = take(s.kdim);
-  g.dgk_A = take(s.kdim);
+  g.dgk_A = take(s.kdim, held.dgk_A);
+  return next;
+}
+
+}  // namespace
+
+BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int C, BackwardWorkspaceScope scope) {
+  BackwardWorkspaceSizes s = piece_sizes(in, C);
+  BackwardWorkspace unused;
+  s.scope = scope;
+  s.floats = lay_out(in, C, scope, nullptr, unused);
+  return s;
+}
+
+BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int C, float* buffer, BackwardWorkspaceScope scope) {
+  if (!buffer) refuse("carve_backward_workspace needs a buffer");
+  BackwardWorkspace ws;
+  lay_out(in, C, scope, buffer, ws);
   return ws;
 }
 
@@ -117,14 +178,25 @@ void chunk_backward(const BackwardInputs& user_in, int C, const BackwardWorkspac
     refuse("chunk_backward needs the outputs dq, dk, dv, da, db and dgk (dh0 may be nullptr)");
   const ChunkWorkspace& fw = ws.forward;
   const GatedOperands& g = fw.gated;
-  if (!fw.A_qk || !fw.A_qb || !fw.A_ak || !fw.A_ab || !fw.A_ab_inv || !fw.w || !fw.u || !fw.v_new || !fw.h || !g.qg ||
-      !g.kg || !g.bg || !g.ag || !g.eg_last)
-    refuse("chunk_backward needs every forward workspace buffer but gi/ge (see carve_backward_workspace)");
+  if (!fw.A_qk || !fw.A_qb || !fw.A_ak || !fw.A_ab_inv || !fw.w || !fw.u || !fw.v_new || !fw.h || !g.qg || !g.kg ||
+      !g.bg || !g.eg_last)
+    refuse("chunk_backward needs the forward workspace buffers A_qk, A_qb, A_ak, A_ab_inv, w, u, v_new, h, qg, kg, bg "
+           "and eg_last (see carve_backward_workspace)");
   const GradientShares& sh = ws.shares;
-  if (!ws.dA_qk || !ws.dA_qb || !ws.dA_ak || !ws.dA_ab || !ws.dh || !ws.dv_new || !ws.dw || !ws.dv || !ws.dq || !ws.dk ||
-      !ws.da || !ws.db || !sh.dq_o || !sh.dv_new_o || !sh.dh_o || !sh.dk_h || !sh.db_h || !sh.d_chunk_decay || !sh.da_wy ||
-      !sh.dgk_A)
-    refuse("chunk_backward needs every backward workspace buffer (see carve_backward_workspace)");
+  if (!ws.dA_qk || !ws.dA_qb || !ws.dA_ak || !ws.dA_ab || !ws.dh || !ws.dv_new || !ws.dw || !ws.dv || !sh.dq_o ||
+      !sh.dk_h || !sh.db_h || !sh.d_chunk_decay || !sh.da_wy)
+    refuse("chunk_backward needs the backward workspace buffers dA_qk, dA_qb, dA_ak, dA_ab, dh, dv_new, dw, dv and the "
+           "shares dq_o, dk_h, db_h, d_chunk_decay, da_wy (see carve_backward_workspace)");
+  // The pieces only some kernels use (a Driver-scope workspace holds exactly these for this request).
+  const HeldPieces need = held_pieces(user_in, C, BackwardWorkspaceScope::Driver);
+  if (need.fma_recompute && (!fw.A_ab || !g.ag))
+    refuse("chunk_backward needs the workspace buffers A_ab and ag here: the recompute runs chunk_A and chunk_WY");
+  if ((need.o_shares || !hbwd::forms_o_shares(user_in, C, ws)) && (!sh.dv_new_o || !sh.dh_o))
+    refuse("chunk_backward needs the shares dv_new_o and dh_o here: o_bwd and h_bwd do not both run on tensor cores "
+           "(an Fma variant, or a workspace not 256-byte aligned as carve_backward_workspace lays it out)");
+  if (need.totals && (!ws.dq || !ws.dk || !ws.da || !ws.db))
+    refuse("chunk_backward needs the fp32 totals dq, dk, da, db here: A_bwd runs its FMA kernel on 16-bit inputs");
+  if (need.dgk_A && !sh.dgk_A) refuse("chunk_backward needs the share dgk_A here: A_bwd runs its FMA kernel");
   BackwardInputs in = user_in;
   in.fwd = with_chunk_offsets(user_in.fwd, C, fw.chunk_offsets, "chunk_backward", stream);
   chunk_backward_recompute(in, C, fw, stream);

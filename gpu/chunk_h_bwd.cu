@@ -344,13 +344,17 @@ bool aligned_for_mma(const float* kg, const float* bg, const float* eg_last, con
 namespace detail::hbwd {
 // Both stages on tensor cores (as chunk_o_bwd and chunk_h_bwd choose, without their refusals): the shares formed here
 // are then bitwise o_bwd's, and an explicit Fma for o_bwd keeps its FMA kernel's shares.
+bool forms_o_shares_on_carved(const BackwardInputs& in, int C) {
+  return in.variant.o != BwdKernel::Fma && chunk_o_bwd_tensor_cores_supported(in, C) &&
+         in.variant.h != BwdKernel::Fma && chunk_h_bwd_tensor_cores_supported(in, C);
+}
+
 bool forms_o_shares(const BackwardInputs& in, int C, const BackwardWorkspace& ws) {
   const ChunkWorkspace& fw = ws.forward;
   GradientShares sh = ws.shares;
   sh.dh_o = sh.dv_new_o = nullptr;
-  const bool o_mma = in.variant.o != BwdKernel::Fma && chunk_o_bwd_tensor_cores_supported(in, C) &&
-                     o_bwd_mma_aligned(fw.A_qk, fw.A_qb, fw.gated.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh);
-  return o_mma && in.variant.h != BwdKernel::Fma && chunk_h_bwd_tensor_cores_supported(in, C) &&
+  return forms_o_shares_on_carved(in, C) &&
+         o_bwd_mma_aligned(fw.A_qk, fw.A_qb, fw.gated.qg, fw.v_new, fw.h, ws.dA_qk, ws.dA_qb, ws.dv, sh) &&
          aligned_for_mma(fw.gated.kg, fw.gated.bg, fw.gated.eg_last, fw.w, fw.h, fw.v_new, ws.dh, ws.dv_new, ws.dw,
                          ws.dv, sh, OShareOperands{fw.gated.qg, fw.A_qb});
 }

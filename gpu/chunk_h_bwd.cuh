@@ -45,6 +45,9 @@ void launch_mma(const HBwdArgs& seq, const HBwdChunkArgs& chunk, ElemType dtype,
 // The driver's question (chunk_backward): whether chunk_h_bwd, called on the workspace `ws` with o_bwd's shares
 // dh_o and dv_new_o nullptr and ws.forward's qg, A_qb, runs its tensor-core pair, which then forms those shares.
 bool forms_o_shares(const BackwardInputs& in, int C, const BackwardWorkspace& ws);
+// The same question of the request alone, for a workspace carve_backward_workspace lays out (every piece 256-byte
+// aligned, so the alignment half holds): what its Driver scope sizes by.
+bool forms_o_shares_on_carved(const BackwardInputs& in, int C);
 // chunk_backward's o_bwd + h_bwd where forms_o_shares(in, C, ws): no o_bwd kernel; the sequential tensor-core kernel
 // forms dv_new_o, dh_o and dv's first share A_qk^T do, the per-chunk one o_bwd's dA_qk, dA_qb, dq_o. Writes every
 // tensor chunk_o_bwd then chunk_h_bwd write into ws (and dh0) but dv_new_o, dh_o, with the same MMAs in the same

@@ -408,18 +408,28 @@ struct BackwardWorkspace {
   float *dv = nullptr, *dq = nullptr, *dk = nullptr, *da = nullptr, *db = nullptr;  // fp32 totals
   GradientShares shares;
 };
+// Which pieces a backward workspace holds. Stages: every piece of every stage call (the staged runs: the tests,
+// `dplr stages`, the bench's stage lines). Driver: only the pieces chunk_backward reads or writes for this request,
+// its kernels chosen as it chooses them (the forward's gi, ge never; A_ab, ag only for the FMA recompute; dv_new_o,
+// dh_o only where h_bwd does not form them; the fp32 totals dq .. db only for the FMA A_bwd on 16-bit inputs; dgk_A
+// only for the unfused cumsum_bwd); the others stay nullptr. B8 T4096 H16 K = V = 64 bf16 C16: 4656 MiB (Stages),
+// 2960 MiB (Driver).
+enum class BackwardWorkspaceScope { Stages, Driver };
 struct BackwardWorkspaceSizes {  // in floats
-  ChunkWorkspaceSizes forward;
+  ChunkWorkspaceSizes forward;   // the pieces' sizes (all of them, whatever the scope)
   std::int64_t A = 0, kdim = 0, vdim = 0, state = 0, chunk_kdim = 0;
-  // 4 A-shaped (dA_*), 10 K-wide (dw, dq, dk, da, db, dq_o, dk_h, db_h, da_wy, dgk_A), 3 V-wide (dv_new, dv,
-  // dv_new_o), 2 per-chunk states (dh, dh_o), 1 per-chunk K row (d_chunk_decay); 64 floats of slack each, and 64
-  // for the forward part's end rounded up to 256 bytes
-  std::int64_t total() const { return forward.total() + 4 * A + 10 * kdim + 3 * vdim + 2 * state + chunk_kdim + 21 * 64; }
+  BackwardWorkspaceScope scope = BackwardWorkspaceScope::Stages;
+  std::int64_t floats = 0;  // the scope's pieces, each from a 256-byte boundary (carve_backward_workspace's layout)
+  std::int64_t total() const { return floats; }
 };
-// Neither needs in.fwd.chunk_offsets.
-BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int chunk_size);
-// Carves a workspace out of one device buffer of at least sizes.total() floats, every piece 256-byte aligned.
-BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int chunk_size, float* buffer);
+// Neither needs in.fwd.chunk_offsets. Driver refuses what chunk_backward would refuse of the variants (an explicit
+// TensorCores the request cannot take).
+BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int chunk_size,
+                                                       BackwardWorkspaceScope scope = BackwardWorkspaceScope::Stages);
+// Carves a workspace out of one device buffer of at least sizes.total() floats (the same scope), every piece
+// 256-byte aligned.
+BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int chunk_size, float* buffer,
+                                           BackwardWorkspaceScope scope = BackwardWorkspaceScope::Stages);
 
 // The gradients: dq, dk, dv, da, db in fwd.dtype, dgk fp32 [B, T, H, K], dh0 fp32 [N, H, K, V] (nullptr: not
 // written).

@@ -229,10 +229,12 @@ TensorMap run_gpu_chunk_backward(const DplrProblem& p, int C, const GpuRunOption
   gpu::BackwardInputs in = d.backward_inputs();  // the driver numbers the chunks itself with cu_seqlens
   in.variant = to_gpu(options.backward);
   const auto [key, value, a_shape, h_shape, state] = ChunkShapes::of(p, C);
-  // One NaN-poisoned buffer carved into every intermediate, so an element a stage fails to write shows up.
-  const gpu::BackwardWorkspaceSizes sizes = gpu::chunk_backward_workspace_floats(in, C);
+  // One NaN-poisoned buffer carved into every intermediate, so an element a stage fails to write shows up; only the
+  // pieces the driver uses for this request (the Driver scope, as a training step would allocate it).
+  constexpr gpu::BackwardWorkspaceScope scope = gpu::BackwardWorkspaceScope::Driver;
+  const gpu::BackwardWorkspaceSizes sizes = gpu::chunk_backward_workspace_floats(in, C, scope);
   auto* buffer = static_cast<float*>(d.output(sizes.total(), DType::F32));
-  const gpu::BackwardWorkspace ws = gpu::carve_backward_workspace(in, C, buffer);
+  const gpu::BackwardWorkspace ws = gpu::carve_backward_workspace(in, C, buffer, scope);
   gpu::BackwardOutputs out;
   out.dq = d.output(count(key), d.dtype()), out.dk = d.output(count(key), d.dtype());
   out.da = d.output(count(key), d.dtype()), out.db = d.output(count(key), d.dtype());

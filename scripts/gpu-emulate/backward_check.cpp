@@ -177,6 +177,25 @@ int main(int argc, char** argv) {
       g::BackwardOutputs out;
       out.dq = oq.p(), out.dk = ok.p(), out.da = oa.p(), out.db = ob.p(), out.dv = ov.p(), out.dgk = og.f(), out.dh0 = oh.f();
       g::chunk_backward(in, C, ws, out);
+      {  // The driver on a Driver-scope workspace (only the pieces it uses here): the same gradients, bitwise.
+        const auto scope = g::BackwardWorkspaceScope::Driver;
+        Host lean = buf(g::chunk_backward_workspace_floats(in, C, scope).total());
+        const g::BackwardWorkspace lws = g::carve_backward_workspace(in, C, lean.f(), scope);
+        Host lq = buf(nk), lk = buf(nk), la = buf(nk), lb = buf(nk), lv = buf(nv), lg = buf(nk), lh = buf(N * c.H * c.K * c.V);
+        g::BackwardOutputs lout;
+        lout.dq = lq.p(), lout.dk = lk.p(), lout.da = la.p(), lout.db = lb.p(), lout.dv = lv.p(), lout.dgk = lg.f(),
+        lout.dh0 = lh.f();
+        g::chunk_backward(in, C, lws, lout);
+        const std::size_t esz = g::elem_size(dt);
+        const bool same = std::memcmp(lq.p(), oq.p(), nk * esz) == 0 && std::memcmp(lk.p(), ok.p(), nk * esz) == 0 &&
+                          std::memcmp(la.p(), oa.p(), nk * esz) == 0 && std::memcmp(lb.p(), ob.p(), nk * esz) == 0 &&
+                          std::memcmp(lv.p(), ov.p(), nv * esz) == 0 && std::memcmp(lg.p(), og.p(), nk * 4) == 0 &&
+                          std::memcmp(lh.p(), oh.p(), N * c.H * c.K * c.V * 4) == 0;
+        if (!same) ++failures;
+        std::printf("    driver on a Driver-scope workspace (%.0f%% of Stages): gradients %s\n",
+                    100.0 * double(g::chunk_backward_workspace_floats(in, C, scope).total()) / double(sz.total()),
+                    same ? "bitwise the Stages workspace's" : "DIFFER from the Stages workspace's  <-- FAIL");
+      }
       const g::ChunkWorkspace& fw = ws.forward;
       // Stages A_bwd and cumsum_bwd one by one (the stage checks' path; chunk_backward fuses them where A_bwd runs on
       // tensor cores, writing dq, dk, da, db in the dtype and no fp32 totals) on the driver's workspace: their dgk must be

@@ -470,6 +470,115 @@ TEST(GpuBackwardWorkspace, PiecesAlignedWithinTotal) {
   }
 }
 
+// `call` throws g::Unsupported whose message contains `says`.
+template <typename Call>
+void refused(Call&& call, const char* why, const char* says) {
+  try {
+    call();
+    ADD_FAILURE() << "not refused: " << why;
+  } catch (const g::Unsupported& e) {
+    EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << why << ": " << e.what();
+  }
+}
+
+// The Driver scope holds the pieces the driver reads or writes for the request and no others (nullptr), each 256-byte
+// aligned within its total; Stages holds every piece. No device needed: sizes and carving are host code.
+TEST(GpuBackwardWorkspace, DriverScopeHoldsOnlyTheDriversPieces) {
+  alignas(16) float dummy[4] = {};
+  g::BackwardInputs base;
+  g::ForwardInputs& x = base.fwd;
+  x.B = 2, x.T = 100, x.H = 3, x.K = 64, x.V = 64;
+  x.q = x.k = x.v = x.a = x.b = x.gk = dummy;
+  x.dtype = x.gk_dtype = E::BF16;
+  base.d_o = dummy;
+  constexpr auto driver = g::BackwardWorkspaceScope::Driver;
+  struct Expect {
+    const char* what;
+    g::BackwardInputs in;
+    bool fma_recompute, o_shares, totals, dgk_A;  // the pieces held beyond every path's
+  };
+  std::vector<Expect> cases;
+  cases.push_back({"bf16 C16, every stage on tensor cores", base, false, false, false, false});
+  g::BackwardInputs y = base;
+  y.variant.recompute = g::BwdKernel::Fma;
+  cases.push_back({"FMA recompute", y, true, false, false, false});
+  y = base;
+  y.variant.o = g::BwdKernel::Fma;
+  cases.push_back({"FMA o_bwd: h_bwd reads the shares", y, false, true, false, false});
+  y = base;
+  y.variant.a = g::BwdKernel::Fma;
+  cases.push_back({"FMA A_bwd on 16-bit inputs: fp32 totals, unfused cumsum_bwd", y, false, false, true, true});
+  y = base;
+  y.fwd.dtype = y.fwd.gk_dtype = E::F32;
+  cases.push_back({"fp32 inputs: every FMA kernel, outputs written directly", y, true, true, false, true});
+  for (const Expect& e : cases) {
+    SCOPED_TRACE(e.what);
+    const g::BackwardWorkspaceSizes all = g::chunk_backward_workspace_floats(e.in, 16);
+    const g::BackwardWorkspaceSizes sz = g::chunk_backward_workspace_floats(e.in, 16, driver);
+    EXPECT_LT(sz.total(), all.total());
+    std::vector<float> host(sz.total() + 64);
+    float* buffer = host.data() + (64 - reinterpret_cast<std::uintptr_t>(host.data()) / 4 % 64) % 64;
+    const g::BackwardWorkspace ws = g::carve_backward_workspace(e.in, 16, buffer, driver);
+    const g::ChunkWorkspace& fw = ws.forward;
+    const g::GradientShares& sh = ws.shares;
+    const g::ChunkWorkspaceSizes& f = sz.forward;
+    struct Piece {
+      const char* name;
+      const float* ptr;
+      std::int64_t floats;
+      bool held;
+    };
+    const Piece pieces[] = {
+        {"A_qk", fw.A_qk, f.A, true}, {"A_qb", fw.A_qb, f.A, true}, {"A_ak", fw.A_ak, f.A, true},
+        {"A_ab", fw.A_ab, f.A, e.fma_recompute}, {"A_ab_inv", fw.A_ab_inv, f.A, true},
+        {"qg", fw.gated.qg, f.kdim, true}, {"kg", fw.gated.kg, f.kdim, true}, {"bg", fw.gated.bg, f.kdim, true},
+        {"ag", fw.gated.ag, f.kdim, e.fma_recompute}, {"eg_last", fw.gated.eg_last, f.eg_last, true},
+        {"w", fw.w, f.w, true}, {"u", fw.u, f.u, true}, {"v_new", fw.v_new, f.v_new, true}, {"h", fw.h, f.h, true},
+        {"gi", fw.gi, f.gi, false}, {"ge", fw.ge, f.gi, false},
+        {"dA_qk", ws.dA_qk, sz.A, true}, {"dA_qb", ws.dA_qb, sz.A, true}, {"dA_ak", ws.dA_ak, sz.A, true},
+        {"dA_ab", ws.dA_ab, sz.A, true}, {"dh", ws.dh, sz.state, true}, {"dv_new", ws.dv_new, sz.vdim, true},
+        {"dw", ws.dw, sz.kdim, true}, {"dv", ws.dv, sz.vdim, true}, {"dq", ws.dq, sz.kdim, e.totals},
+        {"dk", ws.dk, sz.kdim, e.totals}, {"da", ws.da, sz.kdim, e.totals}, {"db", ws.db, sz.kdim, e.totals},
+        {"dq_o", sh.dq_o, sz.kdim, true}, {"dv_new_o", sh.dv_new_o, sz.vdim, e.o_shares},
+        {"dh_o", sh.dh_o, sz.state, e.o_shares}, {"dk_h", sh.dk_h, sz.kdim, true}, {"db_h", sh.db_h, sz.kdim, true},
+        {"d_chunk_decay", sh.d_chunk_decay, sz.chunk_kdim, true}, {"da_wy", sh.da_wy, sz.kdim, true},
+        {"dgk_A", sh.dgk_A, sz.kdim, e.dgk_A}};
+    for (const Piece& piece : pieces) {
+      if (!piece.held) {
+        EXPECT_EQ(piece.ptr, nullptr) << piece.name << " is held, but the driver does not use it here";
+        continue;
+      }
+      ASSERT_NE(piece.ptr, nullptr) << piece.name << " is not held, but the driver uses it here";
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(piece.ptr) % 256, 0u) << piece.name;
+      EXPECT_LE(piece.ptr + piece.floats, buffer + sz.total()) << piece.name << " ends past sizes.total()";
+    }
+  }
+  // The training shape of the bench (B8 T4096 H16 K = V = 64 bf16 C16): 4656 MiB of every stage's pieces, 2960 of them
+  // the driver's.
+  y = base;
+  y.fwd.B = 8, y.fwd.T = 4096, y.fwd.H = 16;
+  EXPECT_EQ(g::chunk_backward_workspace_floats(y, 16).total() * 4 >> 20, 4656);
+  EXPECT_EQ(g::chunk_backward_workspace_floats(y, 16, driver).total() * 4 >> 20, 2960);
+  // A driver-scope workspace lacks what another kernel choice needs: refused before any launch, naming the pieces.
+  std::vector<float> host(g::chunk_backward_workspace_floats(base, 16, driver).total() + 64);
+  float* buffer = host.data() + (64 - reinterpret_cast<std::uintptr_t>(host.data()) / 4 % 64) % 64;
+  const g::BackwardWorkspace lean = g::carve_backward_workspace(base, 16, buffer, driver);
+  g::BackwardOutputs out;
+  out.dq = out.dk = out.dv = out.da = out.db = dummy;
+  out.dgk = dummy;
+  y = base;
+  y.variant.a = g::BwdKernel::Fma;
+  refused([&] { g::chunk_backward(y, 16, lean, out); }, "a tensor-core workspace, FMA A_bwd", "fp32 totals");
+  y = base;
+  y.variant.o = g::BwdKernel::Fma;
+  refused([&] { g::chunk_backward(y, 16, lean, out); }, "a tensor-core workspace, FMA o_bwd", "dv_new_o and dh_o");
+  y = base;
+  y.variant.recompute = g::BwdKernel::Fma;
+  refused([&] { g::chunk_backward(y, 16, lean, out); }, "a tensor-core workspace, FMA recompute", "A_ab and ag");
+  refused([&] { g::chunk_backward_workspace_floats(base, 16, static_cast<g::BackwardWorkspaceScope>(7)); },
+          "a scope outside the enum", "Stages or Driver");
+}
+
 TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   // No device needed: every check runs before any launch.
   int dummy = 0;
@@ -481,14 +590,6 @@ TEST(GpuRefusalBackward, UnsupportedRequestsThrowBeforeLaunch) {
   x.dtype = x.gk_dtype = E::BF16;
   in.d_o = &dummy;
   EXPECT_NO_THROW(g::check_backward(in, 16));
-  auto refused = [](auto&& call, const char* why, const char* says) {
-    try {
-      call();
-      ADD_FAILURE() << "not refused: " << why;
-    } catch (const g::Unsupported& e) {
-      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << why << ": " << e.what();
-    }
-  };
   g::BackwardInputs y = in;
   y.d_o = nullptr;
   refused([&] { g::check_backward(y, 16); }, "no do", "do");
