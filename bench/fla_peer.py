@@ -142,16 +142,28 @@ def training(inputs, results, save, bench):
             x.grad = None
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
+        # The peaks of the forward and of the backward above what was allocated before the step: fla's transient
+        # workspace, with o, ht (and, backward, the gradients it returns) in them; our bench prints its workspaces
+        # apart from those.
+        torch.cuda.reset_peak_memory_stats()
         o, ht = chunk_dplr_delta_rule(*xs, output_final_state=True)
         torch.cuda.synchronize()
+        forward_peak = torch.cuda.max_memory_allocated() - before
         held = torch.cuda.memory_allocated() - before
         outputs = o.numel() * o.element_size() + ht.numel() * ht.element_size()
+        torch.cuda.reset_peak_memory_stats()
+        torch.autograd.backward((o, ht), (do, dht))
+        torch.cuda.synchronize()
+        backward_peak = torch.cuda.max_memory_allocated() - before
+        grads = sum(x.grad.numel() * x.grad.element_size() for x in xs)
         del o, ht
         bench("fla chunk_dplr fwd+bwd bf16", f"B{B} T{T} H{H} D{D}", step, note)
         results[-1].update({"held_after_forward_bytes": held, "outputs_bytes": outputs,
-                            "saved_for_backward_bytes": held - outputs})
-        print(f"    memory held after the forward: {held / 2**20:.1f} MiB ({outputs / 2**20:.1f} MiB of it o and ht)",
-              flush=True)
+                            "saved_for_backward_bytes": held - outputs, "forward_peak_bytes": forward_peak,
+                            "backward_peak_bytes": backward_peak, "gradients_bytes": grads})
+        print(f"    memory held after the forward: {held / 2**20:.1f} MiB ({outputs / 2**20:.1f} MiB of it o and ht); "
+              f"peaks above the step's inputs: forward {forward_peak / 2**20:.1f} MiB, backward "
+              f"{backward_peak / 2**20:.1f} MiB ({grads / 2**20:.1f} MiB of it the gradients)", flush=True)
         save()
         del sets
 

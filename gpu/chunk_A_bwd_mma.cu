@@ -294,16 +294,21 @@ __global__ void __launch_bounds__(32 * kMaxWarps, kMinBlocks) chunk_A_bwd_mma_ke
       const bool ok = r < L && dok;
       cp4(sh + (j * kHalf + jl) * 32 + lane, shares[j] + (ok ? tix(ch.bos + r, h, H, d, K) : 0), ok);
     }
-  cp_commit();
+  // dA by cp.async too (zero-filled outside the masks), so no thread waits on a load before its stores to shared
+  // memory (long-scoreboard stalls were this kernel's largest, 1.98 of 7.2 cycles an instruction, ncu on the H200).
+  // B8 T4096 H16 K = 64 bf16: the stage alone 0.922 -> 0.823 ms; the driver's fused call unchanged (0.948).
   for (int e = threadIdx.x; e < kC * kC; e += blockDim.x) {
     const int r = e / kC, s = e % kC;
     const bool incl = r < L && s <= r, strict = r < L && s < r;
     const std::int64_t ix = ((ch.bos + r) * H + h) * kC + s;
-    sA[r * AP + s] = incl ? p.dAqk[ix] : 0.f;
-    sA[kC * AP + r * AP + s] = incl ? p.dAqb[ix] : 0.f;
-    sA[2 * kC * AP + r * AP + s] = strict ? p.dAak[ix] : 0.f;
-    sA[3 * kC * AP + r * AP + s] = strict ? p.dAab[ix] : 0.f;
+    cp4(sA + r * AP + s, p.dAqk + (incl ? ix : 0), incl);
+    cp4(sA + kC * AP + r * AP + s, p.dAqb + (incl ? ix : 0), incl);
+    cp4(sA + 2 * kC * AP + r * AP + s, p.dAak + (strict ? ix : 0), strict);
+    cp4(sA + 3 * kC * AP + r * AP + s, p.dAab + (strict ? ix : 0), strict);
   }
+  cp_commit();
+  // d_chunk_decay (fused: cumsum_bwd's term of dgk) loaded now, not after the levels where it is first used.
+  const float chunk_decay = kFused && dok ? p.dcd[(ch.g * H + h) * K + d] : 0.f;
   Column c;
 #pragma unroll
   for (int j = 0; j < kHalf / 2; ++j) {
@@ -372,8 +377,6 @@ __global__ void __launch_bounds__(32 * kMaxWarps, kMinBlocks) chunk_A_bwd_mma_ke
   level<T, 4>(sA, sw, lane, scale, c, acc);
   level<T, 2>(sA, sw, lane, scale, c, acc);
   level<T, 1>(sA, sw, lane, scale, c, acc);
-  float chunk_decay = 0.f;
-  if constexpr (kFused) chunk_decay = dok ? p.dcd[(ch.g * H + h) * K + d] : 0.f;
 #pragma unroll
   for (int jl = 0; jl < kHalf; ++jl) {
     const int r = r0 + jl;
