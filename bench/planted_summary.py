@@ -23,14 +23,14 @@ for path in sys.argv[1:]:
     cases = report.get("cases", [])
     bad = [(i, c) for i, c in enumerate(cases, 1) if c.get("verdict") != "pass"]
     if report.get("input_error"):
-        print(f"{defect:16s} input error: {report['input_error']}")
+        print(f"{defect:24s} input error: {report['input_error']}")
     elif not bad:
-        print(f"{defect:16s} NOT FOUND: all {len(cases)} cases pass")
+        print(f"{defect:24s} NOT FOUND: all {len(cases)} cases pass")
     else:
         i, c = bad[0]
         at = f"sweep position {c['sweep_index']}" if c.get("sweep_index") is not None else f"case {i}"
-        print(f"{defect:16s} found: {len(bad)}/{len(cases)} cases fail; first at {at}: {c['id']} -- {first_reason(c)}")
+        print(f"{defect:24s} found: {len(bad)}/{len(cases)} cases fail; first at {at}: {c['id']} -- {first_reason(c)}")
         # The property sweep reports each failing case's shrunk form beside it ("shrunk property #i ...").
         shrunk = [s for s in cases if s.get("id", "").startswith("shrunk ") and s.get("sweep_index") == c.get("sweep_index")]
         if shrunk:
-            print(f"{'':16s} shrunk to: {shrunk[0]['id'][len('shrunk '):]}")
+            print(f"{'':24s} shrunk to: {shrunk[0]['id'][len('shrunk '):]}")

@@ -203,8 +203,10 @@ void add_check_command(CLI::App& app, Command& selected) {
   command->add_option("--seed", options->sweep.seed,
                       "Seed of every generated case (default: the committed sweep's, 2024 CPU and 7 GPU)");
   command->add_option("--plant-defect", options->sweep.planted_defect,
-                      "Run the GPU kernels with a planted defect (a -DDPLR_PLANT_DEFECTS=ON build only): head-stride, "
-                      "sequence-start, drop-last-chunk, missing-barrier, bf16-state, factored-decay");
+                      "Run the GPU kernels, forward and backward, with a planted defect (a -DDPLR_PLANT_DEFECTS=ON "
+                      "build only): the forward's head-stride, sequence-start, drop-last-chunk, missing-barrier, "
+                      "bf16-state, factored-decay; the backward's bwd-head-offset, bwd-state-bf16, bwd-dgk-exclusive, "
+                      "recurrent-bwd-state-bf16");
   command->add_flag("!--rounding-floor-only", options->sweep.conditioning_floor,
                     "Judge GPU tensors against their correctly rounded floor alone (default: the larger of it and the "
                     "conditioning floor, the exact answer's change under a perturbation of the inputs at fp32's u)");

@@ -59,6 +59,10 @@ const char* planted_defect_name(PlantedDefect d) {
     case PlantedDefect::MissingBarrier: return "missing-barrier";
     case PlantedDefect::Bf16State: return "bf16-state";
     case PlantedDefect::FactoredDecay: return "factored-decay";
+    case PlantedDefect::BwdHeadOffset: return "bwd-head-offset";
+    case PlantedDefect::BwdStateBf16: return "bwd-state-bf16";
+    case PlantedDefect::BwdDgkExclusive: return "bwd-dgk-exclusive";
+    case PlantedDefect::RecurrentBwdStateBf16: return "recurrent-bwd-state-bf16";
   }
   return "unknown";
 }

@@ -342,8 +342,9 @@ __global__ void __launch_bounds__(32 * kMaxWarps, kMinBlocks) chunk_A_bwd_mma_ke
     auto later_rows = [&](float later) {  // sum_{r' >= r} q dq_o + sum_{r' > r} a da_wy, rows 15 .. 0
 #pragma unroll
       for (int jl = kHalf - 1; jl >= 0; --jl) {
+        const float later_than_r = later;  // (the planted BwdDgkExclusive's sum: row r's q dq_o left out)
         later = fmaf(row_value<T>(c.q, jl) * scale, acc.at(0, jl), later);
-        sum[jl * 32 + lane] = later;
+        sum[jl * 32 + lane] = planted(p.geo.planted, PlantedDefect::BwdDgkExclusive) ? later_than_r : later;
         later = fmaf(row_value<T>(c.a, jl), acc.at(1, jl), later);
       }
       return later;

@@ -39,9 +39,11 @@ __global__ void __launch_bounds__(256) chunk_WY_bwd_kernel(WYBwdArgs p) {
   if (!ch.valid) return;
   const std::int64_t h = blockIdx.y, H = p.H;
   const int L = ch.len;
+  // (The planted BwdHeadOffset: A_ab_inv and A_ak read at head 0 for every head.)
+  const std::int64_t a_head = planted(p.geo.planted, PlantedDefect::BwdHeadOffset) ? 0 : h;
   for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
     const int r = e / C, s = e % C;
-    const std::int64_t ix = ((ch.bos + r) * H + h) * C + s;
+    const std::int64_t ix = ((ch.bos + r) * H + a_head) * C + s;
     M[e] = (r < L && s <= r) ? p.Ainv[ix] : 0.f;
     Aak[e] = (r < L && s < r) ? p.Aak[ix] : 0.f;
   }

@@ -76,6 +76,8 @@ __global__ void __launch_bounds__(kThreads, 3) chunk_WY_bwd_mma_kernel(WYBwdArgs
   const int count = static_cast<int>(x0 + CPB < chunks ? CPB : chunks - x0);
   if (count <= 0) return;
   const std::int64_t h = blockIdx.y, H = p.H;
+  // (The planted BwdHeadOffset: A_ab_inv and A_ak read at head 0 for every head.)
+  const std::int64_t a_head = planted(p.geo.planted, PlantedDefect::BwdHeadOffset) ? 0 : h;
   const int e = threadIdx.x;
   const int nk4 = K / 4, nv4 = V / 4, n16 = V / EPC;
   auto load = [&](std::int64_t c, int slot) {  // chunk x0 + c's operands into stage `slot` (not committed)
@@ -84,7 +86,7 @@ __global__ void __launch_bounds__(kThreads, 3) chunk_WY_bwd_mma_kernel(WYBwdArgs
     float* buf = sm + slot * L::stage;
     for (int x = e; x < C * C; x += kThreads) {
       const int r = x / C, s = x % C;
-      const std::int64_t ix = r < len ? ((ch.bos + r) * H + h) * C + s : 0;
+      const std::int64_t ix = r < len ? ((ch.bos + r) * H + a_head) * C + s : 0;
       cp4(buf + L::M + r * AP + s, p.Ainv + ix, r < len && s <= r);  // 4-byte: outside the mask A may hold anything
       cp4(buf + L::Aak + r * AP + s, p.Aak + ix, r < len && s < r);
     }

@@ -32,8 +32,9 @@ __global__ void __launch_bounds__(kMaxHeadDim) chunk_cumsum_bwd_kernel(CumsumBwd
     float later = 0.f;  // sum_{r >= t} q dq_o + sum_{r > t} a da_wy
     for (int t = ch.len - 1; t >= 0; --t) {
       const std::int64_t ix = tix(ch.bos + t, h, H, d, K);
+      const float later_than_t = later;  // (the planted BwdDgkExclusive's sum: row t's q dq_o left out)
       later = fmaf(ld<T>(p.q, ix) * p.scale, p.dq_o[ix], later);
-      p.dgk[ix] = p.dgk_A[ix] + later + chunk_decay;
+      p.dgk[ix] = p.dgk_A[ix] + (planted(p.geo.planted, PlantedDefect::BwdDgkExclusive) ? later_than_t : later) + chunk_decay;
       later = fmaf(ld<T>(p.a, ix), p.da_wy[ix], later);
     }
     float earlier = 0.f;  // sum_{r < t} (k dk_h + b db_h)

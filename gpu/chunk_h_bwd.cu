@@ -188,6 +188,7 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_kernel(HBwdArgs p) {
         const int i = rg + kRG * m;
         if (i >= K) continue;
         if (colok) acc[m] += sg[SQ::Dho + i * kVT + cc];
+        if (planted(p.geo.planted, PlantedDefect::BwdStateBf16)) acc[m] = __bfloat162float(__float2bfloat16_rn(acc[m]));
         st[m] = acc[m];
         dS[i * LS + cc] = acc[m];
       }

@@ -256,7 +256,10 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
 #pragma unroll
       for (int j = 0; j < TPW; ++j) {
 #pragma unroll
-        for (int q = 0; q < 4; ++q) sa[j][q] += cs[j][q];
+        for (int q = 0; q < 4; ++q) {
+          sa[j][q] += cs[j][q];
+          if (planted(p.geo.planted, PlantedDefect::BwdStateBf16)) sa[j][q] = __bfloat162float(__float2bfloat16_rn(sa[j][q]));
+        }
         const int cn = 8 * (nb0 + j) + 2 * t;
         *reinterpret_cast<float2*>(Ss + (16 * mt + g) * LS + cn) = make_float2(sa[j][0], sa[j][1]);
         *reinterpret_cast<float2*>(Ss + (16 * mt + g + 8) * LS + cn) = make_float2(sa[j][2], sa[j][3]);

@@ -107,7 +107,17 @@ const char* output_mode_name(OutputMode m);  // "rounded", "fp32"
 //   MissingBarrier  fused h+o (FMA kernel): the barrier between v_new and its readers is left out
 //   Bf16State       fused recurrent: the state rounded to bf16 after every token
 //   FactoredDecay   chunk form, stage A: exp(gl - gi) taken as exp(gl) exp(-gi) (overflows for strong decay)
-enum class PlantedDefect { None, HeadStride, SequenceStart, DropLastChunk, MissingBarrier, Bf16State, FactoredDecay };
+// and the backward's (BackwardInputs::fwd.planted; the forward's also reach the backward's recompute):
+//   BwdHeadOffset   chunk backward, WY_bwd (both kernels): A_ab_inv and A_ak read without the head offset, head 0's
+//                   for every head (right at H = 1)
+//   BwdStateBf16    chunk backward, h_bwd's sequential kernels: the state gradient dS rounded to bf16 every chunk
+//   BwdDgkExclusive chunk backward, cumsum_bwd (its kernel and the fused tensor-core A_bwd): dgk's suffix sum of
+//                   q dq_o over r > t instead of r >= t
+//   RecurrentBwdStateBf16  fused recurrent backward: the state gradient G rounded to bf16 after every token
+enum class PlantedDefect {
+  None, HeadStride, SequenceStart, DropLastChunk, MissingBarrier, Bf16State, FactoredDecay,
+  BwdHeadOffset, BwdStateBf16, BwdDgkExclusive, RecurrentBwdStateBf16
+};
 const char* planted_defect_name(PlantedDefect d);  // "none", "head-stride", ...
 bool planted_defects_built();                      // whether this build has -DDPLR_PLANT_DEFECTS=ON
 

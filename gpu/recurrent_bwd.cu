@@ -51,6 +51,7 @@ struct BwdArgs {
   bool scratch_by_token;          // scratch slot base: the sequence's first token (varlen) or n * segment_capacity
   float scale;
   bool reverse;
+  PlantedDefect planted;  // None but in a -DDPLR_PLANT_DEFECTS=ON build
 };
 
 // The per-token values a step reads, staged in shared memory: a, k, b, exp(gk), scale q (K of them) and the
@@ -266,6 +267,7 @@ __global__ void __launch_bounds__(kThreads) recurrent_bwd_kernel(BwdArgs p) {
           part[kDa * kGroup + rl] = prev[r] * y;      // (S_{t-1} y)_i
           part[kDgk * kGroup + rl] = Gr[r] * prev[r]; // rowsum(G (.) S_{t-1})_i, times exp(gk) after the sum
           Gr[r] = fmaf(Gr[r], s.decay[i], s.a[i] * y);  // G_{t-1} = D G_t + a y^T
+          if (planted(p.planted, PlantedDefect::RecurrentBwdStateBf16)) Gr[r] = __bfloat162float(__float2bfloat16_rn(Gr[r]));
           cur[r] = prev[r];
         }
         columns_reduce_scatter(part, lane & 7);
@@ -384,7 +386,8 @@ void fused_recurrent_backward(const ForwardInputs& in, const RecurrentBackwardAr
   BwdArgs p{in.q,    in.k,    in.v,  in.a,   in.b,   in.gk,  args.grad_o, in.h0, args.dht, in.cu_seqlens,
             args.dq, args.dk, args.dv, args.da, args.db, args.dgk, args.dh0, checkpoints, scratch, partials,
             in.T,    in.H,    in.B * in.T, static_cast<int>(in.K), static_cast<int>(in.V),
-            static_cast<int>(g.vtiles), g.segment_capacity, g.scratch_by_token, in.resolved_scale(), args.reverse};
+            static_cast<int>(g.vtiles), g.segment_capacity, g.scratch_by_token, in.resolved_scale(), args.reverse,
+            in.planted};
   const dim3 grid = sequential_grid(in, g.vtiles);
   dispatch_types(in.dtype, in.gk_dtype, [&](auto t, auto gt) {
     using T = decltype(t);

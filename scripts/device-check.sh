@@ -75,7 +75,7 @@ if [ -x carry/dplr-planted ] && [ "${SKIP_PLANTED:-0}" != 1 ]; then
   # Each planted defect (a -DDPLR_PLANT_DEFECTS=ON build) against the fixed GPU sweep, three at a time: which cases
   # fail, and the first of them (bench/planted_summary.py). Reports are summarised and not kept (9 MB each).
   echo "== planted defects, the fixed GPU sweep"
-  for d in ${PLANTED:-head-stride sequence-start drop-last-chunk missing-barrier bf16-state factored-decay}; do
+  for d in ${PLANTED:-head-stride sequence-start drop-last-chunk missing-barrier bf16-state factored-decay bwd-head-offset bwd-state-bf16 bwd-dgk-exclusive recurrent-bwd-state-bf16}; do
     ( timeout 200 ./carry/dplr-planted check --gpu-only --threads 5 --plant-defect "$d" --report "$RESULTS/planted-$d.json" \
         > "$RESULTS/planted-$d.log" 2>&1; echo "rc=$?" >> "$RESULTS/planted-$d.log" ) &
     while [ "$(jobs -rp | wc -l)" -ge 3 ]; do sleep 1; done
@@ -88,7 +88,7 @@ if [ -x carry/dplr-planted ] && [ "${PLANTED_PROPERTY:-0}" != 0 ]; then
   # Each planted defect against the property sweep (PLANTED_PROPERTY positions at PLANTED_SEED, within PLANTED_BUDGET
   # seconds), three at a time: where it is first found, and the shrunk case it writes.
   echo "== planted defects, the property sweep"
-  for d in ${PLANTED:-head-stride sequence-start drop-last-chunk missing-barrier bf16-state factored-decay}; do
+  for d in ${PLANTED:-head-stride sequence-start drop-last-chunk missing-barrier bf16-state factored-decay bwd-head-offset bwd-state-bf16 bwd-dgk-exclusive recurrent-bwd-state-bf16}; do
     mkdir -p "$RESULTS/prop-$d"
     ( timeout 200 ./carry/dplr-planted check --property "$PLANTED_PROPERTY" --seed "${PLANTED_SEED:-1}" --threads 5 \
         --time-budget "${PLANTED_BUDGET:-60}" --plant-defect "$d" --report "$RESULTS/prop-$d/report.json" \

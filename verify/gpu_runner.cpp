@@ -28,7 +28,9 @@ TensorMap run_gpu_chunk(const DplrProblem&, int, const GpuRunOptions&) {
 TensorMap run_gpu_chunk_fused(const DplrProblem&, int, const GpuRunOptions&) {
   throw InputError("GPU kernels: " + gpu_device().reason);
 }
-TensorMap run_gpu_recurrent_backward(const DplrProblem&) { throw InputError("GPU kernels: " + gpu_device().reason); }
+TensorMap run_gpu_recurrent_backward(const DplrProblem&, const GpuRunOptions&) {
+  throw InputError("GPU kernels: " + gpu_device().reason);
+}
 TensorMap run_gpu_chunk_backward(const DplrProblem&, int, const GpuRunOptions&) { throw InputError("GPU kernels: " + gpu_device().reason); }
 TensorMap run_gpu_chunk_stages(const DplrProblem&, int, const GpuRunOptions&) { throw InputError("GPU kernels: " + gpu_device().reason); }
 
@@ -48,7 +50,9 @@ GpuDevice gpu_device() {
 namespace {
 constexpr gpu::PlantedDefect kPlantedDefects[] = {
     gpu::PlantedDefect::HeadStride,     gpu::PlantedDefect::SequenceStart, gpu::PlantedDefect::DropLastChunk,
-    gpu::PlantedDefect::MissingBarrier, gpu::PlantedDefect::Bf16State,     gpu::PlantedDefect::FactoredDecay};
+    gpu::PlantedDefect::MissingBarrier, gpu::PlantedDefect::Bf16State,     gpu::PlantedDefect::FactoredDecay,
+    gpu::PlantedDefect::BwdHeadOffset,  gpu::PlantedDefect::BwdStateBf16,  gpu::PlantedDefect::BwdDgkExclusive,
+    gpu::PlantedDefect::RecurrentBwdStateBf16};
 
 gpu::PlantedDefect planted_defect(const std::string& name) {
   if (name == "none") return gpu::PlantedDefect::None;
@@ -58,13 +62,19 @@ gpu::PlantedDefect planted_defect(const std::string& name) {
                                fmt::join(gpu_planted_defect_names(), ", ")));
 }
 
+// The run's planted defect, refused (InputError) by a build without them.
+gpu::PlantedDefect planted_of(const GpuRunOptions& options) {
+  const gpu::PlantedDefect d = planted_defect(options.planted_defect);
+  if (d != gpu::PlantedDefect::None && !gpu::planted_defects_built())
+    throw InputError(fmt::format("planted defect '{}' needs a build configured with -DDPLR_PLANT_DEFECTS=ON",
+                                 options.planted_defect));
+  return d;
+}
+
 // The user's inputs with the run's options applied.
 gpu::ForwardInputs with_options(gpu::ForwardInputs in, const GpuRunOptions& options) {
   in.output = options.output == GpuOutput::Fp32 ? gpu::OutputMode::Fp32 : gpu::OutputMode::Rounded;
-  in.planted = planted_defect(options.planted_defect);
-  if (in.planted != gpu::PlantedDefect::None && !gpu::planted_defects_built())
-    throw InputError(fmt::format("planted defect '{}' needs a build configured with -DDPLR_PLANT_DEFECTS=ON",
-                                 options.planted_defect));
+  in.planted = planted_of(options);
   return in;
 }
 }  // namespace
@@ -169,13 +179,15 @@ void require_exact(const Tensor& t, DType dtype, std::string_view name) {
 }
 }  // namespace
 
-TensorMap run_gpu_recurrent_backward(const DplrProblem& p) {
+TensorMap run_gpu_recurrent_backward(const DplrProblem& p, const GpuRunOptions& options) {
   if (!p.grad_o) throw InputError("the GPU backward needs the upstream gradient 'do'");
   require_exact(*p.grad_o, p.q.dtype, "do");
   if (p.grad_ht) require_exact(*p.grad_ht, DType::F32, "dht");
+  const gpu::PlantedDefect planted = planted_of(options);  // refused before any device work
   DeviceProblem d(p);
   const auto& s = p.shape;
-  const gpu::ForwardInputs& in = d.inputs();
+  gpu::ForwardInputs in = d.inputs();
+  in.planted = planted;
   const DeviceBuffer grad_o = upload_values(p.grad_o->values, in.dtype);
   DeviceBuffer dht;
   gpu::RecurrentBackwardArgs args;
@@ -225,9 +237,11 @@ gpu::BackwardVariant to_gpu(const GpuBackwardKernels& k) {
 
 TensorMap run_gpu_chunk_backward(const DplrProblem& p, int C, const GpuRunOptions& options) {
   if (p.reverse) throw InputError("the chunk form runs forward only; reverse is for the recurrent kernel");
+  const gpu::PlantedDefect planted = planted_of(options);  // refused before any device work
   DeviceProblem d(p);
   gpu::BackwardInputs in = d.backward_inputs();  // the driver numbers the chunks itself with cu_seqlens
   in.variant = to_gpu(options.backward);
+  in.fwd.planted = planted;
   const auto [key, value, a_shape, h_shape, state] = ChunkShapes::of(p, C);
   // One NaN-poisoned buffer carved into every intermediate, so an element a stage fails to write shows up; only the
   // pieces the driver uses for this request (the Driver scope, as a training step would allocate it).
@@ -262,6 +276,7 @@ TensorMap run_gpu_chunk_stages(const DplrProblem& p, int C, const GpuRunOptions&
   DeviceProblem d(p);
   gpu::BackwardInputs in = d.backward_inputs();
   in.variant = to_gpu(options.backward);
+  in.fwd.planted = planted_of(options);  // the forward's stages and the backward's
   const ChunkShapes shapes = ChunkShapes::of(p, C);
   const auto& [key, value, a_shape, h_shape, state] = shapes;
   // One NaN-poisoned buffer carved into every intermediate, so an element a stage fails to write shows up.

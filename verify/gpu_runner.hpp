@@ -32,11 +32,11 @@ struct GpuBackwardKernels {
 struct GpuRunOptions {
   GpuOutput output = GpuOutput::Rounded;
   GpuBackwardKernels backward;  // the chunk backward's kernels (run_gpu_chunk_backward, run_gpu_chunk_stages)
-  // A planted defect by name (gpu::PlantedDefect: "head-stride", ...; "none"): only a -DDPLR_PLANT_DEFECTS=ON build
-  // runs one, any other refuses it (InputError).
+  // A planted defect by name (gpu::PlantedDefect: "head-stride", "bwd-state-bf16", ...; "none"), for every run here,
+  // forward and backward: only a -DDPLR_PLANT_DEFECTS=ON build runs one, any other refuses it (InputError).
   std::string planted_defect = "none";
 };
-// The names of the planted defects ("head-stride", ...), and whether this build can run them.
+// The names of the planted defects ("head-stride", ..., "bwd-head-offset", ...), and whether this build can run them.
 std::vector<std::string> gpu_planted_defect_names();
 bool gpu_planted_defects_built();
 
@@ -52,7 +52,8 @@ TensorMap run_gpu_chunk_fused(const DplrProblem& problem, int chunk_size, const 
 // dq, dk, dv, da, db (the input dtype), dgk (F32), and dh0 (F32; dL/dh0 is defined without h0). Needs do; do and dht
 // must be exactly representable in the kernel's dtypes (do in the inputs', dht in fp32), else InputError: the
 // kernel would run another problem than the one the exact reference is given.
-TensorMap run_gpu_recurrent_backward(const DplrProblem& problem);
+// options.planted_defect only (the output mode and the chunk kernels do not apply).
+TensorMap run_gpu_recurrent_backward(const DplrProblem& problem, const GpuRunOptions& options = {});
 // The staged chunk backward (gpu::chunk_backward; the problem needs do, and may have dht, h0, cu_seqlens): the
 // gradients as the exact reference names them, dq, dk, dv, da, db in the input dtype, dgk and dh0 fp32 (dh0
 // always: dL/dh0 is defined without h0), and the backward stage tensors the oracles add to them, dA_qk, dA_qb,

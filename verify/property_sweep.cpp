@@ -268,8 +268,8 @@ struct CpuJudge {
 // The kernel's raw tensors (outputs, and the staged kernel's stage tensors), with the run's planted defect.
 TensorMap kernel_tensors(const SweepCase& c, const DplrProblem& p, const std::string& planted_defect) {
   const GpuRunOptions run{.output = GpuOutput::Rounded, .backward = {}, .planted_defect = planted_defect};
-  if (c.kernel == "chunk-bwd") return run_gpu_chunk_backward(p, c.chunk_size);
-  if (c.kernel == "recurrent-bwd") return run_gpu_recurrent_backward(p);
+  if (c.kernel == "chunk-bwd") return run_gpu_chunk_backward(p, c.chunk_size, run);
+  if (c.kernel == "recurrent-bwd") return run_gpu_recurrent_backward(p, run);
   if (c.kernel == "recurrent") return run_gpu_recurrent(p, run);
   if (c.kernel == "chunk-fused") return run_gpu_chunk_fused(p, c.chunk_size, run);
   return run_gpu_chunk(p, c.chunk_size, run);

@@ -321,12 +321,9 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
                          .implementation = unit ? &in_fp32 : nullptr};
   const GpuRunOptions run{.output = g.output, .backward = {}, .planted_defect = o.planted_defect};
   if (is_backward_kernel(g.kernel)) {
-    // The planted defects are the forward kernels' (gpu::ForwardInputs::planted); the backward runs do not take one.
-    if (o.planted_defect != "none")
-      c.notes.push_back(fmt::format("planted defect '{}' not applied: the planted defects are the forward kernels'",
-                                    o.planted_defect));
+    // The planted defect goes to the backward runs too: the backward's own, and the forward's in the recompute.
     if (g.kernel == "recurrent-bwd") {
-      judge_backward_case(run_gpu_recurrent_backward(p), nullptr, exact.tensors, nullptr, policy, options, c);
+      judge_backward_case(run_gpu_recurrent_backward(p, run), nullptr, exact.tensors, nullptr, policy, options, c);
       return;
     }
     GpuRunOptions kernels = run;
@@ -355,10 +352,8 @@ void run_gpu_case(const GpuCase& g, const DplrProblem& p, const ReferenceResult&
   }
 }
 
-// Whether the list holds the cases of `kernel`: --gpu-kernels, and with a planted defect (the forward kernels'
-// defects: the backward runs take none) no backward kernel's.
+// Whether the list holds the cases of `kernel` (--gpu-kernels; a planted defect leaves every kernel's in).
 bool selected(const SweepOptions& o, const std::string& kernel) {
-  if (o.planted_defect != "none" && is_backward_kernel(kernel)) return false;
   return o.gpu_kernels.empty() || std::find(o.gpu_kernels.begin(), o.gpu_kernels.end(), kernel) != o.gpu_kernels.end();
 }
 
@@ -549,13 +544,9 @@ SweepOutcome run_sweep(const SweepOptions& o, const TolerancePolicy& gpu_policy,
     std::vector<std::string> left_out;
     for (const char* k : kGpuSweepKernels)
       if (!selected(o, k)) left_out.emplace_back(k);
-    std::vector<std::string> why;
-    if (!o.gpu_kernels.empty()) why.push_back(fmt::format("--gpu-kernels {}", fmt::join(o.gpu_kernels, ",")));
-    if (o.planted_defect != "none")
-      why.push_back(fmt::format("--plant-defect {} (the planted defects are the forward kernels': no backward case)",
-                                o.planted_defect));
     if (!left_out.empty())
-      outcome.skipped.push_back(fmt::format("GPU cases of the kernels {}: {}", fmt::join(left_out, ", "), fmt::join(why, "; ")));
+      outcome.skipped.push_back(fmt::format("GPU cases of the kernels {}: --gpu-kernels {}", fmt::join(left_out, ", "),
+                                            fmt::join(o.gpu_kernels, ",")));
     const std::vector<GpuCase> cases = gpu_list(o, replays);
     if (!device.available && !cases.empty()) {
       // What did not run, by direction: how many cases, of which kernels, at which chunk sizes.

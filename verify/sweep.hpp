@@ -127,7 +127,7 @@ struct GpuSweepCase {
 // The GPU part's fixed cases in list order (the forward's, then the backward's), before --gpu-kernels filters them.
 std::vector<GpuSweepCase> gpu_sweep_cases(bool quick, std::uint64_t seed);
 // The fixed GPU cases a run with `options` holds (its quick and seed): gpu_sweep_cases less the kernels --gpu-kernels
-// leaves out, and with a planted defect less the backward kernels (the planted defects are the forward kernels').
+// leaves out (a planted defect runs on every case, forward and backward).
 std::vector<GpuSweepCase> selected_gpu_cases(const SweepOptions& options);
 
 // Runs the sweep, appending one CaseResult per case to `report` and calling `on_case` after each (for

@@ -2,6 +2,7 @@
 // checks every gradient against the exact reference (double) with that test's bars: one line a case, "!!" after a
 // gradient over its bar, "[n bad]" for unwritten (NaN-poisoned) or non-finite elements. Argument: one case's index
 // (default: all). EMU_DUMP=PREFIX writes each case's raw outputs to PREFIX.<seed> (run.sh compares thread orders).
+// DPLR_EMULATE_PLANT=NAME runs every case with that planted defect (run.sh then compiles with -DDPLR_PLANT_DEFECTS).
 #include <cstring>
 #include <limits>
 #include "core/dtype.hpp"
@@ -66,6 +67,7 @@ void run_case(Case c, bool with_dht, std::uint64_t seed) {
   in.dtype = c.dt, in.gk_dtype = gdt;
   in.q = q.get(), in.k = k.get(), in.v = v.get(), in.a = a.get(), in.b = b.get(), in.gk = gk.get();
   in.scale = static_cast<float>(p.scale);
+  in.planted = emulated_planted_defect();
   if (p.h0) { h0 = to_host(p.h0->values, g::ElemType::F32); in.h0 = h0.f(); }
   if (!cu.empty()) { in.cu_seqlens = cu.data(); in.num_sequences = N; }
   g::RecurrentBackwardArgs args;

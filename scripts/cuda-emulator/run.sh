@@ -6,6 +6,8 @@
 # ASAN=1 also builds with AddressSanitizer and runs CASES there. CASES="0 3" runs only those cases. HARNESS=1 also links
 # the built tests/gpu/test_gpu_recurrent_bwd and cli/dplr objects against the emulated kernels and fake_cudart.cpp
 # (host memory for cudaMalloc and friends) and runs that test binary and `dplr gradcheck --gpu` (fp32 and bf16 cases).
+# DPLR_EMULATE_PLANT=NAME (a planted defect, e.g. recurrent-bwd-state-bf16) compiles with -DDPLR_PLANT_DEFECTS and runs
+# every case with it, which must then fail.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -14,6 +16,7 @@ WORK=$(mktemp -d)
 EMU=$ROOT/scripts/cuda-emulator
 FLAGS=(-std=c++20 -O2 -I"$EMU/include" -I"$ROOT" -isystem /usr/local/cuda/include -isystem /usr/include/eigen3
        -DFMT_HEADER_ONLY=1 -w)
+[ -n "${DPLR_EMULATE_PLANT:-}" ] && FLAGS+=(-DDPLR_PLANT_DEFECTS)
 LIBS=("$BUILD/verify/libdplr_gpu_harness.a" "$BUILD/reference/libdplr_reference.a" "$BUILD/core/libdplr_core.a"
       -lqd -lmpfr -lgmp /usr/local/cuda/lib64/libcudart_static.a -ldl -lrt -lpthread)
 python3 "$EMU/launches.py" gpu/recurrent_bwd.cu "$WORK/recurrent_bwd.cpp"

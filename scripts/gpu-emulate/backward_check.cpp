@@ -4,7 +4,8 @@
 // and the fused forward's o and ht (its tensor-core kernels at C = 16 with 16-bit inputs) against the same reference.
 // Cases as tests/gpu/test_gpu_backward.cpp's, smaller (one std::thread per CUDA thread is slow). Exit status 1 on
 // any failure. Arguments: one case index (default all, or -1), then one chunk size (default all). DPLR_EMULATE_DIGEST=1 also prints a hash of every tensor's bits
-// (to show that a rewritten kernel computes bitwise what the one before it did).
+// (to show that a rewritten kernel computes bitwise what the one before it did). DPLR_EMULATE_PLANT=NAME runs every case
+// with that planted defect (gpu::planted_defect_name; run.sh then compiles the kernels with -DDPLR_PLANT_DEFECTS).
 #include "emu.hpp"
 #include <cstdio>
 #include <cstdlib>
@@ -105,6 +106,8 @@ int forward_case(const char* path, int C) {
 
 int main(int argc, char** argv) {
   if (argc > 2 && std::string(argv[1]) == "--case") return forward_case(argv[2], argc > 3 ? std::atoi(argv[3]) : 16);
+  const g::PlantedDefect planted = emulated_planted_defect();
+  if (planted != g::PlantedDefect::None) std::printf("PLANTED defect %s\n", g::planted_defect_name(planted));
   const int only = argc > 1 ? std::atoi(argv[1]) : -1, only_C = argc > 2 ? std::atoi(argv[2]) : 0;
   struct BC { Case c; bool dht; };
   std::vector<BC> cs = {
@@ -163,6 +166,7 @@ int main(int argc, char** argv) {
       g::ForwardInputs& f = in.fwd;
       f.B = c.B, f.T = c.T, f.H = c.H, f.K = c.K, f.V = c.V, f.dtype = dt, f.gk_dtype = gdt, f.scale = float(p.scale);
       f.q = q.p(), f.k = k.p(), f.v = v.p(), f.a = a.p(), f.b = b.p(), f.gk = gk.p();
+      f.planted = planted;
       if (p.h0) f.h0 = h0.f();
       std::vector<std::int64_t> cu = p.cu_seqlens;
       if (!cu.empty()) f.cu_seqlens = cu.data(), f.num_sequences = std::int64_t(cu.size()) - 1;

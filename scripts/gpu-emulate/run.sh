@@ -8,13 +8,16 @@
 # is one allocation), =thread with ThreadSanitizer (two threads of a block touching one address with no barrier
 # between: racecheck inside a block; blocks run one after another, so nothing across blocks). Needs a configured
 # build (the reference libraries) and the CUDA headers. DPLR_EMULATE_DIR (default /tmp/dplr-gpu-emulate) is where
-# the rewritten sources and objects go: give each worktree its own. Usage: scripts/gpu-emulate/run.sh [case index [chunk size]]
+# the rewritten sources and objects go: give each worktree its own. DPLR_EMULATE_PLANT=NAME (a planted defect,
+# gpu::planted_defect_name: bwd-state-bf16, ...) compiles the kernels with -DDPLR_PLANT_DEFECTS (objects in their own
+# directory) and runs every case with that defect, which must then fail. Usage: scripts/gpu-emulate/run.sh [case index [chunk size]]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 build=$repo/${DPLR_BUILD_DIR:-build}
 sanitize=${DPLR_EMULATE_SANITIZE:-}
-out=${DPLR_EMULATE_DIR:-/tmp/dplr-gpu-emulate}${sanitize:+-$sanitize}
+plant=${DPLR_EMULATE_PLANT:-}
+out=${DPLR_EMULATE_DIR:-/tmp/dplr-gpu-emulate}${sanitize:+-$sanitize}${plant:+-planted}
 mkdir -p "$out/obj"
 cmake --build "$build" --target dplr_reference dplr_io >/dev/null
 python3 "$here/rewrite.py" "$repo" "$out" checks.cu chunk_offsets.cu chunk_A.cu chunk_WY.cu chunk_h.cu chunk_o.cu \
@@ -24,6 +27,7 @@ cp "$here/emu.hpp" "$out/"
 # -I$out first: its gpu/common.cuh (rewritten) shadows the repository's.
 flags=(-O2 -std=c++20 -I"$out" -I"$repo" -isystem /usr/include/eigen3 -isystem /usr/local/cuda/include -DFMT_HEADER_ONLY=1 -w -pthread)
 link=()
+[ -n "$plant" ] && flags+=(-DDPLR_PLANT_DEFECTS)
 if [ -n "$sanitize" ]; then
   flags+=(-fsanitize="$sanitize" -g -DDPLR_EMULATE_EXACT_BUFFERS)
   link+=(-fsanitize="$sanitize")

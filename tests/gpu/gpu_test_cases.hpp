@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -152,6 +154,23 @@ inline dplr::DplrProblem make_backward_problem(const Case& c, bool dht, std::uin
     p.grad_ht = std::move(t);
   }
   return p;
+}
+
+// The planted defect the host emulations (scripts/gpu-emulate, scripts/cuda-emulator) run, by the name in
+// DPLR_EMULATE_PLANT (gpu::planted_defect_name; unset or empty: None). Exits 2 naming the defects on any other name.
+inline g::PlantedDefect emulated_planted_defect() {
+  const char* name = std::getenv("DPLR_EMULATE_PLANT");
+  if (!name || !*name) return g::PlantedDefect::None;
+  std::string names;
+  for (int i = 0;; ++i) {
+    const auto d = static_cast<g::PlantedDefect>(i);
+    const std::string known = g::planted_defect_name(d);
+    if (known == "unknown") break;
+    if (known == name) return d;
+    names += (names.empty() ? "" : ", ") + known;
+  }
+  std::fprintf(stderr, "DPLR_EMULATE_PLANT=%s: expected one of %s\n", name, names.c_str());
+  std::exit(2);
 }
 
 }  // namespace dplr_gpu_test

@@ -15,6 +15,7 @@
 #include "reference/chunk_stages.hpp"
 #include "reference/reference.hpp"
 #include "verify/case_file.hpp"
+#include "verify/gpu_runner.hpp"
 #include "verify/stage_check.hpp"
 #include "verify/sweep.hpp"
 
@@ -107,12 +108,51 @@ TEST(BackwardCaseList, GpuKernelsAndPlantedDefectsSelect) {
   const auto backward = selected_gpu_cases(o);
   EXPECT_EQ(backward.size(), backward_of(all).size());
   EXPECT_TRUE(std::all_of(backward.begin(), backward.end(), [](const auto& g) { return is_backward_kernel(g.kernel); }));
-  // A planted defect (the forward kernels') leaves the backward cases out, and only them.
+  // A planted defect, the forward's or the backward's, leaves every case in (the backward runs take it too), in
+  // the same order; with --gpu-kernels it selects as without one.
   o.gpu_kernels.clear();
-  o.planted_defect = "head-stride";
-  const auto planted = selected_gpu_cases(o);
-  EXPECT_EQ(planted.size(), all.size() - backward.size());
-  EXPECT_TRUE(std::none_of(planted.begin(), planted.end(), [](const auto& g) { return is_backward_kernel(g.kernel); }));
+  for (const char* defect : {"head-stride", "bwd-state-bf16", "recurrent-bwd-state-bf16"}) {
+    o.planted_defect = defect;
+    const auto planted = selected_gpu_cases(o);
+    ASSERT_EQ(planted.size(), all.size()) << defect;
+    for (std::size_t i = 0; i < all.size(); ++i)
+      EXPECT_EQ(planted[i].kernel, all[i].kernel) << defect << " case " << i;
+  }
+  o.gpu_kernels = {"chunk-bwd", "chunk-bwd-fma", "recurrent-bwd"};
+  EXPECT_EQ(selected_gpu_cases(o).size(), backward.size());
+}
+
+// The backward runners take the planted defect by name: the backward's are listed, and a name that is not a defect,
+// or (in a build without them) any defect, is refused before the device is touched, naming what was expected.
+TEST(BackwardCaseList, BackwardRunnersTakeThePlantedDefect) {
+  const std::vector<std::string> names = gpu_planted_defect_names();
+  if (names.empty()) GTEST_SKIP() << "built without CUDA: " << gpu_device().reason;
+  for (const char* defect : {"head-stride", "bwd-head-offset", "bwd-state-bf16", "bwd-dgk-exclusive", "recurrent-bwd-state-bf16"})
+    EXPECT_NE(std::find(names.begin(), names.end(), defect), names.end()) << defect;
+  CaseSpec spec;
+  spec.shape = {1, 20, 2, 16, 16};
+  spec.dtype = DType::BF16;
+  spec.with_backward = true;
+  const DplrProblem p = generate_case(spec);
+  const auto refusal = [&](const std::string& defect, bool chunk) {
+    const GpuRunOptions run{.output = GpuOutput::Rounded, .backward = {}, .planted_defect = defect};
+    try {
+      if (chunk) run_gpu_chunk_backward(p, 16, run);
+      else run_gpu_recurrent_backward(p, run);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  for (const bool chunk : {true, false}) {
+    const std::string unknown = refusal("no-such-bug", chunk);
+    EXPECT_NE(unknown.find("no-such-bug"), std::string::npos) << unknown;
+    EXPECT_NE(unknown.find("bwd-dgk-exclusive"), std::string::npos) << unknown;
+    if (!gpu_planted_defects_built()) {
+      const std::string refused = refusal("bwd-state-bf16", chunk);
+      EXPECT_NE(refused.find("DPLR_PLANT_DEFECTS"), std::string::npos) << refused;
+    }
+  }
 }
 
 TEST(BackwardCaseList, KernelNamesAreChecked) {
