@@ -367,11 +367,16 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 && !O ? 3 : 2) chunk_h_bw
   for (int m = 0; m < NTW; ++m)
 #pragma unroll
     for (int q = 0; q < 4; ++q) dq[m][q] = dqc[m][q] = 0.f;
-  float dcd = 0.f;  // thread i < K: sum_j S[i][j] dS'[i][j], j in order
+  // The work besides the MMAs goes to the warps without dA's products (warps 0-3 have those): d_chunk_decay's row
+  // sums to warps 4-7 (thread 128 + i sums channel i), the fp64 cumsum of gk to the last warps (thread 255 - d sums
+  // column d). With both on warps 0-1 barrier stalls were the largest stall reason (ncu, H200: 2.09 of 7.7 cycles an
+  // instruction); moved, the kernel took 958 instead of 1000 us (B8 T4096 H16 K = V = 64 bf16). Same sums, same order.
+  const int dcd_channel = static_cast<int>(threadIdx.x) - kThreads / 2;
+  float dcd = 0.f;  // thread 128 + i, i < K: sum_j S[i][j] dS'[i][j], j in order
   for (int x = 0; x < slabs; ++x) {
     ring_advance<NS>(x, slabs, load);  // slab x landed (the first one with gk)
     if (x == 0)  // for_chunk_log2_cumsum's sums (fp64, one thread a column, r in order), from the staged rows
-      for (int d = threadIdx.x; d < K; d += kThreads) {
+      for (int d = kThreads - 1 - static_cast<int>(threadIdx.x); d < K; d += kThreads) {
         double acc = 0.0;
         for (int r = 0; r < len; ++r) {
           acc += static_cast<double>(to_f(gs[r * K + d]));
@@ -418,8 +423,8 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 && !O ? 3 : 2) chunk_h_bw
         }
       }
     }
-    if (threadIdx.x < K) {
-      const int i = threadIdx.x;
+    if (dcd_channel >= 0 && dcd_channel < K) {
+      const int i = dcd_channel;
 #pragma unroll
       for (int j = 0; j < VS; j += 4) {
         const float4 s = *reinterpret_cast<const float4*>(St + i * LB + j);
@@ -455,8 +460,8 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 && !O ? 3 : 2) chunk_h_bw
           make_float2((db[m][q] + dbc[m][q]) * te[0], (db[m][q + 1] + dbc[m][q + 1]) * te[1]);
     }
   }
-  if (threadIdx.x < K) {
-    const int i = threadIdx.x;
+  if (dcd_channel >= 0 && dcd_channel < K) {
+    const int i = dcd_channel;
     p.dcd[(ch.g * H + h) * K + i] = dcd * exp2_split(make_float2(gh[last * K + i], gl[last * K + i]));
   }
   if constexpr (O) {  // o_bwd's stores: dq_o (.) exp(gi) as it forms exp(gi); dA_qk, dA_qb lower triangles
