@@ -79,17 +79,12 @@ BackwardWorkspaceSizes piece_sizes(const BackwardInputs& in, int C) {
 
 // The layout: every held piece from a 256-byte boundary, in this order; returns its end in floats. The sizes
 // (base nullptr: pointers stay nullptr) and the carve walk this one function, so they cannot disagree.
-std::int64_t lay_out(const BackwardInputs& in, int C, BackwardWorkspaceScope scope, float* base, BackwardWorkspace& ws) {
-  const BackwardWorkspaceSizes s = piece_sizes(in, C);
+std::int64_t lay_out(const BackwardInputs& in, int C, BackwardWorkspaceScope scope, const BackwardWorkspaceSizes& s,
+                     float* base, BackwardWorkspace& ws) {
   const ChunkWorkspaceSizes& f = s.forward;
   const HeldPieces held = held_pieces(in, C, scope);
-  std::int64_t next = 0;
-  auto take = [&](std::int64_t n, bool hold = true) -> float* {
-    if (!hold) return nullptr;
-    float* piece = base ? base + next : nullptr;
-    next += (n + 63) / 64 * 64;
-    return piece;
-  };
+  WorkspaceCarver carver(base);
+  auto take = [&](std::int64_t n, bool hold = true) { return hold ? carver.take(n) : nullptr; };
   ChunkWorkspace& fw = ws.forward;
   GatedOperands& ga = fw.gated;
   fw.A_qk = take(f.A);
@@ -130,7 +125,7 @@ std::int64_t lay_out(const BackwardInputs& in, int C, BackwardWorkspaceScope sco
   g.d_chunk_decay = take(s.chunk_kdim);
   g.da_wy = take(s.kdim);
   g.dgk_A = take(s.kdim, held.dgk_A);
-  return next;
+  return carver.used();
 }
 
 }  // namespace
@@ -138,15 +133,14 @@ std::int64_t lay_out(const BackwardInputs& in, int C, BackwardWorkspaceScope sco
 BackwardWorkspaceSizes chunk_backward_workspace_floats(const BackwardInputs& in, int C, BackwardWorkspaceScope scope) {
   BackwardWorkspaceSizes s = piece_sizes(in, C);
   BackwardWorkspace unused;
-  s.scope = scope;
-  s.floats = lay_out(in, C, scope, nullptr, unused);
+  s.floats = lay_out(in, C, scope, s, nullptr, unused);
   return s;
 }
 
 BackwardWorkspace carve_backward_workspace(const BackwardInputs& in, int C, float* buffer, BackwardWorkspaceScope scope) {
   if (!buffer) refuse("carve_backward_workspace needs a buffer");
   BackwardWorkspace ws;
-  lay_out(in, C, scope, buffer, ws);
+  lay_out(in, C, scope, piece_sizes(in, C), buffer, ws);
   return ws;
 }
 
@@ -191,7 +185,7 @@ void chunk_backward(const BackwardInputs& user_in, int C, const BackwardWorkspac
   const HeldPieces need = held_pieces(user_in, C, BackwardWorkspaceScope::Driver);
   if (need.fma_recompute && (!fw.A_ab || !g.ag))
     refuse("chunk_backward needs the workspace buffers A_ab and ag here: the recompute runs chunk_A and chunk_WY");
-  if ((need.o_shares || !hbwd::forms_o_shares(user_in, C, ws)) && (!sh.dv_new_o || !sh.dh_o))
+  if (!hbwd::forms_o_shares(user_in, C, ws) && (!sh.dv_new_o || !sh.dh_o))
     refuse("chunk_backward needs the shares dv_new_o and dh_o here: o_bwd and h_bwd do not both run on tensor cores "
            "(an Fma variant, or a workspace not 256-byte aligned as carve_backward_workspace lays it out)");
   if (need.totals && (!ws.dq || !ws.dk || !ws.da || !ws.db))

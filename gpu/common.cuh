@@ -252,17 +252,20 @@ inline dim3 chunk_grid(const ForwardInputs& in, int C) {
   return dim3(static_cast<unsigned>(num_chunks(in, C)), static_cast<unsigned>(in.H), static_cast<unsigned>(in.B));
 }
 // Carves a workspace buffer into consecutive pieces, every piece 256-byte aligned (host code: the drivers' carves).
+// With a null buffer it only counts (take returns nullptr), so a size and its carve can walk the same pieces.
 class WorkspaceCarver {
  public:
-  explicit WorkspaceCarver(float* buffer) : next_(buffer) {}
+  explicit WorkspaceCarver(float* buffer) : base_(buffer) {}
   float* take(std::int64_t floats) {
-    float* piece = next_;
-    next_ += (floats + 63) / 64 * 64;
+    float* piece = base_ ? base_ + used_ : nullptr;
+    used_ += (floats + 63) / 64 * 64;
     return piece;
   }
+  std::int64_t used() const { return used_; }  // floats taken so far, the pieces' alignment included
 
  private:
-  float* next_;
+  float* base_;
+  std::int64_t used_ = 0;
 };
 
 // check_chunk without its chunk_offsets requirement: for the calls that take the user's inputs before the

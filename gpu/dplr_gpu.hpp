@@ -428,7 +428,6 @@ enum class BackwardWorkspaceScope { Stages, Driver };
 struct BackwardWorkspaceSizes {  // in floats
   ChunkWorkspaceSizes forward;   // the pieces' sizes (all of them, whatever the scope)
   std::int64_t A = 0, kdim = 0, vdim = 0, state = 0, chunk_kdim = 0;
-  BackwardWorkspaceScope scope = BackwardWorkspaceScope::Stages;
   std::int64_t floats = 0;  // the scope's pieces, each from a 256-byte boundary (carve_backward_workspace's layout)
   std::int64_t total() const { return floats; }
 };

@@ -183,7 +183,8 @@ int main(int argc, char** argv) {
       g::chunk_backward(in, C, ws, out);
       {  // The driver on a Driver-scope workspace (only the pieces it uses here): the same gradients, bitwise.
         const auto scope = g::BackwardWorkspaceScope::Driver;
-        Host lean = buf(g::chunk_backward_workspace_floats(in, C, scope).total());
+        const std::int64_t lean_floats = g::chunk_backward_workspace_floats(in, C, scope).total();
+        Host lean = buf(lean_floats);
         const g::BackwardWorkspace lws = g::carve_backward_workspace(in, C, lean.f(), scope);
         Host lq = buf(nk), lk = buf(nk), la = buf(nk), lb = buf(nk), lv = buf(nv), lg = buf(nk), lh = buf(N * c.H * c.K * c.V);
         g::BackwardOutputs lout;
@@ -197,7 +198,7 @@ int main(int argc, char** argv) {
                           std::memcmp(lh.p(), oh.p(), N * c.H * c.K * c.V * 4) == 0;
         if (!same) ++failures;
         std::printf("    driver on a Driver-scope workspace (%.0f%% of Stages): gradients %s\n",
-                    100.0 * double(g::chunk_backward_workspace_floats(in, C, scope).total()) / double(sz.total()),
+                    100.0 * double(lean_floats) / double(sz.total()),
                     same ? "bitwise the Stages workspace's" : "DIFFER from the Stages workspace's  <-- FAIL");
       }
       const g::ChunkWorkspace& fw = ws.forward;
