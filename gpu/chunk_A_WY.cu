@@ -58,17 +58,32 @@ struct AWY {
   static constexpr int AQK = VS + kC * VW, AQB = AQK + kC * AP, AAB = AQB + kC * AP;  // [16][AP]; M replaces A_ab
   static constexpr int AAK = AAB + kC * AP;                                            // [16][BAP] (B fragments)
   static constexpr int total = AAK + kC * BAP;
-  static constexpr std::size_t bytes = std::size_t(kWarps) * total * sizeof(float);
 };
 static_assert(AWY::AINV + kC * AWY::AP <= AWY::R1, "ag and A_ab_inv overlay the level operands");
 static_assert(AWY::total % 4 == 0 && AWY::AQK % 4 == 0 && AWY::AP % 4 == 0, "16-byte aligned rows of A_qk, A_qb");
 static_assert(AWY::AAK % 4 == 0 && AWY::BAP % 4 == 0 && AWY::AINV % 4 == 0, "16-byte aligned rows of A_ak, A_ab_inv");
+
+// Then, a warp's landing area for its next chunk's rows (cp.async; read into registers at that chunk's start, after
+// which the chunk after it is put in flight), in 4-byte words: q, k, a, b as [16][32] (word `lane` of row r: the
+// pair of columns 2 lane, 2 lane + 1 of the warp's 64), gk as [16][GW]. (v lands in VS, one chunk ahead as well.)
+template <typename G>
+struct AWYRows {
+  static constexpr int GW = sizeof(G) == 4 ? 64 : 32;
+  static constexpr int Q = 0, K = kC * 32, A = 2 * kC * 32, B = 3 * kC * 32, Gk = 4 * kC * 32, words = Gk + kC * GW;
+  static constexpr int total = AWY::total + words;  // floats a warp
+  static constexpr std::size_t bytes = std::size_t(kWarps) * total * sizeof(float);
+};
+// Four blocks (8 warps) an SM, as the registers allow: 4 x (bytes + 1 KB the driver reserves a block) <= 228 KB.
+static_assert(4 * (AWYRows<float>::bytes + 1024) <= 228 * 1024 && 4 * (AWYRows<__half>::bytes + 1024) <= 228 * 1024,
+              "chunk_A_WY: four blocks an SM");
+static_assert(AWY::total % 4 == 0 && AWYRows<float>::GW % 4 == 0, "16-byte aligned landing rows");
 
 struct AWYArgs {
   const void *q, *k, *a, *b, *gk, *v;
   ChunkGeom geo;
   std::int64_t H, NT;  // NT: chunks a batch row, or the bound on all chunks with cu_seqlens (num_chunks)
   int K, V;
+  int cpw;  // consecutive chunks a warp (KW = 2: a block) walks
   float scale;
   float *Aqk, *Aqb;
   GatedOperands g;
@@ -189,212 +204,259 @@ __device__ __forceinline__ void level(const LevelArgs& la, const unsigned (&rq)[
     }
 }
 
-// KW: warps a chunk. KW = 1 (K, V <= 64): each of the block's warps takes a chunk of its own and no block-wide
-// barrier is used. KW = 2 (K or V up to 128): the block's two warps take one chunk, warp w its columns
+// KW: warps a chunk. KW = 1 (K, V <= 64): each of the block's warps takes chunks of its own and no block-wide
+// barrier is used. KW = 2 (K or V up to 128): the block's two warps take one chunk at a time, warp w its columns
 // 64 w .. 64 w + 63 of K and V; each forms the A matrices' partial sums over its columns, the two are added
 // (the same sum in both: a + b == b + a), then each runs WY for its own columns of w and u.
+// A warp (KW = 2: the block) walks p.cpw consecutive chunks, the next one's rows in flight (cp.async into its
+// AWYRows area, v into VS once u is formed) while it computes this one: one warp a chunk with every load issued up
+// front waited on its inputs (ncu, H200, B8 T4096 H16 D64: long scoreboard the largest stall, 0.40 instructions a
+// scheduler-cycle at 8 warps an SM). Every chunk's arithmetic is as before (bitwise).
 // BWD (the chunk backward's recompute, AWYBackwardTensors): A_ak and A_ab_inv are also written, from the shared
 // memory where the forward (BWD = false, the same instructions as before the flag) keeps them.
 template <typename T, typename G, int KW, bool BWD>
 __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) {
   using L = AWY;
+  using R = AWYRows<G>;
   constexpr int BP = L::BP, AP = L::AP, BAP = L::BAP, VW = L::VW;
   static_assert(KW == 1 || KW == kWarps, "a chunk takes one warp or the whole block");
   extern __shared__ __align__(16) float smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int half = KW == 1 ? 0 : warp;  // this warp's 64 columns of K and V
-  const std::int64_t c = KW == 1 ? std::int64_t(blockIdx.x) * kWarps + warp : std::int64_t(blockIdx.x);
-  if (c >= p.NT) return;  // KW = 1: no block-wide barrier below, a warp may leave alone; KW = 2: both leave
-  const Chunk ch = chunk_at(p.geo, blockIdx.z, c, kC);
-  if (!ch.valid) return;
-  float* sm = smem + warp * L::total;
+  const std::int64_t c_first = (KW == 1 ? std::int64_t(blockIdx.x) * kWarps + warp : std::int64_t(blockIdx.x)) * p.cpw;
+  const std::int64_t c_end = c_first + p.cpw < p.NT ? c_first + p.cpw : p.NT;
+  float* sm = smem + warp * R::total;
   float *Aqk = sm + L::AQK, *Aqb = sm + L::AQB, *Aab = sm + L::AAB, *Aak = sm + L::AAK;
+  unsigned* rows = reinterpret_cast<unsigned*>(sm + L::total);
+  unsigned* VS = reinterpret_cast<unsigned*>(sm + L::VS);  // v of the chunk, as loaded (16-bit pairs)
   const std::int64_t h = blockIdx.y, H = p.H;
   const int dl = 2 * lane, d = kKM * half + dl;  // this lane's columns d, d + 1 (dl in the warp's 64; K, V even)
   const bool dk = d < p.K, dv = d < p.V;
   const float scale = p.scale;
-
-  // Every input row of the chunk, 16-bit pairs kept packed; all loads issued before the first use.
-  unsigned rq[kC], rk[kC], ra[kC], rb[kC], rv[kC];
-  float2 rg[kC];
-#pragma unroll
-  for (int r = 0; r < kC; ++r) {
-    const bool okk = r < ch.len && dk, okv = r < ch.len && dv;
-    const std::int64_t ik = tix(ch.bos + r, h, H, d, p.K), iv = tix(ch.bos + r, h, H, d, p.V);
-    rq[r] = okk ? ld_pair<T>(p.q, ik) : 0u;
-    rk[r] = okk ? ld_pair<T>(p.k, ik) : 0u;
-    ra[r] = okk ? ld_pair<T>(p.a, ik) : 0u;
-    rb[r] = okk ? ld_pair<T>(p.b, ik) : 0u;
-    rv[r] = okv ? ld_pair<T>(p.v, iv) : 0u;
-    rg[r] = okk ? ld_gk2<G>(p.gk, ik) : make_float2(0.f, 0.f);
-  }
-  // The A matrices start at zero: above the diagonal, and in rows and columns past a short chunk's end.
-  for (int e = lane; e < (L::total - L::AQK) / 4; e += 32)
-    reinterpret_cast<float4*>(sm + L::AQK)[e] = make_float4(0.f, 0.f, 0.f, 0.f);
-  // v for WY, as loaded, so that its registers are free before the levels.
-  unsigned* VS = reinterpret_cast<unsigned*>(sm + L::VS);
-#pragma unroll
-  for (int r = 0; r < kC; ++r) VS[r * VW + lane] = rv[r];
-  // Per-token decays of the lane's two columns (1 past the chunk's end, where gk was loaded as 0).
-  float2 e[kC];
-#pragma unroll
-  for (int r = 0; r < kC; ++r)
-    e[r] = make_float2(ex2_ftz(rg[r].x * static_cast<float>(kLog2e)), ex2_ftz(rg[r].y * static_cast<float>(kLog2e)));
-
-  // The strictly lower triangle, level by level (see the top of the file).
-  {
-    const LevelArgs la{sm + L::QA, sm + L::KB, Aqk, Aqb, Aak, Aab, scale, dl, g, t};
-    level<T, 8>(la, rq, rk, ra, rb, e);
-    level<T, 4>(la, rq, rk, ra, rb, e);
-    level<T, 2>(la, rq, rk, ra, rb, e);
-    level<T, 1>(la, rq, rk, ra, rb, e);
-  }
-
-  // The gated operands (stage A's outputs) and ag for WY, which replaces the level operands:
-  //   kg, bg = k, b exp(gl - gi_r) = k, b e_{r+1} .. e_15 (suffix products; e = 1 past the end, so gl is reached),
-  //   qg = scale q exp(gi_r) = e_0 .. e_r, ag = a exp(gi_{r-1}) (prefix products), eg_last = e_0 .. e_15.
-  __syncwarp();
-  float* AG = sm + L::AG;
-  float part[2 * kC];  // the diagonal's partial dot products (below), formed here where these registers die
-  const std::int64_t row0 = tix(ch.bos, h, H, d, p.K), rstride = H * p.K;
-  {
-    float2 f = make_float2(1.f, 1.f);
-#pragma unroll
-    for (int i = 0; i < kC; ++i) {  // r from the last row up (an increasing counter: the loop must unroll)
-      const int r = kC - 1 - i;
-      const float2 k2 = unpack2<T>(rk[r]), b2 = unpack2<T>(rb[r]);
-      if (r < ch.len && dk) {
-        st2f(p.g.kg + row0 + r * rstride, mul2(k2, f));
-        st2f(p.g.bg + row0 + r * rstride, mul2(b2, f));
-      }
-      f = mul2(f, e[r]);
-      const float2 q2 = unpack2<T>(rq[r]);
-      const float qx = q2.x * scale, qy = q2.y * scale;
-      part[r] = fmaf(qx, k2.x, qy * k2.y);
-      part[kC + r] = fmaf(qx, b2.x, qy * b2.y);
-    }
-  }
-  {
-    float2 f = make_float2(1.f, 1.f);
+  // A chunk's rows into the lane's own words (zero past the chunk's end and past K, V): q, k, a, b, gk, and v.
+  auto stage_rows = [&](const Chunk& ch) {
 #pragma unroll
     for (int r = 0; r < kC; ++r) {
-      st2f(AG + r * BP + dl, r < ch.len && dk ? mul2(unpack2<T>(ra[r]), f) : make_float2(0.f, 0.f));
-      f = mul2(f, e[r]);
-      const float2 q2 = unpack2<T>(rq[r]);
-      if (r < ch.len && dk) st2f(p.g.qg + row0 + r * rstride, make_float2(q2.x * scale * f.x, q2.y * scale * f.y));
+      const bool ok = r < ch.len && dk;
+      const std::int64_t ik = ok ? tix(ch.bos + r, h, H, d, p.K) : 0;
+      cp4(rows + R::Q + r * 32 + lane, static_cast<const T*>(p.q) + ik, ok);
+      cp4(rows + R::K + r * 32 + lane, static_cast<const T*>(p.k) + ik, ok);
+      cp4(rows + R::A + r * 32 + lane, static_cast<const T*>(p.a) + ik, ok);
+      cp4(rows + R::B + r * 32 + lane, static_cast<const T*>(p.b) + ik, ok);
+      if constexpr (std::is_same_v<G, float>) cp8(rows + R::Gk + r * R::GW + 2 * lane, static_cast<const G*>(p.gk) + ik, ok);
+      else cp4(rows + R::Gk + r * R::GW + lane, static_cast<const G*>(p.gk) + ik, ok);
     }
-    if (dk) st2f(p.g.eg_last + (ch.g * H + h) * p.K + d, f);
-  }
-  // Diagonal of A_qk and A_qb (factor 1): the lanes' two-column partials reduce-scattered across the warp (5
-  // rounds, each halving the values a lane holds), which leaves the total of partial l in lane l.
-  reduce_scatter_round<16>(part, lane);
-  reduce_scatter_round<8>(part, lane);
-  reduce_scatter_round<4>(part, lane);
-  reduce_scatter_round<2>(part, lane);
-  reduce_scatter_round<1>(part, lane);
-  if (lane < kC) Aqk[lane * AP + lane] = part[0];
-  else Aqb[(lane - kC) * AP + lane - kC] = part[0];
-  __syncwarp();
-  if constexpr (KW == 2) {  // each warp's A matrices += the other warp's (barrier, read, barrier, add)
-    constexpr int N4 = (L::total - L::AQK) / 4, PER = (N4 + 31) / 32;
-    __syncthreads();  // both warps' partial sums are written
-    float4* mine = reinterpret_cast<float4*>(sm + L::AQK);
-    const float4* theirs = reinterpret_cast<const float4*>(smem + (1 - warp) * L::total + L::AQK);
-    float4 other[PER];
+  };
+  auto stage_v = [&](const Chunk& ch) {
 #pragma unroll
-    for (int i = 0; i < PER; ++i)
-      if (lane + 32 * i < N4) other[i] = theirs[lane + 32 * i];
-    __syncthreads();
+    for (int r = 0; r < kC; ++r) {
+      const bool ok = r < ch.len && dv;
+      cp4(VS + r * VW + lane, static_cast<const T*>(p.v) + (ok ? tix(ch.bos + r, h, H, d, p.V) : 0), ok);
+    }
+  };
+  // Two commit groups a chunk, in this order: its rows, then its v (empty groups where there is no chunk), so that
+  // cp_wait<1> at the top of a chunk means its rows, and before u its v.
+  Chunk next{};
+  next.valid = false;
+  if (c_first < c_end) next = chunk_at(p.geo, blockIdx.z, c_first, kC);
+  if (next.valid) stage_rows(next);
+  cp_commit();
+  if (next.valid) stage_v(next);
+  cp_commit();
+  for (std::int64_t c = c_first; c < c_end; ++c) {
+    const Chunk ch = next;
+    next.valid = false;
+    if (c + 1 < c_end) next = chunk_at(p.geo, blockIdx.z, c + 1, kC);
+    cp_wait<1>();  // this chunk's rows have landed (each lane reads only the words it copied)
+    // Every input row of the chunk in registers, 16-bit pairs kept packed.
+    unsigned rq[kC], rk[kC], ra[kC], rb[kC];
+    float2 rg[kC];
 #pragma unroll
-    for (int i = 0; i < PER; ++i)
-      if (lane + 32 * i < N4) {
-        const float4 m = mine[lane + 32 * i];
-        mine[lane + 32 * i] = make_float4(m.x + other[i].x, m.y + other[i].y, m.z + other[i].z, m.w + other[i].w);
-      }
-    __syncwarp();
-  }
+    for (int r = 0; r < kC; ++r) {
+      rq[r] = rows[R::Q + r * 32 + lane];
+      rk[r] = rows[R::K + r * 32 + lane];
+      ra[r] = rows[R::A + r * 32 + lane];
+      rb[r] = rows[R::B + r * 32 + lane];
+      if constexpr (std::is_same_v<G, float>) rg[r] = *reinterpret_cast<const float2*>(rows + R::Gk + r * R::GW + 2 * lane);
+      else rg[r] = unpack2<G>(rows[R::Gk + r * R::GW + lane]);
+    }
+    __syncwarp();  // the reads are done before the next chunk's copies reuse the words
+    if (next.valid) stage_rows(next);
+    cp_commit();
+    if (!ch.valid) {  // a varlen grid's bound past the last chunk: nothing to compute
+      if (next.valid) stage_v(next);
+      cp_commit();
+      continue;
+    }
+    // The A matrices start at zero: above the diagonal, and in rows and columns past a short chunk's end.
+    for (int e = lane; e < (L::total - L::AQK) / 4; e += 32)
+      reinterpret_cast<float4*>(sm + L::AQK)[e] = make_float4(0.f, 0.f, 0.f, 0.f);
+    // Per-token decays of the lane's two columns (1 past the chunk's end, where gk was staged as 0).
+    float2 e[kC];
+#pragma unroll
+    for (int r = 0; r < kC; ++r)
+      e[r] = make_float2(ex2_ftz(rg[r].x * static_cast<float>(kLog2e)), ex2_ftz(rg[r].y * static_cast<float>(kLog2e)));
 
-  // WY. A_ab_inv = (I - A_ab)^-1 by forward substitution, one column a lane (chunk_WY's order).
-  float* Ainv = sm + L::AINV;
-  float* M = Aab;  // A_ab is dead once A_ab_inv is formed
-  if (lane < kC) unit_lower_inverse_column<kC>(Aab, AP, Ainv, AP, lane);
-  __syncwarp();
-  unsigned ih[2][4], il[2][4];  // A_ab_inv as A fragments, k-steps 0 and 1
-#pragma unroll
-  for (int ks = 0; ks < 2; ++ks) load_a_split(Ainv, AP, 8 * ks, g, t, ih[ks], il[ks]);
-#pragma unroll
-  for (int nt = 0; nt < 2; ++nt) {  // M = A_ab_inv A_ak
-    float acc[4] = {}, cor[4] = {};
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
-      unsigned bh0, bl0, bh1, bl1;
-      load_b_split(Aak, BAP, 8 * ks, 8 * nt, g, t, bh0, bl0, bh1, bl1);
-      mma_3xtf32(acc, cor, cor, ih[ks], il[ks], bh0, bl0, bh1, bl1);
+    // The strictly lower triangle, level by level (see the top of the file).
+    {
+      const LevelArgs la{sm + L::QA, sm + L::KB, Aqk, Aqb, Aak, Aab, scale, dl, g, t};
+      level<T, 8>(la, rq, rk, ra, rb, e);
+      level<T, 4>(la, rq, rk, ra, rb, e);
+      level<T, 2>(la, rq, rk, ra, rb, e);
+      level<T, 1>(la, rq, rk, ra, rb, e);
     }
-    st2f(M + g * AP + 8 * nt + 2 * t, make_float2(acc[0] + cor[0], acc[1] + cor[1]));
-    st2f(M + (g + 8) * AP + 8 * nt + 2 * t, make_float2(acc[2] + cor[2], acc[3] + cor[3]));
-  }
-  __syncwarp();
-  unsigned mh[2][4], ml[2][4];
-#pragma unroll
-  for (int ks = 0; ks < 2; ++ks) load_a_split(M, AP, 8 * ks, g, t, mh[ks], ml[ks]);
-#pragma unroll
-  for (int nt = 0; nt < kKM / 8; ++nt) {  // w = A_ab_inv ag and u = M v, 8 of the warp's columns at a time
-    const int n0 = 8 * nt, col = kKM * half + n0 + 2 * t;
-    const bool r0ok = g < ch.len, r1ok = g + 8 < ch.len;
-    if (kKM * half + n0 < p.K) {
+
+    // The gated operands (stage A's outputs) and ag for WY, which replaces the level operands:
+    //   kg, bg = k, b exp(gl - gi_r) = k, b e_{r+1} .. e_15 (suffix products; e = 1 past the end, so gl is reached),
+    //   qg = scale q exp(gi_r) = e_0 .. e_r, ag = a exp(gi_{r-1}) (prefix products), eg_last = e_0 .. e_15.
+    __syncwarp();
+    float* AG = sm + L::AG;
+    float part[2 * kC];  // the diagonal's partial dot products (below), formed here where these registers die
+    const std::int64_t row0 = tix(ch.bos, h, H, d, p.K), rstride = H * p.K;
+    {
+      float2 f = make_float2(1.f, 1.f);
+  #pragma unroll
+      for (int i = 0; i < kC; ++i) {  // r from the last row up (an increasing counter: the loop must unroll)
+        const int r = kC - 1 - i;
+        const float2 k2 = unpack2<T>(rk[r]), b2 = unpack2<T>(rb[r]);
+        if (r < ch.len && dk) {
+          st2f(p.g.kg + row0 + r * rstride, mul2(k2, f));
+          st2f(p.g.bg + row0 + r * rstride, mul2(b2, f));
+        }
+        f = mul2(f, e[r]);
+        const float2 q2 = unpack2<T>(rq[r]);
+        const float qx = q2.x * scale, qy = q2.y * scale;
+        part[r] = fmaf(qx, k2.x, qy * k2.y);
+        part[kC + r] = fmaf(qx, b2.x, qy * b2.y);
+      }
+    }
+    {
+      float2 f = make_float2(1.f, 1.f);
+  #pragma unroll
+      for (int r = 0; r < kC; ++r) {
+        st2f(AG + r * BP + dl, r < ch.len && dk ? mul2(unpack2<T>(ra[r]), f) : make_float2(0.f, 0.f));
+        f = mul2(f, e[r]);
+        const float2 q2 = unpack2<T>(rq[r]);
+        if (r < ch.len && dk) st2f(p.g.qg + row0 + r * rstride, make_float2(q2.x * scale * f.x, q2.y * scale * f.y));
+      }
+      if (dk) st2f(p.g.eg_last + (ch.g * H + h) * p.K + d, f);
+    }
+    // Diagonal of A_qk and A_qb (factor 1): the lanes' two-column partials reduce-scattered across the warp (5
+    // rounds, each halving the values a lane holds), which leaves the total of partial l in lane l.
+    reduce_scatter_round<16>(part, lane);
+    reduce_scatter_round<8>(part, lane);
+    reduce_scatter_round<4>(part, lane);
+    reduce_scatter_round<2>(part, lane);
+    reduce_scatter_round<1>(part, lane);
+    if (lane < kC) Aqk[lane * AP + lane] = part[0];
+    else Aqb[(lane - kC) * AP + lane - kC] = part[0];
+    __syncwarp();
+    if constexpr (KW == 2) {  // each warp's A matrices += the other warp's (barrier, read, barrier, add)
+      constexpr int N4 = (L::total - L::AQK) / 4, PER = (N4 + 31) / 32;
+      __syncthreads();  // both warps' partial sums are written
+      float4* mine = reinterpret_cast<float4*>(sm + L::AQK);
+      const float4* theirs = reinterpret_cast<const float4*>(smem + (1 - warp) * R::total + L::AQK);
+      float4 other[PER];
+  #pragma unroll
+      for (int i = 0; i < PER; ++i)
+        if (lane + 32 * i < N4) other[i] = theirs[lane + 32 * i];
+      __syncthreads();
+  #pragma unroll
+      for (int i = 0; i < PER; ++i)
+        if (lane + 32 * i < N4) {
+          const float4 m = mine[lane + 32 * i];
+          mine[lane + 32 * i] = make_float4(m.x + other[i].x, m.y + other[i].y, m.z + other[i].z, m.w + other[i].w);
+        }
+      __syncwarp();
+    }
+
+    // WY. A_ab_inv = (I - A_ab)^-1 by forward substitution, one column a lane (chunk_WY's order).
+    float* Ainv = sm + L::AINV;
+    float* M = Aab;  // A_ab is dead once A_ab_inv is formed
+    if (lane < kC) unit_lower_inverse_column<kC>(Aab, AP, Ainv, AP, lane);
+    __syncwarp();
+    unsigned ih[2][4], il[2][4];  // A_ab_inv as A fragments, k-steps 0 and 1
+  #pragma unroll
+    for (int ks = 0; ks < 2; ++ks) load_a_split(Ainv, AP, 8 * ks, g, t, ih[ks], il[ks]);
+  #pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {  // M = A_ab_inv A_ak
       float acc[4] = {}, cor[4] = {};
-#pragma unroll
+  #pragma unroll
       for (int ks = 0; ks < 2; ++ks) {
         unsigned bh0, bl0, bh1, bl1;
-        load_b_split(AG, BP, 8 * ks, n0, g, t, bh0, bl0, bh1, bl1);
+        load_b_split(Aak, BAP, 8 * ks, 8 * nt, g, t, bh0, bl0, bh1, bl1);
         mma_3xtf32(acc, cor, cor, ih[ks], il[ks], bh0, bl0, bh1, bl1);
       }
-      if (col < p.K) {
-        if (r0ok) st2f(p.w + tix(ch.bos + g, h, H, col, p.K), make_float2(acc[0] + cor[0], acc[1] + cor[1]));
-        if (r1ok) st2f(p.w + tix(ch.bos + g + 8, h, H, col, p.K), make_float2(acc[2] + cor[2], acc[3] + cor[3]));
+      st2f(M + g * AP + 8 * nt + 2 * t, make_float2(acc[0] + cor[0], acc[1] + cor[1]));
+      st2f(M + (g + 8) * AP + 8 * nt + 2 * t, make_float2(acc[2] + cor[2], acc[3] + cor[3]));
+    }
+    cp_wait<1>();  // this chunk's v has landed (the next chunk's rows may still be in flight)
+    __syncwarp();  // M and every lane's v words visible to the warp
+    unsigned mh[2][4], ml[2][4];
+  #pragma unroll
+    for (int ks = 0; ks < 2; ++ks) load_a_split(M, AP, 8 * ks, g, t, mh[ks], ml[ks]);
+  #pragma unroll
+    for (int nt = 0; nt < kKM / 8; ++nt) {  // w = A_ab_inv ag and u = M v, 8 of the warp's columns at a time
+      const int n0 = 8 * nt, col = kKM * half + n0 + 2 * t;
+      const bool r0ok = g < ch.len, r1ok = g + 8 < ch.len;
+      if (kKM * half + n0 < p.K) {
+        float acc[4] = {}, cor[4] = {};
+  #pragma unroll
+        for (int ks = 0; ks < 2; ++ks) {
+          unsigned bh0, bl0, bh1, bl1;
+          load_b_split(AG, BP, 8 * ks, n0, g, t, bh0, bl0, bh1, bl1);
+          mma_3xtf32(acc, cor, cor, ih[ks], il[ks], bh0, bl0, bh1, bl1);
+        }
+        if (col < p.K) {
+          if (r0ok) st2f(p.w + tix(ch.bos + g, h, H, col, p.K), make_float2(acc[0] + cor[0], acc[1] + cor[1]));
+          if (r1ok) st2f(p.w + tix(ch.bos + g + 8, h, H, col, p.K), make_float2(acc[2] + cor[2], acc[3] + cor[3]));
+        }
+      }
+      if (kKM * half + n0 < p.V) {
+        float acc[4] = {}, cor[4] = {};
+  #pragma unroll
+        for (int ks = 0; ks < 2; ++ks) {
+          const unsigned b0 = elem_bits<T>(VS + (8 * ks + t) * VW, n0 + g);
+          const unsigned b1 = elem_bits<T>(VS + (8 * ks + t + 4) * VW, n0 + g);
+          mma_2xtf32(acc, cor, mh[ks], ml[ks], b0, b1);
+        }
+        if (col < p.V) {
+          if (r0ok) st2f(p.u + tix(ch.bos + g, h, H, col, p.V), make_float2(acc[0] + cor[0], acc[1] + cor[1]));
+          if (r1ok) st2f(p.u + tix(ch.bos + g + 8, h, H, col, p.V), make_float2(acc[2] + cor[2], acc[3] + cor[3]));
+        }
       }
     }
-    if (kKM * half + n0 < p.V) {
-      float acc[4] = {}, cor[4] = {};
-#pragma unroll
-      for (int ks = 0; ks < 2; ++ks) {
-        const unsigned b0 = elem_bits<T>(VS + (8 * ks + t) * VW, n0 + g);
-        const unsigned b1 = elem_bits<T>(VS + (8 * ks + t + 4) * VW, n0 + g);
-        mma_2xtf32(acc, cor, mh[ks], ml[ks], b0, b1);
-      }
-      if (col < p.V) {
-        if (r0ok) st2f(p.u + tix(ch.bos + g, h, H, col, p.V), make_float2(acc[0] + cor[0], acc[1] + cor[1]));
-        if (r1ok) st2f(p.u + tix(ch.bos + g + 8, h, H, col, p.V), make_float2(acc[2] + cor[2], acc[3] + cor[3]));
-      }
-    }
-  }
+    __syncwarp();  // every lane's reads of v are done: the next chunk's v may land in VS
+    if (next.valid) stage_v(next);
+    cp_commit();
 
-  // A_qk and A_qb rows out (all 16 columns: zero above the diagonal), 16-byte stores.
-  if (half == 0) {
-    const int r = lane >> 1, half = lane & 1;
-    if (r < ch.len) {
-      const std::int64_t row = ((ch.bos + r) * H + h) * kC + 8 * half;
-      const float4* sq = reinterpret_cast<const float4*>(Aqk + r * AP + 8 * half);
-      const float4* sb = reinterpret_cast<const float4*>(Aqb + r * AP + 8 * half);
-      float4* dq = reinterpret_cast<float4*>(p.Aqk + row);
-      float4* db = reinterpret_cast<float4*>(p.Aqb + row);
-      dq[0] = sq[0];
-      dq[1] = sq[1];
-      db[0] = sb[0];
-      db[1] = sb[1];
-      if constexpr (BWD) {  // A_ak (strictly lower, zero elsewhere) and A_ab_inv (unit lower, zero above) rows out
-        const float4* sk = reinterpret_cast<const float4*>(Aak + r * BAP + 8 * half);
-        const float4* si = reinterpret_cast<const float4*>(Ainv + r * AP + 8 * half);
-        float4* dk = reinterpret_cast<float4*>(p.Aak + row);
-        float4* di = reinterpret_cast<float4*>(p.Ainv + row);
-        dk[0] = sk[0];
-        dk[1] = sk[1];
-        di[0] = si[0];
-        di[1] = si[1];
+    // A_qk and A_qb rows out (all 16 columns: zero above the diagonal), 16-byte stores.
+    if (half == 0) {
+      const int r = lane >> 1, half = lane & 1;
+      if (r < ch.len) {
+        const std::int64_t row = ((ch.bos + r) * H + h) * kC + 8 * half;
+        const float4* sq = reinterpret_cast<const float4*>(Aqk + r * AP + 8 * half);
+        const float4* sb = reinterpret_cast<const float4*>(Aqb + r * AP + 8 * half);
+        float4* dq = reinterpret_cast<float4*>(p.Aqk + row);
+        float4* db = reinterpret_cast<float4*>(p.Aqb + row);
+        dq[0] = sq[0];
+        dq[1] = sq[1];
+        db[0] = sb[0];
+        db[1] = sb[1];
+        if constexpr (BWD) {  // A_ak (strictly lower, zero elsewhere) and A_ab_inv (unit lower, zero above) rows out
+          const float4* sk = reinterpret_cast<const float4*>(Aak + r * BAP + 8 * half);
+          const float4* si = reinterpret_cast<const float4*>(Ainv + r * AP + 8 * half);
+          float4* dk = reinterpret_cast<float4*>(p.Aak + row);
+          float4* di = reinterpret_cast<float4*>(p.Ainv + row);
+          dk[0] = sk[0];
+          dk[1] = sk[1];
+          di[0] = si[0];
+          di[1] = si[1];
+        }
       }
     }
   }
+  cp_wait<0>();
 }
 
 bool aligned(const void* x, std::uintptr_t n) { return reinterpret_cast<std::uintptr_t>(x) % n == 0; }
@@ -428,10 +490,16 @@ void chunk_A_WY(const ForwardInputs& in, int C, float* A_qk, float* A_qb, const 
   if (bwd && (!aligned(keep.A_ak, 16) || !aligned(keep.A_ab_inv, 16)))
     throw Unsupported("dplr::gpu: chunk_A_WY's AWYBackwardTensors A_ak and A_ab_inv must be 16-byte aligned");
   const std::int64_t NT = num_chunks(in, C);
-  AWYArgs p{in.q, in.k, in.a, in.b, in.gk, in.v, chunk_geom(in, C), in.H, NT, static_cast<int>(in.K), static_cast<int>(in.V),
-            in.resolved_scale(), A_qk, A_qb, gated, w, u, keep.A_ak, keep.A_ab_inv};
   const bool wide = in.K > kKM || in.V > kKM;  // two warps a chunk
-  dim3 grid(static_cast<unsigned>(wide ? NT : (NT + kWarps - 1) / kWarps), static_cast<unsigned>(in.H),
+  // Chunks a warp walks: 8, or fewer where that would leave under 2048 blocks (about four waves of four blocks an SM
+  // on a 132-SM H200), so that small problems keep their blocks; any choice computes the same bits.
+  const std::int64_t units = (wide ? NT : (NT + kWarps - 1) / kWarps) * in.H * in.B;  // blocks at one chunk a warp
+  int cpw = 8;
+  while (cpw > 1 && units / cpw < 2048) cpw /= 2;
+  const std::int64_t chunks_a_block = std::int64_t(cpw) * (wide ? 1 : kWarps);
+  AWYArgs p{in.q, in.k, in.a, in.b, in.gk, in.v, chunk_geom(in, C), in.H, NT, static_cast<int>(in.K), static_cast<int>(in.V),
+            cpw, in.resolved_scale(), A_qk, A_qb, gated, w, u, keep.A_ak, keep.A_ab_inv};
+  dim3 grid(static_cast<unsigned>((NT + chunks_a_block - 1) / chunks_a_block), static_cast<unsigned>(in.H),
             static_cast<unsigned>(in.B));
   dispatch_types(in.dtype, in.gk_dtype, [&](auto tt, auto gg) {
     using T = decltype(tt);
@@ -440,8 +508,9 @@ void chunk_A_WY(const ForwardInputs& in, int C, float* A_qk, float* A_qb, const 
       auto go = [&](auto kw, auto b) {
         constexpr int KW = decltype(kw)::value;
         constexpr bool BWD = decltype(b)::value;
-        set_smem(chunk_A_WY_mma_kernel<T, G, KW, BWD>, AWY::bytes);
-        chunk_A_WY_mma_kernel<T, G, KW, BWD><<<grid, 32 * kWarps, AWY::bytes, stream>>>(p);
+        constexpr std::size_t bytes = AWYRows<G>::bytes;
+        set_smem(chunk_A_WY_mma_kernel<T, G, KW, BWD>, bytes);
+        chunk_A_WY_mma_kernel<T, G, KW, BWD><<<grid, 32 * kWarps, bytes, stream>>>(p);
       };
       using One = std::integral_constant<int, 1>;
       using Two = std::integral_constant<int, kWarps>;

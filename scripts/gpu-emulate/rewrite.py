@@ -14,9 +14,9 @@ assert ex2 in common, "common.cuh's ex2_ftz changed: update rewrite.py"
 common = common.replace(ex2, "y = exp2f(x); if (y < 1.17549435e-38f) y = 0.f;")
 # cp.async as a copy that completes at once (zero-filled where !ok); commit and wait become no-ops. A valid
 # ordering of the real copies, so it checks the arithmetic and indices, not a missing wait.
-for width in (4, 16):
+for width in (4, 8, 16):
     asm = ('asm volatile("cp.async.%s.shared.global [%%0], [%%1], %d, %%2;\\n" ::"r"(s), "l"(gmem), "r"(ok ? %d : 0) : "memory");'
-           % ("ca" if width == 4 else "cg", width, width))
+           % ("ca" if width < 16 else "cg", width, width))
     assert asm in common, "common.cuh's cp%d changed: update rewrite.py" % width
     common = common.replace(asm, "(void)s; if (ok) std::memcpy(smem, gmem, %d); else std::memset(smem, 0, %d);" % (width, width))
 for asm in ('asm volatile("cp.async.commit_group;\\n" ::: "memory");', 'asm volatile("cp.async.wait_group %0;\\n" ::"n"(N) : "memory");'):
