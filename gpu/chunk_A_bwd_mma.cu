@@ -286,14 +286,18 @@ __global__ void __launch_bounds__(32 * kMaxWarps, kMinBlocks) chunk_A_bwd_mma_ke
   float* sw = smem + 4 * kC * AP + warp * kWarpFloats;
   float* sh = sw + 2 * kTile;  // the shares dq_o, da_wy, dk_h, db_h: the lane's rows, Accum's layout
   const float* shares[4] = {p.dq_o, p.da_wy, p.dk_h, p.db_h};  // the order of Accum's tiles
+  // The lane's rows r0 .. r0 + 7 of channel d are H K elements apart: one index stepped a row instead of tix's two
+  // int64 multiply-adds a row and tensor (the loads' addressing was a sixth of the kernel's instructions: ncu, H200).
+  const std::int64_t row_stride = H * K, lane_row0 = tix(ch.bos + r0, h, H, d, K);
+  {
+    std::int64_t ix = lane_row0;
 #pragma unroll
-  for (int j = 0; j < 4; ++j)
+    for (int jl = 0; jl < kHalf; ++jl, ix += row_stride) {
+      const bool ok = r0 + jl < L && dok;
 #pragma unroll
-    for (int jl = 0; jl < kHalf; ++jl) {
-      const int r = r0 + jl;
-      const bool ok = r < L && dok;
-      cp4(sh + (j * kHalf + jl) * 32 + lane, shares[j] + (ok ? tix(ch.bos + r, h, H, d, K) : 0), ok);
+      for (int j = 0; j < 4; ++j) cp4(sh + (j * kHalf + jl) * 32 + lane, shares[j] + (ok ? ix : 0), ok);
     }
+  }
   // dA by cp.async too (zero-filled outside the masks), so no thread waits on a load before its stores to shared
   // memory (long-scoreboard stalls were this kernel's largest, 1.98 of 7.2 cycles an instruction, ncu on the H200).
   // B8 T4096 H16 K = 64 bf16: the stage alone 0.922 -> 0.823 ms; the driver's fused call unchanged (0.948).
@@ -317,7 +321,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps, kMinBlocks) chunk_A_bwd_mma_ke
     for (int u = 0; u < 2; ++u) {
       const int jl = 2 * j + u, r = r0 + jl;
       const bool ok = r < L && dok;
-      const std::int64_t ix = tix(ch.bos + r, h, H, d, K);
+      const std::int64_t ix = lane_row0 + jl * row_stride;
       x[0][u] = ok ? raw16<T>(p.q, ix) : 0u;
       x[1][u] = ok ? raw16<T>(p.k, ix) : 0u;
       x[2][u] = ok ? raw16<T>(p.a, ix) : 0u;

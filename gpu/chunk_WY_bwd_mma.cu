@@ -79,39 +79,46 @@ __global__ void __launch_bounds__(kThreads, 3) chunk_WY_bwd_mma_kernel(WYBwdArgs
   // (The planted BwdHeadOffset: A_ab_inv and A_ak read at head 0 for every head.)
   const std::int64_t a_head = planted(p.geo.planted, PlantedDefect::BwdHeadOffset) ? 0 : h;
   const int e = threadIdx.x;
-  const int nk4 = K / 4, nv4 = V / 4, n16 = V / EPC;
+  // Every loop below runs over the pieces of a DM-wide row (shifts, no runtime division by K or V); pieces past K or
+  // V are zero-filled (before, the loops stopped at K, V and left those columns as they were). Row indices: the
+  // chunk's first row of head h plus r H D, one multiply-add a chunk and width.
   auto load = [&](std::int64_t c, int slot) {  // chunk x0 + c's operands into stage `slot` (not committed)
     const Chunk ch = chunk_at(p.geo, blockIdx.z, x0 + c, C);
     const int len = ch.len;
     float* buf = sm + slot * L::stage;
+    const std::int64_t row = ch.bos * H + h, rowK = row * K, rowV = row * V, arow = (ch.bos * H + a_head) * C;
+#pragma unroll
     for (int x = e; x < C * C; x += kThreads) {
       const int r = x / C, s = x % C;
-      const std::int64_t ix = r < len ? ((ch.bos + r) * H + a_head) * C + s : 0;
+      const std::int64_t ix = r < len ? arow + r * H * C + s : 0;
       cp4(buf + L::M + r * AP + s, p.Ainv + ix, r < len && s <= r);  // 4-byte: outside the mask A may hold anything
       cp4(buf + L::Aak + r * AP + s, p.Aak + ix, r < len && s < r);
     }
-    for (int x = e; x < C * nk4; x += kThreads) {
-      const int r = x / nk4, c4 = (x % nk4) * 4;
-      const bool ok = r < len;
-      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, c4, K) : 0;
+#pragma unroll
+    for (int x = e; x < C * (DM / 4); x += kThreads) {
+      const int r = x / (DM / 4), c4 = (x % (DM / 4)) * 4;
+      const bool ok = r < len && c4 < K;
+      const std::int64_t ix = ok ? rowK + r * H * K + c4 : 0;
       cp16(buf + L::Dw + r * KP + c4, p.dw + ix, ok);
       cp16(buf + L::W + r * FP + c4, p.w + ix, ok);
     }
-    for (int x = e; x < C * nv4; x += kThreads) {
-      const int r = x / nv4, c4 = (x % nv4) * 4;
-      const bool ok = r < len;
-      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, c4, V) : 0;
+#pragma unroll
+    for (int x = e; x < C * (DM / 4); x += kThreads) {
+      const int r = x / (DM / 4), c4 = (x % (DM / 4)) * 4;
+      const bool ok = r < len && c4 < V;
+      const std::int64_t ix = ok ? rowV + r * H * V + c4 : 0;
       cp16(buf + L::Du + r * KP + c4, p.du + ix, ok);
       cp16(buf + L::U + r * FP + c4, p.u + ix, ok);
       cp16(buf + L::Dv + r * FP + c4, p.dv + ix, ok);
     }
     T* Vs = reinterpret_cast<T*>(buf + L::Vv);
-    for (int x = e; x < C * n16; x += kThreads) {
-      const int r = x / n16, c8 = (x % n16) * EPC;
-      const bool ok = r < len;
-      cp16(Vs + r * TP + c8, static_cast<const T*>(p.v) + (ok ? tix(ch.bos + r, h, H, c8, V) : 0), ok);
+#pragma unroll
+    for (int x = e; x < C * (DM / EPC); x += kThreads) {
+      const int r = x / (DM / EPC), c8 = (x % (DM / EPC)) * EPC;
+      const bool ok = r < len && c8 < V;
+      cp16(Vs + r * TP + c8, static_cast<const T*>(p.v) + (ok ? rowV + r * H * V + c8 : 0), ok);
     }
-    stage_gk(reinterpret_cast<G*>(buf + L::Gk), static_cast<const G*>(p.gk), ch, h, H, K);
+    stage_gk<DM>(reinterpret_cast<G*>(buf + L::Gk), static_cast<const G*>(p.gk), ch, h, H, K);
   };
 
   const int warp = e / 32, lane = e % 32, g = lane >> 2, t = lane & 3, nK = K / 8, nV = V / 8;
@@ -131,7 +138,7 @@ __global__ void __launch_bounds__(kThreads, 3) chunk_WY_bwd_mma_kernel(WYBwdArgs
     }
     const Chunk ch = chunk_at(p.geo, blockIdx.z, x0 + c, C);
     const int len = ch.len;
-    const float* buf = sm + (c % NS) * L::stage;
+    const float* buf = sm + ring_slot<NS>(c) * L::stage;
     const float* Ms = buf + L::M;
     const float* Aaks = buf + L::Aak;
     const float* Dw = buf + L::Dw;

@@ -20,13 +20,15 @@ bool all_aligned16(std::initializer_list<const void*> ptrs);
 // The chunk's rows of gk (G: fp32 or the 16-bit dtype; K * sizeof(G) a multiple of 16) into shared memory [len][K]
 // by cp.async (the caller commits and waits): the in-chunk cumulative sums are then formed from shared memory
 // (for_chunk_log2_cumsum on a chunk at bos 0 of a one-head tensor), not by one dependent global load a row.
-template <typename G>
+// DM (>= K): the kernel's bound on K, so that a thread's pieces split by shifts, not by a runtime division; C: the
+// chunk size (rows).
+template <int DM, typename G, int C = 16>
 __device__ __forceinline__ void stage_gk(G* gs, const G* gk, const Chunk& ch, std::int64_t h, std::int64_t H, int K) {
-  constexpr int EPC = 16 / sizeof(G);
-  const int n16 = K / EPC;
-  for (int x = threadIdx.x; x < ch.len * n16; x += blockDim.x) {
-    const int r = x / n16, c = (x % n16) * EPC;
-    cp16(gs + r * K + c, gk + tix(ch.bos + r, h, H, c, K), true);
+  constexpr int EPC = 16 / sizeof(G), PR = DM / EPC;  // 16-byte pieces a row (at K = DM)
+  const std::int64_t row = ch.bos * H + h;
+  for (int x = threadIdx.x; x < C * PR; x += blockDim.x) {
+    const int r = x / PR, c = (x % PR) * EPC;
+    if (r < ch.len && c < K) cp16(gs + r * K + c, gk + (row + r * H) * K + c, true);
   }
 }
 

@@ -109,7 +109,7 @@ __global__ void __launch_bounds__(kThreads) chunk_h_bwd_kernel(HBwdArgs p) {
   for (std::int64_t x = 0; x < count; ++x) {  // an empty sequence (cu_seqlens) has none: dh0 = dht
     ring_advance<NS>(x, count, load);  // chunk x's stage landed; dS' complete; the later chunk's Dvn no longer read
     const Chunk ch = chunk_in(seq, count - 1 - x, C);
-    const float* sg = sm + static_cast<int>(x % NS) * SQ::stage;
+    const float* sg = sm + ring_slot<NS>(x) * SQ::stage;
     const float* kg = sg + SQ::Kg;
     const float* bg = sg + SQ::Bg;
     const std::int64_t base = (ch.g * H + h) * K * V;

@@ -79,15 +79,38 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
   const int c0 = vtile_of_block(p.geo) * kVT;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
-  // Stage x of the walk is chunk count - 1 - x.
+  // Stage x of the walk is chunk count - 1 - x. Each thread's copies are fixed pieces of the chunk's rows: their
+  // offsets from the chunk's first row of head h (offK: row r of the K-wide tensors, column d; offV: of the V tile;
+  // offA: of A_qb, A_qk) are computed once here, so that a chunk's indices are one int64 multiply-add a width plus
+  // one add a piece (tix's ((bos + r) H + h) D + d a piece, and the row and column splits, cost the walk about a fifth
+  // of its instructions: ncu source counters, H200, B8 T4096 H16 D64). Same addresses as before.
+  constexpr int KR = C * L::KM / 4 / kThreads;  // 16-byte pieces of kg, bg, w (and qg) a thread
+  static_assert(C * L::KM / 4 % kThreads == 0, "whole pieces a thread");
+  const int e = threadIdx.x;
+  int kr_r[KR], kr_d[KR];
+  std::int64_t offK[KR];
+#pragma unroll
+  for (int j = 0; j < KR; ++j) {
+    const int y = e + j * kThreads;
+    kr_r[j] = y / (L::KM / 4);
+    kr_d[j] = (y % (L::KM / 4)) * 4;
+    offK[j] = kr_r[j] * H * K + kr_d[j];
+  }
+  const int vr = e / (kVT / 4), vx = (e % (kVT / 4)) * 4;  // e < C kVT / 4: a 16-byte piece of a V tile row
+  const std::int64_t offV = vr * H * V + c0 + vx;
+  const int ar = e / C, as = e % C;  // FORM: A_qb (A_qk) element (ar, as)
+  const std::int64_t offA = ar * H * C + as;
+  const int dr = e / (kVT / 2), dx = (e % (kVT / 2)) * 2;  // FORM: two 16-bit values of a do row
+  const std::int64_t offD = dr * H * V + c0 + dx;
   auto load = [&](std::int64_t x, int slot) {
     float* sg = sm + slot * L::stage;
     const Chunk ch = chunk_in(seq, count - 1 - x, C);
-    const int e = threadIdx.x;
-    for (int y = e; y < C * L::KM / 4; y += kThreads) {
-      const int r = y / (L::KM / 4), d = (y % (L::KM / 4)) * 4;
+    const std::int64_t row = ch.bos * H + h, rowK = row * K, rowV = row * V, rowA = row * C;
+#pragma unroll
+    for (int j = 0; j < KR; ++j) {
+      const int r = kr_r[j], d = kr_d[j];
       const bool ok = r < ch.len && d < K;
-      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, d, K) : 0;
+      const std::int64_t ix = ok ? rowK + offK[j] : 0;
       const int o = r * KP + d;
       cp16(sg + L::Kg + o, p.kg + ix, ok);
       cp16(sg + L::Bg + o, p.bg + ix, ok);
@@ -99,26 +122,23 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
       cp16(sg + L::E + 4 * e, p.egl + (ok ? (ch.g * H + h) * K + 4 * e : 0), ok);
     }
     if (e < C * kVT / 4) {
-      const int r = e / (kVT / 4), cx = (e % (kVT / 4)) * 4;
-      const bool ok = r < ch.len && c0 + cx < V;
-      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0;
-      if constexpr (!FORM_DV) cp16(sg + L::Dv + r * LS + cx, p.dv + ix, ok);
-      if constexpr (!FORM) cp16(sg + L::Dvo + r * LS + cx, p.dvnew_o + ix, ok);
+      const bool ok = vr < ch.len && c0 + vx < V;
+      const std::int64_t ix = ok ? rowV + offV : 0;
+      if constexpr (!FORM_DV) cp16(sg + L::Dv + vr * LS + vx, p.dv + ix, ok);
+      if constexpr (!FORM) cp16(sg + L::Dvo + vr * LS + vx, p.dvnew_o + ix, ok);
     }
     if constexpr (FORM) {
       static_assert(C * C == kThreads && C * kVT / 2 == kThreads, "one 4-byte copy of A_qb and of do a thread");
       {  // A_qb (and A_qk), zero outside s <= r < len (above the diagonal they may hold anything)
-        const int r = e / C, s = e % C;
-        const bool ok = r < ch.len && s <= r;
-        const std::int64_t ix = ok ? ((ch.bos + r) * H + h) * C + s : 0;
-        cp4(sg + L::Aqb + r * L::AP + s, p.Aqb + ix, ok);
-        if constexpr (FORM_DV) cp4(sg + L::Aqk + r * L::AP + s, p.Aqk + ix, ok);
+        const bool ok = ar < ch.len && as <= ar;
+        const std::int64_t ix = ok ? rowA + offA : 0;
+        cp4(sg + L::Aqb + ar * L::AP + as, p.Aqb + ix, ok);
+        if constexpr (FORM_DV) cp4(sg + L::Aqk + ar * L::AP + as, p.Aqk + ix, ok);
       }
       {  // do, two 16-bit values a copy (V even)
-        const int r = e / (kVT / 2), cx = (e % (kVT / 2)) * 2;
-        const bool ok = r < ch.len && c0 + cx < V;
+        const bool ok = dr < ch.len && c0 + dx < V;
         T* dO = reinterpret_cast<T*>(sg + L::dO);
-        cp4(dO + r * L::LT + cx, static_cast<const T*>(p.d_o) + (ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0), ok);
+        cp4(dO + dr * L::LT + dx, static_cast<const T*>(p.d_o) + (ok ? rowV + offD : 0), ok);
       }
     } else {
       const std::int64_t base = (ch.g * H + h) * K * V;
@@ -145,7 +165,7 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
   for (std::int64_t x = 0; x < count; ++x) {  // an empty sequence (cu_seqlens) has none: dh0 = dht
     ring_advance<NS>(x, count, load);  // chunk x's stage landed; dS' in Ss; the later chunk's Vn no longer read
     const Chunk ch = chunk_in(seq, count - 1 - x, C);
-    const float* sg = sm + static_cast<int>(x % NS) * L::stage;
+    const float* sg = sm + ring_slot<NS>(x) * L::stage;
     {  // dh of this chunk: dS', the gradient at its end (V even, so col < V means col + 1 < V)
       const std::int64_t base = (ch.g * H + h) * K * V;
 #pragma unroll
@@ -320,38 +340,54 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 && !O ? 3 : 2) chunk_h_bw
   const std::int64_t base = (ch.g * H + h) * K * V;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
+  // Each thread's copies are fixed pieces of a slab (offsets from the chunk's first row of head h, or from h's state
+  // of the chunk, computed once here), so that slab x's indices are one add a piece: tix's multiply-adds and the row and
+  // column splits a piece cost the kernel's loads most of their instructions (ncu source counters, H200). The gk rows
+  // go one warp a row, without the runtime division by K. Same addresses as before.
+  const int e = threadIdx.x;
+  constexpr int SR = L::KM * VS / 4 / kThreads;  // 16-byte pieces of S and of dS' a thread
+  static_assert(L::KM * VS / 4 % kThreads == 0, "whole pieces a thread");
+  int s_i[SR], s_x[SR];
+#pragma unroll
+  for (int j = 0; j < SR; ++j) {
+    const int y = e + j * kThreads;
+    s_i[j] = y / (VS / 4);
+    s_x[j] = (y % (VS / 4)) * 4;
+  }
+  const int nr = e / (VS / 4), nx = (e % (VS / 4)) * 4;  // e < C VS / 4: a 16-byte piece of dv_new's, v_new's rows
+  const int vr = e / (VS / 2), vx = (e % (VS / 2)) * 2;  // two 16-bit values of v's (and do's) rows
+  const std::int64_t row = ch.bos * H + h, rowV = row * V;
+  const std::int64_t offN = rowV + nr * H * V + nx, offV = rowV + vr * H * V + vx;
   auto load = [&](std::int64_t x, int slot) {
     float* sg = sm + L::stages + slot * L::stage;
-    const int jt = static_cast<int>(x) * VS, e = threadIdx.x;
-    if (x == 0) {  // the chunk's rows of gk with the first slab: 4-byte copies (K even)
+    const int jt = static_cast<int>(x) * VS;
+    if (x == 0) {  // the chunk's rows of gk with the first slab: 4-byte copies (K even), warp w rows w, w + 8
       constexpr int EPC = 4 / sizeof(G);
-      for (int y = e; y < len * K / EPC; y += kThreads) {
-        const int r = y / (K / EPC), d = (y % (K / EPC)) * EPC;
-        cp4(gs + r * K + d, static_cast<const G*>(p.gk) + tix(ch.bos + r, h, H, d, K), true);
-      }
+      for (int r = warp; r < len; r += kThreads / 32)
+        for (int d = EPC * lane; d < K; d += 32 * EPC)
+          cp4(gs + r * K + d, static_cast<const G*>(p.gk) + (row + r * H) * K + d, true);
     }
-    for (int y = e; y < L::KM * VS / 4; y += kThreads) {
-      const int i = y / (VS / 4), cx = (y % (VS / 4)) * 4;
+#pragma unroll
+    for (int j = 0; j < SR; ++j) {
+      const int i = s_i[j], cx = s_x[j];
       const bool ok = i < K && jt + cx < V;
       const std::int64_t ix = ok ? base + i * V + jt + cx : 0;
       cp16(sg + L::S + i * LB + cx, p.h + ix, ok);
       cp16(sg + L::dS + i * LB + cx, p.dh + ix, ok);
     }
     if (e < C * VS / 4) {
-      const int r = e / (VS / 4), cx = (e % (VS / 4)) * 4;
-      const bool ok = r < len && jt + cx < V;
-      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, jt + cx, V) : 0;
-      cp16(sg + L::Dvn + r * LB + cx, p.dvnew + ix, ok);
-      cp16(sg + L::Vn + r * LB + cx, p.vnew + ix, ok);
+      const bool ok = nr < len && jt + nx < V;
+      const std::int64_t ix = ok ? offN + jt : 0;
+      cp16(sg + L::Dvn + nr * LB + nx, p.dvnew + ix, ok);
+      cp16(sg + L::Vn + nr * LB + nx, p.vnew + ix, ok);
     }
     static_assert(C * VS / 2 == kThreads, "one 4-byte copy of v (and of do) (two 16-bit values) a thread");
     {
-      const int r = e / (VS / 2), cx = (e % (VS / 2)) * 2;
-      const bool ok = r < len && jt + cx < V;  // V even
-      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, jt + cx, V) : 0;
+      const bool ok = vr < len && jt + vx < V;  // V even
+      const std::int64_t ix = ok ? offV + jt : 0;
       T* vv = reinterpret_cast<T*>(sg + L::Vv);
-      cp4(vv + r * LV + cx, static_cast<const T*>(p.v) + ix, ok);
-      if constexpr (O) cp4(reinterpret_cast<T*>(sg + L::Do) + r * LV + cx, static_cast<const T*>(p.d_o) + ix, ok);
+      cp4(vv + vr * LV + vx, static_cast<const T*>(p.v) + ix, ok);
+      if constexpr (O) cp4(reinterpret_cast<T*>(sg + L::Do) + vr * LV + vx, static_cast<const T*>(p.d_o) + ix, ok);
     }
   };
 
@@ -385,7 +421,7 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 && !O ? 3 : 2) chunk_h_bw
           gl[r * K + d] = sp.y;
         }
       }
-    const float* sg = sm + L::stages + (x % NS) * L::stage;
+    const float* sg = sm + L::stages + ring_slot<NS>(x) * L::stage;
     const float* St = sg + L::S;
     const float* dSt = sg + L::dS;
     const T* vv = reinterpret_cast<const T*>(sg + L::Vv);

@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_kernel(HOArgs p) {
   for (std::int64_t c = 0; c < count; ++c) {
     ring_advance<NS>(c, count, load);  // chunk c's stage landed; chunk c - 1 fully done
     const Chunk ch = chunk_in(seq, c, C);
-    const float* sg = sm + static_cast<int>(c % NS) * L::stage;
+    const float* sg = sm + ring_slot<NS>(c) * L::stage;
     const float* W = sg + L::W;
     const float* Kd = sg + L::Kd;
     const float* Bd = sg + L::Bd;

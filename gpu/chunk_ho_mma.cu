@@ -80,14 +80,36 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
   const std::int64_t nh = seq.n * H + h;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
+  // Each thread's copies are fixed pieces of the chunk's rows: their offsets from the chunk's first row of head h
+  // (offK: the K-wide rows, offU: u's V tile, offV: v's, offA: A_qk, A_qb) are computed once here, so that a chunk's
+  // indices are one int64 multiply-add a width plus one add a piece instead of tix's two a piece. Same addresses.
+  const int e = threadIdx.x;
+  constexpr int KR = C * L::KM / 4 / kThreads;  // 16-byte pieces of w, kg, bg (and qg) a thread
+  int kr_r[KR], kr_d[KR];
+  std::int64_t offK[KR];
+#pragma unroll
+  for (int j = 0; j < KR; ++j) {
+    const int y = e + j * kThreads;
+    kr_r[j] = y / (L::KM / 4);
+    kr_d[j] = (y % (L::KM / 4)) * 4;
+    offK[j] = kr_r[j] * H * K + kr_d[j];
+  }
+  const int ur = e / (kVT / 4), ux = (e % (kVT / 4)) * 4;  // e < C kVT / 4: a 16-byte piece of u's tile
+  const std::int64_t offU = ur * H * V + c0 + ux;
+  constexpr int EPC = 16 / sizeof(T);
+  const int vr = e / (kVT / EPC), vx = (e % (kVT / EPC)) * EPC;  // e < C kVT / EPC: of v's
+  const std::int64_t offV = vr * H * V + c0 + vx;
+  const int ar = e / C, as = e % C;
+  const std::int64_t offA = ar * H * C + as;
   auto load = [&](std::int64_t c, int slot) {
     float* sg = sm + slot * L::stage;
     const Chunk ch = chunk_in(seq, c, C);
-    const int e = threadIdx.x;
-    for (int x = e; x < C * L::KM / 4; x += kThreads) {
-      const int r = x / (L::KM / 4), d = (x % (L::KM / 4)) * 4;
+    const std::int64_t row = ch.bos * H + h, rowK = row * K, rowV = row * V;
+#pragma unroll
+    for (int j = 0; j < KR; ++j) {
+      const int r = kr_r[j], d = kr_d[j];
       const bool ok = r < ch.len && d < K;
-      const std::int64_t ix = ok ? tix(ch.bos + r, h, H, d, K) : 0;
+      const std::int64_t ix = ok ? rowK + offK[j] : 0;
       const int o = r * KP + d;
       cp16(sg + L::W + o, p.w + ix, ok);
       cp16(sg + L::Kd + o, p.kg + ix, ok);
@@ -95,26 +117,22 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
       if constexpr (!STATES) cp16(sg + L::Qg + o, p.qg + ix, ok);
     }
     if (e < C * kVT / 4) {
-      const int r = e / (kVT / 4), cx = (e % (kVT / 4)) * 4;
-      const bool ok = r < ch.len && c0 + cx < V;
-      cp16(sg + L::U + 4 * e, p.u + (ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0), ok);
+      const bool ok = ur < ch.len && c0 + ux < V;
+      cp16(sg + L::U + 4 * e, p.u + (ok ? rowV + offU : 0), ok);
     }
-    constexpr int EPC = 16 / sizeof(T);
     if (e < C * kVT / EPC) {
-      const int r = e / (kVT / EPC), cx = (e % (kVT / EPC)) * EPC;
-      const bool ok = r < ch.len && c0 + cx < V;
-      cp16(sg + L::Vv + 4 * e, static_cast<const T*>(p.v) + (ok ? tix(ch.bos + r, h, H, c0 + cx, V) : 0), ok);
+      const bool ok = vr < ch.len && c0 + vx < V;
+      cp16(sg + L::Vv + 4 * e, static_cast<const T*>(p.v) + (ok ? rowV + offV : 0), ok);
     }
     if (e < L::KM / 4) {
       const bool ok = 4 * e < K;
       cp16(sg + L::E + 4 * e, p.egl + (ok ? (ch.g * H + h) * K + 4 * e : 0), ok);
     }
     if constexpr (!STATES) {
-      const int r = e / C, s = e % C;
-      const bool ok = r < ch.len && s <= r;
-      const std::int64_t ix = ok ? ((ch.bos + r) * H + h) * C + s : 0;
-      cp4(sg + L::Aqk + r * AP + s, p.Aqk + ix, ok);
-      cp4(sg + L::Aqb + r * AP + s, p.Aqb + ix, ok);  // 4-byte: above the diagonal A may hold anything
+      const bool ok = ar < ch.len && as <= ar;
+      const std::int64_t ix = ok ? row * C + offA : 0;
+      cp4(sg + L::Aqk + ar * AP + as, p.Aqk + ix, ok);
+      cp4(sg + L::Aqb + ar * AP + as, p.Aqb + ix, ok);  // 4-byte: above the diagonal A may hold anything
     }
   };
 
@@ -136,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
   for (std::int64_t c = 0; c < count; ++c) {
     ring_advance<NS>(c, count, load);  // chunk c's stage landed; chunk c - 1 fully done (state written)
     const Chunk ch = chunk_in(seq, c, C);
-    const float* sg = sm + static_cast<int>(c % NS) * L::stage;
+    const float* sg = sm + ring_slot<NS>(c) * L::stage;
     const float* Kd = sg + L::Kd;
     const float* Bd = sg + L::Bd;
     const float* U = sg + L::U;

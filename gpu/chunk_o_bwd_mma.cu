@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kThreads) chunk_o_bwd_mma_kernel(OBwdArgs p) {
     cp4(Aqk + r * AP + s, p.Aqk + ix, ok);  // 4-byte: above the diagonal A may hold anything
     if (dvnew_o) cp4(Aqb + r * AP + s, p.Aqb + ix, ok);
   }
-  stage_gk(Gs, static_cast<const G*>(p.gk), ch, h, H, K);
+  stage_gk<DM>(Gs, static_cast<const G*>(p.gk), ch, h, H, K);
   cp_commit();
   cp_wait<0>();
   __syncthreads();

@@ -159,12 +159,16 @@ __device__ __forceinline__ void ring_start(std::int64_t count, Load& load) {
 // At the top of chunk c: waits until chunk c's stage has landed for every thread (the barrier also means that chunk
 // c - 1, whose slot chunk c + NS - 1 reuses, is done), then puts chunk c + NS - 1 in flight. Chunk c's stage is
 // slot c % NS.
+// The ring slot of walk position c. In 32 bits: a walk has under 2^31 positions (a sequence of 2^31 chunks would be
+// 2^35 tokens), and the 64-bit remainder costs a dozen instructions a chunk.
+template <int NS>
+__device__ __forceinline__ int ring_slot(std::int64_t c) { return static_cast<int>(c) % NS; }
 template <int NS, typename Load>
 __device__ __forceinline__ void ring_advance(std::int64_t c, std::int64_t count, Load& load) {
   cp_wait<NS - 2>();
   __syncthreads();
   const std::int64_t nc = c + NS - 1;
-  if (nc < count) load(nc, static_cast<int>(nc % NS));
+  if (nc < count) load(nc, ring_slot<NS>(nc));
   cp_commit();
 }
 
