@@ -396,6 +396,11 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
   #pragma unroll
     for (int ks = 0; ks < 2; ++ks) load_a_split(M, AP, 8 * ks, g, t, mh[ks], ml[ks]);
   #pragma unroll
+    // Rows g and g + 8 of w and u (the lane's two rows): their first elements, once (tix per store was 32 int64
+    // multiply-adds a chunk); the columns add to these.
+    float* w_row = p.w + tix(ch.bos + g, h, H, 0, p.K);
+    float* u_row = p.u + tix(ch.bos + g, h, H, 0, p.V);
+    const std::int64_t w_down = 8 * H * p.K, u_down = 8 * H * p.V;  // row g to row g + 8
     for (int nt = 0; nt < kKM / 8; ++nt) {  // w = A_ab_inv ag and u = M v, 8 of the warp's columns at a time
       const int n0 = 8 * nt, col = kKM * half + n0 + 2 * t;
       const bool r0ok = g < ch.len, r1ok = g + 8 < ch.len;
@@ -408,8 +413,8 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
           mma_3xtf32(acc, cor, cor, ih[ks], il[ks], bh0, bl0, bh1, bl1);
         }
         if (col < p.K) {
-          if (r0ok) st2f(p.w + tix(ch.bos + g, h, H, col, p.K), make_float2(acc[0] + cor[0], acc[1] + cor[1]));
-          if (r1ok) st2f(p.w + tix(ch.bos + g + 8, h, H, col, p.K), make_float2(acc[2] + cor[2], acc[3] + cor[3]));
+          if (r0ok) st2f(w_row + col, make_float2(acc[0] + cor[0], acc[1] + cor[1]));
+          if (r1ok) st2f(w_row + w_down + col, make_float2(acc[2] + cor[2], acc[3] + cor[3]));
         }
       }
       if (kKM * half + n0 < p.V) {
@@ -421,8 +426,8 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
           mma_2xtf32(acc, cor, mh[ks], ml[ks], b0, b1);
         }
         if (col < p.V) {
-          if (r0ok) st2f(p.u + tix(ch.bos + g, h, H, col, p.V), make_float2(acc[0] + cor[0], acc[1] + cor[1]));
-          if (r1ok) st2f(p.u + tix(ch.bos + g + 8, h, H, col, p.V), make_float2(acc[2] + cor[2], acc[3] + cor[3]));
+          if (r0ok) st2f(u_row + col, make_float2(acc[0] + cor[0], acc[1] + cor[1]));
+          if (r1ok) st2f(u_row + u_down + col, make_float2(acc[2] + cor[2], acc[3] + cor[3]));
         }
       }
     }

@@ -301,10 +301,11 @@ __global__ void __launch_bounds__(32 * kMaxWarps, kMinBlocks) chunk_A_bwd_mma_ke
   // dA by cp.async too (zero-filled outside the masks), so no thread waits on a load before its stores to shared
   // memory (long-scoreboard stalls were this kernel's largest, 1.98 of 7.2 cycles an instruction, ncu on the H200).
   // B8 T4096 H16 K = 64 bf16: the stage alone 0.922 -> 0.823 ms; the driver's fused call unchanged (0.948).
+  const std::int64_t dA_row0 = (ch.bos * H + h) * kC;  // dA's rows of head h are H C elements apart
   for (int e = threadIdx.x; e < kC * kC; e += blockDim.x) {
     const int r = e / kC, s = e % kC;
     const bool incl = r < L && s <= r, strict = r < L && s < r;
-    const std::int64_t ix = ((ch.bos + r) * H + h) * kC + s;
+    const std::int64_t ix = dA_row0 + r * H * kC + s;
     cp4(sA + r * AP + s, p.dAqk + (incl ? ix : 0), incl);
     cp4(sA + kC * AP + r * AP + s, p.dAqb + (incl ? ix : 0), incl);
     cp4(sA + 2 * kC * AP + r * AP + s, p.dAak + (strict ? ix : 0), strict);
