@@ -80,22 +80,12 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
   // Stage x of the walk is chunk count - 1 - x. Each thread's copies are fixed pieces of the chunk's rows: their
-  // offsets from the chunk's first row of head h (offK: row r of the K-wide tensors, column d; offV: of the V tile;
+  // offsets from the chunk's first row of head h (kp: row r of the K-wide tensors, column d; offV: of the V tile;
   // offA: of A_qb, A_qk) are computed once here, so that a chunk's indices are one int64 multiply-add a width plus
   // one add a piece (tix's ((bos + r) H + h) D + d a piece, and the row and column splits, cost the walk about a fifth
   // of its instructions: ncu source counters, H200, B8 T4096 H16 D64). Same addresses as before.
-  constexpr int KR = C * L::KM / 4 / kThreads;  // 16-byte pieces of kg, bg, w (and qg) a thread
-  static_assert(C * L::KM / 4 % kThreads == 0, "whole pieces a thread");
   const int e = threadIdx.x;
-  int kr_r[KR], kr_d[KR];
-  std::int64_t offK[KR];
-#pragma unroll
-  for (int j = 0; j < KR; ++j) {
-    const int y = e + j * kThreads;
-    kr_r[j] = y / (L::KM / 4);
-    kr_d[j] = (y % (L::KM / 4)) * 4;
-    offK[j] = kr_r[j] * H * K + kr_d[j];
-  }
+  const RowPieces<C, L::KM, kThreads> kp(H * K);  // kp.off: the K-wide rows' pieces (kg, bg, w, qg)
   const int vr = e / (kVT / 4), vx = (e % (kVT / 4)) * 4;  // e < C kVT / 4: a 16-byte piece of a V tile row
   const std::int64_t offV = vr * H * V + c0 + vx;
   const int ar = e / C, as = e % C;  // FORM: A_qb (A_qk) element (ar, as)
@@ -107,10 +97,10 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
     const Chunk ch = chunk_in(seq, count - 1 - x, C);
     const std::int64_t row = ch.bos * H + h, rowK = row * K, rowV = row * V, rowA = row * C;
 #pragma unroll
-    for (int j = 0; j < KR; ++j) {
-      const int r = kr_r[j], d = kr_d[j];
+    for (int j = 0; j < kp.N; ++j) {
+      const int r = kp.r[j], d = kp.d[j];
       const bool ok = r < ch.len && d < K;
-      const std::int64_t ix = ok ? rowK + offK[j] : 0;
+      const std::int64_t ix = ok ? rowK + kp.off[j] : 0;
       const int o = r * KP + d;
       cp16(sg + L::Kg + o, p.kg + ix, ok);
       cp16(sg + L::Bg + o, p.bg + ix, ok);

@@ -81,19 +81,10 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
 
   // Each thread's copies are fixed pieces of the chunk's rows: their offsets from the chunk's first row of head h
-  // (offK: the K-wide rows, offU: u's V tile, offV: v's, offA: A_qk, A_qb) are computed once here, so that a chunk's
+  // (kp: the K-wide rows, offU: u's V tile, offV: v's, offA: A_qk, A_qb) are computed once here, so that a chunk's
   // indices are one int64 multiply-add a width plus one add a piece instead of tix's two a piece. Same addresses.
   const int e = threadIdx.x;
-  constexpr int KR = C * L::KM / 4 / kThreads;  // 16-byte pieces of w, kg, bg (and qg) a thread
-  int kr_r[KR], kr_d[KR];
-  std::int64_t offK[KR];
-#pragma unroll
-  for (int j = 0; j < KR; ++j) {
-    const int y = e + j * kThreads;
-    kr_r[j] = y / (L::KM / 4);
-    kr_d[j] = (y % (L::KM / 4)) * 4;
-    offK[j] = kr_r[j] * H * K + kr_d[j];
-  }
+  const RowPieces<C, L::KM, kThreads> kp(H * K);  // kp.off: the K-wide rows' pieces (kg, bg, w, qg)
   const int ur = e / (kVT / 4), ux = (e % (kVT / 4)) * 4;  // e < C kVT / 4: a 16-byte piece of u's tile
   const std::int64_t offU = ur * H * V + c0 + ux;
   constexpr int EPC = 16 / sizeof(T);
@@ -106,10 +97,10 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
     const Chunk ch = chunk_in(seq, c, C);
     const std::int64_t row = ch.bos * H + h, rowK = row * K, rowV = row * V;
 #pragma unroll
-    for (int j = 0; j < KR; ++j) {
-      const int r = kr_r[j], d = kr_d[j];
+    for (int j = 0; j < kp.N; ++j) {
+      const int r = kp.r[j], d = kp.d[j];
       const bool ok = r < ch.len && d < K;
-      const std::int64_t ix = ok ? rowK + offK[j] : 0;
+      const std::int64_t ix = ok ? rowK + kp.off[j] : 0;
       const int o = r * KP + d;
       cp16(sg + L::W + o, p.w + ix, ok);
       cp16(sg + L::Kd + o, p.kg + ix, ok);

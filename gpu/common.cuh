@@ -159,6 +159,26 @@ __device__ __forceinline__ void ring_start(std::int64_t count, Load& load) {
 // At the top of chunk c: waits until chunk c's stage has landed for every thread (the barrier also means that chunk
 // c - 1, whose slot chunk c + NS - 1 reuses, is done), then puts chunk c + NS - 1 in flight. Chunk c's stage is
 // slot c % NS.
+// A thread's 16-byte pieces of a chunk's C rows of KM floats (piece y = threadIdx.x + j THREADS): row r, column d
+// and the offset r stride + d from the chunk's first row of head h (rows `stride` = H D elements apart), computed
+// once before a chunk walk, so that a chunk's index is one multiply-add a width plus one add a piece.
+template <int C, int KM, int THREADS>
+struct RowPieces {
+  static constexpr int N = C * KM / 4 / THREADS;
+  static_assert(C * KM / 4 % THREADS == 0, "whole pieces a thread");
+  int r[N], d[N];
+  std::int64_t off[N];
+  __device__ __forceinline__ explicit RowPieces(std::int64_t stride) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const int y = static_cast<int>(threadIdx.x) + j * THREADS;
+      r[j] = y / (KM / 4);
+      d[j] = (y % (KM / 4)) * 4;
+      off[j] = r[j] * stride + d[j];
+    }
+  }
+};
+
 // The ring slot of walk position c. In 32 bits: a walk has under 2^31 positions (a sequence of 2^31 chunks would be
 // 2^35 tokens), and the 64-bit remainder costs a dozen instructions a chunk.
 template <int NS>
