@@ -23,7 +23,7 @@
 // is elementwise.
 // Layout: one warp per (chunk, 16 key channels), two lanes a channel (lane = 16 x half + channel; every sum above stays
 // inside a channel), each with 8 rows of it: the lower half-warp rows 0-7, the upper rows 8-15. A lane keeps its rows of
-// q, k, a, b (16-bit, two rows a register), e and dgk in registers (dq, da, dk, db in shared memory, its own slots). Every
+// q, k, a, b (16-bit, two rows a register), e and its accumulators dq, da, dk, db, dgk in registers. Every
 // 2Lb-block of levels 4, 2, 1 lies inside one lane's rows, so a lane forms its blocks' factors and in-block sums alone; at
 // level 8 the lower half-warp takes the block's first half (column role) and the upper its second (row role). Per level a
 // lane writes its rows of the B operands to shared memory, the warp runs the products (16 x 16 x 16, each stored over its
@@ -52,7 +52,9 @@ static_assert(kHalf * 32 == kTile, "a lane-private tile is an operand tile's siz
 constexpr int kWarpFloats = 8 * kTile;
 constexpr int kMaxWarps = kMaxHeadDim / kN;
 // Blocks of 8 warps an SM the registers must allow: 2 caps a thread at 128 registers, so 16 warps an SM (K = 64: 4
-// blocks of 4 warps, 37 KB of shared memory each; K = 128: 2 blocks of 8, 69 KB). 3 (85 registers) spills.
+// blocks of 4 warps, 37 KB of shared memory each; K = 128: 2 blocks of 8, 69 KB). 3 (85 registers) spills. With the
+// accumulators in registers ptxas spills 8-20 bytes a thread at 128; unbounded it takes 165-168 (12 warps an SM at
+// K = 64, 8 at K = 128).
 constexpr int kMinBlocks = 2;
 
 std::size_t mma_smem_bytes(int warps) { return (4 * kC * AP + std::size_t(warps) * kWarpFloats) * sizeof(float); }
@@ -103,12 +105,14 @@ struct Column {  // the lane's rows (local j = 0 .. 7): q (unscaled), k, a, b pa
   unsigned q[kHalf / 2], k[kHalf / 2], a[kHalf / 2], b[kHalf / 2];
   float e[kHalf];
 };
-// The lane's accumulators: dq, da, dk, db in shared memory (the tiles the shares were prefetched into: share + stage
-// A's share), dgk in registers.
+// The lane's accumulators, in registers: dq, da, dk, db (started from the shares prefetched into shared memory, then
+// stage A's terms added) and dgk. Every index is a compile-time constant once the levels are unrolled. (Kept in
+// shared memory until session 15: LDS + FADD + STS a term, LDS and STS 22% of the kernel's instructions; in registers
+// the kernel ran 755 -> 659 us, ncu H200, B8 T4096 H16 K = 64 bf16.)
 struct Accum {
-  float* tile;  // [4][kHalf][32]: dq, da, dk, db; the lane's row j of tile i at tile[(i * kHalf + j) * 32]
+  float v[4][kHalf];  // dq, da, dk, db: the lane's row j of accumulator i
   float dg[kHalf];
-  __device__ __forceinline__ float& at(int i, int j) { return tile[(i * kHalf + j) * 32]; }
+  __device__ __forceinline__ float& at(int i, int j) { return v[i][j]; }
 };
 
 // The factors of one 2Lb-block for the lane's channel, as running products away from the block's middle m (local rows):
@@ -337,7 +341,12 @@ __global__ void __launch_bounds__(32 * kMaxWarps, kMinBlocks) chunk_A_bwd_mma_ke
   cp_wait<0>();  // the lane reads and updates only the shares it copied
   __syncthreads();  // dA staged
   const float scale = p.scale;
-  Accum acc{sh + lane, {}};
+  Accum acc;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int jl = 0; jl < kHalf; ++jl) acc.v[i][jl] = sh[(i * kHalf + jl) * 32 + lane];
+  }
   // Fused: cumsum_bwd's running sums of the other stages' shares, formed now while the tiles hold the shares alone
   // and kept (the lane's rows of them) for the end, where they are added to dgk_A exactly as chunk_cumsum_bwd.cu adds
   // them, so that dgk is bitwise the stages' run one by one. Each sum runs over the chunk's 16 rows in

@@ -4,13 +4,14 @@
 //     phase 2: dA_ab = strictly_lower(dag w^T + du^ u^T)       3
 //              dA_ak = strictly_lower(du^ v^T)                 2 (v exact)
 //              dv   += A_ak^T du^                              3
-// A block of 4 warps walks consecutive chunks of one (head, batch row) (WYPipe), C = 16: each chunk's operands land
-// in a shared-memory stage by cp.async (rows padded for conflict-free fragment reads; the incoming dv too, so
-// that dv's update is no dependent global load), the next chunk's in flight while this one is computed; exp(ge)
-// from the staged gk, one thread a column; phase 1 writes dag and du^ to shared memory, one barrier, then da_wy
-// (by the exp(ge) column's thread) and phase 2 read them. dv's total goes to the fp32 dv (the stage) or, rounded
-// once, to the inputs' dtype (the driver: chunk_WY_bwd_rounding_dv). Products to about 2^-21 relative (the split
-// of mma.cuh), fp32 accumulation, each output summed in a fixed order (the one-chunk-a-block kernel's: bitwise).
+// A block of 4 warps takes one chunk, or walks consecutive chunks of one (head, batch row) (WYPipe), C = 16: each
+// chunk's operands land in a shared-memory stage by cp.async (rows padded for conflict-free fragment reads; the
+// incoming dv too, so that dv's update is no dependent global load), with more than one stage the next chunk's in
+// flight while this one is computed; exp(ge) from the staged gk, one thread a column; phase 1 writes dag and du^ to
+// shared memory, one barrier, then da_wy (by the exp(ge) column's thread) and phase 2 read them. dv's total goes to the
+// fp32 dv (the stage) or, rounded once, to the inputs' dtype (the driver: chunk_WY_bwd_rounding_dv). Products to about
+// 2^-21 relative (the split of mma.cuh), fp32 accumulation, each output summed in a fixed order (the one-chunk-a-block
+// kernel's: bitwise).
 // Warps: phase 1, the n-tiles w, w + 4, .. of [dag | du^] (K / 8 + V / 8 of them); phase 2, dA_ab's columns 0-7
 // (warp 0) and 8-15 (warp 1), dA_ak (warp 2), dv (warp 3).
 #include <type_traits>
@@ -23,12 +24,15 @@ namespace {
 
 constexpr int kC = 16, kWarps = 4, kThreads = 32 * kWarps;
 
-// Chunks a block and shared-memory stages (WYPipe<DM>): at K, V <= 64 a block walks 4 consecutive chunks of its
-// (head, batch row), chunk c + 1's operands in flight by cp.async while chunk c is computed (2 stages, 3 blocks an
-// SM); at K, V <= 128 two stages would leave one block an SM, so a block takes one chunk (1 stage, 2 blocks an SM).
+// Chunks a block and shared-memory stages (WYPipe<DM>). With more than one stage a block walks `chunks` consecutive
+// chunks of its (head, batch row), chunk c + 1's operands in flight by cp.async while chunk c is computed. Both sizes
+// now take one chunk a block (1 stage): at K, V <= 64 four blocks an SM (45 KB, 126 registers) ran 481 us against 538
+// for 2 stages x 4 chunks at three blocks an SM (H200, B8 T4096 H16 bf16, session 15): the kernel waits on latency,
+// and more resident warps hide more of it than the prefetch did. At K, V <= 128 two stages would leave one block an
+// SM; one stage gives two.
 template <int DM>
 struct WYPipe {
-  static constexpr int stages = DM <= 64 ? 2 : 1, chunks = DM <= 64 ? 4 : 1;
+  static constexpr int stages = 1, chunks = 1, min_blocks = DM <= 64 ? 4 : 3;
 };
 
 // Shared memory (floats) for K, V <= DM. Row pads (as chunk_o_bwd_mma.cu): AP = 24 for the transposed reads of M and
@@ -44,7 +48,7 @@ struct WL {
   static constexpr int Dag = WYPipe<DM>::stages * stage, Duh = Dag + kC * FP, E = Duh + kC * FP, total = E + kC * DM;
   static constexpr std::size_t bytes = std::size_t(total) * sizeof(float);
 };
-static_assert(WL<64, float>::bytes <= 75 * 1024, "WY_bwd mma: three blocks an SM at K, V <= 64");
+static_assert(4 * (WL<64, float>::bytes + 1024) <= 228 * 1024, "WY_bwd mma: four blocks an SM at K, V <= 64");
 static_assert(WL<128, float>::bytes <= 113 * 1024, "WY_bwd mma: two blocks an SM at K, V <= 128");
 
 // Two values of dv's total in the inputs' dtype (each rounded once to nearest, as round_to_dtype), one 4-byte store.
@@ -57,7 +61,7 @@ __device__ __forceinline__ void store_rounded_pair(void* out, std::int64_t i, fl
 }
 
 template <typename T, typename G, int DM>
-__global__ void __launch_bounds__(kThreads, 3) chunk_WY_bwd_mma_kernel(WYBwdArgs p) {
+__global__ void __launch_bounds__(kThreads, WYPipe<DM>::min_blocks) chunk_WY_bwd_mma_kernel(WYBwdArgs p) {
   using L = WL<DM, G>;
   constexpr int C = kC, AP = L::AP, KP = L::KP, FP = L::FP, TP = L::TP, N1 = DM / 16, EPC = 16 / sizeof(T);
   constexpr int NS = WYPipe<DM>::stages, CPB = WYPipe<DM>::chunks;

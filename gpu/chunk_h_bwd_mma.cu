@@ -313,9 +313,10 @@ static_assert(ChunkM<64, false>::stage % 4 == 0 && ChunkM<128, false>::stage % 4
 // and the chunk's do rows: dq_o = (dO S^T) (.) exp(gi) (the S^T fragments of dw), dA_qk = tril(dO v^T) (warps 0, 1),
 // dA_qb = tril(dO v_new^T) (warps 2, 3), with chunk_o_bwd_mma_kernel's MMAs in its order (its bits; k-steps past V
 // skipped as it stops there), so h (537 MB at B8 T4096 H16 K = V = 64) is read once. Blocks an SM: three at K <= 64
-// (<= 80 registers), two with O (80 spilled 104 bytes a thread) and at K <= 128 (O: 24-48 bytes spilled, ptxas 13).
+// (<= 80 registers; with O ptxas spills 32 bytes a thread, yet the kernel ran 963 -> 862 us against two blocks at 123
+// registers: it waits on its loads, H200, session 15), two at K <= 128 (O: 24-48 bytes spilled, ptxas 13).
 template <typename T, typename G, int KMAX, bool O>
-__global__ void __launch_bounds__(kThreads, KMAX <= 64 && !O ? 3 : 2) chunk_h_bwd_chunk_mma_kernel(HBwdChunkArgs p) {
+__global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 3 : 2) chunk_h_bwd_chunk_mma_kernel(HBwdChunkArgs p) {
   using L = ChunkM<KMAX, O>;
   constexpr int NS = L::NS, C = L::C, LB = L::LB, LV = L::LV, VS = L::VS, NTW = KMAX / 64;  // n-tiles a warp
   const int K = p.K, V = p.V;
