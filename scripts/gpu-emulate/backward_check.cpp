@@ -147,8 +147,10 @@ int main(int argc, char** argv) {
       {{"", 1, 37, 1, 32, 96, E::BF16, false, Gate::Fla, true, false, {}}, false},
       {{"", 1, 50, 1, 64, 64, E::BF16, false, Gate::Strong, true, false, {0, 0, 3, 20, 20, 50}}, true},
       {{"", 1, 35, 2, 64, 64, E::F16, false, Gate::Pinned30, false, false, {}}, true},
-      // more chunks than a tensor-core WY_bwd block walks (4 at K, V <= 64): 7 chunks, blocks of 4 and 3
+      // 7 chunks (WYPipe's multi-chunk walk, where chosen: blocks of 4 and 3)
       {{"", 1, 100, 1, 64, 64, E::BF16, false, Gate::Strong, true, false, {}}, true},
+      // K = V = 128 16-bit varlen with empty and short sequences: the sequential kernels' sixteen warps a block
+      {{"", 1, 70, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {0, 0, 9, 9, 70}}, true},
   };
   std::uint64_t seed = 100;
   for (int C : {16, 32, 64})

@@ -80,6 +80,8 @@ std::vector<BackwardCase> backward_cases() {
       {{"", 1, 70, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
       {{"", 1, 100, 2, 64, 64, E::BF16, true, Gate::Fla, true, false, {0, 0, 7, 40, 40, 100}}, true},
       {{"", 1, 60, 2, 64, 64, E::F16, false, Gate::Pinned30, false, false, {}}, true},
+      // K = V = 128 16-bit varlen with empty and short sequences: the sequential kernels' sixteen warps a block
+      {{"", 1, 100, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {0, 0, 9, 9, 100}}, true},
   };
   for (auto& b : cs) b.c.name = describe(b.c) + (b.dht ? " dht" : "");
   return cs;
@@ -418,7 +420,7 @@ TEST(GpuSanitizeBackward, EveryKernelOnce) {
                                  BackwardCase{{"", 1, 40, 1, 128, 128, E::F32, false, Gate::Fla, false, false, {}}, false},
                                  BackwardCase{{"", 1, 45, 2, 64, 64, E::F16, false, Gate::Fla, true, false,
                                                {0, 0, 5, 5, 45}}, true},
-                                 // 7 chunks: the tensor-core WY_bwd's blocks of 4 and 3 chunks on its cp.async ring
+                                 // 7 chunks (WYPipe's multi-chunk walk, where chosen: blocks of 4 and 3 chunks on its cp.async ring)
                                  BackwardCase{{"", 1, 100, 1, 64, 64, E::BF16, false, Gate::Strong, true, false, {}}, true}}) {
     Case c = bc.c;
     c.name = describe(c);
