@@ -395,9 +395,10 @@ __global__ void __launch_bounds__(32 * kWarps) chunk_A_WY_mma_kernel(AWYArgs p) 
     unsigned mh[2][4], ml[2][4];
   #pragma unroll
     for (int ks = 0; ks < 2; ++ks) load_a_split(M, AP, 8 * ks, g, t, mh[ks], ml[ks]);
-  #pragma unroll
     // Rows g and g + 8 of w and u (the lane's two rows): their first elements, once (tix per store was 32 int64
-    // multiply-adds a chunk); the columns add to these.
+    // multiply-adds a chunk); the columns add to these. (The column loop below runs as compiled since session 14,
+    // when these lines separated it from its `#pragma unroll`, which nvcc then ignored; the timings since are of
+    // that code. Unrolling it again is untried.)
     float* w_row = p.w + tix(ch.bos + g, h, H, 0, p.K);
     float* u_row = p.u + tix(ch.bos + g, h, H, 0, p.V);
     const std::int64_t w_down = 8 * H * p.K, u_down = 8 * H * p.V;  // row g to row g + 8

@@ -68,8 +68,7 @@ struct SeqM {
 };
 static_assert(SeqM<64, false>::bytes <= 110 * 1024 && SeqM<64, true>::bytes <= 110 * 1024,
               "h_bwd sequential mma: two blocks an SM at K <= 64");
-static_assert(SeqM<128, false>::bytes <= 227 * 1024 && SeqM<128, true>::bytes <= 227 * 1024 &&
-                  SeqM<128, false, 8>::bytes <= 227 * 1024 && SeqM<128, true, 8>::bytes <= 227 * 1024,
+static_assert(SeqM<128, false>::bytes <= 227 * 1024 && SeqM<128, true>::bytes <= 227 * 1024,
               "h_bwd sequential mma: one block an SM at K <= 128");
 
 // dv_new at element i from its K-part buffers (`stride` floats apart), in a fixed order.

@@ -54,8 +54,7 @@ struct HOM {
 };
 static_assert(HOM<64, false>::bytes <= 110 * 1024 && HOM<64, true>::bytes <= 110 * 1024,
               "chunk_ho mma: two blocks an SM at K <= 64");
-static_assert(HOM<128, false>::bytes <= 227 * 1024 && HOM<128, true>::bytes <= 227 * 1024 &&
-                  HOM<128, false, 8>::bytes <= 227 * 1024 && HOM<128, true, 8>::bytes <= 227 * 1024,
+static_assert(HOM<128, false>::bytes <= 227 * 1024 && HOM<128, true>::bytes <= 227 * 1024,
               "chunk_ho mma: one block an SM at K <= 128");
 
 // v_new at element i from its VN K-part buffers (`stride` floats apart), added in a fixed order: (p0 + p1) + (p2 + p3).
