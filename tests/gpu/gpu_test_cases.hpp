@@ -131,7 +131,10 @@ inline std::string describe(const Case& c) {
   if (c.reverse) s += " rev";
   if (!c.cu.empty()) {
     s += " cu{";
-    for (std::size_t i = 0; i < c.cu.size(); ++i) s += (i ? "," : "") + std::to_string(c.cu[i]);
+    for (std::size_t i = 0; i < c.cu.size(); ++i) {
+      if (i) s += ',';
+      s += std::to_string(c.cu[i]);  // (not "," + to_string: g++ 12 warned a false -Wrestrict on it, bug 105329)
+    }
     s += "}";
   }
   return s;
