@@ -59,7 +59,7 @@ struct SeqM {
                        Aqk = Dv,  // FORM_DV: A_qk (C x AP) in the dv tile's place
                        stage = FORM ? dO + C * LT / 2 : Dho + KM * LS;
   static constexpr int TPW = KM / (4 * NW), WPR = 4 / TPW;  // state tiles (16 x 8) a warp; warps a 16-row tile
-  // Phase 1's K parts (8 warps a part): each part's dv_new to its own buffer (added where read, part_sum), dv's parts
+  // Phase 1's K parts (8 warps a part): each part's dv_new to its own buffer (added where read, sum_of_parts), dv's parts
   // past the first to theirs; the first part's warps add them and store both.
   static constexpr int KSPLIT = NW / 8, KSPAN = KM / KSPLIT;
   static constexpr std::size_t bytes =
@@ -71,12 +71,6 @@ static_assert(SeqM<64, false>::bytes <= 110 * 1024 && SeqM<64, true>::bytes <= 1
 static_assert(SeqM<128, false>::bytes <= 227 * 1024 && SeqM<128, true>::bytes <= 227 * 1024,
               "h_bwd sequential mma: one block an SM at K <= 128");
 
-// dv_new at element i from its K-part buffers (`stride` floats apart), in a fixed order.
-template <int VN>
-__device__ __forceinline__ float part_sum(const float* m, int stride, int i) {
-  if constexpr (VN == 1) return m[i];
-  else return m[i] + m[stride + i];
-}
 static_assert(SeqM<64, false>::stage % 4 == 0 && SeqM<128, false>::stage % 4 == 0 && SeqM<64, true>::stage % 4 == 0 &&
                   SeqM<128, true>::stage % 4 == 0 && SeqM<64, true>::Qg % 4 == 0 && SeqM<128, true>::Qg % 4 == 0,
               "16-byte stage rows");
@@ -284,7 +278,7 @@ __global__ void __launch_bounds__(32 * NW, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_m
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           const int i = (g + (q >= 2 ? 8 : 0)) * LS + cn + (q & 1);
-          tot[q] = mat == 0 ? part_sum<KSPLIT>(Vn, C * LS, i) : own[q] + Dp[i];
+          tot[q] = mat == 0 ? sum_of_parts<KSPLIT>(Vn, C * LS, i) : own[q] + Dp[i];
         }
         store_phase1(p, ch, h, H, c0 + cn, V, g, mat, tot);
       }
@@ -308,13 +302,7 @@ __global__ void __launch_bounds__(32 * NW, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_m
 #pragma unroll
         for (int j = 0; j < TPW; ++j) {
           unsigned bh0, bl0, bh1, bl1;
-          if constexpr (KSPLIT == 1) {
-            load_b_split(Vn, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
-          } else {
-            const int i0 = (k0 + t) * LS + 8 * (nb0 + j) + g, i1 = (k0 + t + 4) * LS + 8 * (nb0 + j) + g;
-            split_tf32(part_sum<KSPLIT>(Vn, C * LS, i0), bh0, bl0);
-            split_tf32(part_sum<KSPLIT>(Vn, C * LS, i1), bh1, bl1);
-          }
+          load_b_split_parts<KSPLIT>(Vn, C * LS, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
           mma_3xtf32(sa[j], cs[j], cs[j], ah, al, bh0, bl0, bh1, bl1);
         }
       }

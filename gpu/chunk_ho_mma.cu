@@ -46,7 +46,7 @@ struct HOM {
   static constexpr int TPW = KM / (4 * NW), WPR = 4 / TPW;  // state tiles (16 x 8) a warp; warps a 16-row tile
   // Phase 1's K parts: 8 warps (v_new and qg S, 4 column tiles each) a part in the forward, 4 (v_new) in the states
   // mode; each part's v_new (and, past the first part, qg S) goes to its own buffer and the parts are added where
-  // they are read, in a fixed order (vnew_sum).
+  // they are read, in a fixed order (sum_of_parts).
   static constexpr int KSPLIT = STATES ? NW / 4 : NW / 8, KSPAN = KM / KSPLIT;
   static constexpr int VN = KSPLIT, QN = STATES ? 0 : KSPLIT - 1;  // v_new buffers; qg S buffers
   static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + (VN + QN) * C * LS) * sizeof(float);
@@ -56,25 +56,6 @@ static_assert(HOM<64, false>::bytes <= 110 * 1024 && HOM<64, true>::bytes <= 110
               "chunk_ho mma: two blocks an SM at K <= 64");
 static_assert(HOM<128, false>::bytes <= 227 * 1024 && HOM<128, true>::bytes <= 227 * 1024,
               "chunk_ho mma: one block an SM at K <= 128");
-
-// v_new at element i from its VN K-part buffers (`stride` floats apart), added in a fixed order: (p0 + p1) + (p2 + p3).
-template <int VN>
-__device__ __forceinline__ float vnew_sum(const float* m, int stride, int i) {
-  if constexpr (VN == 1) return m[i];
-  else if constexpr (VN == 2) return m[i] + m[stride + i];
-  else return (m[i] + m[stride + i]) + (m[2 * stride + i] + m[3 * stride + i]);
-}
-// A B fragment (k-major, columns n0 .. n0 + 7) of v_new from its K-part buffers, split.
-template <int VN>
-__device__ __forceinline__ void load_b_split_vnew(const float* m, int stride, int ld, int k0, int n0, int g, int t,
-                                                  unsigned& hi0, unsigned& lo0, unsigned& hi1, unsigned& lo1) {
-  if constexpr (VN == 1) {
-    load_b_split(m, ld, k0, n0, g, t, hi0, lo0, hi1, lo1);
-  } else {
-    split_tf32(vnew_sum<VN>(m, stride, (k0 + t) * ld + n0 + g), hi0, lo0);
-    split_tf32(vnew_sum<VN>(m, stride, (k0 + t + 4) * ld + n0 + g), hi1, lo1);
-  }
-}
 
 // Two adjacent outputs in one store: 16-bit, each rounded to nearest as st<T> (4 bytes), or fp32 in the fp32-output
 // mode (8 bytes; i is even and o 8-byte aligned, checked by chunk_h_o).
@@ -223,7 +204,7 @@ __global__ void __launch_bounds__(32 * NW) chunk_ho_mma_kernel(HOArgs p) {
         const int r = x / (kVT / 2), cx = 2 * (x % (kVT / 2));
         if (r < ch.len && c0 + cx < V)
           *reinterpret_cast<float2*>(p.vnew + tix(ch.bos + r, h, H, c0 + cx, V)) =
-              make_float2(vnew_sum<L::VN>(Vn, C * LS, r * LS + cx), vnew_sum<L::VN>(Vn, C * LS, r * LS + cx + 1));
+              make_float2(sum_of_parts<L::VN>(Vn, C * LS, r * LS + cx), sum_of_parts<L::VN>(Vn, C * LS, r * LS + cx + 1));
       }
     } else if (mat == 1 && kpart == 0) {  // o = qg S + A_qk v + A_qb v_new, columns 8 nt ..
       if constexpr (L::QN > 0) {  // qg S's other K parts, in order
@@ -244,7 +225,7 @@ __global__ void __launch_bounds__(32 * NW) chunk_ho_mma_kernel(HOArgs p) {
       for (int k0 = 0; k0 < C; k0 += 8) {
         unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
         load_a_split(Aqb, AP, k0, g, t, ah, al);
-        load_b_split_vnew<L::VN>(Vn, C * LS, LS, k0, 8 * nt, g, t, bh0, bl0, bh1, bl1);
+        load_b_split_parts<L::VN>(Vn, C * LS, LS, k0, 8 * nt, g, t, bh0, bl0, bh1, bl1);
         mma_3xtf32(acc, cor2, cor, ah, al, bh0, bl0, bh1, bl1);
       }
       const int col = c0 + 8 * nt + 2 * t;
@@ -288,7 +269,7 @@ __global__ void __launch_bounds__(32 * NW) chunk_ho_mma_kernel(HOArgs p) {
 #pragma unroll
         for (int j = 0; j < TPW; ++j) {
           unsigned bh0, bl0, bh1, bl1;
-          load_b_split_vnew<L::VN>(Vn, C * LS, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
+          load_b_split_parts<L::VN>(Vn, C * LS, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
           mma_3xtf32(hh[j], cs2[j], cs[j], ah, al, bh0, bl0, bh1, bl1);
         }
       }
