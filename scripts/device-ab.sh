@@ -9,15 +9,31 @@
 # ncu text, bench JSON) and, printed, one summary (kernel durations and bench medians side by side). Build here:
 #   cmake --build build-gpu --target dplr && strip -o /tmp/dplr build-gpu/cli/dplr && xz -6 -c /tmp/dplr > carry/NAME.xz
 # then run with carry=["carry"] (64 MiB in all: about 7 MB a binary). PARTS="ncu bench" (default) picks the parts.
+# CHECK_BIN=NAME runs that binary's `dplr check --regressions` after the benches; SAN_TESTS="test_gpu_backward .." runs
+# compute-sanitizer memcheck and racecheck on those test binaries' GpuSanitize cases.
+# With carry/fla_src (`git archive HEAD fla | tar -x -C carry/fla_src` from its checkout; or packed, carry/fla_src.tar.xz) fla's training step runs on
+# the same card: it starts first in the background (Triton compiles for minutes while ours run) and times only
+# after the last bench, so that one program at a time uses the GPU (FLA=0 skips it; FLA_TIMEOUT, default 300 s).
 set -u
 OUT=${OUT:-out/device}
 R=$(mktemp -d)
 mkdir -p "$OUT"
-for x in carry/*.xz; do xz -dc "$x" > "${x%.xz}" && chmod +x "${x%.xz}"; done
-others=$(ls carry/*.xz | sed 's|carry/||; s|\.xz$||' | grep -v -e '^test_' -e '^dplr$' | sort | tr '\n' ' ')
+[ -f carry/fla_src.tar.xz ] && tar -C carry -xJf carry/fla_src.tar.xz  # fla packed small for the 64 MiB carry
+for x in carry/*.xz; do
+  [[ $x == *.tar.xz ]] && continue
+  xz -dc "$x" > "${x%.xz}" && chmod +x "${x%.xz}"
+done
+others=$(ls carry/*.xz | grep -v '\.tar\.xz$' | sed 's|carry/||; s|\.xz$||' | grep -v -e '^test_' -e '^dplr$' | sort | tr '\n' ' ')
 bins=${BINS:-dplr $others}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$R/device.txt"
 t0=$(date +%s)
+flag=$(mktemp -u)
+fla_pid=""
+if [ -d carry/fla_src ] && [ "${FLA:-1}" != 0 ]; then
+  FLA_PEER_WAIT_FILE=$flag PYTHONPATH=$PWD/carry/fla_src FLA_PEER_ACCURACY=0 FLA_PEER_TIMING=0 PYTHONUNBUFFERED=1 \
+    setsid python3 bench/fla_peer.py "$R/fla.json" > "$R/fla.log" 2>&1 &
+  fla_pid=$!
+fi
 for t in ${GPU_TESTS:-}; do
   timeout 200 "./carry/$t" > "$R/$t.log" 2>&1
   echo "$t rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$R/$t.log" | tr '\n' ' ')" | tee -a "$R/summary.txt"
@@ -37,4 +53,24 @@ for b in $bins; do
     grep -E "^chunk fwd\+bwd|chunk bwd alone|bwd stage|bwd A_bwd" "$R/bench-$b.log" | cut -c1-100 | tee -a "$R/summary.txt"
   fi
 done
+if [ -n "${CHECK_BIN:-}" ]; then  # the final build's `dplr check` (the corpus by its path here)
+  timeout 200 "./carry/$CHECK_BIN" check --regressions tests/data/regressions --report "$R/check-report.json" > "$R/check.log" 2>&1
+  echo "== $CHECK_BIN check rc=$? t=$(( $(date +%s) - t0 )) s" | tee -a "$R/summary.txt"
+  grep -E "^skipped|^verdict" "$R/check.log" | tee -a "$R/summary.txt"
+fi
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+for t in ${SAN_TESTS:-}; do  # every kernel of the test binary's GpuSanitize cases under memcheck and racecheck
+  for tool in memcheck racecheck; do
+    timeout 150 "$SAN" --tool $tool --print-limit 20 "./carry/$t" --gtest_filter='GpuSanitize*' > "$R/san-$t-$tool.txt" 2>&1
+    echo "$t $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$R/san-$t-$tool.txt" | tail -1) t=$(( $(date +%s) - t0 )) s" |
+      tee -a "$R/summary.txt"
+  done
+done
+touch "$flag"
+if [ -n "$fla_pid" ]; then
+  for _ in $(seq "${FLA_TIMEOUT:-300}"); do kill -0 "$fla_pid" 2>/dev/null || break; sleep 1; done
+  kill -- -"$fla_pid" 2>/dev/null && echo "fla: stopped at FLA_TIMEOUT" | tee -a "$R/summary.txt"
+  echo "== fla t=$(( $(date +%s) - t0 )) s" | tee -a "$R/summary.txt"
+  grep -E "median|SKIPPED|Error" "$R/fla.log" | tee -a "$R/summary.txt"
+fi
 tar -czf "$OUT/ab.tar.gz" -C "$R" .
