@@ -7,8 +7,8 @@
 // A block of 4 warps takes one chunk, or walks consecutive chunks of one (head, batch row) (WYPipe), C = 16: each
 // chunk's operands land in a shared-memory stage by cp.async (rows padded for conflict-free fragment reads; the
 // incoming dv too, so that dv's update is no dependent global load), with more than one stage the next chunk's in
-// flight while this one is computed; exp(ge) from the staged gk, one thread a column; phase 1 writes dag and du^ to
-// shared memory, one barrier, then da_wy (by the exp(ge) column's thread) and phase 2 read them. dv's total goes to the
+// flight while this one is computed; phase 1 writes dag and du^ to shared memory, one barrier, then da_wy (exp(ge)
+// formed from the staged gk, one thread a column, as it goes) and phase 2 read them. dv's total goes to the
 // fp32 dv (the stage) or, rounded once, to the inputs' dtype (the driver: chunk_WY_bwd_rounding_dv). Products to about
 // 2^-21 relative (the split of mma.cuh), fp32 accumulation, each output summed in a fixed order (the one-chunk-a-block
 // kernel's: bitwise).
@@ -29,7 +29,7 @@ constexpr int kC = 16, kWarps = 4, kThreads = 32 * kWarps;
 // now take one chunk a block (1 stage): at K, V <= 64 four blocks an SM (45 KB, 126 registers) ran 481 us against 538
 // for 2 stages x 4 chunks at three blocks an SM (H200, B8 T4096 H16 bf16, session 15): the kernel waits on latency,
 // and more resident warps hide more of it than the prefetch did. At K, V <= 128 two stages would leave one block an
-// SM; one stage gives two.
+// SM; one stage gives two, and three since exp(ge) is not kept in shared memory.
 template <int DM>
 struct WYPipe {
   static constexpr int stages = 1, chunks = 1, min_blocks = DM <= 64 ? 4 : 3;
@@ -38,18 +38,18 @@ struct WYPipe {
 // Shared memory (floats) for K, V <= DM. Row pads (as chunk_o_bwd_mma.cu): AP = 24 for the transposed reads of M and
 // A_ak, KP (= 8 mod 32) for the k-major reads of dw, du, FP (= 4 mod 32) for the n-major reads of w, u, the
 // row-major reads of dag, du^ and dv's float2 reads (du^'s k-major reads in dv are 2-way), TP (16-bit, TP / 2 = 4
-// mod 32 words) for v. One stage holds a chunk's operands (M .. the incoming dv); dag, du^ and exp(ge) are the
-// block's, once.
+// mod 32 words) for v. One stage holds a chunk's operands (M .. the incoming dv); dag and du^ are the block's,
+// once.
 template <int DM, typename G>
 struct WL {
   static constexpr int AP = kC + 8, KP = DM + 8, FP = DM + 4, TP = DM + 8, GW = kC * DM * int(sizeof(G)) / 4;
   static constexpr int M = 0, Aak = M + kC * AP, Dw = Aak + kC * AP, Du = Dw + kC * KP, W = Du + kC * KP,
                        U = W + kC * FP, Vv = U + kC * FP, Gk = Vv + kC * TP / 2, Dv = Gk + GW, stage = Dv + kC * FP;
-  static constexpr int Dag = WYPipe<DM>::stages * stage, Duh = Dag + kC * FP, E = Duh + kC * FP, total = E + kC * DM;
+  static constexpr int Dag = WYPipe<DM>::stages * stage, Duh = Dag + kC * FP, total = Duh + kC * FP;
   static constexpr std::size_t bytes = std::size_t(total) * sizeof(float);
 };
 static_assert(4 * (WL<64, float>::bytes + 1024) <= 228 * 1024, "WY_bwd mma: four blocks an SM at K, V <= 64");
-static_assert(WL<128, float>::bytes <= 113 * 1024, "WY_bwd mma: two blocks an SM at K, V <= 128");
+static_assert(3 * (WL<128, float>::bytes + 1024) <= 228 * 1024, "WY_bwd mma: three blocks an SM at K, V <= 128");
 
 // Two values of dv's total in the inputs' dtype (each rounded once to nearest, as round_to_dtype), one 4-byte store.
 template <typename T>
@@ -72,7 +72,6 @@ __global__ void __launch_bounds__(kThreads, WYPipe<DM>::min_blocks) chunk_WY_bwd
   // dw, du [C][KP], w, u [C][FP], v [C][TP], incoming dv [C][FP] (zero past the chunk); gk rows [len][K].
   float* Dag = sm + L::Dag;  // [C][FP] dag (phase 1)
   float* Duh = sm + L::Duh;  // [C][FP] du^ (phase 1)
-  float* E = sm + L::E;      // [C][DM] exp(ge): 1 on row 0, exp(gi_{r-1}) on row r; column d only by thread d
 
   // Chunks x0 .. x0 + count - 1 of batch row blockIdx.z (with cu_seqlens: global chunks, any sequences).
   const std::int64_t x0 = std::int64_t(blockIdx.x) * CPB;
@@ -151,12 +150,6 @@ __global__ void __launch_bounds__(kThreads, WYPipe<DM>::min_blocks) chunk_WY_bwd
     const float* Us = buf + L::U;
     const T* Vs = reinterpret_cast<const T*>(buf + L::Vv);
     const float* Dvs = buf + L::Dv;
-    // exp(ge) from the staged gk, thread d for column d: row r + 1 takes the sum of rows 0 .. r (rows < len; only
-    // those are stored). Read back by the same thread (da_wy below), so no barrier.
-    for_chunk_log2_cumsum<G>(buf + L::Gk, Chunk{0, len, 0, 0, true}, 0, 1, K, [&](int r, int d, float2 gi) {
-      if (r == 0) E[d] = 1.f;
-      if (r + 1 < len) E[(r + 1) * DM + d] = exp2_split(gi);
-    });
     {  // phase 1: tile j of [dag | du^] = M^T [dw | du], k over the chunk's 16 rows
       unsigned mh[2][4], ml[2][4];
 #pragma unroll
@@ -195,8 +188,16 @@ __global__ void __launch_bounds__(kThreads, WYPipe<DM>::min_blocks) chunk_WY_bwd
       }
     }
     __syncthreads();
-    if (e < K)  // da_wy = dag (.) exp(ge), column e
-      for (int r = 0; r < len; ++r) p.da_wy[tix(ch.bos + r, h, H, e, K)] = Dag[r * FP + e] * E[r * DM + e];
+    // da_wy = dag (.) exp(ge), thread d for column d: exp(ge) is 1 on row 0 and exp(gi_{r-1}) on row r, from the
+    // staged gk (the stage is this chunk's until the block ends), formed here rather than kept as a C x DM tile: at
+    // K, V <= 128 that tile's 8 KB left two blocks an SM by shared memory (three now).
+    {
+      float ege = 1.f;
+      for_chunk_log2_cumsum<G>(buf + L::Gk, Chunk{0, len, 0, 0, true}, 0, 1, K, [&](int r, int d, float2 gi) {
+        p.da_wy[tix(ch.bos + r, h, H, d, K)] = Dag[r * FP + d] * ege;
+        ege = exp2_split(gi);
+      });
+    }
     if (warp < 2) {  // dA_ab, columns s = n0 .. n0 + 7: dag w^T (k over K) + du^ u^T (k over V)
       const int n0 = 8 * warp;
       float hw[4] = {0.f, 0.f, 0.f, 0.f}, hu[4] = {0.f, 0.f, 0.f, 0.f}, cw[4] = {0.f, 0.f, 0.f, 0.f},
