@@ -7,7 +7,9 @@ picks the dtypes, bf16 by default), then times fla's chunk_dplr_delta_rule and f
 (forward only, bf16) with triton.testing.do_bench (median), and the forward + backward step at the backward issue's
 shapes with the memory its forward holds for the backward. FLA_PEER_ACCURACY=0 / FLA_PEER_TIMING=0 / FLA_PEER_TRAINING=0 skip a part. fla is not part of this project:
 point PYTHONPATH at a checkout of its python package. FLA_PEER_WAIT_FILE=F: time only once F exists
-(compile while the GPU is busy with something else). Skips clearly (exit 0, a message) when fla or a GPU is
+(compile while the GPU is busy with something else); FLA_PEER_READY_FILE=R: R is created each time fla has compiled
+(and autotuned, which runs kernels) a timing's code and waits for F, so that the other program can time its own
+kernels with the GPU to itself. Skips clearly (exit 0, a message) when fla or a GPU is
 missing. Usage: fla_peer.py [out.json]
 """
 import json
@@ -55,6 +57,9 @@ def main():
     def bench(label, shape, fn, fla_note):
         fn()  # compiles (Triton) before waiting for the GPU to be free
         torch.cuda.synchronize()
+        ready = os.environ.get("FLA_PEER_READY_FILE")
+        if ready:  # compiled and autotuned: fla leaves the GPU alone until it times
+            open(ready, "w").close()
         wait_for_gpu()
         ms = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
         print(f"{label:34s} {shape:24s} median {ms:8.4f} ms   (issue's H200 note {fla_note})")

@@ -9,11 +9,14 @@
 # ncu text, bench JSON) and, printed, one summary (kernel durations and bench medians side by side). Build here:
 #   cmake --build build-gpu --target dplr && strip -o /tmp/dplr build-gpu/cli/dplr && xz -6 -c /tmp/dplr > carry/NAME.xz
 # then run with carry=["carry"] (64 MiB in all: about 7 MB a binary). PARTS="ncu bench" (default) picks the parts.
-# CHECK_BIN=NAME runs that binary's `dplr check --regressions` after the benches; SAN_TESTS="test_gpu_backward .." runs
-# compute-sanitizer memcheck and racecheck on those test binaries' GpuSanitize cases.
-# With carry/fla_src (`git archive HEAD fla | tar -x -C carry/fla_src` from its checkout; or packed, carry/fla_src.tar.xz) fla's training step runs on
-# the same card: it starts first in the background (Triton compiles for minutes while ours run) and times only
-# after the last bench, so that one program at a time uses the GPU (FLA=0 skips it; FLA_TIMEOUT, default 300 s).
+# CHECK_BIN=NAME runs that binary's `dplr check --regressions`; SAN_TESTS="test_gpu_backward .." runs compute-sanitizer
+# memcheck and racecheck on those test binaries' GpuSanitize cases. Order: tests, check, sanitizer, the timings, fla.
+# With carry/fla_src (`git archive HEAD fla | tar -x -C carry/fla_src` from its checkout; or packed,
+# carry/fla_src.tar.xz) fla's training step runs on the same card: it starts first in the background and compiles
+# (Triton, minutes) while the tests, check and sanitizer run; its autotuning runs kernels, so our timings wait until it
+# says it has compiled (FLA_READY_TIMEOUT, default 300 s), and it times only after them, so that one program at a time
+# uses the GPU while timing (FLA=0 skips it; FLA_TIMEOUT, default 300 s, after our timings). Results are packed after
+# every part, so that a call cut off at its limit keeps what ran.
 set -u
 OUT=${OUT:-out/device}
 R=$(mktemp -d)
@@ -28,9 +31,11 @@ bins=${BINS:-dplr $others}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$R/device.txt"
 t0=$(date +%s)
 flag=$(mktemp -u)
+ready=$(mktemp -u)
 fla_pid=""
+pack() { tar -czf "$OUT/ab.tar.gz" -C "$R" .; }  # after every part: a call cut off at its time limit keeps what ran
 if [ -d carry/fla_src ] && [ "${FLA:-1}" != 0 ]; then
-  FLA_PEER_WAIT_FILE=$flag PYTHONPATH=$PWD/carry/fla_src FLA_PEER_ACCURACY=0 FLA_PEER_TIMING=0 PYTHONUNBUFFERED=1 \
+  FLA_PEER_WAIT_FILE=$flag FLA_PEER_READY_FILE=$ready PYTHONPATH=$PWD/carry/fla_src FLA_PEER_ACCURACY=0 FLA_PEER_TIMING=0 PYTHONUNBUFFERED=1 \
     setsid python3 bench/fla_peer.py "$R/fla.json" > "$R/fla.log" 2>&1 &
   fla_pid=$!
 fi
@@ -38,6 +43,27 @@ for t in ${GPU_TESTS:-}; do
   timeout 200 "./carry/$t" > "$R/$t.log" 2>&1
   echo "$t rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$R/$t.log" | tr '\n' ' ')" | tee -a "$R/summary.txt"
 done
+pack
+if [ -n "${CHECK_BIN:-}" ]; then  # the final build's `dplr check` (the corpus by its path here)
+  timeout 200 "./carry/$CHECK_BIN" check --regressions tests/data/regressions --report "$R/check-report.json" > "$R/check.log" 2>&1
+  echo "== $CHECK_BIN check rc=$? t=$(( $(date +%s) - t0 )) s" | tee -a "$R/summary.txt"
+  grep -E "^skipped|^verdict" "$R/check.log" | tee -a "$R/summary.txt"
+fi
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+for t in ${SAN_TESTS:-}; do  # every kernel of the test binary's GpuSanitize cases under memcheck and racecheck
+  for tool in memcheck racecheck; do
+    timeout 150 "$SAN" --tool $tool --print-limit 20 "./carry/$t" --gtest_filter='GpuSanitize*' > "$R/san-$t-$tool.txt" 2>&1
+    echo "$t $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$R/san-$t-$tool.txt" | tail -1) t=$(( $(date +%s) - t0 )) s" |
+      tee -a "$R/summary.txt"
+  done
+done
+pack
+# fla's compile autotunes, which runs its kernels: the timings below wait until it has finished (FLA_READY_TIMEOUT).
+if [ -n "$fla_pid" ]; then
+  for _ in $(seq "${FLA_READY_TIMEOUT:-300}"); do [ -e "$ready" ] || ! kill -0 "$fla_pid" 2>/dev/null && break; sleep 1; done
+  echo "== fla compiled: $([ -e "$ready" ] && echo yes || echo 'NO (timings below may share the GPU)') t=$(( $(date +%s) - t0 )) s" |
+    tee -a "$R/summary.txt"
+fi
 for b in $bins; do
   if [[ ${PARTS:-ncu bench} == *ncu* ]]; then
     timeout 150 ncu --clock-control none --cache-control none -k regex:mma_kernel --launch-count 8 \
@@ -52,19 +78,7 @@ for b in $bins; do
     echo "== $b: bench rc=$? t=$(( $(date +%s) - t0 )) s" | tee -a "$R/summary.txt"
     grep -E "^chunk fwd\+bwd|chunk bwd alone|bwd stage|bwd A_bwd" "$R/bench-$b.log" | cut -c1-100 | tee -a "$R/summary.txt"
   fi
-done
-if [ -n "${CHECK_BIN:-}" ]; then  # the final build's `dplr check` (the corpus by its path here)
-  timeout 200 "./carry/$CHECK_BIN" check --regressions tests/data/regressions --report "$R/check-report.json" > "$R/check.log" 2>&1
-  echo "== $CHECK_BIN check rc=$? t=$(( $(date +%s) - t0 )) s" | tee -a "$R/summary.txt"
-  grep -E "^skipped|^verdict" "$R/check.log" | tee -a "$R/summary.txt"
-fi
-SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for t in ${SAN_TESTS:-}; do  # every kernel of the test binary's GpuSanitize cases under memcheck and racecheck
-  for tool in memcheck racecheck; do
-    timeout 150 "$SAN" --tool $tool --print-limit 20 "./carry/$t" --gtest_filter='GpuSanitize*' > "$R/san-$t-$tool.txt" 2>&1
-    echo "$t $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$R/san-$t-$tool.txt" | tail -1) t=$(( $(date +%s) - t0 )) s" |
-      tee -a "$R/summary.txt"
-  done
+  pack
 done
 touch "$flag"
 if [ -n "$fla_pid" ]; then
@@ -73,4 +87,4 @@ if [ -n "$fla_pid" ]; then
   echo "== fla t=$(( $(date +%s) - t0 )) s" | tee -a "$R/summary.txt"
   grep -E "median|SKIPPED|Error" "$R/fla.log" | tee -a "$R/summary.txt"
 fi
-tar -czf "$OUT/ab.tar.gz" -C "$R" .
+pack

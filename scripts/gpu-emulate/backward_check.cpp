@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
       {{"", 1, 35, 2, 64, 64, E::F16, false, Gate::Pinned30, false, false, {}}, true},
       // 7 chunks (WYPipe's multi-chunk walk, where chosen: blocks of 4 and 3)
       {{"", 1, 100, 1, 64, 64, E::BF16, false, Gate::Strong, true, false, {}}, true},
-      // K = V = 128 16-bit varlen with empty and short sequences: the sequential kernels' sixteen warps a block
+      // K = V = 128 16-bit varlen with empty and short sequences (the tensor-core kernels' K = 128 layouts)
       {{"", 1, 70, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {0, 0, 9, 9, 70}}, true},
   };
   std::uint64_t seed = 100;

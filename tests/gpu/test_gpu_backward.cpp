@@ -80,7 +80,7 @@ std::vector<BackwardCase> backward_cases() {
       {{"", 1, 70, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {}}, true},
       {{"", 1, 100, 2, 64, 64, E::BF16, true, Gate::Fla, true, false, {0, 0, 7, 40, 40, 100}}, true},
       {{"", 1, 60, 2, 64, 64, E::F16, false, Gate::Pinned30, false, false, {}}, true},
-      // K = V = 128 16-bit varlen with empty and short sequences: the sequential kernels' sixteen warps a block
+      // K = V = 128 16-bit varlen with empty and short sequences (the tensor-core kernels' K = 128 layouts)
       {{"", 1, 100, 2, 128, 128, E::BF16, false, Gate::Strong, true, false, {0, 0, 9, 9, 100}}, true},
   };
   for (auto& b : cs) b.c.name = describe(b.c) + (b.dht ? " dht" : "");
