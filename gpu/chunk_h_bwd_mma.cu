@@ -3,16 +3,21 @@
 // m16n8k8 TF32 with fp32 operands split hi + lo (3xTF32, mma.cuh: each product to about 2^-21 relative, fp32
 // accumulation) and the 16-bit v exact in TF32 (2 MMAs). Not bitwise the FMA pair: other summation orders.
 //
-// Sequential kernel: the backward mirror of chunk_ho_mma.cu. One block of 8 warps per (32 columns of V, head,
-// sequence) walks the chunks from the last; the K x 32 tile of dS' lives in MMA accumulator registers (TPW = KM / 32
-// tiles of 16 x 8 a warp: KM = 64 rows 16 (w / 2), columns 16 (w % 2) .. + 15; KM = 128 rows 16 w, all 32 columns)
-// and is mirrored once a chunk to shared memory (padded rows) as the B operand of the next chunk. Per chunk:
+// Sequential kernel: the backward mirror of chunk_ho_mma.cu. One block of NW warps (8: seq_warps; 16 is
+// measured slower) per (32 columns of V, head, sequence) walks the chunks from the last; the K x 32 tile of dS' lives in MMA
+// accumulator registers (TPW = KM / (4 NW) tiles of 16 x 8 a warp: two, rows 16 (w / 2), columns 16 (w % 2) .. + 15;
+// four at KM = 128 with 8 warps, rows 16 w, all 32 columns) and is mirrored once a chunk to shared memory (padded rows)
+// as the B operand of the next chunk. Per chunk:
 //     dh    = dS'                                      (from the registers)
-//     phase 1, warp w, columns 8 (w % 4) .. + 7:      dv_new = dv_new_o + bg dS'  (w < 4),  dv += kg dS'  (w >= 4)
-//     barrier (dv_new in shared memory)
+//     phase 1, warp w, columns 8 (w % 4) .. + 7, K part w / 8:  dv_new = dv_new_o + bg dS'  (w % 8 < 4),
+//                                                              dv += kg dS'  (w % 8 >= 4)
+//     barrier (dv_new in shared memory; with 16 warps the K halves' parts, added where read, dv's second half too,
+//              which warps 4-7 add to theirs and store)
 //     dS    = diag(exp(gl)) dS' + dh_o + w^T dv_new    (every warp its TPW tiles)
+// At 8 warps every product and sum is as before NW existed (bitwise); at 16 the halves change the order of dv_new's
+// and dv's sums at K > 64.
 // Operands (kg, bg, w rows, exp(gl), the tile's dv_new_o, dv and dh_o) arrive by cp.async in a ring of three
-// stages, two chunks ahead. KM = 64: 99 KB, two blocks an SM; KM = 128: 177 KB, one.
+// stages, two chunks ahead. KM = 64: 99 KB, two blocks an SM; KM = 128: one.
 // Where o_bwd's shares are nullptr (FORM; chunk_backward's path) the kernel forms them from the chunk's qg rows,
 // A_qb and the tile's do rows, which the ring brings instead of the dv_new_o and dh_o tiles (qg 4 KB and do 1 KB a
 // chunk and V tile against dh_o's 8 KB, at K = 64), with chunk_o_bwd_mma_kernel's MMAs in its order, so the values
@@ -41,20 +46,33 @@ namespace {
 // their operands: qg rows (C x QP), A_qb (C x AP), the tile's do rows (C x LT 16-bit values)], then dS' (KM x LS) and
 // dv_new (C x LS). Rows of kg, bg, w (read as A fragments, or A^T) are 4 mod 32 floats apart, rows of the V tiles 8
 // mod 32, of qg and A_qb (A^T) 8 mod 32, of do 20 mod 32 words: conflict-free fragments but for w's (2-way).
-template <int KMAX, bool FORM>
+// Warps a block of the sequential kernel: 8 at every K. NW = 16 (K in halves, for K = 128: one block an SM there,
+// and B4 H8 gives 128 blocks) measured slower (H100, session 16, same call: h_bwd 1.189 ms against 1.135 at B4 T4096
+// H8 K = V = 128), so it is not instantiated.
+template <int KMAX>
+constexpr int seq_warps() { return 8; }
+
+template <int KMAX, bool FORM, int NW = seq_warps<KMAX>()>
 struct SeqM {
   static constexpr int C = 16, KM = KMAX, KP = KM + 4, QP = KM + 8, AP = C + 8, LS = kVT + 8, LT = kVT + 8, NS = 3;
+  static constexpr int kT = 32 * NW;
   static constexpr int Kg = 0, Bg = C * KP, W = 2 * C * KP, E = 3 * C * KP, Dv = E + KM, Dvo = Dv + C * LS,
                        Dho = Dvo + C * LS, Qg = Dv + C * LS, Aqb = Qg + C * QP, dO = Aqb + C * AP,
                        Aqk = Dv,  // FORM_DV: A_qk (C x AP) in the dv tile's place
                        stage = FORM ? dO + C * LT / 2 : Dho + KM * LS;
-  static constexpr int TPW = KM / 32, WPR = 128 / KM;  // state tiles a warp; warps a 16-row tile
-  static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + C * LS) * sizeof(float);
+  static constexpr int TPW = KM / (4 * NW), WPR = 4 / TPW;  // state tiles (16 x 8) a warp; warps a 16-row tile
+  // Phase 1's K parts (8 warps a part): each part's dv_new to its own buffer (added where read, sum_of_parts), dv's parts
+  // past the first to theirs; the first part's warps add them and store both.
+  static constexpr int KSPLIT = NW / 8, KSPAN = KM / KSPLIT;
+  static constexpr std::size_t bytes =
+      (std::size_t(NS) * stage + KM * LS + (2 * KSPLIT - 1) * C * LS) * sizeof(float);
+  static_assert(TPW * WPR == 4 && (KSPLIT == 1 || KSPLIT == 2) && KSPAN % 16 == 0, "h_bwd sequential mma: warps");
 };
 static_assert(SeqM<64, false>::bytes <= 110 * 1024 && SeqM<64, true>::bytes <= 110 * 1024,
               "h_bwd sequential mma: two blocks an SM at K <= 64");
 static_assert(SeqM<128, false>::bytes <= 227 * 1024 && SeqM<128, true>::bytes <= 227 * 1024,
               "h_bwd sequential mma: one block an SM at K <= 128");
+
 static_assert(SeqM<64, false>::stage % 4 == 0 && SeqM<128, false>::stage % 4 == 0 && SeqM<64, true>::stage % 4 == 0 &&
                   SeqM<128, true>::stage % 4 == 0 && SeqM<64, true>::Qg % 4 == 0 && SeqM<128, true>::Qg % 4 == 0,
               "16-byte stage rows");
@@ -63,15 +81,28 @@ static_assert(SeqM<64, false>::stage % 4 == 0 && SeqM<128, false>::stage % 4 == 
 // first share A_qk^T dO is formed too (warps 4-7, as warps 0-3 form dv_new_o), from A_qk instead of the dv tile,
 // and dv = A_qk^T dO + kg dS' is written (o_bwd's MMAs, then the same chain: the staged bits). KM = 64 keeps two
 // blocks an SM (<= 128 registers a thread).
-template <typename T, int KMAX, bool FORM, bool FORM_DV>
-__global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_mma_kernel(HBwdArgs p) {
+// Phase 1's result rows g, g + 8 at column col (and col + 1) of the chunk: dv (mat 1) or dv_new (mat 0), 8-byte stores.
+__device__ __forceinline__ void store_phase1(const HBwdArgs& p, const Chunk& ch, std::int64_t h, std::int64_t H, int col,
+                                             int V, int g, int mat, const float (&acc)[4]) {
+  if (col >= V) return;  // V even, so col < V means col + 1 < V
+  float* out = mat ? p.dv : p.dvnew;
+#pragma unroll
+  for (int q = 0; q < 4; q += 2) {
+    const int r = g + (q >= 2 ? 8 : 0);
+    if (r < ch.len) *reinterpret_cast<float2*>(out + tix(ch.bos + r, h, H, col, V)) = make_float2(acc[q], acc[q + 1]);
+  }
+}
+
+template <typename T, int KMAX, bool FORM, bool FORM_DV, int NW>
+__global__ void __launch_bounds__(32 * NW, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_mma_kernel(HBwdArgs p) {
   static_assert(FORM || !FORM_DV, "dv's share is formed only with dv_new_o's and dh_o's");
-  using L = SeqM<KMAX, FORM>;
-  constexpr int NS = L::NS, C = L::C, KP = L::KP, LS = L::LS, TPW = L::TPW;
+  using L = SeqM<KMAX, FORM, NW>;
+  constexpr int NS = L::NS, C = L::C, KP = L::KP, LS = L::LS, TPW = L::TPW, kT = L::kT, KSPLIT = L::KSPLIT;
   const int K = p.K, V = p.V;
   extern __shared__ __align__(16) float sm[];
   float* Ss = sm + NS * L::stage;  // [KM][LS] dS' of the chunk being processed
-  float* Vn = Ss + L::KM * LS;     // [C][LS] its dv_new
+  float* Vn = Ss + L::KM * LS;     // [KSPLIT][C][LS] its dv_new, by K part
+  float* Dp = Vn + KSPLIT * C * LS; // [KSPLIT - 1][C][LS] dv's K parts past the first
 
   const std::int64_t h = blockIdx.y, H = p.H;
   const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
@@ -85,7 +116,7 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
   // one add a piece (tix's ((bos + r) H + h) D + d a piece, and the row and column splits, cost the walk about a fifth
   // of its instructions: ncu source counters, H200, B8 T4096 H16 D64). Same addresses as before.
   const int e = threadIdx.x;
-  const RowPieces<C, L::KM, kThreads> kp(H * K);  // kp.off: the K-wide rows' pieces (kg, bg, w, qg)
+  const RowPieces<C, L::KM, kT> kp(H * K);  // kp.off: the K-wide rows' pieces (kg, bg, w, qg)
   const int vr = e / (kVT / 4), vx = (e % (kVT / 4)) * 4;  // e < C kVT / 4: a 16-byte piece of a V tile row
   const std::int64_t offV = vr * H * V + c0 + vx;
   const int ar = e / C, as = e % C;  // FORM: A_qb (A_qk) element (ar, as)
@@ -118,21 +149,21 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
       if constexpr (!FORM) cp16(sg + L::Dvo + vr * LS + vx, p.dvnew_o + ix, ok);
     }
     if constexpr (FORM) {
-      static_assert(C * C == kThreads && C * kVT / 2 == kThreads, "one 4-byte copy of A_qb and of do a thread");
-      {  // A_qb (and A_qk), zero outside s <= r < len (above the diagonal they may hold anything)
+      static_assert(C * C <= kT && C * kVT / 2 <= kT, "at most one 4-byte copy of A_qb and of do a thread");
+      if (e < C * C) {  // A_qb (and A_qk), zero outside s <= r < len (above the diagonal they may hold anything)
         const bool ok = ar < ch.len && as <= ar;
         const std::int64_t ix = ok ? rowA + offA : 0;
         cp4(sg + L::Aqb + ar * L::AP + as, p.Aqb + ix, ok);
         if constexpr (FORM_DV) cp4(sg + L::Aqk + ar * L::AP + as, p.Aqk + ix, ok);
       }
-      {  // do, two 16-bit values a copy (V even)
+      if (e < C * kVT / 2) {  // do, two 16-bit values a copy (V even)
         const bool ok = dr < ch.len && c0 + dx < V;
         T* dO = reinterpret_cast<T*>(sg + L::dO);
         cp4(dO + dr * L::LT + dx, static_cast<const T*>(p.d_o) + (ok ? rowV + offD : 0), ok);
       }
     } else {
       const std::int64_t base = (ch.g * H + h) * K * V;
-      for (int y = e; y < L::KM * kVT / 4; y += kThreads) {
+      for (int y = e; y < L::KM * kVT / 4; y += kT) {
         const int i = y / (kVT / 4), cx = (y % (kVT / 4)) * 4;
         const bool ok = i < K && c0 + cx < V;
         cp16(sg + L::Dho + i * LS + cx, p.dh_o + (ok ? base + i * V + c0 + cx : 0), ok);
@@ -151,7 +182,8 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
       Ss[i * LS + col] = sa[j][q];
     }
   ring_start<NS>(count, load);
-  const int mat = warp >> 2, nt = warp & 3;  // phase 1: dv_new (mat 0) or dv (mat 1), columns 8 nt ..
+  // phase 1: dv_new (mat 0) or dv (mat 1), columns 8 nt .., over K part kpart
+  const int mat = (warp >> 2) & 1, nt = warp & 3, kpart = warp >> 3;
   for (std::int64_t x = 0; x < count; ++x) {  // an empty sequence (cu_seqlens) has none: dh0 = dht
     ring_advance<NS>(x, count, load);  // chunk x's stage landed; dS' in Ss; the later chunk's Vn no longer read
     const Chunk ch = chunk_in(seq, count - 1 - x, C);
@@ -170,11 +202,15 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
       }
     }
     const T* dOt = reinterpret_cast<const T*>(sg + L::dO);  // FORM: the tile's do rows
+    float own[4];  // this warp's phase-1 result (with K parts: its part)
     {  // phase 1: dv_new = dv_new_o + bg dS' (mat 0), dv += kg dS' (mat 1)
       const float* M = sg + (mat ? L::Kg : L::Bg);
       const int cn = 8 * nt + 2 * t;
       float acc[4], acc2[4] = {0.f, 0.f, 0.f, 0.f}, cor[4] = {0.f, 0.f, 0.f, 0.f}, cor2[4] = {0.f, 0.f, 0.f, 0.f};
-      if (FORM && (mat == 0 || FORM_DV)) {  // dv_new_o = A_qb^T dO (dv's share A_qk^T dO): chunk_o_bwd_mma_kernel's
+      if (kpart > 0) {  // a later K part: from zero
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[q] = 0.f;
+      } else if (FORM && (mat == 0 || FORM_DV)) {  // dv_new_o = A_qb^T dO (dv's share A_qk^T dO): chunk_o_bwd_mma_kernel's
         float o[4] = {0.f, 0.f, 0.f, 0.f}, oc[4] = {0.f, 0.f, 0.f, 0.f};  // products in its order (its bits)
 #pragma unroll
         for (int kk = 0; kk < 2; ++kk) {
@@ -191,28 +227,25 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
         for (int q = 0; q < 4; ++q) acc[q] = init[(g + (q >= 2 ? 8 : 0)) * LS + cn + (q & 1)];
       }
 #pragma unroll
-      for (int k0 = 0; k0 < L::KM; k0 += 8) {
+      for (int kk = 0; kk < L::KSPAN; kk += 8) {
+        const int k0 = kpart * L::KSPAN + kk;
         unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
         load_a_split(M, KP, k0, g, t, ah, al);
         load_b_split(Ss, LS, k0, 8 * nt, g, t, bh0, bl0, bh1, bl1);
-        if ((k0 / 8) % 2 == 0) mma_3xtf32(acc, cor, cor2, ah, al, bh0, bl0, bh1, bl1);
+        if ((kk / 8) % 2 == 0) mma_3xtf32(acc, cor, cor2, ah, al, bh0, bl0, bh1, bl1);
         else mma_3xtf32(acc2, cor, cor2, ah, al, bh0, bl0, bh1, bl1);
       }
 #pragma unroll
       for (int q = 0; q < 4; ++q) acc[q] = (acc[q] + acc2[q]) + (cor[q] + cor2[q]);
-      const int col = c0 + cn;
-      if (col < V) {
-        float* out = mat ? p.dv : p.dvnew;
+      if constexpr (KSPLIT == 1) store_phase1(p, ch, h, H, c0 + cn, V, g, mat, acc);
 #pragma unroll
-        for (int q = 0; q < 4; q += 2) {
-          const int r = g + (q >= 2 ? 8 : 0);
-          if (r < ch.len)
-            *reinterpret_cast<float2*>(out + tix(ch.bos + r, h, H, col, V)) = make_float2(acc[q], acc[q + 1]);
-        }
-      }
-      if (mat == 0) {  // rows past the chunk and columns past V are zero (their operands were zero-filled)
-        *reinterpret_cast<float2*>(Vn + g * LS + cn) = make_float2(acc[0], acc[1]);
-        *reinterpret_cast<float2*>(Vn + (g + 8) * LS + cn) = make_float2(acc[2], acc[3]);
+      for (int q = 0; q < 4; ++q) own[q] = acc[q];
+      // dv_new's part (rows past the chunk and columns past V are zero: their operands were zero-filled), or dv's
+      // part past the first
+      if (mat == 0 || kpart > 0) {
+        float* X = mat == 0 ? Vn + kpart * C * LS : Dp + (kpart - 1) * C * LS;
+        *reinterpret_cast<float2*>(X + g * LS + cn) = make_float2(acc[0], acc[1]);
+        *reinterpret_cast<float2*>(X + (g + 8) * LS + cn) = make_float2(acc[2], acc[3]);
       }
     }
     float dho[TPW][4];  // FORM: this warp's tiles of dh_o = qg^T dO (off the dS' chain: before the barrier)
@@ -240,6 +273,18 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
           dho[j][q] = sg[L::Dho + (16 * mt + g + (q >= 2 ? 8 : 0)) * LS + 8 * (nb0 + j) + 2 * t + (q & 1)];
     }
     __syncthreads();
+    if constexpr (KSPLIT > 1) {  // the first part's warps: dv_new and dv, their parts added, out
+      if (kpart == 0) {
+        const int cn = 8 * nt + 2 * t;
+        float tot[4];  // dv_new: as the state update adds its parts; dv: this warp's part (in registers) + the next
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int i = (g + (q >= 2 ? 8 : 0)) * LS + cn + (q & 1);
+          tot[q] = mat == 0 ? sum_of_parts<KSPLIT>(Vn, C * LS, i) : own[q] + Dp[i];
+        }
+        store_phase1(p, ch, h, H, c0 + cn, V, g, mat, tot);
+      }
+    }
     {  // dS = diag(exp(gl)) dS' + dh_o + w^T dv_new, TPW tiles of 16 x 8 a warp
       const float* W = sg + L::W;
       const float* egl = sg + L::E;
@@ -259,7 +304,7 @@ __global__ void __launch_bounds__(kThreads, KMAX <= 64 ? 2 : 1) chunk_h_bwd_seq_
 #pragma unroll
         for (int j = 0; j < TPW; ++j) {
           unsigned bh0, bl0, bh1, bl1;
-          load_b_split(Vn, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
+          load_b_split_parts<KSPLIT>(Vn, C * LS, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
           mma_3xtf32(sa[j], cs[j], cs[j], ah, al, bh0, bl0, bh1, bl1);
         }
       }
@@ -539,8 +584,10 @@ void launch_mma(const HBwdArgs& seq, const HBwdChunkArgs& chunk, ElemType dtype,
         by_form([&](auto form, auto form_dv) {
           constexpr int KM = decltype(km)::value;
           constexpr bool FORM = decltype(form)::value, FORM_DV = decltype(form_dv)::value;
-          set_smem(chunk_h_bwd_seq_mma_kernel<T, KM, FORM, FORM_DV>, SeqM<KM, FORM>::bytes);
-          chunk_h_bwd_seq_mma_kernel<T, KM, FORM, FORM_DV><<<seq_grid, kThreads, SeqM<KM, FORM>::bytes, stream>>>(seq);
+          constexpr int NW = seq_warps<KM>();
+          using L = SeqM<KM, FORM, NW>;
+          set_smem(chunk_h_bwd_seq_mma_kernel<T, KM, FORM, FORM_DV, NW>, L::bytes);
+          chunk_h_bwd_seq_mma_kernel<T, KM, FORM, FORM_DV, NW><<<seq_grid, L::kT, L::bytes, stream>>>(seq);
         });
       });
     }

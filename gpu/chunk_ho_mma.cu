@@ -8,15 +8,19 @@
 // Why: the FMA kernel delivers ~557 KB of shared memory to registers per chunk and block (1 float per FMA;
 // LDS.128 broadcasts still cost 4 cycles of the 128 B/clk path), 8.7k cycles per chunk an SM = the measured
 // 8.4k; the fragments here deliver each operand element to one lane once (~100 KB per chunk and block).
-// Warps: phase 1, warp w: v_new (w < 4) or qg S (w >= 4) for columns 8 (w % 4) .. + 7, K in KM / 8 steps;
-// phase 2: warps 4-7 add A_qk v + A_qb v_new to their qg S and store o; every warp updates TPW = KM / 32 tiles
-// of 16 x 8 of the state (KM = 64: rows 16 (w / 2), columns 16 (w % 2) .. + 15; KM = 128: rows 16 w, all 32
-// columns), held in registers as MMA accumulators. KM = 64 fits two blocks an SM, KM = 128 one.
-// STATES (HOStates, the chunk backward's recompute): no o, so no qg S; phase 1 is v_new alone, its K split in two
-// halves between warps w and w + 4 (columns 8 (w % 4) ..: half the dependent k-steps), the halves added where they are
-// read (v_new = (u + w[:, :KM/2] S[:KM/2]) + w[:, KM/2:] S[KM/2:], the same fp32 sum for the state update and the
-// stored v_new); every warp stores its state tiles at the top of each chunk (h) and the block stores v_new. A stage
-// holds neither qg nor A_qk, A_qb. STATES = false is the forward's kernel (the same code as before the flag).
+// Warps (NW = 8: ho_warps; 16 is measured slower): phase 1, warp w: v_new (w % 8 < 4) or qg S (w % 8 >= 4) for
+// columns 8 (w % 4) .. + 7, over K part w / 8 (NW = 16: two halves of K, each part's v_new and qg S to its own
+// shared-memory buffer, added where read); phase 2: warps 4-7 add qg S's other part, then A_qk v + A_qb v_new, and
+// store o; every warp updates TPW = KM / (4 NW) tiles of 16 x 8 of the state (two: rows 16 (w / 2), columns 16 (w % 2)
+// .. + 15; KM = 128 with 8 warps, four: rows 16 w, all 32 columns), held in registers as MMA accumulators. KM = 64
+// fits two blocks an SM, KM = 128 one (B4 H8 K = V = 128: 128 blocks, one an SM).
+// STATES (HOStates, the chunk backward's recompute): no o, so no qg S; phase 1 is v_new alone, its K split in NW / 4
+// parts between warps w, w + 4, .. (columns 8 (w % 4) ..: fewer dependent k-steps), the parts added where they are
+// read (v_new = (u + w[:, :KM/2] S[:KM/2]) + w[:, KM/2:] S[KM/2:] at two parts, (p0 + p1) + (p2 + p3) at four: the
+// same fp32 sum for the state update and the stored v_new); every warp stores its state tiles at the top of each
+// chunk (h) and the block stores v_new. A stage holds neither qg nor A_qk, A_qb. STATES = false is the forward's
+// kernel. At NW = 8 every product and sum is as before NW existed (bitwise); at 16 the K parts change the summation
+// order of v_new and qg S at K > 64.
 #include <cstdint>
 #include <type_traits>
 
@@ -26,29 +30,33 @@
 namespace dplr::gpu::detail::ho {
 namespace {
 
-template <int KMAX, bool STATES>
+// Warps a block: 8 at every K. The kernel takes NW = 16 too (phase 1's K in halves, meant for K = 128, where B4 H8
+// gives 128 blocks of 8 warps, one an SM); measured slower there (H100, session 16, same call: the backward's
+// recompute 0.869 ms against 0.774 at B4 T4096 H8 K = V = 128), so it is not instantiated.
+template <int KMAX>
+constexpr int ho_warps() { return 8; }
+
+template <int KMAX, bool STATES, int NW = ho_warps<KMAX>()>
 struct HOM {
   static constexpr int C = 16, KM = KMAX, KP = KM + 4, AP = C + 4, LS = kVT + 8;  // padded rows: conflict-free fragments
+  static constexpr int kT = 32 * NW;
   static constexpr int W = 0, Kd = C * KP, Bd = 2 * C * KP, Qg = 3 * C * KP, U = (STATES ? 3 : 4) * C * KP;
   static constexpr int Vv = U + C * kVT, Aqk = Vv + C * kVT, Aqb = Aqk + (STATES ? 0 : C * AP);
   static constexpr int E = Aqb + (STATES ? 0 : C * AP), stage = E + KM;
   static constexpr int NS = 4;
-  static constexpr int TPW = KM / 32, WPR = 128 / KM;  // state tiles a warp; warps a 16-row tile
-  static constexpr int VN = STATES ? 2 : 1;            // v_new buffers: its two K halves in the states mode
-  static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + VN * C * LS) * sizeof(float);
+  static constexpr int TPW = KM / (4 * NW), WPR = 4 / TPW;  // state tiles (16 x 8) a warp; warps a 16-row tile
+  // Phase 1's K parts: 8 warps (v_new and qg S, 4 column tiles each) a part in the forward, 4 (v_new) in the states
+  // mode; each part's v_new (and, past the first part, qg S) goes to its own buffer and the parts are added where
+  // they are read, in a fixed order (sum_of_parts).
+  static constexpr int KSPLIT = STATES ? NW / 4 : NW / 8, KSPAN = KM / KSPLIT;
+  static constexpr int VN = KSPLIT, QN = STATES ? 0 : KSPLIT - 1;  // v_new buffers; qg S buffers
+  static constexpr std::size_t bytes = (std::size_t(NS) * stage + KM * LS + (VN + QN) * C * LS) * sizeof(float);
+  static_assert(TPW * WPR == 4 && KSPLIT >= 1 && (KSPLIT & (KSPLIT - 1)) == 0 && KSPAN % 8 == 0, "chunk_ho mma: warps");
 };
 static_assert(HOM<64, false>::bytes <= 110 * 1024 && HOM<64, true>::bytes <= 110 * 1024,
               "chunk_ho mma: two blocks an SM at K <= 64");
 static_assert(HOM<128, false>::bytes <= 227 * 1024 && HOM<128, true>::bytes <= 227 * 1024,
               "chunk_ho mma: one block an SM at K <= 128");
-
-// A B fragment (k-major, columns n0 .. n0 + 7) of the sum of two matrices, split (the states mode's v_new halves).
-__device__ __forceinline__ void load_b_split_sum(const float* m, const float* m2, int ld, int k0, int n0, int g, int t,
-                                                 unsigned& hi0, unsigned& lo0, unsigned& hi1, unsigned& lo1) {
-  const int i0 = (k0 + t) * ld + n0 + g, i1 = (k0 + t + 4) * ld + n0 + g;
-  split_tf32(m[i0] + m2[i0], hi0, lo0);
-  split_tf32(m[i1] + m2[i1], hi1, lo1);
-}
 
 // Two adjacent outputs in one store: 16-bit, each rounded to nearest as st<T> (4 bytes), or fp32 in the fp32-output
 // mode (8 bytes; i is even and o 8-byte aligned, checked by chunk_h_o).
@@ -62,16 +70,16 @@ __device__ __forceinline__ void st2(void* o, std::int64_t i, float x, float y, b
     *reinterpret_cast<__half2*>(static_cast<T*>(o) + i) = __floats2half2_rn(x, y);
 }
 
-template <typename T, int KMAX, bool STATES>
-__global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
-  using L = HOM<KMAX, STATES>;
-  constexpr int NS = L::NS, C = L::C, KP = L::KP, AP = L::AP, LS = L::LS, TPW = L::TPW;
-  static_assert(C * L::KM / 4 % kThreads == 0 && C * C == kThreads, "chunk_ho mma: whole copies a thread");
+template <typename T, int KMAX, bool STATES, int NW>
+__global__ void __launch_bounds__(32 * NW) chunk_ho_mma_kernel(HOArgs p) {
+  using L = HOM<KMAX, STATES, NW>;
+  constexpr int NS = L::NS, C = L::C, KP = L::KP, AP = L::AP, LS = L::LS, TPW = L::TPW, kT = L::kT;
+  static_assert(C * L::KM / 4 % kT == 0 && C * C <= kT, "chunk_ho mma: whole copies a thread");
   const int K = p.K, V = p.V;
   extern __shared__ __align__(16) float sm[];
   float* Ss = sm + NS * L::stage;  // [KM][LS], the state before the chunk
-  float* Vn = Ss + L::KM * LS;     // [C][LS]
-  float* Vn2 = Vn + C * LS;        // [C][LS], STATES only: the second K half of v_new
+  float* Vn = Ss + L::KM * LS;     // [VN][C][LS]: v_new's K parts
+  float* Qs = Vn + L::VN * C * LS; // [QN][C][LS]: qg S's K parts past the first (the forward at 16 warps)
 
   const std::int64_t h = blockIdx.y, H = p.H;
   const SeqChunks seq = seq_chunks(p.geo, sequence_of_block(p.geo));
@@ -84,7 +92,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
   // (kp: the K-wide rows, offU: u's V tile, offV: v's, offA: A_qk, A_qb) are computed once here, so that a chunk's
   // indices are one int64 multiply-add a width plus one add a piece instead of tix's two a piece. Same addresses.
   const int e = threadIdx.x;
-  const RowPieces<C, L::KM, kThreads> kp(H * K);  // kp.off: the K-wide rows' pieces (kg, bg, w, qg)
+  const RowPieces<C, L::KM, kT> kp(H * K);  // kp.off: the K-wide rows' pieces (kg, bg, w, qg)
   const int ur = e / (kVT / 4), ux = (e % (kVT / 4)) * 4;  // e < C kVT / 4: a 16-byte piece of u's tile
   const std::int64_t offU = ur * H * V + c0 + ux;
   constexpr int EPC = 16 / sizeof(T);
@@ -119,7 +127,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
       const bool ok = 4 * e < K;
       cp16(sg + L::E + 4 * e, p.egl + (ok ? (ch.g * H + h) * K + 4 * e : 0), ok);
     }
-    if constexpr (!STATES) {
+    if (!STATES && e < C * C) {
       const bool ok = ar < ch.len && as <= ar;
       const std::int64_t ix = ok ? row * C + offA : 0;
       cp4(sg + L::Aqk + ar * AP + as, p.Aqk + ix, ok);
@@ -138,10 +146,10 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
       Ss[i * LS + col] = sa[j][q];
     }
   ring_start<NS>(count, load);
-  // phase 1: v_new (mat 0) or qg S (mat 1), columns 8 nt ..; STATES: v_new's K half mat
-  const int mat = warp >> 2, nt = warp & 3;
-  constexpr int KSPAN = STATES ? L::KM / 2 : L::KM;  // the k-steps a phase-1 warp runs
-  const int kbase = STATES ? mat * KSPAN : 0;
+  // phase 1: v_new (mat 0) or qg S (mat 1, the forward), columns 8 nt .., over K part kpart
+  const int nt = warp & 3, kpart = STATES ? warp >> 2 : warp >> 3, mat = STATES ? 0 : (warp >> 2) & 1;
+  constexpr int KSPAN = L::KSPAN;  // the k-steps a phase-1 warp runs
+  const int kbase = kpart * KSPAN;
   for (std::int64_t c = 0; c < count; ++c) {
     ring_advance<NS>(c, count, load);  // chunk c's stage landed; chunk c - 1 fully done (state written)
     const Chunk ch = chunk_in(seq, c, C);
@@ -169,7 +177,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
       const float* M = sg + (mat && !STATES ? L::Qg : L::W);
       const int cn = 8 * nt + 2 * t;
 #pragma unroll
-      for (int q = 0; q < 4; ++q) acc[q] = mat ? 0.f : U[(g + (q >= 2 ? 8 : 0)) * kVT + cn + (q & 1)];
+      for (int q = 0; q < 4; ++q) acc[q] = mat || kpart > 0 ? 0.f : U[(g + (q >= 2 ? 8 : 0)) * kVT + cn + (q & 1)];
 #pragma unroll
       for (int kk = 0; kk < KSPAN; kk += 8) {
         const int k0 = kbase + kk;
@@ -184,20 +192,29 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
         acc[q] = (acc[q] + acc2[q]) + (cor[q] + cor2[q]);
         acc2[q] = cor[q] = cor2[q] = 0.f;
       }
-      if (mat == 0 || STATES) {
-        float* Vd = STATES && mat ? Vn2 : Vn;
+      if (mat == 0 || kpart > 0) {  // v_new's part kpart, or (mat 1) qg S's past the first
+        float* Vd = mat == 0 ? Vn + kpart * C * LS : Qs + (kpart - 1) * C * LS;
         *reinterpret_cast<float2*>(Vd + g * LS + cn) = make_float2(acc[0], acc[1]);
         *reinterpret_cast<float2*>(Vd + (g + 8) * LS + cn) = make_float2(acc[2], acc[3]);
       }
     }
     __syncthreads();
-    if constexpr (STATES) {  // v_new out: its two halves added (as the state update adds them), 8-byte stores
-      const int r = threadIdx.x / (kVT / 2), cx = 2 * (threadIdx.x % (kVT / 2));
-      static_assert(C * kVT == 2 * kThreads, "chunk_ho mma: two v_new elements a thread");
-      if (r < ch.len && c0 + cx < V)
-        *reinterpret_cast<float2*>(p.vnew + tix(ch.bos + r, h, H, c0 + cx, V)) =
-            make_float2(Vn[r * LS + cx] + Vn2[r * LS + cx], Vn[r * LS + cx + 1] + Vn2[r * LS + cx + 1]);
-    } else if (mat == 1) {  // o = qg S + A_qk v + A_qb v_new, columns 8 nt ..
+    if constexpr (STATES) {  // v_new out: its K parts added (as the state update adds them), 8-byte stores
+      static_assert(C * kVT % 2 == 0, "chunk_ho mma: v_new element pairs");
+      for (int x = threadIdx.x; x < C * kVT / 2; x += kT) {
+        const int r = x / (kVT / 2), cx = 2 * (x % (kVT / 2));
+        if (r < ch.len && c0 + cx < V)
+          *reinterpret_cast<float2*>(p.vnew + tix(ch.bos + r, h, H, c0 + cx, V)) =
+              make_float2(sum_of_parts<L::VN>(Vn, C * LS, r * LS + cx), sum_of_parts<L::VN>(Vn, C * LS, r * LS + cx + 1));
+      }
+    } else if (mat == 1 && kpart == 0) {  // o = qg S + A_qk v + A_qb v_new, columns 8 nt ..
+      if constexpr (L::QN > 0) {  // qg S's other K parts, in order
+        const int cn = 8 * nt + 2 * t;
+#pragma unroll
+        for (int j = 0; j < L::QN; ++j)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) acc[q] += Qs[j * C * LS + (g + (q >= 2 ? 8 : 0)) * LS + cn + (q & 1)];
+      }
 #pragma unroll
       for (int k0 = 0; k0 < C; k0 += 8) {
         unsigned ah[4], al[4], b0, b1;
@@ -209,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
       for (int k0 = 0; k0 < C; k0 += 8) {
         unsigned ah[4], al[4], bh0, bl0, bh1, bl1;
         load_a_split(Aqb, AP, k0, g, t, ah, al);
-        load_b_split(Vn, LS, k0, 8 * nt, g, t, bh0, bl0, bh1, bl1);
+        load_b_split_parts<L::VN>(Vn, C * LS, LS, k0, 8 * nt, g, t, bh0, bl0, bh1, bl1);
         mma_3xtf32(acc, cor2, cor, ah, al, bh0, bl0, bh1, bl1);
       }
       const int col = c0 + 8 * nt + 2 * t;
@@ -253,8 +270,7 @@ __global__ void __launch_bounds__(kThreads) chunk_ho_mma_kernel(HOArgs p) {
 #pragma unroll
         for (int j = 0; j < TPW; ++j) {
           unsigned bh0, bl0, bh1, bl1;
-          if constexpr (STATES) load_b_split_sum(Vn, Vn2, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
-          else load_b_split(Vn, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
+          load_b_split_parts<L::VN>(Vn, C * LS, LS, k0, 8 * (nb0 + j), g, t, bh0, bl0, bh1, bl1);
           mma_3xtf32(hh[j], cs2[j], cs[j], ah, al, bh0, bl0, bh1, bl1);
         }
       }
@@ -288,8 +304,10 @@ void launch_mma(const HOArgs& p, ElemType dtype, dim3 grid, bool states, cudaStr
       auto go = [&](auto km, auto st) {
         constexpr int KMAX = decltype(km)::value;
         constexpr bool STATES = decltype(st)::value;
-        set_smem(chunk_ho_mma_kernel<T, KMAX, STATES>, HOM<KMAX, STATES>::bytes);
-        chunk_ho_mma_kernel<T, KMAX, STATES><<<grid, kThreads, HOM<KMAX, STATES>::bytes, stream>>>(p);
+        constexpr int NW = ho_warps<KMAX>();
+        using L = HOM<KMAX, STATES, NW>;
+        set_smem(chunk_ho_mma_kernel<T, KMAX, STATES, NW>, L::bytes);
+        chunk_ho_mma_kernel<T, KMAX, STATES, NW><<<grid, L::kT, L::bytes, stream>>>(p);
       };
       auto with_k = [&](auto st) {
         if (p.K <= 64) go(std::integral_constant<int, 64>{}, st);

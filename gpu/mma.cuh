@@ -81,6 +81,27 @@ __device__ __forceinline__ void load_bt_exact(const T* m, int ld, int k0, int n0
   b1 = __float_as_uint(to_f(m[(n0 + g) * ld + k0 + t + 4]));
 }
 
+// Element i of a matrix held as N parts (`stride` floats apart, N = 1, 2 or 4), added in a fixed order:
+// (p0 + p1) + (p2 + p3). The sequential kernels' K-split products keep each part in its own buffer.
+template <int N>
+__device__ __forceinline__ float sum_of_parts(const float* m, int stride, int i) {
+  static_assert(N == 1 || N == 2 || N == 4, "one, two or four parts");
+  if constexpr (N == 1) return m[i];
+  else if constexpr (N == 2) return m[i] + m[stride + i];
+  else return (m[i] + m[stride + i]) + (m[2 * stride + i] + m[3 * stride + i]);
+}
+// A B fragment (k-major, columns n0 .. n0 + 7) of a matrix held as N parts (sum_of_parts), split.
+template <int N>
+__device__ __forceinline__ void load_b_split_parts(const float* m, int stride, int ld, int k0, int n0, int g, int t,
+                                                   unsigned& hi0, unsigned& lo0, unsigned& hi1, unsigned& lo1) {
+  if constexpr (N == 1) {
+    load_b_split(m, ld, k0, n0, g, t, hi0, lo0, hi1, lo1);
+  } else {
+    split_tf32(sum_of_parts<N>(m, stride, (k0 + t) * ld + n0 + g), hi0, lo0);
+    split_tf32(sum_of_parts<N>(m, stride, (k0 + t + 4) * ld + n0 + g), hi1, lo1);
+  }
+}
+
 // The 3xTF32 product of split fragments, each term into its own accumulator (they may be the same array):
 // hl += a_hi b_lo, lh += a_lo b_hi, hh += a_hi b_hi (in this order; lo*lo dropped). Separate accumulators keep
 // the dependent MMA chains short; the caller adds them, (hh + ...) + (hl + lh), once at the end.
