@@ -4,10 +4,11 @@
 #   cmake -S . -B build-gpu -G Ninja -DDPLR_STATIC_DEPS=ON && cmake --build build-gpu --target dplr test_gpu_forward test_gpu_recurrent_bwd
 #   mkdir -p carry && cp build-gpu/cli/dplr build-gpu/tests/gpu/test_gpu_*[!.]* carry/
 # fla: `git archive HEAD fla | tar -x -C carry/fla_src` from its checkout; it starts first, in the background, and
-# compiles (Triton, minutes) while our parts run; it times only after our bench, so that the GPU is timed by one
-# program at a time. With carry/fla_cases (case files from `dplr gen`) it also records fla's outputs and gradients
-# on them (bench/fla_record.py) for `dplr verify` here. Run with carry=["carry"]. Results go to $OUT (default
-# out/device), packed into one device.tar.gz. Parts: SKIP_CHECK=1, SKIP_TESTS=1, SKIP_BENCH=1, SKIP_FLA=1,
+# compiles (Triton, minutes) while our parts run; our bench waits until it has compiled (its autotuning runs
+# kernels; FLA_READY_TIMEOUT) and it times only after our bench, so that the GPU is timed by one program at a
+# time. With carry/fla_cases (case files from `dplr gen`) it also records fla's outputs and gradients on them
+# (bench/fla_record.py) for `dplr verify` here. Run with carry=["carry"]. Results go to $OUT (default out/device),
+# packed into one device.tar.gz. Parts: SKIP_CHECK=1, SKIP_TESTS=1, SKIP_BENCH=1, SKIP_FLA=1,
 # SKIP_SAN=1, SKIP_PLANTED=1 (needs carry/dplr-planted, a -DDPLR_PLANT_DEFECTS=ON build); BENCH_PART=forward|training
 # (`dplr bench --gpu --gpu-part`; default all); CHECK_SEEDS="7 11" (default: the committed sweep's seeds only);
 # CHECK_PROPERTY=N (the property sweep, off by default; CHECK_PROPERTY_SEEDS="7 8"); GPU_TESTS="test_gpu_forward ..."
@@ -18,11 +19,12 @@ RESULTS=$(mktemp -d)
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$RESULTS/device.txt"
 flag=$(mktemp -u)
+ready=$(mktemp -u)
 fla_pid=""
 record_pid=""
 if [ -d carry/fla_src ] && [ "${SKIP_FLA:-0}" != 1 ]; then
   echo "== fla, same card (background: compiles now, times after our bench)"
-  FLA_PEER_WAIT_FILE=$flag PYTHONPATH=$PWD/carry/fla_src FLA_PEER_ACCURACY=${FLA_PEER_ACCURACY:-0} PYTHONUNBUFFERED=1 \
+  FLA_PEER_WAIT_FILE=$flag FLA_PEER_READY_FILE=$ready PYTHONPATH=$PWD/carry/fla_src FLA_PEER_ACCURACY=${FLA_PEER_ACCURACY:-0} PYTHONUNBUFFERED=1 \
     setsid python3 bench/fla_peer.py "$RESULTS/fla.json" > "$RESULTS/fla.log" 2>&1 &
   fla_pid=$!
   if [ -d carry/fla_cases ]; then
@@ -99,6 +101,11 @@ if [ -x carry/dplr-planted ] && [ "${PLANTED_PROPERTY:-0}" != 0 ]; then
   python3 bench/planted_summary.py "$RESULTS"/prop-*/report.json | tee "$RESULTS/planted-property-summary.txt"
   grep -HE "failed case written|replay:|positions run" "$RESULTS"/prop-*.log | tee -a "$RESULTS/planted-property-summary.txt" | head -30
   rm -f "$RESULTS"/prop-*/report.json
+fi
+# fla's compile autotunes, which runs its kernels: our bench waits until fla says it has compiled (FLA_READY_TIMEOUT).
+if [ -n "$fla_pid" ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
+  for _ in $(seq "${FLA_READY_TIMEOUT:-300}"); do [ -e "$ready" ] || ! kill -0 "$fla_pid" 2>/dev/null && break; sleep 1; done
+  echo "== fla compiled: $([ -e "$ready" ] && echo yes || echo 'NO (the bench may share the GPU)')"
 fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== dplr bench --gpu"
