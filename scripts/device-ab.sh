@@ -30,15 +30,9 @@ others=$(ls carry/*.xz | grep -v '\.tar\.xz$' | sed 's|carry/||; s|\.xz$||' | gr
 bins=${BINS:-dplr $others}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$R/device.txt"
 t0=$(date +%s)
-flag=$(mktemp -u)
-ready=$(mktemp -u)
-fla_pid=""
 pack() { tar -czf "$OUT/ab.tar.gz" -C "$R" .; }  # after every part: a call cut off at its time limit keeps what ran
-if [ -d carry/fla_src ] && [ "${FLA:-1}" != 0 ]; then
-  FLA_PEER_WAIT_FILE=$flag FLA_PEER_READY_FILE=$ready PYTHONPATH=$PWD/carry/fla_src FLA_PEER_ACCURACY=0 FLA_PEER_TIMING=0 PYTHONUNBUFFERED=1 \
-    setsid python3 bench/fla_peer.py "$R/fla.json" > "$R/fla.log" 2>&1 &
-  fla_pid=$!
-fi
+source scripts/fla-peer.sh
+fla_start "$R" FLA_PEER_ACCURACY=0 FLA_PEER_TIMING=0
 for t in ${GPU_TESTS:-}; do
   timeout 200 "./carry/$t" > "$R/$t.log" 2>&1
   echo "$t rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$R/$t.log" | tr '\n' ' ')" | tee -a "$R/summary.txt"
@@ -58,12 +52,8 @@ for t in ${SAN_TESTS:-}; do  # every kernel of the test binary's GpuSanitize cas
   done
 done
 pack
-# fla's compile autotunes, which runs its kernels: the timings below wait until it has finished (FLA_READY_TIMEOUT).
-if [ -n "$fla_pid" ]; then
-  for _ in $(seq "${FLA_READY_TIMEOUT:-300}"); do [ -e "$ready" ] || ! kill -0 "$fla_pid" 2>/dev/null && break; sleep 1; done
-  echo "== fla compiled: $([ -e "$ready" ] && echo yes || echo 'NO (timings below may share the GPU)') t=$(( $(date +%s) - t0 )) s" |
-    tee -a "$R/summary.txt"
-fi
+compiled=$(fla_wait_compiled)
+[ -n "$compiled" ] && echo "$compiled t=$(( $(date +%s) - t0 )) s" | tee -a "$R/summary.txt"
 for b in $bins; do
   if [[ ${PARTS:-ncu bench} == *ncu* ]]; then
     timeout 150 ncu --clock-control none --cache-control none -k regex:mma_kernel --launch-count 8 \
@@ -80,10 +70,8 @@ for b in $bins; do
   fi
   pack
 done
-touch "$flag"
+fla_finish | tee -a "$R/summary.txt"
 if [ -n "$fla_pid" ]; then
-  for _ in $(seq "${FLA_TIMEOUT:-300}"); do kill -0 "$fla_pid" 2>/dev/null || break; sleep 1; done
-  kill -- -"$fla_pid" 2>/dev/null && echo "fla: stopped at FLA_TIMEOUT" | tee -a "$R/summary.txt"
   echo "== fla t=$(( $(date +%s) - t0 )) s" | tee -a "$R/summary.txt"
   grep -E "median|SKIPPED|Error" "$R/fla.log" | tee -a "$R/summary.txt"
 fi

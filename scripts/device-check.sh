@@ -18,15 +18,11 @@ OUT=${OUT:-out/device}
 RESULTS=$(mktemp -d)
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$RESULTS/device.txt"
-flag=$(mktemp -u)
-ready=$(mktemp -u)
-fla_pid=""
 record_pid=""
+source scripts/fla-peer.sh
 if [ -d carry/fla_src ] && [ "${SKIP_FLA:-0}" != 1 ]; then
   echo "== fla, same card (background: compiles now, times after our bench)"
-  FLA_PEER_WAIT_FILE=$flag FLA_PEER_READY_FILE=$ready PYTHONPATH=$PWD/carry/fla_src FLA_PEER_ACCURACY=${FLA_PEER_ACCURACY:-0} PYTHONUNBUFFERED=1 \
-    setsid python3 bench/fla_peer.py "$RESULTS/fla.json" > "$RESULTS/fla.log" 2>&1 &
-  fla_pid=$!
+  fla_start "$RESULTS" FLA_PEER_ACCURACY="${FLA_PEER_ACCURACY:-0}"
   if [ -d carry/fla_cases ]; then
     PYTHONPATH=$PWD/carry/fla_src PYTHONUNBUFFERED=1 python3 bench/fla_record.py carry/fla_cases "$RESULTS/fla_recorded" \
       > "$RESULTS/fla_record.log" 2>&1 &
@@ -102,11 +98,7 @@ if [ -x carry/dplr-planted ] && [ "${PLANTED_PROPERTY:-0}" != 0 ]; then
   grep -HE "failed case written|replay:|positions run" "$RESULTS"/prop-*.log | tee -a "$RESULTS/planted-property-summary.txt" | head -30
   rm -f "$RESULTS"/prop-*/report.json
 fi
-# fla's compile autotunes, which runs its kernels: our bench waits until fla says it has compiled (FLA_READY_TIMEOUT).
-if [ -n "$fla_pid" ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
-  for _ in $(seq "${FLA_READY_TIMEOUT:-300}"); do [ -e "$ready" ] || ! kill -0 "$fla_pid" 2>/dev/null && break; sleep 1; done
-  echo "== fla compiled: $([ -e "$ready" ] && echo yes || echo 'NO (the bench may share the GPU)')"
-fi
+[ "${SKIP_BENCH:-0}" != 1 ] && fla_wait_compiled
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== dplr bench --gpu"
   ./carry/dplr bench --gpu --gpu-part "${BENCH_PART:-all}" --json "$RESULTS/bench.json" > "$RESULTS/bench.log" 2>&1
@@ -117,10 +109,8 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     grep -E "median" "$RESULTS/bench.log" | grep -v "stage" | head -24
   fi
 fi
-touch "$flag"
+fla_finish
 if [ -n "$fla_pid" ]; then
-  for _ in $(seq "${FLA_TIMEOUT:-300}"); do kill -0 "$fla_pid" 2>/dev/null || break; sleep 1; done
-  kill -- -"$fla_pid" 2>/dev/null && echo "fla: stopped at FLA_TIMEOUT"
   grep -v Warning "$RESULTS/fla.log" | tail -14
 fi
 if [ "${SKIP_SAN:-0}" != 1 ]; then
